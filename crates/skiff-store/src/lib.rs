@@ -1,0 +1,135 @@
+//! The versioned object store: the `Store` trait (etcd's model), its conformance suite, the
+//! embedded SQLite backend, and encryption of chosen keys at rest.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+/// A global, strictly increasing revision, as in etcd. 0 means "none".
+pub type Revision = i64;
+
+/// One key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the create that made this key live (etcd `create_revision`).
+    pub create_revision: Revision,
+    /// Revision of the last change (etcd `mod_revision`); what the API calls `resourceVersion`.
+    pub mod_revision: Revision,
+}
+
+/// A page of a range read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// More keys follow the last one returned.
+    pub more: bool,
+    /// The store revision the range was read at.
+    pub revision: Revision,
+}
+
+/// A change, as seen by a watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A create or an update; `prev` is the value before an update (None on create).
+    Put { kv: KeyValue, prev: Option<KeyValue> },
+    /// A delete; `prev` is the value that was deleted, `revision` the delete's revision.
+    Delete { prev: KeyValue, revision: Revision },
+}
+
+impl Event {
+    pub fn revision(&self) -> Revision {
+        match self {
+            Event::Put { kv, .. } => kv.mod_revision,
+            Event::Delete { revision, .. } => *revision,
+        }
+    }
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put { kv, .. } => &kv.key,
+            Event::Delete { prev, .. } => &prev.key,
+        }
+    }
+}
+
+/// What a backend can do, so callers check one struct instead of backend names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `range` can read at a past revision (needed for consistent `continue` pages).
+    pub range_at_revision: bool,
+    /// Acknowledged writes survive a crash of the process (fsync before ack).
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("key {0:?} not found")]
+    NotFound(String),
+    /// The key's current mod revision differs from the expected one.
+    #[error("key {key:?} was modified (expected revision {expected}, found {actual})")]
+    Conflict { key: String, expected: Revision, actual: Revision },
+    /// The requested revision has been compacted away (the API answers 410 Gone).
+    #[error("required revision {requested} has been compacted (oldest available {oldest})")]
+    Compacted { requested: Revision, oldest: Revision },
+    /// The requested revision is in the future.
+    #[error("revision {0} is newer than the store's current revision")]
+    FutureRevision(Revision),
+    #[error("store backend error: {0}")]
+    Backend(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A stream of events for a watch; it ends when the store closes or the watcher falls
+/// irrecoverably behind (then its last item is an error).
+pub type WatchStream = BoxStream<'static, Result<Event>>;
+
+/// Range options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// Only keys strictly greater than this (the `continue` position).
+    pub start_after: Option<String>,
+    /// At most this many keys (0 = no limit).
+    pub limit: usize,
+    /// Read at this revision (0 = current). Needs `Capabilities::range_at_revision`.
+    pub revision: Revision,
+}
+
+/// The store, shaped like etcd's KV + Watch API so that an etcd backend fits behind it.
+///
+/// Keys are `/registry/...` strings; values are opaque bytes. Every successful write
+/// advances the single global revision by one.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    /// The current revision (the revision of the last write; 0 on an empty store).
+    async fn current_revision(&self) -> Result<Revision>;
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Keys starting with `prefix`, in key order.
+    async fn range(&self, prefix: &str, opts: RangeOptions) -> Result<RangeResult>;
+
+    /// Creates a key that must not exist; returns the new revision.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision>;
+
+    /// Replaces the value of an existing key whose mod revision is `expected`
+    /// (0 = unconditional); returns the new revision.
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision>;
+
+    /// Deletes a key whose mod revision is `expected` (0 = unconditional); returns the
+    /// deleted value and the delete's revision.
+    async fn delete(&self, key: &str, expected: Revision) -> Result<(KeyValue, Revision)>;
+
+    /// Events for keys starting with `prefix` with revision > `after` (0 = from now on).
+    /// Fails with `Compacted` when `after` is older than the retained history.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+
+    /// Drops history older than `revision`.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+}
