@@ -21,3 +21,28 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
 pub fn strategic_merge_patch(_def: &ResourceDef, doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     merge_patch(doc, patch)
 }
+
+/// Server-side apply (placeholder until the SSA implementation lands: merge-patch semantics).
+pub fn server_side_apply(
+    _def: &ResourceDef,
+    live: Option<&Value>,
+    applied: &Value,
+    _manager: &str,
+    _force: bool,
+    _now: &str,
+) -> Result<Value, ApiError> {
+    match live {
+        Some(l) => merge_patch(l, applied),
+        None => Ok(applied.clone()),
+    }
+}
+
+pub fn update_managed_fields(
+    _def: &ResourceDef,
+    _old: Option<&Value>,
+    _new: &mut Value,
+    _manager: &str,
+    _operation: &str,
+    _now: &str,
+) {
+}

@@ -1,0 +1,248 @@
+//! Admission: what happens to an object between decoding and storing — field validation,
+//! system metadata, defaulting, status handling and validation.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use skiff_api::meta;
+use skiff_api::registry::ResourceDef;
+use skiff_api::{ApiError, defaults, schema, validation};
+
+/// `fieldValidation` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v {
+            None | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other}. Supported values are \"Ignore\", \"Warn\", \"Strict\""
+            ))),
+        }
+    }
+}
+
+/// The current time as Kubernetes writes timestamps.
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Checks `apiVersion`/`kind` against the resource and fills them in when absent.
+pub fn check_type(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request(format!("the body must be a JSON object describing a {}", def.kind)));
+    };
+    let want_av = def.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None => {
+            map.insert("apiVersion".into(), Value::String(want_av.clone()));
+        }
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None => {
+            map.insert("kind".into(), Value::String(def.kind.into()));
+        }
+        Some(k) if k == def.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )));
+        }
+    }
+    if map.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: metadata must be an object",
+            def.kind, def.version, def.kind
+        )));
+    }
+    Ok(())
+}
+
+/// Applies `fieldValidation`: unknown fields fail (Strict), warn (Warn) or are dropped
+/// silently (Ignore). Returns the warnings.
+pub fn field_validation(def: &ResourceDef, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let unknown = schema::unknown_fields(def, obj);
+    let warnings: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    if mode == FieldValidation::Strict && !warnings.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            def.kind,
+            def.version,
+            def.kind,
+            warnings.join(", ")
+        )));
+    }
+    if !unknown.is_empty() {
+        schema::prune_unknown(def, obj);
+    }
+    Ok(if mode == FieldValidation::Warn { warnings } else { Vec::new() })
+}
+
+/// Resources whose spec changes bump `metadata.generation`.
+pub fn has_generation(def: &ResourceDef) -> bool {
+    matches!(def.group, "apps" | "batch" | "autoscaling") && def.kind != "ControllerRevision"
+}
+
+/// Sets the system metadata of a new object and resets its status the way each resource's
+/// create strategy does.
+pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: Option<&str>) -> Result<(), ApiError> {
+    let m = meta::metadata_mut(obj);
+    if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    }
+    m.remove("resourceVersion");
+    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), Value::String(now()));
+    m.remove("deletionTimestamp");
+    m.remove("deletionGracePeriodSeconds");
+    m.remove("selfLink");
+    if def.namespaced {
+        if let Some(ns) = namespace {
+            m.insert("namespace".into(), Value::String(ns.into()));
+        }
+    } else {
+        m.remove("namespace");
+    }
+    if has_generation(def) {
+        m.insert("generation".into(), json!(1));
+    } else {
+        m.remove("generation");
+    }
+    reset_status_on_create(def, obj);
+    Ok(())
+}
+
+fn reset_status_on_create(def: &ResourceDef, obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else { return };
+    match (def.group, def.kind) {
+        ("", "Pod") => {
+            map.insert("status".into(), json!({ "phase": "Pending" }));
+        }
+        ("", "Namespace") => {
+            map.insert("status".into(), json!({ "phase": "Active" }));
+        }
+        ("", "Service") => {
+            map.insert("status".into(), json!({ "loadBalancer": {} }));
+        }
+        ("", "PersistentVolumeClaim") => {
+            map.insert("status".into(), json!({ "phase": "Pending" }));
+        }
+        ("", "PersistentVolume") => {
+            map.insert("status".into(), json!({ "phase": "Pending" }));
+        }
+        ("apps" | "batch" | "autoscaling", _) if def.status => {
+            map.insert("status".into(), json!({}));
+        }
+        _ => {}
+    }
+}
+
+/// Carries over what a client may not change on update: identity, creation time, deletion
+/// state, and (for the main resource of a type with a status subresource) the status.
+/// With `status_only`, only the status of `new` is kept.
+pub fn prepare_update(def: &ResourceDef, new: &mut Value, old: &Value, status_only: bool) {
+    if status_only {
+        let status = new.get("status").cloned();
+        *new = old.clone();
+        if let Some(map) = new.as_object_mut() {
+            match status {
+                Some(s) => map.insert("status".into(), s),
+                None => map.remove("status"),
+            };
+        }
+        return;
+    }
+    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let m = meta::metadata_mut(new);
+    for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+        match old_meta.get(k) {
+            Some(v) => m.insert(k.into(), v.clone()),
+            None => m.remove(k),
+        };
+    }
+    m.remove("selfLink");
+    if let Some(g) = old_meta.get("generation") {
+        m.insert("generation".into(), g.clone());
+    }
+    if def.status
+        && let Some(map) = new.as_object_mut()
+    {
+        match old.get("status") {
+            Some(s) => map.insert("status".into(), s.clone()),
+            None => map.remove("status"),
+        };
+    }
+}
+
+/// Defaults, bumps generation on spec change and validates. `old` is the stored object on
+/// update.
+pub fn finish(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    defaults::apply(def, obj);
+    if has_generation(def)
+        && let Some(old) = old
+        && spec_of(old) != spec_of(obj)
+    {
+        let g = old.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+        meta::set_meta(obj, "generation", json!(g + 1));
+    }
+    let errors = validation::validate(def, obj, old);
+    if !errors.is_empty() {
+        let name = meta::name(obj).unwrap_or_default().to_string();
+        return Err(ApiError::invalid(def.group, def.kind, &name, errors));
+    }
+    Ok(())
+}
+
+fn spec_of(obj: &Value) -> Value {
+    match obj.as_object() {
+        Some(map) => {
+            let mut rest: Map<String, Value> = map.clone();
+            rest.remove("metadata");
+            rest.remove("status");
+            Value::Object(rest)
+        }
+        None => Value::Null,
+    }
+}
+
+/// True when two versions of an object differ in more than their resourceVersion and
+/// managedFields timestamps — an update that changes nothing is not written (as Kubernetes).
+pub fn changed(old: &Value, new: &Value) -> bool {
+    strip_volatile(old) != strip_volatile(new)
+}
+
+fn strip_volatile(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+            for e in mf.iter_mut() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Random suffix for `generateName`, from Kubernetes' alphabet (no vowels, no look-alikes).
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
