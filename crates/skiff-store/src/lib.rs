@@ -1,8 +1,19 @@
 //! The versioned object store: the `Store` trait (etcd's model), its conformance suite, the
 //! embedded SQLite backend, and encryption of chosen keys at rest.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod encryption;
+pub mod sqlite;
+
+pub use encryption::{EncryptingStore, EncryptionConfig, EncryptionKey, KeyFileError};
+pub use sqlite::{SqliteOptions, SqliteStats, SqliteStore};
 
 /// A global, strictly increasing revision, as in etcd. 0 means "none".
 pub type Revision = i64;
@@ -132,4 +143,79 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drops history older than `revision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+}
+
+/// A shared store is a store, so wrappers such as `EncryptingStore` can hold an `Arc`.
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn current_revision(&self) -> Result<Revision> {
+        (**self).current_revision().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        (**self).get(key).await
+    }
+    async fn range(&self, prefix: &str, opts: RangeOptions) -> Result<RangeResult> {
+        (**self).range(prefix, opts).await
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
+        (**self).create(key, value).await
+    }
+    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
+        (**self).update(key, value, expected).await
+    }
+    async fn delete(&self, key: &str, expected: Revision) -> Result<(KeyValue, Revision)> {
+        (**self).delete(key, expected).await
+    }
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        (**self).watch(prefix, after).await
+    }
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        (**self).compact(revision).await
+    }
+}
+
+/// How much history the background compactor keeps (etcd's `--auto-compaction-retention`
+/// in revision mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoCompaction {
+    /// Revisions kept behind the current one; watches and paged lists older than that get 410.
+    pub keep_revisions: Revision,
+    /// Time between compactions.
+    pub interval: Duration,
+}
+
+impl Default for AutoCompaction {
+    fn default() -> Self {
+        AutoCompaction { keep_revisions: 10_000, interval: Duration::from_secs(60) }
+    }
+}
+
+/// Compacts everything older than the newest `keep_revisions` revisions; returns the revision
+/// compacted at, or None when there is not yet enough history.
+pub async fn compact_once<S: Store + ?Sized>(store: &S, keep_revisions: Revision) -> Result<Option<Revision>> {
+    let target = store.current_revision().await? - keep_revisions.max(0);
+    if target <= 0 {
+        return Ok(None);
+    }
+    store.compact(target).await?;
+    Ok(Some(target))
+}
+
+/// Runs `compact_once` every `policy.interval` until the store closes; spawn it with
+/// `tokio::spawn(run_auto_compaction(store, policy))`.
+pub async fn run_auto_compaction<S: Store + ?Sized>(store: Arc<S>, policy: AutoCompaction) {
+    let mut ticker = tokio::time::interval(policy.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match compact_once(&*store, policy.keep_revisions).await {
+            Ok(Some(revision)) => tracing::debug!(revision, "store compacted"),
+            Ok(None) => {}
+            Err(StoreError::Closed) => return,
+            Err(err) => tracing::warn!(error = %err, "store compaction failed"),
+        }
+    }
 }
