@@ -282,3 +282,154 @@ impl<S: Store> Store for EncryptingStore<S> {
         self.inner.compact(revision).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{SqliteOptions, SqliteStore};
+
+    type Sealed = EncryptingStore<Arc<SqliteStore>>;
+
+    fn sqlite(dir: &Path) -> Arc<SqliteStore> {
+        SqliteStore::open(&dir.join("store.db"), SqliteOptions::default()).expect("open")
+    }
+
+    fn key(name: &str) -> EncryptionKey {
+        EncryptionKey::generate(name).expect("key")
+    }
+
+    /// Seals every key, so the whole conformance suite runs through encryption.
+    fn sealed_store() -> (Arc<Sealed>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = EncryptionConfig { prefixes: vec!["/".into()], key: key("k1"), old_keys: vec![] };
+        (Arc::new(EncryptingStore::new(sqlite(dir.path()), config)), dir)
+    }
+
+    mod conformance {
+        crate::store_conformance_tests!(super::sealed_store);
+    }
+
+    fn file_bytes(dir: &Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for name in ["store.db", "store.db-wal", "store.db-shm"] {
+            if let Ok(mut b) = std::fs::read(dir.join(name)) {
+                bytes.append(&mut b);
+            }
+        }
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test]
+    async fn secret_plaintext_never_reaches_the_database_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = sqlite(dir.path());
+        let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
+        let secret = br#"{"kind":"Secret","data":{"password":"aHVudGVyMi1zd29yZGZpc2g="}}"#;
+        let plain = br#"{"kind":"ConfigMap","data":{"color":"blue-whale-marker"}}"#;
+        let rev = store.create("/registry/secrets/default/db", secret.to_vec()).await.expect("create");
+        store.update("/registry/secrets/default/db", secret.to_vec(), rev).await.expect("update");
+        store.create("/registry/configmaps/default/cm", plain.to_vec()).await.expect("create");
+
+        let on_disk = file_bytes(dir.path());
+        assert!(contains(&on_disk, b"blue-whale-marker"), "the scan must see unencrypted values");
+        assert!(!contains(&on_disk, b"aHVudGVyMi1zd29yZGZpc2g="), "secret plaintext is on disk");
+        assert!(contains(&on_disk, b"k8s:enc:aesgcm:v1:key1:"));
+
+        let stored = inner.get("/registry/secrets/default/db").await.expect("get").expect("present");
+        assert!(stored.value.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
+        let read = store.get("/registry/secrets/default/db").await.expect("get").expect("present");
+        assert_eq!(read.value, secret);
+        let listed = store.range("/registry/secrets/", RangeOptions::default()).await.expect("range");
+        assert_eq!(listed.kvs[0].value, secret);
+        let (deleted, _) = store.delete("/registry/secrets/default/db", 0).await.expect("delete");
+        assert_eq!(deleted.value, secret);
+    }
+
+    #[tokio::test]
+    async fn values_written_before_encryption_read_as_plaintext() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = sqlite(dir.path());
+        inner.create("/registry/secrets/ns/old", b"legacy".to_vec()).await.expect("create");
+        let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
+        let kv = store.get("/registry/secrets/ns/old").await.expect("get").expect("present");
+        assert_eq!(kv.value, b"legacy");
+        store.update("/registry/secrets/ns/old", b"legacy".to_vec(), kv.mod_revision).await.expect("update");
+        let raw = inner.get("/registry/secrets/ns/old").await.expect("get").expect("present");
+        assert!(raw.value.starts_with(ENVELOPE), "a rewrite seals the value");
+    }
+
+    #[tokio::test]
+    async fn a_sealed_value_does_not_open_under_another_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = sqlite(dir.path());
+        let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
+        store.create("/registry/secrets/ns/a", b"for a".to_vec()).await.expect("create");
+        let sealed = inner.get("/registry/secrets/ns/a").await.expect("get").expect("present");
+        inner.create("/registry/secrets/ns/b", sealed.value.clone()).await.expect("create");
+        assert!(matches!(store.get("/registry/secrets/ns/b").await, Err(StoreError::Backend(_))));
+
+        let mut tampered = sealed.value;
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        inner.update("/registry/secrets/ns/a", tampered, 0).await.expect("update");
+        assert!(matches!(store.get("/registry/secrets/ns/a").await, Err(StoreError::Backend(_))));
+    }
+
+    #[tokio::test]
+    async fn rotated_keys_still_open_old_values() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = sqlite(dir.path());
+        let (old, new) = (key("old"), key("new"));
+        let before = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(old.clone()));
+        before.create("/registry/secrets/ns/a", b"one".to_vec()).await.expect("create");
+
+        let config = EncryptionConfig { old_keys: vec![old], ..EncryptionConfig::secrets(new) };
+        let after = EncryptingStore::new(inner.clone(), config);
+        let kv = after.get("/registry/secrets/ns/a").await.expect("get").expect("present");
+        assert_eq!(kv.value, b"one");
+        after.create("/registry/secrets/ns/b", b"two".to_vec()).await.expect("create");
+        let raw = inner.get("/registry/secrets/ns/b").await.expect("get").expect("present");
+        assert!(raw.value.starts_with(b"k8s:enc:aesgcm:v1:new:"));
+        // Without the old key the old value cannot be read.
+        let forgetful = EncryptingStore::new(inner, EncryptionConfig::secrets(key("new")));
+        assert!(forgetful.get("/registry/secrets/ns/a").await.is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/encryption.key");
+        let created = EncryptionKey::load_or_create(&path).expect("create");
+        let loaded = EncryptionKey::load_or_create(&path).expect("load");
+        assert_eq!(created.to_base64(), loaded.to_base64());
+        assert_eq!(loaded.name(), DEFAULT_KEY_NAME);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(BASE64.decode(text.trim()).expect("base64").len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_ne!(created.to_base64(), key("other").to_base64());
+    }
+
+    #[test]
+    fn bad_key_files_and_names_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("short.key");
+        std::fs::write(&path, BASE64.encode([1u8; 16])).expect("write");
+        assert!(matches!(EncryptionKey::load_or_create(&path), Err(KeyFileError::Invalid { .. })));
+        std::fs::write(&path, "not base64!").expect("write");
+        assert!(matches!(EncryptionKey::load_or_create(&path), Err(KeyFileError::Invalid { .. })));
+        assert!(matches!(EncryptionKey::new("a:b", [0; 32]), Err(KeyFileError::InvalidName(_))));
+        assert!(matches!(EncryptionKey::new("", [0; 32]), Err(KeyFileError::InvalidName(_))));
+    }
+}
