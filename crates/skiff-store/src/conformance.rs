@@ -113,18 +113,37 @@ pub async fn crud<S: Store + ?Sized>(store: Arc<S>) {
         .await
         .expect("update");
     assert!(updated > created);
-    let got = store.get("/registry/pods/default/a").await.expect("get").expect("present");
+    let got = store
+        .get("/registry/pods/default/a")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got.value, b"v2");
-    assert_eq!(got.create_revision, created, "an update keeps the create revision");
+    assert_eq!(
+        got.create_revision, created,
+        "an update keeps the create revision"
+    );
     assert_eq!(got.mod_revision, updated);
 
-    let (prev, deleted) = store.delete("/registry/pods/default/a", updated).await.expect("delete");
+    let (prev, deleted) = store
+        .delete("/registry/pods/default/a", updated)
+        .await
+        .expect("delete");
     assert!(deleted > updated);
     assert_eq!(prev.value, b"v2");
     assert_eq!(prev.mod_revision, updated);
-    assert_eq!(store.get("/registry/pods/default/a").await.expect("get"), None);
+    assert_eq!(
+        store.get("/registry/pods/default/a").await.expect("get"),
+        None
+    );
     assert_eq!(store.current_revision().await.expect("revision"), deleted);
-    assert_eq!(store.get("/registry/pods/default/never").await.expect("get"), None);
+    assert_eq!(
+        store
+            .get("/registry/pods/default/never")
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 pub async fn write_errors<S: Store + ?Sized>(store: Arc<S>) {
@@ -143,20 +162,34 @@ pub async fn write_errors<S: Store + ?Sized>(store: Arc<S>) {
     );
     assert_eq!(
         store.update("/k", b"v".to_vec(), rev + 100).await,
-        Err(StoreError::Conflict { key: "/k".into(), expected: rev + 100, actual: rev })
+        Err(StoreError::Conflict {
+            key: "/k".into(),
+            expected: rev + 100,
+            actual: rev
+        })
     );
     assert_eq!(
         store.delete("/k", rev + 100).await,
-        Err(StoreError::Conflict { key: "/k".into(), expected: rev + 100, actual: rev })
+        Err(StoreError::Conflict {
+            key: "/k".into(),
+            expected: rev + 100,
+            actual: rev
+        })
     );
     assert_eq!(
         store.current_revision().await.expect("revision"),
         rev,
         "failed writes must not use up revisions"
     );
-    assert_eq!(store.get("/k").await.expect("get").map(|kv| kv.value), Some(b"v".to_vec()));
+    assert_eq!(
+        store.get("/k").await.expect("get").map(|kv| kv.value),
+        Some(b"v".to_vec())
+    );
     // 0 means unconditional.
-    let rev2 = store.update("/k", b"w".to_vec(), 0).await.expect("unconditional update");
+    let rev2 = store
+        .update("/k", b"w".to_vec(), 0)
+        .await
+        .expect("unconditional update");
     assert!(rev2 > rev);
     let (prev, _) = store.delete("/k", 0).await.expect("unconditional delete");
     assert_eq!(prev.value, b"w");
@@ -168,7 +201,10 @@ pub async fn revisions<S: Store + ?Sized>(store: Arc<S>) {
         let key = format!("/r/{i}");
         let created = must_create(&*store, &key, "a").await;
         assert!(created > last, "revision {created} after {last}");
-        let updated = store.update(&key, b"b".to_vec(), created).await.expect("update");
+        let updated = store
+            .update(&key, b"b".to_vec(), created)
+            .await
+            .expect("update");
         assert!(updated > created);
         assert_eq!(store.current_revision().await.expect("revision"), updated);
         last = updated;
@@ -179,20 +215,39 @@ pub async fn revisions<S: Store + ?Sized>(store: Arc<S>) {
     let recreated = must_create(&*store, "/r/0", "c").await;
     assert!(recreated > deleted);
     let kv = store.get("/r/0").await.expect("get").expect("present");
-    assert_eq!((kv.create_revision, kv.mod_revision), (recreated, recreated));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision),
+        (recreated, recreated)
+    );
 }
 
 pub async fn range_prefix_isolation<S: Store + ?Sized>(store: Arc<S>) {
     for key in ["/a/2", "/ab/x", "/a", "/a/1", "/b/1", "/a0", "/"] {
         must_create(&*store, key, key).await;
     }
-    assert_eq!(keys(&*store, "/a/", RangeOptions::default()).await, ["/a/1", "/a/2"]);
-    assert_eq!(keys(&*store, "/ab/", RangeOptions::default()).await, ["/ab/x"]);
-    assert!(keys(&*store, "/c/", RangeOptions::default()).await.is_empty());
+    assert_eq!(
+        keys(&*store, "/a/", RangeOptions::default()).await,
+        ["/a/1", "/a/2"]
+    );
+    assert_eq!(
+        keys(&*store, "/ab/", RangeOptions::default()).await,
+        ["/ab/x"]
+    );
+    assert!(
+        keys(&*store, "/c/", RangeOptions::default())
+            .await
+            .is_empty()
+    );
     let all = keys(&*store, "/", RangeOptions::default()).await;
     assert_eq!(all, ["/", "/a", "/a/1", "/a/2", "/a0", "/ab/x", "/b/1"]);
-    let result = store.range("/a/", RangeOptions::default()).await.expect("range");
-    assert_eq!(result.revision, store.current_revision().await.expect("revision"));
+    let result = store
+        .range("/a/", RangeOptions::default())
+        .await
+        .expect("range");
+    assert_eq!(
+        result.revision,
+        store.current_revision().await.expect("revision")
+    );
     assert!(!result.more);
     assert_eq!(result.kvs[0].value, b"/a/1");
 }
@@ -205,7 +260,11 @@ pub async fn range_paging<S: Store + ?Sized>(store: Arc<S>) {
     let mut seen = Vec::new();
     let mut start_after = None;
     loop {
-        let opts = RangeOptions { start_after: start_after.clone(), limit: 3, revision: 0 };
+        let opts = RangeOptions {
+            start_after: start_after.clone(),
+            limit: 3,
+            revision: 0,
+        };
         let page = store.range("/p/", opts).await.expect("range");
         assert!(page.kvs.len() <= 3);
         seen.extend(page.kvs.iter().map(|kv| kv.key.clone()));
@@ -219,13 +278,26 @@ pub async fn range_paging<S: Store + ?Sized>(store: Arc<S>) {
     assert_eq!(seen, expected);
     // An exact fit: limit equal to the number of keys has nothing more.
     let page = store
-        .range("/p/", RangeOptions { limit: 10, ..Default::default() })
+        .range(
+            "/p/",
+            RangeOptions {
+                limit: 10,
+                ..Default::default()
+            },
+        )
         .await
         .expect("range");
     assert!(!page.more);
     // A start before the prefix starts at the prefix.
     let page = store
-        .range("/p/", RangeOptions { start_after: Some("/a".into()), limit: 1, revision: 0 })
+        .range(
+            "/p/",
+            RangeOptions {
+                start_after: Some("/a".into()),
+                limit: 1,
+                revision: 0,
+            },
+        )
         .await
         .expect("range");
     assert_eq!(page.kvs[0].key, "/p/00");
@@ -238,24 +310,38 @@ pub async fn range_at_revision<S: Store + ?Sized>(store: Arc<S>) {
     }
     let r1 = must_create(&*store, "/t/a", "a1").await;
     let r2 = must_create(&*store, "/t/b", "b1").await;
-    let r3 = store.update("/t/a", b"a2".to_vec(), r1).await.expect("update");
+    let r3 = store
+        .update("/t/a", b"a2".to_vec(), r1)
+        .await
+        .expect("update");
     let (_, r4) = store.delete("/t/b", r2).await.expect("delete");
     let r5 = must_create(&*store, "/t/c", "c1").await;
 
-    let at = |revision| RangeOptions { revision, ..Default::default() };
+    let at = |revision| RangeOptions {
+        revision,
+        ..Default::default()
+    };
     let values = |kvs: Vec<KeyValue>| -> Vec<(String, Vec<u8>, Revision)> {
-        kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect()
+        kvs.into_iter()
+            .map(|kv| (kv.key, kv.value, kv.mod_revision))
+            .collect()
     };
     let page = store.range("/t/", at(r2)).await.expect("range at r2");
     assert_eq!(page.revision, r2);
     assert_eq!(
         values(page.kvs),
-        [("/t/a".into(), b"a1".to_vec(), r1), ("/t/b".into(), b"b1".to_vec(), r2)]
+        [
+            ("/t/a".into(), b"a1".to_vec(), r1),
+            ("/t/b".into(), b"b1".to_vec(), r2)
+        ]
     );
     let page = store.range("/t/", at(r3)).await.expect("range at r3");
     assert_eq!(
         values(page.kvs),
-        [("/t/a".into(), b"a2".to_vec(), r3), ("/t/b".into(), b"b1".to_vec(), r2)]
+        [
+            ("/t/a".into(), b"a2".to_vec(), r3),
+            ("/t/b".into(), b"b1".to_vec(), r2)
+        ]
     );
     let page = store.range("/t/", at(r4)).await.expect("range at r4");
     assert_eq!(values(page.kvs), [("/t/a".into(), b"a2".to_vec(), r3)]);
@@ -264,13 +350,27 @@ pub async fn range_at_revision<S: Store + ?Sized>(store: Arc<S>) {
     // Paging at a fixed revision ignores later writes.
     let r6 = must_create(&*store, "/t/0", "late").await;
     let first = store
-        .range("/t/", RangeOptions { limit: 1, revision: r3, start_after: None })
+        .range(
+            "/t/",
+            RangeOptions {
+                limit: 1,
+                revision: r3,
+                start_after: None,
+            },
+        )
         .await
         .expect("page 1");
     assert_eq!((first.kvs.len(), first.more), (1, true));
     assert_eq!(first.kvs[0].key, "/t/a");
     let second = store
-        .range("/t/", RangeOptions { limit: 1, revision: r3, start_after: Some("/t/a".into()) })
+        .range(
+            "/t/",
+            RangeOptions {
+                limit: 1,
+                revision: r3,
+                start_after: Some("/t/a".into()),
+            },
+        )
         .await
         .expect("page 2");
     assert_eq!(values(second.kvs), [("/t/b".into(), b"b1".to_vec(), r2)]);
@@ -286,9 +386,16 @@ pub async fn watch_from_now<S: Store + ?Sized>(store: Arc<S>) {
     let mut watch = store.watch("/w/", 0).await.expect("watch");
     let new = must_create(&*store, "/w/new", "v").await;
     let event = next_event(&mut watch).await;
-    assert_eq!(event.key(), "/w/new", "a watch from 0 starts after the current revision");
+    assert_eq!(
+        event.key(),
+        "/w/new",
+        "a watch from 0 starts after the current revision"
+    );
     assert_eq!(event.revision(), new);
-    let later = store.update("/w/old", b"x".to_vec(), 0).await.expect("update");
+    let later = store
+        .update("/w/old", b"x".to_vec(), 0)
+        .await
+        .expect("update");
     let event = next_event(&mut watch).await;
     assert_eq!((event.key(), event.revision()), ("/w/old", later));
 }
@@ -296,14 +403,21 @@ pub async fn watch_from_now<S: Store + ?Sized>(store: Arc<S>) {
 pub async fn watch_replay<S: Store + ?Sized>(store: Arc<S>) {
     let seen = must_create(&*store, "/w/a", "1").await;
     // The writes a disconnected watcher missed.
-    let r1 = store.update("/w/a", b"2".to_vec(), seen).await.expect("update");
+    let r1 = store
+        .update("/w/a", b"2".to_vec(), seen)
+        .await
+        .expect("update");
     let r2 = must_create(&*store, "/w/b", "1").await;
     let (_, r3) = store.delete("/w/a", r1).await.expect("delete");
     let mut watch = store.watch("/w/", seen).await.expect("watch");
     let mut replayed = Vec::new();
     for _ in 0..3 {
         let event = next_event(&mut watch).await;
-        replayed.push((event.revision(), put_key(&event).0.to_string(), put_key(&event).1.map(<[u8]>::to_vec)));
+        replayed.push((
+            event.revision(),
+            put_key(&event).0.to_string(),
+            put_key(&event).1.map(<[u8]>::to_vec),
+        ));
     }
     assert_eq!(
         replayed,
@@ -314,7 +428,10 @@ pub async fn watch_replay<S: Store + ?Sized>(store: Arc<S>) {
         ]
     );
     // Then live events follow with nothing lost or repeated in between.
-    let r4 = store.update("/w/b", b"2".to_vec(), r2).await.expect("update");
+    let r4 = store
+        .update("/w/b", b"2".to_vec(), r2)
+        .await
+        .expect("update");
     let event = next_event(&mut watch).await;
     assert_eq!(event.revision(), r4);
 
@@ -327,7 +444,10 @@ pub async fn watch_replay<S: Store + ?Sized>(store: Arc<S>) {
 pub async fn watch_prefix_filter<S: Store + ?Sized>(store: Arc<S>) {
     let start = store.current_revision().await.expect("revision");
     let mut watch = store.watch("/a/", 0).await.expect("watch");
-    let mut replay = store.watch("/a/", start).await.expect("watch from revision");
+    let mut replay = store
+        .watch("/a/", start)
+        .await
+        .expect("watch from revision");
     must_create(&*store, "/ab/x", "no").await;
     must_create(&*store, "/a", "no").await;
     let wanted = must_create(&*store, "/a/1", "yes").await;
@@ -344,12 +464,18 @@ pub async fn watch_prefix_filter<S: Store + ?Sized>(store: Arc<S>) {
 pub async fn watch_prev_values<S: Store + ?Sized>(store: Arc<S>) {
     let mut watch = store.watch("/v/", 0).await.expect("watch");
     let created = must_create(&*store, "/v/k", "one").await;
-    let updated = store.update("/v/k", b"two".to_vec(), created).await.expect("update");
+    let updated = store
+        .update("/v/k", b"two".to_vec(), created)
+        .await
+        .expect("update");
     let (_, deleted) = store.delete("/v/k", updated).await.expect("delete");
 
     match next_event(&mut watch).await {
         Event::Put { kv, prev } => {
-            assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"one"[..], created));
+            assert_eq!(
+                (kv.value.as_slice(), kv.mod_revision),
+                (&b"one"[..], created)
+            );
             assert_eq!(prev, None, "a create has no previous value");
         }
         other => panic!("expected create, got {other:?}"),
@@ -359,7 +485,10 @@ pub async fn watch_prev_values<S: Store + ?Sized>(store: Arc<S>) {
             assert_eq!(kv.value, b"two");
             assert_eq!(kv.create_revision, created);
             let prev = prev.expect("an update carries the previous value");
-            assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"one"[..], created));
+            assert_eq!(
+                (prev.value.as_slice(), prev.mod_revision),
+                (&b"one"[..], created)
+            );
         }
         other => panic!("expected update, got {other:?}"),
     }
@@ -368,7 +497,10 @@ pub async fn watch_prev_values<S: Store + ?Sized>(store: Arc<S>) {
             assert_eq!(revision, deleted);
             assert_eq!(prev.key, "/v/k");
             assert_eq!(prev.value, b"two");
-            assert_eq!((prev.create_revision, prev.mod_revision), (created, updated));
+            assert_eq!(
+                (prev.create_revision, prev.mod_revision),
+                (created, updated)
+            );
         }
         other => panic!("expected delete, got {other:?}"),
     }
@@ -376,10 +508,16 @@ pub async fn watch_prev_values<S: Store + ?Sized>(store: Arc<S>) {
 
 pub async fn compaction<S: Store + ?Sized>(store: Arc<S>) {
     let r1 = must_create(&*store, "/c/a", "1").await;
-    let r2 = store.update("/c/a", b"2".to_vec(), r1).await.expect("update");
+    let r2 = store
+        .update("/c/a", b"2".to_vec(), r1)
+        .await
+        .expect("update");
     let r3 = must_create(&*store, "/c/b", "1").await;
     let (_, r4) = store.delete("/c/b", r3).await.expect("delete");
-    let r5 = store.update("/c/a", b"3".to_vec(), r2).await.expect("update");
+    let r5 = store
+        .update("/c/a", b"3".to_vec(), r2)
+        .await
+        .expect("update");
     must_create(&*store, "/c/c", "1").await;
 
     store.compact(r4).await.expect("compact");
@@ -388,16 +526,35 @@ pub async fn compaction<S: Store + ?Sized>(store: Arc<S>) {
         Some(StoreError::Compacted { requested, .. }) if requested == r1
     ));
     if store.capabilities().range_at_revision {
-        let old = RangeOptions { revision: r2, ..Default::default() };
-        assert!(matches!(store.range("/c/", old).await, Err(StoreError::Compacted { .. })));
+        let old = RangeOptions {
+            revision: r2,
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.range("/c/", old).await,
+            Err(StoreError::Compacted { .. })
+        ));
         // The compaction point itself and later stay readable.
-        let at = RangeOptions { revision: r4, ..Default::default() };
-        let page = store.range("/c/", at).await.expect("range at the compaction point");
-        let values: Vec<_> = page.kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())).collect();
+        let at = RangeOptions {
+            revision: r4,
+            ..Default::default()
+        };
+        let page = store
+            .range("/c/", at)
+            .await
+            .expect("range at the compaction point");
+        let values: Vec<_> = page
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+            .collect();
         assert_eq!(values, [("/c/a", &b"2"[..])]);
     }
     // Everything after the compaction point can still be watched, previous values included.
-    let mut watch = store.watch("/c/", r4).await.expect("watch after the compaction point");
+    let mut watch = store
+        .watch("/c/", r4)
+        .await
+        .expect("watch after the compaction point");
     match next_event(&mut watch).await {
         Event::Put { kv, prev } => {
             assert_eq!(kv.mod_revision, r5);
@@ -406,8 +563,14 @@ pub async fn compaction<S: Store + ?Sized>(store: Arc<S>) {
         other => panic!("expected update, got {other:?}"),
     }
     // The current state is untouched.
-    assert_eq!(keys(&*store, "/c/", RangeOptions::default()).await, ["/c/a", "/c/c"]);
-    assert_eq!(store.get("/c/a").await.expect("get").map(|kv| kv.value), Some(b"3".to_vec()));
+    assert_eq!(
+        keys(&*store, "/c/", RangeOptions::default()).await,
+        ["/c/a", "/c/c"]
+    );
+    assert_eq!(
+        store.get("/c/a").await.expect("get").map(|kv| kv.value),
+        Some(b"3".to_vec())
+    );
     // Compacting again at or below the point is harmless.
     store.compact(r4).await.expect("compact again");
 }
@@ -437,7 +600,10 @@ pub async fn concurrent_creates<S: Store + ?Sized>(store: Arc<S>) {
         }
     }
     assert_eq!(all.len(), TASKS * PER_TASK);
-    let result = store.range("/cc/", RangeOptions::default()).await.expect("range");
+    let result = store
+        .range("/cc/", RangeOptions::default())
+        .await
+        .expect("range");
     assert_eq!(result.kvs.len(), TASKS * PER_TASK);
     assert!(result.kvs.iter().all(|kv| kv.value == kv.key.as_bytes()));
     let max = all.iter().copied().max().unwrap_or(0);

@@ -30,7 +30,10 @@ pub const SECRETS_PREFIX: &str = "/registry/secrets/";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("key file {path} does not hold a base64-encoded 32-byte key")]
     Invalid { path: PathBuf },
     #[error("key name {0:?} must be non-empty and must not contain ':'")]
@@ -46,7 +49,9 @@ pub struct EncryptionKey {
 
 impl std::fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncryptionKey").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("EncryptionKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,7 +60,10 @@ impl EncryptionKey {
         if name.is_empty() || name.contains(':') {
             return Err(KeyFileError::InvalidName(name.to_string()));
         }
-        Ok(EncryptionKey { name: name.to_string(), secret })
+        Ok(EncryptionKey {
+            name: name.to_string(),
+            secret,
+        })
     }
 
     /// A fresh random key.
@@ -76,7 +84,10 @@ impl EncryptionKey {
 
     /// Reads the key file at `path`, or creates it (mode 0600) with a new random key.
     pub fn load_or_create(path: &Path) -> std::result::Result<Self, KeyFileError> {
-        let io = |source| KeyFileError::Io { path: path.to_path_buf(), source };
+        let io = |source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => return Self::parse(path, &text),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -92,7 +103,8 @@ impl EncryptionKey {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         match options.open(path) {
             Ok(mut file) => {
-                file.write_all(format!("{}\n", key.to_base64()).as_bytes()).map_err(io)?;
+                file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+                    .map_err(io)?;
                 file.sync_all().map_err(io)?;
                 Ok(key)
             }
@@ -106,7 +118,9 @@ impl EncryptionKey {
     }
 
     fn parse(path: &Path, text: &str) -> std::result::Result<Self, KeyFileError> {
-        let invalid = || KeyFileError::Invalid { path: path.to_path_buf() };
+        let invalid = || KeyFileError::Invalid {
+            path: path.to_path_buf(),
+        };
         let bytes = BASE64.decode(text.trim()).map_err(|_| invalid())?;
         let secret: [u8; 32] = bytes.try_into().map_err(|_| invalid())?;
         EncryptionKey::new(DEFAULT_KEY_NAME, secret)
@@ -125,7 +139,11 @@ pub struct EncryptionConfig {
 impl EncryptionConfig {
     /// Seals Secrets only, the usual Kubernetes set-up.
     pub fn secrets(key: EncryptionKey) -> Self {
-        EncryptionConfig { prefixes: vec![SECRETS_PREFIX.to_string()], key, old_keys: Vec::new() }
+        EncryptionConfig {
+            prefixes: vec![SECRETS_PREFIX.to_string()],
+            key,
+            old_keys: Vec::new(),
+        }
     }
 }
 
@@ -151,8 +169,11 @@ fn cipher(key: &EncryptionKey) -> Aes256Gcm {
 
 impl<S: Store> EncryptingStore<S> {
     pub fn new(inner: S, config: EncryptionConfig) -> Self {
-        let mut openers: HashMap<String, Aes256Gcm> =
-            config.old_keys.iter().map(|k| (k.name.clone(), cipher(k))).collect();
+        let mut openers: HashMap<String, Aes256Gcm> = config
+            .old_keys
+            .iter()
+            .map(|k| (k.name.clone(), cipher(k)))
+            .collect();
         openers.insert(config.key.name.clone(), cipher(&config.key));
         EncryptingStore {
             inner,
@@ -179,10 +200,17 @@ impl<S: Store> EncryptingStore<S> {
         rand::rng().fill_bytes(&mut nonce);
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &value, aad: key.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &value,
+                    aad: key.as_bytes(),
+                },
+            )
             .map_err(|_| StoreError::Backend(format!("cannot encrypt {key:?}")))?;
-        let mut out =
-            Vec::with_capacity(ENVELOPE.len() + self.key_name.len() + 1 + NONCE_LEN + ciphertext.len());
+        let mut out = Vec::with_capacity(
+            ENVELOPE.len() + self.key_name.len() + 1 + NONCE_LEN + ciphertext.len(),
+        );
         out.extend_from_slice(ENVELOPE);
         out.extend_from_slice(self.key_name.as_bytes());
         out.push(b':');
@@ -200,7 +228,10 @@ impl Opener {
             return Ok(value);
         };
         let bad = |why: &str| StoreError::Backend(format!("cannot decrypt {key:?}: {why}"));
-        let colon = rest.iter().position(|&b| b == b':').ok_or_else(|| bad("no key name"))?;
+        let colon = rest
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| bad("no key name"))?;
         let name = std::str::from_utf8(&rest[..colon]).map_err(|_| bad("bad key name"))?;
         let opener = self
             .keys
@@ -212,7 +243,13 @@ impl Opener {
         }
         let (nonce, ciphertext) = body.split_at(NONCE_LEN);
         opener
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: key.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: key.as_bytes(),
+                },
+            )
             .map_err(|_| bad("authentication failed"))
     }
 
@@ -227,7 +264,10 @@ impl Opener {
                 kv: self.open_kv(kv)?,
                 prev: prev.map(|p| self.open_kv(p)).transpose()?,
             },
-            Event::Delete { prev, revision } => Event::Delete { prev: self.open_kv(prev)?, revision },
+            Event::Delete { prev, revision } => Event::Delete {
+                prev: self.open_kv(prev)?,
+                revision,
+            },
         })
     }
 }
@@ -243,7 +283,11 @@ impl<S: Store> Store for EncryptingStore<S> {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.inner.get(key).await?.map(|kv| self.opener.open_kv(kv)).transpose()
+        self.inner
+            .get(key)
+            .await?
+            .map(|kv| self.opener.open_kv(kv))
+            .transpose()
     }
 
     async fn range(&self, prefix: &str, opts: RangeOptions) -> Result<RangeResult> {
@@ -275,7 +319,9 @@ impl<S: Store> Store for EncryptingStore<S> {
         let stream = self.inner.watch(prefix, after).await?;
         // The stream outlives `&self`, so it carries its own copy of the openers.
         let opener = self.opener.clone();
-        Ok(stream.map(move |item| item.and_then(|event| opener.open_event(event))).boxed())
+        Ok(stream
+            .map(move |item| item.and_then(|event| opener.open_event(event)))
+            .boxed())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
@@ -303,8 +349,15 @@ mod tests {
     /// Seals every key, so the whole conformance suite runs through encryption.
     fn sealed_store() -> (Arc<Sealed>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = EncryptionConfig { prefixes: vec!["/".into()], key: key("k1"), old_keys: vec![] };
-        (Arc::new(EncryptingStore::new(sqlite(dir.path()), config)), dir)
+        let config = EncryptionConfig {
+            prefixes: vec!["/".into()],
+            key: key("k1"),
+            old_keys: vec![],
+        };
+        (
+            Arc::new(EncryptingStore::new(sqlite(dir.path()), config)),
+            dir,
+        )
     }
 
     mod conformance {
@@ -332,22 +385,51 @@ mod tests {
         let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
         let secret = br#"{"kind":"Secret","data":{"password":"aHVudGVyMi1zd29yZGZpc2g="}}"#;
         let plain = br#"{"kind":"ConfigMap","data":{"color":"blue-whale-marker"}}"#;
-        let rev = store.create("/registry/secrets/default/db", secret.to_vec()).await.expect("create");
-        store.update("/registry/secrets/default/db", secret.to_vec(), rev).await.expect("update");
-        store.create("/registry/configmaps/default/cm", plain.to_vec()).await.expect("create");
+        let rev = store
+            .create("/registry/secrets/default/db", secret.to_vec())
+            .await
+            .expect("create");
+        store
+            .update("/registry/secrets/default/db", secret.to_vec(), rev)
+            .await
+            .expect("update");
+        store
+            .create("/registry/configmaps/default/cm", plain.to_vec())
+            .await
+            .expect("create");
 
         let on_disk = file_bytes(dir.path());
-        assert!(contains(&on_disk, b"blue-whale-marker"), "the scan must see unencrypted values");
-        assert!(!contains(&on_disk, b"aHVudGVyMi1zd29yZGZpc2g="), "secret plaintext is on disk");
+        assert!(
+            contains(&on_disk, b"blue-whale-marker"),
+            "the scan must see unencrypted values"
+        );
+        assert!(
+            !contains(&on_disk, b"aHVudGVyMi1zd29yZGZpc2g="),
+            "secret plaintext is on disk"
+        );
         assert!(contains(&on_disk, b"k8s:enc:aesgcm:v1:key1:"));
 
-        let stored = inner.get("/registry/secrets/default/db").await.expect("get").expect("present");
+        let stored = inner
+            .get("/registry/secrets/default/db")
+            .await
+            .expect("get")
+            .expect("present");
         assert!(stored.value.starts_with(b"k8s:enc:aesgcm:v1:key1:"));
-        let read = store.get("/registry/secrets/default/db").await.expect("get").expect("present");
+        let read = store
+            .get("/registry/secrets/default/db")
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(read.value, secret);
-        let listed = store.range("/registry/secrets/", RangeOptions::default()).await.expect("range");
+        let listed = store
+            .range("/registry/secrets/", RangeOptions::default())
+            .await
+            .expect("range");
         assert_eq!(listed.kvs[0].value, secret);
-        let (deleted, _) = store.delete("/registry/secrets/default/db", 0).await.expect("delete");
+        let (deleted, _) = store
+            .delete("/registry/secrets/default/db", 0)
+            .await
+            .expect("delete");
         assert_eq!(deleted.value, secret);
     }
 
@@ -355,12 +437,30 @@ mod tests {
     async fn values_written_before_encryption_read_as_plaintext() {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = sqlite(dir.path());
-        inner.create("/registry/secrets/ns/old", b"legacy".to_vec()).await.expect("create");
+        inner
+            .create("/registry/secrets/ns/old", b"legacy".to_vec())
+            .await
+            .expect("create");
         let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
-        let kv = store.get("/registry/secrets/ns/old").await.expect("get").expect("present");
+        let kv = store
+            .get("/registry/secrets/ns/old")
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(kv.value, b"legacy");
-        store.update("/registry/secrets/ns/old", b"legacy".to_vec(), kv.mod_revision).await.expect("update");
-        let raw = inner.get("/registry/secrets/ns/old").await.expect("get").expect("present");
+        store
+            .update(
+                "/registry/secrets/ns/old",
+                b"legacy".to_vec(),
+                kv.mod_revision,
+            )
+            .await
+            .expect("update");
+        let raw = inner
+            .get("/registry/secrets/ns/old")
+            .await
+            .expect("get")
+            .expect("present");
         assert!(raw.value.starts_with(ENVELOPE), "a rewrite seals the value");
     }
 
@@ -369,17 +469,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = sqlite(dir.path());
         let store = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(key("key1")));
-        store.create("/registry/secrets/ns/a", b"for a".to_vec()).await.expect("create");
-        let sealed = inner.get("/registry/secrets/ns/a").await.expect("get").expect("present");
-        inner.create("/registry/secrets/ns/b", sealed.value.clone()).await.expect("create");
-        assert!(matches!(store.get("/registry/secrets/ns/b").await, Err(StoreError::Backend(_))));
+        store
+            .create("/registry/secrets/ns/a", b"for a".to_vec())
+            .await
+            .expect("create");
+        let sealed = inner
+            .get("/registry/secrets/ns/a")
+            .await
+            .expect("get")
+            .expect("present");
+        inner
+            .create("/registry/secrets/ns/b", sealed.value.clone())
+            .await
+            .expect("create");
+        assert!(matches!(
+            store.get("/registry/secrets/ns/b").await,
+            Err(StoreError::Backend(_))
+        ));
 
         let mut tampered = sealed.value;
         if let Some(last) = tampered.last_mut() {
             *last ^= 1;
         }
-        inner.update("/registry/secrets/ns/a", tampered, 0).await.expect("update");
-        assert!(matches!(store.get("/registry/secrets/ns/a").await, Err(StoreError::Backend(_))));
+        inner
+            .update("/registry/secrets/ns/a", tampered, 0)
+            .await
+            .expect("update");
+        assert!(matches!(
+            store.get("/registry/secrets/ns/a").await,
+            Err(StoreError::Backend(_))
+        ));
     }
 
     #[tokio::test]
@@ -388,14 +507,31 @@ mod tests {
         let inner = sqlite(dir.path());
         let (old, new) = (key("old"), key("new"));
         let before = EncryptingStore::new(inner.clone(), EncryptionConfig::secrets(old.clone()));
-        before.create("/registry/secrets/ns/a", b"one".to_vec()).await.expect("create");
+        before
+            .create("/registry/secrets/ns/a", b"one".to_vec())
+            .await
+            .expect("create");
 
-        let config = EncryptionConfig { old_keys: vec![old], ..EncryptionConfig::secrets(new) };
+        let config = EncryptionConfig {
+            old_keys: vec![old],
+            ..EncryptionConfig::secrets(new)
+        };
         let after = EncryptingStore::new(inner.clone(), config);
-        let kv = after.get("/registry/secrets/ns/a").await.expect("get").expect("present");
+        let kv = after
+            .get("/registry/secrets/ns/a")
+            .await
+            .expect("get")
+            .expect("present");
         assert_eq!(kv.value, b"one");
-        after.create("/registry/secrets/ns/b", b"two".to_vec()).await.expect("create");
-        let raw = inner.get("/registry/secrets/ns/b").await.expect("get").expect("present");
+        after
+            .create("/registry/secrets/ns/b", b"two".to_vec())
+            .await
+            .expect("create");
+        let raw = inner
+            .get("/registry/secrets/ns/b")
+            .await
+            .expect("get")
+            .expect("present");
         assert!(raw.value.starts_with(b"k8s:enc:aesgcm:v1:new:"));
         // Without the old key the old value cannot be read.
         let forgetful = EncryptingStore::new(inner, EncryptionConfig::secrets(key("new")));
@@ -415,7 +551,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_ne!(created.to_base64(), key("other").to_base64());
@@ -426,10 +565,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("short.key");
         std::fs::write(&path, BASE64.encode([1u8; 16])).expect("write");
-        assert!(matches!(EncryptionKey::load_or_create(&path), Err(KeyFileError::Invalid { .. })));
+        assert!(matches!(
+            EncryptionKey::load_or_create(&path),
+            Err(KeyFileError::Invalid { .. })
+        ));
         std::fs::write(&path, "not base64!").expect("write");
-        assert!(matches!(EncryptionKey::load_or_create(&path), Err(KeyFileError::Invalid { .. })));
-        assert!(matches!(EncryptionKey::new("a:b", [0; 32]), Err(KeyFileError::InvalidName(_))));
-        assert!(matches!(EncryptionKey::new("", [0; 32]), Err(KeyFileError::InvalidName(_))));
+        assert!(matches!(
+            EncryptionKey::load_or_create(&path),
+            Err(KeyFileError::Invalid { .. })
+        ));
+        assert!(matches!(
+            EncryptionKey::new("a:b", [0; 32]),
+            Err(KeyFileError::InvalidName(_))
+        ));
+        assert!(matches!(
+            EncryptionKey::new("", [0; 32]),
+            Err(KeyFileError::InvalidName(_))
+        ));
     }
 }

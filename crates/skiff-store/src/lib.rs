@@ -43,7 +43,10 @@ pub struct RangeResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A create or an update; `prev` is the value before an update (None on create).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A delete; `prev` is the value that was deleted, `revision` the delete's revision.
     Delete { prev: KeyValue, revision: Revision },
 }
@@ -80,10 +83,17 @@ pub enum StoreError {
     NotFound(String),
     /// The key's current mod revision differs from the expected one.
     #[error("key {key:?} was modified (expected revision {expected}, found {actual})")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     /// The requested revision has been compacted away (the API answers 410 Gone).
     #[error("required revision {requested} has been compacted (oldest available {oldest})")]
-    Compacted { requested: Revision, oldest: Revision },
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
     /// The requested revision is in the future.
     #[error("revision {0} is newer than the store's current revision")]
     FutureRevision(Revision),
@@ -189,13 +199,19 @@ pub struct AutoCompaction {
 
 impl Default for AutoCompaction {
     fn default() -> Self {
-        AutoCompaction { keep_revisions: 10_000, interval: Duration::from_secs(60) }
+        AutoCompaction {
+            keep_revisions: 10_000,
+            interval: Duration::from_secs(60),
+        }
     }
 }
 
 /// Compacts everything older than the newest `keep_revisions` revisions; returns the revision
 /// compacted at, or None when there is not yet enough history.
-pub async fn compact_once<S: Store + ?Sized>(store: &S, keep_revisions: Revision) -> Result<Option<Revision>> {
+pub async fn compact_once<S: Store + ?Sized>(
+    store: &S,
+    keep_revisions: Revision,
+) -> Result<Option<Revision>> {
     let target = store.current_revision().await? - keep_revisions.max(0);
     if target <= 0 {
         return Ok(None);

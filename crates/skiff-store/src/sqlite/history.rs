@@ -73,7 +73,11 @@ impl History {
 
     /// Forgets events at or below a compacted revision, so old watches fail like old ranges.
     pub(crate) fn compact(&mut self, revision: Revision) {
-        while self.events.front().is_some_and(|e| e.revision() <= revision) {
+        while self
+            .events
+            .front()
+            .is_some_and(|e| e.revision() <= revision)
+        {
             self.events.pop_front();
         }
         self.floor = self.floor.max(revision);
@@ -85,7 +89,10 @@ impl History {
         after: Revision,
     ) -> Result<(broadcast::Receiver<Batch>, VecDeque<Arc<Event>>), StoreError> {
         if after < self.floor {
-            return Err(StoreError::Compacted { requested: after, oldest: self.floor });
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: self.floor,
+            });
         }
         let start = self.events.partition_point(|e| e.revision() <= after);
         let replay = self.events.range(start..).cloned().collect();

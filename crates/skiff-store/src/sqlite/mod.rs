@@ -37,7 +37,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { history_capacity: 20_000, watch_buffer: 256, max_batch: 10_000 }
+        SqliteOptions {
+            history_capacity: 20_000,
+            watch_buffer: 256,
+            max_batch: 10_000,
+        }
     }
 }
 
@@ -71,11 +75,20 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn current_revision(&self) -> Result<Revision> {
-        Ok(self.state.read().unwrap_or_else(PoisonError::into_inner).revision)
+        Ok(self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revision)
     }
 
     /// Makes a committed batch visible: first to readers, then to watchers.
-    fn apply(&self, changes: HashMap<String, Option<KeyValue>>, revision: Revision, events: Vec<Event>) {
+    fn apply(
+        &self,
+        changes: HashMap<String, Option<KeyValue>>,
+        revision: Revision,
+        events: Vec<Event>,
+    ) {
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             for (key, kv) in changes {
@@ -90,7 +103,10 @@ impl Shared {
             }
             state.revision = revision;
         }
-        self.history.lock().unwrap_or_else(PoisonError::into_inner).publish(events);
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .publish(events);
     }
 }
 
@@ -102,13 +118,19 @@ struct ReadPool {
 
 impl ReadPool {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let mut conn = match idle {
             Some(conn) => conn,
             None => {
                 let conn = Connection::open(&self.path).map_err(backend)?;
-                conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
-                conn.pragma_update(None, "query_only", true).map_err(backend)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(backend)?;
+                conn.pragma_update(None, "query_only", true)
+                    .map_err(backend)?;
                 conn
             }
         };
@@ -131,7 +153,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.readers.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,11 +171,15 @@ impl SqliteStore {
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(backend)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!("cannot enable WAL (journal_mode is {mode})")));
+            return Err(StoreError::Backend(format!(
+                "cannot enable WAL (journal_mode is {mode})"
+            )));
         }
         // FULL also fsyncs the WAL on every commit, so an acknowledged write survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
         conn.execute_batch(schema::SCHEMA).map_err(backend)?;
 
         let revision = schema::current_revision(&conn).map_err(backend)?;
@@ -181,8 +209,15 @@ impl SqliteStore {
             .name("skiff-store-writer".into())
             .spawn(move || writer.run())
             .map_err(backend)?;
-        let readers = Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) });
-        Ok(Arc::new(SqliteStore { shared, requests, readers }))
+        let readers = Arc::new(ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(Arc::new(SqliteStore {
+            shared,
+            requests,
+            readers,
+        }))
     }
 
     pub fn stats(&self) -> SqliteStats {
@@ -199,12 +234,18 @@ impl SqliteStore {
 
     async fn write(&self, op: WriteOp) -> Result<Event> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Write(op, reply)).map_err(|_| StoreError::Closed)?;
+        self.requests
+            .send(Request::Write(op, reply))
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     fn range_in_memory(&self, prefix: &str, opts: &RangeOptions) -> RangeResult {
-        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let lower = match opts.start_after.as_deref() {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
@@ -221,14 +262,21 @@ impl SqliteStore {
             }
             kvs.push(kv.clone());
         }
-        RangeResult { kvs, more, revision: state.revision }
+        RangeResult {
+            kvs,
+            more,
+            revision: state.revision,
+        }
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { range_at_revision: true, durable: true }
+        Capabilities {
+            range_at_revision: true,
+            durable: true,
+        }
     }
 
     async fn current_revision(&self) -> Result<Revision> {
@@ -236,7 +284,11 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(state.kvs.get(key).cloned())
     }
 
@@ -255,7 +307,10 @@ impl Store for SqliteStore {
         }
         let compacted = self.compacted_revision();
         if revision < compacted {
-            return Err(StoreError::Compacted { requested: revision, oldest: compacted });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                oldest: compacted,
+            });
         }
         let readers = self.readers.clone();
         let prefix = prefix.to_string();
@@ -265,7 +320,10 @@ impl Store for SqliteStore {
                 let tx = conn.transaction().map_err(backend)?;
                 let compacted = schema::meta(&tx, "compact_rev").map_err(backend)?;
                 if revision < compacted {
-                    return Err(StoreError::Compacted { requested: revision, oldest: compacted });
+                    return Err(StoreError::Compacted {
+                        requested: revision,
+                        oldest: compacted,
+                    });
                 }
                 let mut kvs = schema::range_at(
                     &tx,
@@ -276,8 +334,16 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
                 let more = opts.limit != 0 && kvs.len() > opts.limit;
-                kvs.truncate(if opts.limit == 0 { kvs.len() } else { opts.limit });
-                Ok(RangeResult { kvs, more, revision })
+                kvs.truncate(if opts.limit == 0 {
+                    kvs.len()
+                } else {
+                    opts.limit
+                });
+                Ok(RangeResult {
+                    kvs,
+                    more,
+                    revision,
+                })
             })
         })
         .await
@@ -285,17 +351,32 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
-        let event = self.write(WriteOp::Create { key: key.to_string(), value }).await?;
+        let event = self
+            .write(WriteOp::Create {
+                key: key.to_string(),
+                value,
+            })
+            .await?;
         Ok(event.revision())
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<Revision> {
-        let op = WriteOp::Update { key: key.to_string(), value, expected };
+        let op = WriteOp::Update {
+            key: key.to_string(),
+            value,
+            expected,
+        };
         Ok(self.write(op).await?.revision())
     }
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<(KeyValue, Revision)> {
-        match self.write(WriteOp::Delete { key: key.to_string(), expected }).await? {
+        match self
+            .write(WriteOp::Delete {
+                key: key.to_string(),
+                expected,
+            })
+            .await?
+        {
             Event::Delete { prev, revision } => Ok((prev, revision)),
             Event::Put { .. } => Err(StoreError::Backend("delete produced a put".into())),
         }
@@ -307,7 +388,9 @@ impl Store for SqliteStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Compact(revision, reply)).map_err(|_| StoreError::Closed)?;
+        self.requests
+            .send(Request::Compact(revision, reply))
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }

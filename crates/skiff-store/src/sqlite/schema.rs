@@ -29,8 +29,7 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('current_rev', 0), ('compact_rev', 0);
 ";
 
-pub(crate) const INSERT_ROW: &str =
-    "INSERT INTO log (rev, key, value, create_rev, prev_rev, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+pub(crate) const INSERT_ROW: &str = "INSERT INTO log (rev, key, value, create_rev, prev_rev, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 pub(crate) const SET_CURRENT_REV: &str =
     "UPDATE meta SET value = max(value, ?1) WHERE name = 'current_rev'";
@@ -44,9 +43,11 @@ pub(crate) const COMPACT: [&str; 3] = [
 ];
 
 pub(crate) fn meta(conn: &Connection, name: &str) -> rusqlite::Result<Revision> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .optional()
-        .map(|v| v.unwrap_or(0))
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map(|v| v.unwrap_or(0))
 }
 
 /// The revision counter: never below the newest log row, even if `meta` lagged behind it.
@@ -92,8 +93,16 @@ pub(crate) fn load_events(conn: &Connection, floor: Revision) -> rusqlite::Resul
         let prev_rev: Revision = r.get(4)?;
         let deleted: bool = r.get(5)?;
         if deleted {
-            let prev = KeyValue { key, value, create_revision, mod_revision: prev_rev };
-            return Ok(Event::Delete { prev, revision: rev });
+            let prev = KeyValue {
+                key,
+                value,
+                create_revision,
+                mod_revision: prev_rev,
+            };
+            return Ok(Event::Delete {
+                prev,
+                revision: rev,
+            });
         }
         let prev_value: Option<Vec<u8>> = r.get(6)?;
         let prev_create: Option<Revision> = r.get(7)?;
@@ -106,7 +115,12 @@ pub(crate) fn load_events(conn: &Connection, floor: Revision) -> rusqlite::Resul
             }),
             _ => None,
         };
-        let kv = KeyValue { key, value, create_revision, mod_revision: rev };
+        let kv = KeyValue {
+            key,
+            value,
+            create_revision,
+            mod_revision: rev,
+        };
         Ok(Event::Put { kv, prev })
     })?;
     rows.collect()

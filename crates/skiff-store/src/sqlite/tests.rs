@@ -14,7 +14,8 @@ use crate::{Event, RangeOptions, Store, StoreError};
 
 fn temp_store() -> (Arc<SqliteStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("store.db"), SqliteOptions::default()).expect("open");
+    let store =
+        SqliteStore::open(&dir.path().join("store.db"), SqliteOptions::default()).expect("open");
     (store, dir)
 }
 
@@ -27,7 +28,9 @@ fn open(path: &Path) -> Arc<SqliteStore> {
 }
 
 async fn next(stream: &mut crate::WatchStream) -> Option<crate::Result<Event>> {
-    tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("watch stalled")
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("watch stalled")
 }
 
 #[tokio::test]
@@ -36,7 +39,10 @@ async fn state_history_and_revision_survive_restart() {
     let path = dir.path().join("nested/store.db");
     let store = open(&path);
     let r1 = store.create("/k/a", b"1".to_vec()).await.expect("create");
-    let r2 = store.update("/k/a", b"2".to_vec(), r1).await.expect("update");
+    let r2 = store
+        .update("/k/a", b"2".to_vec(), r1)
+        .await
+        .expect("update");
     let r3 = store.create("/k/b", b"1".to_vec()).await.expect("create");
     let (_, r4) = store.delete("/k/b", r3).await.expect("delete");
     drop(store);
@@ -44,28 +50,55 @@ async fn state_history_and_revision_survive_restart() {
     let store = open(&path);
     assert_eq!(store.current_revision().await.expect("revision"), r4);
     let kv = store.get("/k/a").await.expect("get").expect("present");
-    assert_eq!((kv.value.as_slice(), kv.create_revision, kv.mod_revision), (&b"2"[..], r1, r2));
+    assert_eq!(
+        (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+        (&b"2"[..], r1, r2)
+    );
     assert_eq!(store.get("/k/b").await.expect("get"), None);
     // A watcher that last saw r1 before the restart resumes without a gap.
     let mut watch = store.watch("/k/", r1).await.expect("watch");
     match next(&mut watch).await {
-        Some(Ok(Event::Put { kv, prev: Some(prev) })) => {
+        Some(Ok(Event::Put {
+            kv,
+            prev: Some(prev),
+        })) => {
             assert_eq!((kv.mod_revision, prev.value.as_slice()), (r2, &b"1"[..]));
         }
         other => panic!("expected the update, got {other:?}"),
     }
-    assert_eq!(next(&mut watch).await.and_then(Result::ok).map(|e| e.revision()), Some(r3));
+    assert_eq!(
+        next(&mut watch)
+            .await
+            .and_then(Result::ok)
+            .map(|e| e.revision()),
+        Some(r3)
+    );
     match next(&mut watch).await {
         Some(Ok(Event::Delete { prev, revision })) => {
-            assert_eq!((revision, prev.value.as_slice(), prev.mod_revision), (r4, &b"1"[..], r3));
+            assert_eq!(
+                (revision, prev.value.as_slice(), prev.mod_revision),
+                (r4, &b"1"[..], r3)
+            );
         }
         other => panic!("expected the delete, got {other:?}"),
     }
     let r5 = store.create("/k/c", b"1".to_vec()).await.expect("create");
     assert_eq!(r5, r4 + 1);
-    assert_eq!(next(&mut watch).await.and_then(Result::ok).map(|e| e.revision()), Some(r5));
+    assert_eq!(
+        next(&mut watch)
+            .await
+            .and_then(Result::ok)
+            .map(|e| e.revision()),
+        Some(r5)
+    );
     let page = store
-        .range("/k/", RangeOptions { revision: r3, ..Default::default() })
+        .range(
+            "/k/",
+            RangeOptions {
+                revision: r3,
+                ..Default::default()
+            },
+        )
         .await
         .expect("range at a revision from before the restart");
     assert_eq!(page.kvs.len(), 2);
@@ -88,7 +121,10 @@ async fn revision_never_goes_back_when_newest_rows_are_compacted() {
     assert_eq!(store.compacted_revision(), rd);
     let next_rev = store.create("/c", b"1".to_vec()).await.expect("create");
     assert!(next_rev > rd, "revision {next_rev} reused after {rd}");
-    assert!(matches!(store.watch("/", rb).await.err(), Some(StoreError::Compacted { .. })));
+    assert!(matches!(
+        store.watch("/", rb).await.err(),
+        Some(StoreError::Compacted { .. })
+    ));
 }
 
 #[tokio::test]
@@ -97,31 +133,55 @@ async fn history_window_after_restart_is_bounded_by_capacity() {
     let path = dir.path().join("store.db");
     let store = open(&path);
     for i in 0..10 {
-        store.create(&format!("/h/{i}"), b"v".to_vec()).await.expect("create");
+        store
+            .create(&format!("/h/{i}"), b"v".to_vec())
+            .await
+            .expect("create");
     }
     drop(store);
-    let opts = SqliteOptions { history_capacity: 3, ..Default::default() };
+    let opts = SqliteOptions {
+        history_capacity: 3,
+        ..Default::default()
+    };
     let store = SqliteStore::open(&path, opts).expect("open");
     assert!(matches!(
         store.watch("/h/", 6).await.err(),
-        Some(StoreError::Compacted { requested: 6, oldest: 7 })
+        Some(StoreError::Compacted {
+            requested: 6,
+            oldest: 7
+        })
     ));
-    let mut watch = store.watch("/h/", 7).await.expect("watch inside the window");
-    assert_eq!(next(&mut watch).await.and_then(Result::ok).map(|e| e.revision()), Some(8));
+    let mut watch = store
+        .watch("/h/", 7)
+        .await
+        .expect("watch inside the window");
+    assert_eq!(
+        next(&mut watch)
+            .await
+            .and_then(Result::ok)
+            .map(|e| e.revision()),
+        Some(8)
+    );
 }
 
 #[tokio::test]
 async fn lagging_watcher_catches_up_from_history_without_blocking_writers() {
-    let (dir, opts) = (tempfile::tempdir().expect("tempdir"), SqliteOptions {
-        history_capacity: 50,
-        watch_buffer: 2,
-        ..Default::default()
-    });
+    let (dir, opts) = (
+        tempfile::tempdir().expect("tempdir"),
+        SqliteOptions {
+            history_capacity: 50,
+            watch_buffer: 2,
+            ..Default::default()
+        },
+    );
     let store = SqliteStore::open(&dir.path().join("store.db"), opts).expect("open");
     let mut watch = store.watch("/", 0).await.expect("watch");
     // Twenty commits while nobody reads the watch: far more than its buffer of two.
     for i in 0..20 {
-        store.create(&format!("/l/{i:02}"), b"v".to_vec()).await.expect("create");
+        store
+            .create(&format!("/l/{i:02}"), b"v".to_vec())
+            .await
+            .expect("create");
     }
     for rev in 1..=20 {
         let event = next(&mut watch).await.expect("open").expect("event");
@@ -132,14 +192,27 @@ async fn lagging_watcher_catches_up_from_history_without_blocking_writers() {
 #[tokio::test]
 async fn watcher_too_far_behind_is_told_to_relist() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = SqliteOptions { history_capacity: 10, watch_buffer: 2, ..Default::default() };
+    let opts = SqliteOptions {
+        history_capacity: 10,
+        watch_buffer: 2,
+        ..Default::default()
+    };
     let store = SqliteStore::open(&dir.path().join("store.db"), opts).expect("open");
     let mut watch = store.watch("/", 0).await.expect("watch");
     for i in 0..40 {
-        store.create(&format!("/l/{i:02}"), b"v".to_vec()).await.expect("create");
+        store
+            .create(&format!("/l/{i:02}"), b"v".to_vec())
+            .await
+            .expect("create");
     }
-    assert!(matches!(next(&mut watch).await, Some(Err(StoreError::Compacted { .. }))));
-    assert!(next(&mut watch).await.is_none(), "the stream ends after the error");
+    assert!(matches!(
+        next(&mut watch).await,
+        Some(Err(StoreError::Compacted { .. }))
+    ));
+    assert!(
+        next(&mut watch).await.is_none(),
+        "the stream ends after the error"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +234,11 @@ async fn concurrent_writes_share_commits() {
     assert!(results.iter().all(Result::is_ok));
     let stats = store.stats();
     assert_eq!(stats.writes, 1000);
-    assert!(stats.commits <= 100, "1000 queued writes took {} commits", stats.commits);
+    assert!(
+        stats.commits <= 100,
+        "1000 queued writes took {} commits",
+        stats.commits
+    );
 }
 
 #[tokio::test]
@@ -169,7 +246,10 @@ async fn compact_once_keeps_the_newest_revisions() {
     let (store, _dir) = temp_store();
     assert_eq!(crate::compact_once(&*store, 5).await, Ok(None));
     for i in 0..12 {
-        store.create(&format!("/x/{i}"), b"v".to_vec()).await.expect("create");
+        store
+            .create(&format!("/x/{i}"), b"v".to_vec())
+            .await
+            .expect("create");
     }
     assert_eq!(crate::compact_once(&*store, 5).await, Ok(Some(7)));
     assert_eq!(store.compacted_revision(), 7);
@@ -200,7 +280,10 @@ fn crash_child() {
                 tokio::spawn(async move {
                     for i in 0.. {
                         let key = format!("/crash/{t}/{i}");
-                        let rev = store.create(&key, key.as_bytes().to_vec()).await.expect("create");
+                        let rev = store
+                            .create(&key, key.as_bytes().to_vec())
+                            .await
+                            .expect("create");
                         let mut out = std::io::stdout().lock();
                         writeln!(out, "ACK {key} {rev}").expect("stdout");
                         out.flush().expect("stdout");
@@ -218,7 +301,13 @@ async fn acknowledged_writes_survive_sigkill() {
     let path = dir.path().join("store.db");
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
-        .args(["--exact", "sqlite::tests::crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sqlite::tests::crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_CHILD_DB, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -242,16 +331,27 @@ async fn acknowledged_writes_survive_sigkill() {
     }
     let status = child.wait().expect("wait child");
     assert!(killed, "child exited on its own: {status}");
-    assert!(acked.len() >= 2000, "child acknowledged only {} writes", acked.len());
+    assert!(
+        acked.len() >= 2000,
+        "child acknowledged only {} writes",
+        acked.len()
+    );
 
     let store = open(&path);
     let max_acked = acked.iter().map(|(_, rev)| *rev).max().unwrap_or(0);
     for (key, rev) in &acked {
-        let kv = store.get(key).await.expect("get").unwrap_or_else(|| panic!("acknowledged {key} lost"));
+        let kv = store
+            .get(key)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("acknowledged {key} lost"));
         assert_eq!(kv.mod_revision, *rev, "{key}");
     }
     assert!(store.current_revision().await.expect("revision") >= max_acked);
-    let next_rev = store.create("/after-crash", Vec::new()).await.expect("create");
+    let next_rev = store
+        .create("/after-crash", Vec::new())
+        .await
+        .expect("create");
     assert!(next_rev > max_acked);
 }
 

@@ -2,9 +2,9 @@
 //! in one transaction (one fsync), then publishes and answers them all.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::Arc;
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -13,17 +13,27 @@ use super::{Shared, schema};
 use crate::{Event, KeyValue, Revision, StoreError};
 
 pub(crate) enum WriteOp {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: Revision },
-    Delete { key: String, expected: Revision },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Revision,
+    },
 }
 
 impl WriteOp {
     fn key(&self) -> &str {
         match self {
-            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => {
-                key
-            }
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
         }
     }
 }
@@ -55,11 +65,20 @@ fn plan(op: WriteOp, current: Option<&KeyValue>, revision: Revision) -> Result<E
         WriteOp::Create { key, value } => match current {
             Some(_) => Err(StoreError::AlreadyExists(key)),
             None => Ok(Event::Put {
-                kv: KeyValue { key, value, create_revision: revision, mod_revision: revision },
+                kv: KeyValue {
+                    key,
+                    value,
+                    create_revision: revision,
+                    mod_revision: revision,
+                },
                 prev: None,
             }),
         },
-        WriteOp::Update { key, value, expected } => {
+        WriteOp::Update {
+            key,
+            value,
+            expected,
+        } => {
             let prev = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             check(prev, expected)?;
             Ok(Event::Put {
@@ -75,7 +94,10 @@ fn plan(op: WriteOp, current: Option<&KeyValue>, revision: Revision) -> Result<E
         WriteOp::Delete { key, expected } => {
             let prev = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             check(prev, expected)?;
-            Ok(Event::Delete { prev: prev.clone(), revision })
+            Ok(Event::Delete {
+                prev: prev.clone(),
+                revision,
+            })
         }
     }
 }
@@ -147,7 +169,8 @@ impl Writer {
             Ok(state) => state,
             Err(_) => {
                 for (_, reply) in writes {
-                    let _ = reply.send(Err(StoreError::Backend("store state lock poisoned".into())));
+                    let _ =
+                        reply.send(Err(StoreError::Backend("store state lock poisoned".into())));
                 }
                 return;
             }
@@ -190,8 +213,13 @@ impl Writer {
             }
             return;
         }
-        let events: Vec<Event> = planned.iter().filter_map(|(o, _)| o.as_ref().ok().cloned()).collect();
-        self.shared.writes.fetch_add(events.len() as u64, Ordering::Relaxed);
+        let events: Vec<Event> = planned
+            .iter()
+            .filter_map(|(o, _)| o.as_ref().ok().cloned())
+            .collect();
+        self.shared
+            .writes
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         self.shared.apply(overlay, revision, events);
         for (outcome, reply) in planned {
@@ -211,7 +239,8 @@ impl Writer {
         for event in planned.iter().filter_map(|(o, _)| o.as_ref().ok()) {
             insert(&tx, event).map_err(backend)?;
         }
-        tx.execute(schema::SET_CURRENT_REV, [revision]).map_err(backend)?;
+        tx.execute(schema::SET_CURRENT_REV, [revision])
+            .map_err(backend)?;
         tx.commit().map_err(backend)
     }
 
