@@ -1,7 +1,7 @@
 //! The versioned object store: the `Store` trait (etcd's model), its conformance suite, the
 //! embedded SQLite backend, and encryption of chosen keys at rest.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -220,13 +220,16 @@ pub async fn compact_once<S: Store + ?Sized>(
     Ok(Some(target))
 }
 
-/// Runs `compact_once` every `policy.interval` until the store closes; spawn it with
-/// `tokio::spawn(run_auto_compaction(store, policy))`.
-pub async fn run_auto_compaction<S: Store + ?Sized>(store: Arc<S>, policy: AutoCompaction) {
+/// Runs `compact_once` every `policy.interval` (the first right away) for as long as anyone
+/// else holds the store; holding only a weak reference lets the store close on shutdown.
+pub async fn run_auto_compaction<S: Store + ?Sized>(store: Weak<S>, policy: AutoCompaction) {
     let mut ticker = tokio::time::interval(policy.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
         match compact_once(&*store, policy.keep_revisions).await {
             Ok(Some(revision)) => tracing::debug!(revision, "store compacted"),
             Ok(None) => {}
@@ -234,4 +237,12 @@ pub async fn run_auto_compaction<S: Store + ?Sized>(store: Arc<S>, policy: AutoC
             Err(err) => tracing::warn!(error = %err, "store compaction failed"),
         }
     }
+}
+
+/// Spawns `run_auto_compaction` on the current tokio runtime.
+pub fn spawn_auto_compaction<S: Store + ?Sized>(
+    store: &Arc<S>,
+    policy: AutoCompaction,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run_auto_compaction(Arc::downgrade(store), policy))
 }

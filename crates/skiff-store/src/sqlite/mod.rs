@@ -178,6 +178,9 @@ impl SqliteStore {
         // FULL also fsyncs the WAL on every commit, so an acknowledged write survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
+        // Checkpoints run on the writer; cap the WAL file they leave behind.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(schema::SCHEMA).map_err(backend)?;

@@ -21,7 +21,6 @@ CREATE TABLE IF NOT EXISTS log (
     deleted    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_key_rev ON log (key, rev);
-CREATE INDEX IF NOT EXISTS log_prev_rev ON log (prev_rev);
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL

@@ -390,3 +390,29 @@ async fn throughput() {
     }
     println!("100000 gets in {:?}", start.elapsed());
 }
+
+#[tokio::test]
+async fn auto_compaction_runs_until_the_store_is_dropped() {
+    let (store, _dir) = temp_store();
+    for i in 0..20 {
+        store
+            .create(&format!("/x/{i}"), b"v".to_vec())
+            .await
+            .expect("create");
+    }
+    let policy = crate::AutoCompaction {
+        keep_revisions: 5,
+        interval: Duration::from_millis(10),
+    };
+    let task = crate::spawn_auto_compaction(&store, policy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.compacted_revision() != 15 {
+        assert!(Instant::now() < deadline, "no compaction happened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("compactor outlived the store")
+        .expect("compactor task");
+}
