@@ -571,8 +571,13 @@ pub async fn compaction<S: Store + ?Sized>(store: Arc<S>) {
         store.get("/c/a").await.expect("get").map(|kv| kv.value),
         Some(b"3".to_vec())
     );
-    // Compacting again at or below the point is harmless.
+    // Compacting again at or below the point is harmless; beyond the current revision it is not.
     store.compact(r4).await.expect("compact again");
+    let current = store.current_revision().await.expect("revision");
+    assert_eq!(
+        store.compact(current + 10).await,
+        Err(StoreError::FutureRevision(current + 10))
+    );
 }
 
 pub async fn concurrent_creates<S: Store + ?Sized>(store: Arc<S>) {
