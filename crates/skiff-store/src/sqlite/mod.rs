@@ -207,6 +207,7 @@ impl SqliteStore {
             shared: shared.clone(),
             requests: rx,
             max_batch: opts.max_batch.max(1),
+            failed: None,
         };
         std::thread::Builder::new()
             .name("skiff-store-writer".into())

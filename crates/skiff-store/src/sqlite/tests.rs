@@ -416,3 +416,30 @@ async fn auto_compaction_runs_until_the_store_is_dropped() {
         .expect("compactor outlived the store")
         .expect("compactor task");
 }
+
+#[tokio::test]
+async fn a_failed_commit_changes_nothing_and_frees_its_revisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let store = open(&path);
+    let r1 = store.create("/ok/1", b"v".to_vec()).await.expect("create");
+    let mut watch = store.watch("/", r1).await.expect("watch");
+    // Make the database refuse one key, as a full disk or an I/O error would.
+    let saboteur = rusqlite::Connection::open(&path).expect("open");
+    saboteur
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON log WHEN NEW.key = '/fail'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .expect("trigger");
+    match store.create("/fail", b"v".to_vec()).await {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("injected failure"), "{msg}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert_eq!(store.get("/fail").await.expect("get"), None);
+    assert_eq!(store.current_revision().await.expect("revision"), r1);
+    let r2 = store.create("/ok/2", b"v".to_vec()).await.expect("create");
+    assert_eq!(r2, r1 + 1);
+    let event = next(&mut watch).await.expect("open").expect("event");
+    assert_eq!((event.key(), event.revision()), ("/ok/2", r2));
+}

@@ -2,9 +2,9 @@
 //! in one transaction (one fsync), then publishes and answers them all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::{Arc, PoisonError};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -137,6 +137,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) max_batch: usize,
+    /// Set when a commit failed in a way that may have left memory and disk apart.
+    pub(crate) failed: Option<StoreError>,
 }
 
 impl Writer {
@@ -165,16 +167,17 @@ impl Writer {
     }
 
     fn commit(&mut self, writes: Vec<(WriteOp, Reply)>) {
-        let state = match self.shared.state.read() {
-            Ok(state) => state,
-            Err(_) => {
-                for (_, reply) in writes {
-                    let _ =
-                        reply.send(Err(StoreError::Backend("store state lock poisoned".into())));
-                }
-                return;
+        if let Some(err) = &self.failed {
+            for (_, reply) in writes {
+                let _ = reply.send(Err(err.clone()));
             }
-        };
+            return;
+        }
+        let state = self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let start = state.revision;
         // Writes later in the batch see the effects of earlier ones before anything is visible.
         let mut overlay: HashMap<String, Option<KeyValue>> = HashMap::new();
@@ -204,14 +207,32 @@ impl Writer {
             }
             return;
         }
-        let written = self.persist(&planned, revision);
-        if let Err(err) = written {
-            // Nothing became visible and the revisions are reused by the next batch.
+        if let Err(err) = self.persist(&planned, revision) {
             tracing::error!(error = %err, "store commit failed");
-            for (_, reply) in planned {
-                let _ = reply.send(Err(err.clone()));
+            // The error does not always say whether the commit reached the disk; the
+            // revision counter in the file does.
+            match schema::current_revision(&self.conn) {
+                Ok(on_disk) if on_disk == start => {
+                    // Rolled back: nothing became visible, the revisions are used again.
+                    for (_, reply) in planned {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    return;
+                }
+                Ok(on_disk) if on_disk == revision => {
+                    tracing::warn!("the failed commit reached the disk; treating it as done");
+                }
+                _ => {
+                    // Memory and disk may disagree: stop writing rather than diverge.
+                    let stopped =
+                        StoreError::Backend(format!("store stopped after a failed commit: {err}"));
+                    self.failed = Some(stopped);
+                    for (_, reply) in planned {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    return;
+                }
             }
-            return;
         }
         let events: Vec<Event> = planned
             .iter()
