@@ -149,6 +149,37 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     requests: mpsc::Sender<Request>,
     readers: Arc<ReadPool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Waits for the writer to finish its batch and let go of the file, so the store can be
+    /// opened again as soon as this returns.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.requests, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Takes `<path>.lock`, so that two processes never serve the same file: each keeps its own
+/// copy of the state in memory and would not see the other's writes.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(backend)?;
+    #[cfg(unix)]
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |err| StoreError::Backend(format!("store {} is in use ({err})", path.display())),
+    )?;
+    Ok(file)
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -166,6 +197,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(backend)?;
         }
+        let lock = lock(path)?;
         let conn = Connection::open(path).map_err(backend)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -208,8 +240,9 @@ impl SqliteStore {
             requests: rx,
             max_batch: opts.max_batch.max(1),
             failed: None,
+            _lock: lock,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("skiff-store-writer".into())
             .spawn(move || writer.run())
             .map_err(backend)?;
@@ -221,6 +254,7 @@ impl SqliteStore {
             shared,
             requests,
             readers,
+            writer: Some(writer),
         }))
     }
 

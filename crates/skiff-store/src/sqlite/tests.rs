@@ -443,3 +443,18 @@ async fn a_failed_commit_changes_nothing_and_frees_its_revisions() {
     let event = next(&mut watch).await.expect("open").expect("event");
     assert_eq!((event.key(), event.revision()), ("/ok/2", r2));
 }
+
+#[tokio::test]
+async fn a_store_file_is_served_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.db");
+    let store = open(&path);
+    store.create("/a", b"1".to_vec()).await.expect("create");
+    match SqliteStore::open(&path, SqliteOptions::default()) {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("in use"), "{msg}"),
+        other => panic!("a second open must fail, got {other:?}"),
+    }
+    drop(store);
+    let store = open(&path);
+    assert!(store.get("/a").await.expect("get").is_some());
+}

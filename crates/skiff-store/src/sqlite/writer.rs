@@ -139,6 +139,8 @@ pub(crate) struct Writer {
     pub(crate) max_batch: usize,
     /// Set when a commit failed in a way that may have left memory and disk apart.
     pub(crate) failed: Option<StoreError>,
+    /// Held (and the file locked) until the writer stops.
+    pub(crate) _lock: std::fs::File,
 }
 
 impl Writer {
