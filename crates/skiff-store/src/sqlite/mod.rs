@@ -82,13 +82,15 @@ impl Shared {
             .revision)
     }
 
-    /// Makes a committed batch visible: first to readers, then to watchers.
+    /// Makes a committed batch visible to readers and watchers at once: the history lock is
+    /// held across both, so a watch opened "from now" starts exactly where reads stand.
     fn apply(
         &self,
         changes: HashMap<String, Option<KeyValue>>,
         revision: Revision,
         events: Vec<Event>,
     ) {
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             for (key, kv) in changes {
@@ -103,10 +105,7 @@ impl Shared {
             }
             state.revision = revision;
         }
-        self.history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .publish(events);
+        history.publish(events);
     }
 }
 
@@ -372,11 +371,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
                 let more = opts.limit != 0 && kvs.len() > opts.limit;
-                kvs.truncate(if opts.limit == 0 {
-                    kvs.len()
-                } else {
-                    opts.limit
-                });
+                if opts.limit != 0 {
+                    kvs.truncate(opts.limit);
+                }
                 Ok(RangeResult {
                     kvs,
                     more,
