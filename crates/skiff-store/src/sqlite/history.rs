@@ -22,12 +22,26 @@ pub(crate) struct History {
     /// Revision of the last committed write.
     last: Revision,
     capacity: usize,
+    /// Most bytes of keys and values kept; big objects shorten the window instead of
+    /// growing memory.
+    max_bytes: usize,
+    bytes: usize,
     sender: broadcast::Sender<Batch>,
+}
+
+fn size(event: &Event) -> usize {
+    match event {
+        Event::Put { kv, prev } => {
+            kv.key.len() + kv.value.len() + prev.as_ref().map_or(0, |p| p.value.len())
+        }
+        Event::Delete { prev, .. } => prev.key.len() + prev.value.len(),
+    }
 }
 
 impl History {
     pub(crate) fn new(
         capacity: usize,
+        max_bytes: usize,
         watch_buffer: usize,
         floor: Revision,
         last: Revision,
@@ -39,6 +53,8 @@ impl History {
             floor,
             last,
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             sender,
         };
         for event in events {
@@ -49,11 +65,20 @@ impl History {
 
     fn push(&mut self, event: Arc<Event>) {
         self.last = self.last.max(event.revision());
+        self.bytes += size(&event);
         self.events.push_back(event);
-        while self.events.len() > self.capacity {
-            if let Some(old) = self.events.pop_front() {
-                self.floor = self.floor.max(old.revision());
-            }
+        // The newest event always stays, however big, so "from now" watches can start.
+        while self.events.len() > 1
+            && (self.events.len() > self.capacity || self.bytes > self.max_bytes)
+        {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.bytes -= size(&old);
+            self.floor = self.floor.max(old.revision());
         }
     }
 
@@ -78,7 +103,7 @@ impl History {
             .front()
             .is_some_and(|e| e.revision() <= revision)
         {
-            self.events.pop_front();
+            self.pop();
         }
         self.floor = self.floor.max(revision);
     }
@@ -184,4 +209,48 @@ pub(crate) fn watch(
         }
     });
     Ok(stream.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyValue;
+
+    fn put(revision: Revision, value_len: usize) -> Event {
+        Event::Put {
+            kv: KeyValue {
+                key: "/k".into(),
+                value: vec![0; value_len],
+                create_revision: revision,
+                mod_revision: revision,
+            },
+            prev: None,
+        }
+    }
+
+    #[test]
+    fn the_window_shrinks_to_fit_the_byte_budget() {
+        let mut history = History::new(100, 1_000, 4, 0, 0, Vec::new());
+        history.publish((1..=10).map(|r| put(r, 98)).collect());
+        // 100 bytes per event (2 of key, 98 of value): only the newest ten fit.
+        assert_eq!(history.events.len(), 10);
+        assert_eq!(history.floor, 0);
+        history.publish(vec![put(11, 498)]);
+        assert_eq!(history.events.len(), 6);
+        assert_eq!(history.floor, 5);
+        assert!(history.resume(4).is_err());
+        assert_eq!(
+            history.resume(5).map(|(_, replay)| replay.len()).ok(),
+            Some(6)
+        );
+        // A single event over budget still stays, as the newest.
+        history.publish(vec![put(12, 5_000)]);
+        assert_eq!(history.events.len(), 1);
+        assert_eq!(history.floor, 11);
+        history.compact(12);
+        assert_eq!(
+            (history.events.len(), history.bytes, history.floor),
+            (0, 0, 12)
+        );
+    }
 }

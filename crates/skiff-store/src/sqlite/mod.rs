@@ -29,6 +29,8 @@ use writer::{Request, WriteOp, Writer};
 pub struct SqliteOptions {
     /// Recent events kept in memory for watches that resume from a past revision.
     pub history_capacity: usize,
+    /// Most bytes of keys and values the history keeps; the window shrinks to fit.
+    pub history_max_bytes: usize,
     /// Commits buffered per watcher before it has to catch up from the history ring.
     pub watch_buffer: usize,
     /// Most writes folded into one transaction.
@@ -39,6 +41,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             history_capacity: 20_000,
+            history_max_bytes: 64 << 20,
             watch_buffer: 256,
             max_batch: 10_000,
         }
@@ -223,7 +226,14 @@ impl SqliteStore {
         let window = revision.saturating_sub(i64::try_from(capacity).unwrap_or(i64::MAX));
         let floor = compacted.max(window).max(0);
         let events = schema::load_events(&conn, floor).map_err(backend)?;
-        let history = History::new(capacity, opts.watch_buffer, floor, revision, events);
+        let history = History::new(
+            capacity,
+            opts.history_max_bytes,
+            opts.watch_buffer,
+            floor,
+            revision,
+            events,
+        );
 
         let shared = Arc::new(Shared {
             state: RwLock::new(State { kvs, revision }),
