@@ -1,5 +1,19 @@
 //! The versioned object store: the `Store` trait (etcd's model), its conformance suite, the
 //! embedded SQLite backend, and encryption of chosen keys at rest.
+//!
+//! Typical wiring (the API server holds an `Arc<dyn Store>`; resourceVersion = mod_revision):
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use skiff_store::*;
+//! # fn wire(dir: &std::path::Path) -> Result<Arc<dyn Store>> {
+//! let sqlite = SqliteStore::open(&dir.join("state.db"), SqliteOptions::default())?;
+//! let key = EncryptionKey::load_or_create(&dir.join("encryption.key"))
+//!     .map_err(|e| StoreError::Backend(e.to_string()))?;
+//! let store: Arc<dyn Store> = Arc::new(EncryptingStore::new(sqlite, EncryptionConfig::secrets(key)));
+//! let _compactor = spawn_auto_compaction(&store, AutoCompaction::default());
+//! # Ok(store) }
+//! ```
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
