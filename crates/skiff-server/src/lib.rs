@@ -1,1 +1,249 @@
-//! placeholder
+//! Assembles one skiff control plane: opens the store, prepares credentials, serves the API
+//! over TLS, bootstraps the built-in namespaces, and starts the controllers — in that order.
+
+use anyhow::{Context, Result};
+use axum::Router;
+use serde_json::{Value, json};
+use skiff_apiserver::auth::{MastersOnly, PeerIdentity, SYSTEM_MASTERS, TokenAuthenticator, UserInfo};
+use skiff_apiserver::pki::{Pki, write_private};
+use skiff_apiserver::{ApiConfig, ApiServer};
+use skiff_store::{EncryptingStore, EncryptionConfig, EncryptionKey, SqliteOptions, SqliteStore, Store};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// Everything `skiff up` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub bind: IpAddr,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// Extra subject alternative names for the serving certificate.
+    pub tls_sans: Vec<String>,
+    pub service_cidr: (Ipv4Addr, u8),
+    pub node_port_range: (u16, u16),
+    /// Start the built-in controllers.
+    pub controllers: bool,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 6443,
+            tls_sans: Vec::new(),
+            service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+            node_port_range: (30000, 32767),
+            controllers: true,
+        }
+    }
+}
+
+/// The default data directory: `/var/lib/skiff` for root, else `~/.local/share/skiff`.
+pub fn default_data_dir() -> PathBuf {
+    let is_root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if is_root.unwrap_or(false) {
+        return PathBuf::from("/var/lib/skiff");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/skiff"),
+        None => PathBuf::from(".skiff"),
+    }
+}
+
+pub fn kubeconfig_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("kubeconfig.yaml")
+}
+
+/// A running control plane.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub api: Arc<ApiServer>,
+    /// A client that calls the API in-process as the controllers' identity.
+    pub client: skiff_client::Client,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    serve: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections and stops the controllers.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.serve.await;
+    }
+}
+
+/// Starts the control plane and returns once it is ready (`/readyz` answers).
+pub async fn start(config: ServerConfig) -> Result<Running> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating the data directory {}", data.display()))?;
+    restrict_dir(data)?;
+
+    // 1. The store: nothing is served before it is open.
+    let db_path = data.join("state.db");
+    let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, SqliteOptions::default()))
+        .await?
+        .context("opening the store (is another skiff using this data directory?)")?;
+    skiff_store::spawn_auto_compaction(&sqlite, skiff_store::AutoCompaction::default());
+    let key = EncryptionKey::load_or_create(&data.join("encryption.key")).context("loading the encryption key")?;
+    let store: Arc<dyn Store> = Arc::new(EncryptingStore::new(sqlite, EncryptionConfig::secrets(key)));
+
+    // 2. Credentials.
+    let admin_token = load_or_create_admin_token(data)?;
+    let tokens = TokenAuthenticator::parse(&std::fs::read_to_string(data.join("tokens.csv"))?);
+    let mut sans: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+        skiff_apiserver::alloc::first_service_ip(config.service_cidr).to_string(),
+    ];
+    if let Some(h) = hostname() {
+        sans.push(h);
+    }
+    if !config.bind.is_unspecified() {
+        sans.push(config.bind.to_string());
+    }
+    for s in &config.tls_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    let pki = Pki::load_or_create(&data.join("pki"), &sans)?;
+    if !data.join("pki/admin.crt").exists() {
+        let admin = pki.issue_client("admin", &[SYSTEM_MASTERS])?;
+        write_private(&data.join("pki"), "admin.key", &admin.key_pem)?;
+        write_private(&data.join("pki"), "admin.crt", &admin.cert_pem)?;
+    }
+    let tls = skiff_apiserver::serve::tls_config(&pki)?;
+
+    // 3. The API.
+    let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+        .await
+        .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
+    let addr = listener.local_addr()?;
+    let client_host = if config.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind };
+    let advertise = SocketAddr::new(client_host, addr.port());
+    let api_config = ApiConfig {
+        service_cidr: config.service_cidr,
+        node_port_range: config.node_port_range,
+        advertise_address: advertise.to_string(),
+        ..ApiConfig::default()
+    };
+    let api = ApiServer::new(store, tokens, Arc::new(MastersOnly), api_config);
+    let router = skiff_apiserver::router(api.clone());
+    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let serve = tokio::spawn(skiff_apiserver::serve::serve_tls(listener, tls, router.clone(), async move {
+        let _ = shutdown_rx.wait_for(|s| *s).await;
+    }));
+
+    // 4. Built-in objects, written through the API like any client would.
+    let client = in_process_client(router, UserInfo::new("system:skiff-controller-manager", &[SYSTEM_MASTERS]));
+    bootstrap(&client, advertise, config.service_cidr).await?;
+
+    // 5. Controllers.
+    let mut tasks = Vec::new();
+    if config.controllers {
+        tasks.extend(skiff_controllers::start_all(client.clone()));
+    }
+
+    let kubeconfig = kubeconfig_path(data);
+    let kc = kubeconfig_yaml(&format!("https://{advertise}"), &pki.ca.cert_pem, &admin_token);
+    write_private(data, "kubeconfig.yaml", &kc)?;
+    Ok(Running { addr, kubeconfig, api, client, shutdown, serve, tasks })
+}
+
+fn restrict_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+}
+
+/// The admin bearer token, created on first start and listed in `tokens.csv`.
+fn load_or_create_admin_token(data: &Path) -> Result<String> {
+    let path = data.join("tokens.csv");
+    if let Ok(contents) = std::fs::read_to_string(&path) {
+        for line in contents.lines() {
+            let mut parts = line.splitn(3, ',');
+            if let (Some(token), Some("admin")) = (parts.next(), parts.next()) {
+                return Ok(token.to_string());
+            }
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let token = hex::encode(bytes);
+    let line = format!("{token},admin,admin,\"{SYSTEM_MASTERS}\"\n");
+    write_private(data, "tokens.csv", &line)?;
+    Ok(token)
+}
+
+/// The kubeconfig for the admin user.
+pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: skiff-admin\n  user:\n    token: {token}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: skiff-admin\n    namespace: default\ncurrent-context: skiff\npreferences: {{}}\n"
+    )
+}
+
+/// A kube-rs client that calls the router directly as `user`.
+pub fn in_process_client(router: Router, user: UserInfo) -> skiff_client::Client {
+    let identity = PeerIdentity(Some(user));
+    let svc = router.map_request(move |mut req: http::Request<skiff_client::kube::client::Body>| {
+        req.extensions_mut().insert(identity.clone());
+        req
+    });
+    skiff_client::from_service(svc)
+}
+
+/// Creates the built-in namespaces and the `kubernetes` Service if they are missing.
+async fn bootstrap(client: &skiff_client::Client, advertise: SocketAddr, cidr: (Ipv4Addr, u8)) -> Result<()> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        create_if_missing(client, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+    }
+    let ip = skiff_apiserver::alloc::first_service_ip(cidr).to_string();
+    create_if_missing(
+        client,
+        "/api/v1/namespaces/default/services",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": advertise.port() as i64}]},
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn create_if_missing(client: &skiff_client::Client, path: &str, obj: Value) -> Result<()> {
+    let body = serde_json::to_vec(&obj)?;
+    let req = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)?;
+    match client.request_text(req).await {
+        Ok(_) => Ok(()),
+        Err(skiff_client::kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("bootstrapping {path}: {e}")),
+    }
+}

@@ -1,3 +1,109 @@
-fn main() {
-    println!("Hello, world!");
+//! The `skiff` command line: `up` starts a cluster, `kubeconfig` tells how to reach it.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes-compatible cluster for ML workloads in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a single-node cluster (API server, store, controllers) in the foreground.
+    Up(UpArgs),
+    /// Alias of `up`.
+    #[command(hide = true)]
+    Server(UpArgs),
+    /// Print the `export KUBECONFIG=...` line for a cluster (or the kubeconfig itself with --raw).
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where the cluster keeps its state (default /var/lib/skiff as root, else ~/.local/share/skiff).
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// HTTPS port of the API (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// Extra names or addresses for the API's serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+}
+
+#[derive(Args)]
+struct KubeconfigArgs {
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print the kubeconfig file's contents instead of the export line.
+    #[arg(long)]
+    raw: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "warn,skiff=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(a) | Command::Server(a) => up(a),
+        Command::Kubeconfig(a) => kubeconfig(a),
+    }
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let started = std::time::Instant::now();
+        let mut config = skiff_server::ServerConfig::new(args.data_dir.unwrap_or_else(skiff_server::default_data_dir));
+        config.bind = args.bind;
+        config.port = args.port;
+        config.tls_sans = args.tls_san;
+        let running = skiff_server::start(config).await?;
+        println!(
+            "skiff is ready at https://{} ({} ms)\nexport KUBECONFIG={}",
+            running.addr,
+            started.elapsed().as_millis(),
+            running.kubeconfig.display()
+        );
+        wait_for_signal().await?;
+        eprintln!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn kubeconfig(args: KubeconfigArgs) -> Result<()> {
+    let dir = args.data_dir.unwrap_or_else(skiff_server::default_data_dir);
+    let path = skiff_server::kubeconfig_path(&dir);
+    if !path.exists() {
+        anyhow::bail!("no kubeconfig at {}: start the cluster first with `skiff up`", path.display());
+    }
+    if args.raw {
+        print!("{}", std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?);
+    } else {
+        println!("export KUBECONFIG={}", path.display());
+    }
+    Ok(())
 }
