@@ -1589,10 +1589,10 @@ fn node_cells(node: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 if !role.is_empty() {
                     roles.insert(role);
                 }
-            } else if k == "kubernetes.io/role" {
-                if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                    roles.insert(v);
-                }
+            } else if k == "kubernetes.io/role"
+                && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+            {
+                roles.insert(v);
             }
         }
     }
@@ -2050,4 +2050,940 @@ fn hpa_cells(hpa: &Value, now: DateTime<Utc>) -> Vec<Value> {
         json!(int_at(hpa, &["status", "currentReplicas"])),
         age_cell(hpa, now),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{RESOURCES, lookup};
+
+    fn now() -> DateTime<Utc> {
+        parse_time("2026-01-01T12:00:00Z").unwrap()
+    }
+
+    /// An RFC3339 timestamp `secs` seconds before `now()`.
+    fn ago(secs: i64) -> String {
+        (now() - TimeDelta::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    fn def(group: &str, plural: &str) -> &'static ResourceDef {
+        let r = RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.plural == plural)
+            .unwrap();
+        lookup(group, r.version, plural).unwrap()
+    }
+
+    /// Column names as kubectl's header line would list them (before upper-casing).
+    fn header(d: &ResourceDef) -> String {
+        columns(d)
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    fn wide_header(d: &ResourceDef) -> String {
+        let cols = columns(d);
+        cols.iter()
+            .filter(|c| c.priority == 1)
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    /// A row as text: strings bare, numbers as numbers.
+    fn line(d: &ResourceDef, obj: &Value) -> String {
+        let cells = cells(d, obj, now());
+        let text: Vec<String> = cells
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect();
+        text.join(" | ")
+    }
+
+    /// The cell under `column`.
+    fn cell(d: &ResourceDef, obj: &Value, column: &str) -> Value {
+        let cols = columns(d);
+        let i = cols.iter().position(|c| c.name == column).expect(column);
+        cells(d, obj, now())[i].clone()
+    }
+
+    fn dur(secs: i64) -> String {
+        human_duration(TimeDelta::seconds(secs))
+    }
+
+    #[test]
+    fn human_duration_boundaries() {
+        assert_eq!(dur(-3), "<invalid>");
+        assert_eq!(dur(-2), "<invalid>");
+        assert_eq!(human_duration(TimeDelta::milliseconds(-1500)), "0s");
+        assert_eq!(dur(-1), "0s");
+        assert_eq!(dur(0), "0s");
+        assert_eq!(human_duration(TimeDelta::milliseconds(45_900)), "45s");
+        assert_eq!(dur(119), "119s");
+        assert_eq!(dur(120), "2m");
+        assert_eq!(dur(5 * 60 + 30), "5m30s");
+        assert_eq!(dur(9 * 60 + 59), "9m59s");
+        assert_eq!(dur(10 * 60 + 59), "10m");
+        assert_eq!(dur(179 * 60 + 59), "179m");
+        assert_eq!(dur(3 * 3600), "3h");
+        assert_eq!(dur(3 * 3600 + 10 * 60), "3h10m");
+        assert_eq!(dur(7 * 3600 + 59 * 60), "7h59m");
+        assert_eq!(dur(8 * 3600 + 59 * 60), "8h");
+        assert_eq!(dur(47 * 3600 + 59 * 60), "47h");
+        assert_eq!(dur(48 * 3600), "2d");
+        assert_eq!(dur(52 * 3600), "2d4h");
+        assert_eq!(dur(8 * 86400 - 1), "7d23h");
+        assert_eq!(dur(8 * 86400), "8d");
+        assert_eq!(dur(400 * 86400), "400d");
+        assert_eq!(dur(729 * 86400 + 23 * 3600), "729d");
+        assert_eq!(dur(730 * 86400), "2y");
+        assert_eq!(dur(750 * 86400), "2y20d");
+        assert_eq!(dur(8 * 365 * 86400 - 1), "7y364d");
+        assert_eq!(dur(8 * 365 * 86400), "8y");
+        assert_eq!(dur(30 * 365 * 86400), "30y");
+    }
+
+    #[test]
+    fn every_resource_has_matching_columns_and_survives_partial_objects() {
+        let partials = [
+            json!({}),
+            json!(null),
+            json!({"metadata": {"name": 5, "creationTimestamp": "yesterday"}}),
+            json!({"spec": 5, "status": "x", "subsets": [1, {"ports": 3}], "series": {}}),
+            json!({"spec": {"containers": [1], "ports": [{}], "metrics": [{"type": "Resource"}, {}]},
+                   "status": {"containerStatuses": [{}],
+                              "initContainerStatuses": [{"state": {"terminated": {}}}]}}),
+        ];
+        for d in RESOURCES {
+            let cols = columns(d);
+            assert_eq!(
+                cols.iter().filter(|c| c.format == "name").count(),
+                1,
+                "{}",
+                d.kind
+            );
+            for p in &partials {
+                assert_eq!(cells(d, p, now()).len(), cols.len(), "{} {p}", d.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn column_names_match_kube_apiserver() {
+        let core = |p| def("", p);
+        let pods = core("pods");
+        assert_eq!(
+            header(pods),
+            "Name | Ready | Status | Restarts | Age | IP | Node | Nominated Node | Readiness Gates"
+        );
+        assert_eq!(
+            wide_header(pods),
+            "IP | Node | Nominated Node | Readiness Gates"
+        );
+        let deploy = def("apps", "deployments");
+        assert_eq!(
+            header(deploy),
+            "Name | Ready | Up-to-date | Available | Age | Containers | Images | Selector"
+        );
+        assert_eq!(wide_header(deploy), "Containers | Images | Selector");
+        assert_eq!(
+            header(def("apps", "replicasets")),
+            "Name | Desired | Current | Ready | Age | Containers | Images | Selector"
+        );
+        let svc = core("services");
+        assert_eq!(
+            header(svc),
+            "Name | Type | Cluster-IP | External-IP | Port(s) | Age | Selector"
+        );
+        assert_eq!(wide_header(svc), "Selector");
+        assert_eq!(header(core("configmaps")), "Name | Data | Age");
+        assert_eq!(header(core("secrets")), "Name | Type | Data | Age");
+        let pvc = core("persistentvolumeclaims");
+        assert_eq!(
+            header(pvc),
+            "Name | Status | Volume | Capacity | Access Modes | StorageClass | VolumeAttributesClass \
+             | Age | VolumeMode"
+        );
+        assert_eq!(wide_header(pvc), "VolumeMode");
+        assert_eq!(
+            header(core("persistentvolumes")),
+            "Name | Capacity | Access Modes | Reclaim Policy | Status | Claim | StorageClass \
+             | VolumeAttributesClass | Reason | Age | VolumeMode"
+        );
+        let nodes = core("nodes");
+        assert_eq!(
+            header(nodes),
+            "Name | Status | Roles | Age | Version | Internal-IP | External-IP \
+             | OS-Image | Kernel-Version | Container-Runtime"
+        );
+        assert_eq!(
+            wide_header(nodes),
+            "Internal-IP | External-IP | OS-Image | Kernel-Version | Container-Runtime"
+        );
+        assert_eq!(header(core("namespaces")), "Name | Status | Age");
+        let events = "Last Seen | Type | Reason | Object | Subobject | Source | Message | First Seen \
+             | Count | Name";
+        assert_eq!(header(core("events")), events);
+        assert_eq!(header(def("events.k8s.io", "events")), events);
+        assert_eq!(
+            wide_header(core("events")),
+            "Subobject | Source | First Seen | Count | Name"
+        );
+        assert_eq!(header(core("serviceaccounts")), "Name | Secrets | Age");
+        assert_eq!(header(core("endpoints")), "Name | Endpoints | Age");
+        assert_eq!(
+            header(def("discovery.k8s.io", "endpointslices")),
+            "Name | AddressType | Ports | Endpoints | Age"
+        );
+        assert_eq!(
+            header(def("apps", "statefulsets")),
+            "Name | Ready | Age | Containers | Images"
+        );
+        assert_eq!(
+            header(def("apps", "daemonsets")),
+            "Name | Desired | Current | Ready | Up-to-date | Available | Node Selector | Age \
+             | Containers | Images | Selector"
+        );
+        assert_eq!(
+            header(def("batch", "jobs")),
+            "Name | Status | Completions | Duration | Age | Containers | Images | Selector"
+        );
+        assert_eq!(
+            header(def("batch", "cronjobs")),
+            "Name | Schedule | Timezone | Suspend | Active | Last Schedule | Age | Containers \
+             | Images | Selector"
+        );
+        assert_eq!(
+            header(def("autoscaling", "horizontalpodautoscalers")),
+            "Name | Reference | Targets | MinPods | MaxPods | Replicas | Age"
+        );
+        assert_eq!(
+            header(def("coordination.k8s.io", "leases")),
+            "Name | Holder | Age"
+        );
+        assert_eq!(
+            header(def("apps", "controllerrevisions")),
+            "Name | Controller | Revision | Age"
+        );
+        let pod_cols = columns(pods);
+        assert_eq!(pod_cols[0].to_json()["format"], "name");
+        assert_eq!(pod_cols[3].type_, "string");
+        assert_eq!(columns(def("apps", "replicasets"))[1].type_, "integer");
+    }
+
+    fn pod(status: Value) -> Value {
+        json!({
+            "metadata": {"name": "web-1", "creationTimestamp": ago(90)},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}], "nodeName": "node-1"},
+            "status": status,
+        })
+    }
+
+    /// READY | STATUS | RESTARTS of a pod.
+    fn pod_state(p: &Value) -> String {
+        let c = cells(def("", "pods"), p, now());
+        c[1..4]
+            .iter()
+            .map(|v| v.as_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    #[test]
+    fn pod_pending_and_creating() {
+        let d = def("", "pods");
+        let p = pod(json!({"phase": "Pending"}));
+        assert_eq!(
+            line(d, &p),
+            "web-1 | 0/1 | Pending | 0 | 90s | <none> | node-1 | <none> | <none>"
+        );
+
+        let p = pod(
+            json!({"phase": "Pending", "containerStatuses": [{"name": "app", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        );
+        assert_eq!(pod_state(&p), "0/1 | ContainerCreating | 0");
+
+        let mut gated = pod(json!({"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}
+        ]}));
+        gated["spec"]["nodeName"] = Value::Null;
+        assert_eq!(pod_state(&gated), "0/1 | SchedulingGated | 0");
+        assert_eq!(cell(d, &gated, "Node"), "<none>");
+    }
+
+    #[test]
+    fn pod_ready_counts_running_ready_containers() {
+        let mut p = pod(json!({"phase": "Running", "podIPs": [{"ip": "10.42.0.7"}],
+        "nominatedNodeName": "node-2",
+        "conditions": [{"type": "Ready", "status": "False"},
+                       {"type": "example.com/gate", "status": "True"}],
+        "containerStatuses": [
+            {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
+            {"name": "b", "ready": false, "restartCount": 0, "state": {"running": {}}},
+            {"name": "c", "ready": false, "restartCount": 0, "state": {"running": {}}},
+        ]}));
+        p["spec"]["containers"] = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
+        p["spec"]["readinessGates"] =
+            json!([{"conditionType": "example.com/gate"}, {"conditionType": "other"}]);
+        assert_eq!(
+            line(def("", "pods"), &p),
+            "web-1 | 1/3 | Running | 0 | 90s | 10.42.0.7 | node-1 | node-2 | 1/2"
+        );
+        // An object without podIPs still shows its podIP.
+        p["status"]["podIPs"] = Value::Null;
+        p["status"]["podIP"] = json!("10.42.0.8");
+        assert_eq!(cell(def("", "pods"), &p, "IP"), "10.42.0.8");
+    }
+
+    #[test]
+    fn pod_crash_loop_shows_restarts_with_last_restart_age() {
+        let p = pod(json!({"phase": "Running", "containerStatuses": [{
+            "name": "app", "ready": false, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(300)}}
+        }]}));
+        assert_eq!(pod_state(&p), "0/1 | CrashLoopBackOff | 2 (5m ago)");
+
+        // Restarts without a recorded termination time print bare.
+        let p = pod(json!({"phase": "Running", "containerStatuses": [
+            {"name": "app", "ready": true, "restartCount": 3, "state": {"running": {}}}
+        ]}));
+        assert_eq!(pod_state(&p), "1/1 | Running | 3");
+    }
+
+    #[test]
+    fn pod_terminated_containers() {
+        let d = def("", "pods");
+        let p = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "app",
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}),
+        );
+        assert_eq!(pod_state(&p), "0/1 | Completed | 0");
+        let r = row(d, &p, now(), IncludeObject::None);
+        assert_eq!(r["conditions"][0]["type"], "Completed");
+        assert_eq!(r["conditions"][0]["reason"], "Succeeded");
+        assert_eq!(r["object"], Value::Null);
+
+        let p = pod(json!({"phase": "Failed", "containerStatuses": [
+            {"name": "app", "state": {"terminated": {"exitCode": 137, "signal": 9}}}
+        ]}));
+        assert_eq!(pod_state(&p), "0/1 | Signal:9 | 0");
+        assert_eq!(
+            row(d, &p, now(), IncludeObject::None)["conditions"][0]["reason"],
+            "Failed"
+        );
+        let p = pod(json!({"phase": "Failed", "containerStatuses": [
+            {"name": "app", "state": {"terminated": {"exitCode": 3}}}
+        ]}));
+        assert_eq!(pod_state(&p), "0/1 | ExitCode:3 | 0");
+
+        // One container completed while the other runs: the pod is running (or not ready).
+        let mut p = pod(json!({"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [
+            {"name": "a", "ready": true, "state": {"running": {}}},
+            {"name": "b", "ready": false,
+             "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+        ]}));
+        p["spec"]["containers"] = json!([{"name": "a"}, {"name": "b"}]);
+        assert_eq!(pod_state(&p), "1/2 | Running | 0");
+        p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+        assert_eq!(pod_state(&p), "1/2 | NotReady | 0");
+        assert!(
+            row(d, &p, now(), IncludeObject::None)
+                .get("conditions")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn pod_terminating_and_unknown() {
+        let mut p = pod(json!({"phase": "Running", "containerStatuses": [
+            {"name": "app", "ready": true, "state": {"running": {}}}
+        ]}));
+        p["metadata"]["deletionTimestamp"] = json!(ago(5));
+        assert_eq!(pod_state(&p), "1/1 | Terminating | 0");
+        p["status"]["reason"] = json!("NodeLost");
+        assert_eq!(pod_state(&p), "1/1 | Unknown | 0");
+        let mut done = pod(json!({"phase": "Succeeded"}));
+        done["metadata"]["deletionTimestamp"] = json!(ago(5));
+        assert_eq!(pod_state(&done), "0/1 | Succeeded | 0");
+    }
+
+    #[test]
+    fn pod_init_containers() {
+        let with_init = |init_statuses: Value| {
+            let mut p = pod(
+                json!({"phase": "Pending", "initContainerStatuses": init_statuses,
+                "containerStatuses": [{"name": "app",
+                    "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+            );
+            p["spec"]["initContainers"] = json!([{"name": "init"}]);
+            p
+        };
+        let waiting =
+            |reason: &str| json!([{"name": "init", "state": {"waiting": {"reason": reason}}}]);
+        assert_eq!(
+            pod_state(&with_init(waiting("PodInitializing"))),
+            "0/1 | Init:0/1 | 0"
+        );
+        let running = json!([{"name": "init", "state": {"running": {}}}]);
+        assert_eq!(pod_state(&with_init(running)), "0/1 | Init:0/1 | 0");
+        let crashing = json!([{"name": "init", "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(30)}}}]);
+        assert_eq!(
+            pod_state(&with_init(crashing)),
+            "0/1 | Init:CrashLoopBackOff | 4 (30s ago)"
+        );
+        let terminated = |t: Value| json!([{"name": "init", "state": {"terminated": t}}]);
+        let failed = terminated(json!({"exitCode": 1, "reason": "Error"}));
+        assert_eq!(pod_state(&with_init(failed)), "0/1 | Init:Error | 0");
+        let exit = terminated(json!({"exitCode": 2}));
+        assert_eq!(pod_state(&with_init(exit)), "0/1 | Init:ExitCode:2 | 0");
+        let signal = terminated(json!({"exitCode": 2, "signal": 15}));
+        assert_eq!(pod_state(&with_init(signal)), "0/1 | Init:Signal:15 | 0");
+        // A finished init container hands over to the app containers.
+        let done = terminated(json!({"exitCode": 0, "reason": "Completed"}));
+        assert_eq!(pod_state(&with_init(done)), "0/1 | PodInitializing | 0");
+
+        // A started sidecar counts as a ready container; its restarts stay counted.
+        let mut p = pod(json!({"phase": "Running",
+            "conditions": [{"type": "Initialized", "status": "True"}],
+            "initContainerStatuses": [{"name": "proxy", "started": true, "ready": true,
+                "restartCount": 1, "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(600)}}}],
+            "containerStatuses": [{"name": "app", "ready": true, "state": {"running": {}}}]}));
+        p["spec"]["initContainers"] = json!([{"name": "proxy", "restartPolicy": "Always"}]);
+        assert_eq!(pod_state(&p), "2/2 | Running | 1 (10m ago)");
+    }
+
+    fn service(spec: Value, status: Value) -> Value {
+        let created = ago(3 * 3600 + 600);
+        json!({"metadata": {"name": "web", "creationTimestamp": created}, "spec": spec, "status": status})
+    }
+
+    #[test]
+    fn service_cells_follow_kubectl_rules() {
+        let d = def("", "services");
+        let s = service(
+            json!({"type": "ClusterIP", "clusterIP": "10.43.0.10", "clusterIPs": ["10.43.0.10"],
+                   "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
+                   "selector": {"tier": "fe", "app": "web"}}),
+            json!({}),
+        );
+        assert_eq!(
+            line(d, &s),
+            "web | ClusterIP | 10.43.0.10 | <none> | 80/TCP,53/UDP | 3h10m | app=web,tier=fe"
+        );
+
+        let s = service(
+            json!({"type": "NodePort", "clusterIPs": ["10.43.0.11"], "externalIPs": ["192.0.2.1"],
+                   "ports": [{"port": 80, "nodePort": 31234, "protocol": "TCP"}]}),
+            json!({}),
+        );
+        assert_eq!(
+            line(d, &s),
+            "web | NodePort | 10.43.0.11 | 192.0.2.1 | 80:31234/TCP | 3h10m | <none>"
+        );
+
+        let spec = json!({"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"],
+            "ports": [{"port": 443, "nodePort": 30443}]});
+        let mut lb = service(spec, json!({}));
+        assert_eq!(cell(d, &lb, "External-IP"), "<pending>");
+        assert_eq!(cell(d, &lb, "Port(s)"), "443:30443/TCP");
+        lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.9"},
+            {"hostname": "lb.example.com"}, {"ip": "198.51.100.2"}, {"ip": "198.51.100.9"}]}});
+        let ingress = "198.51.100.2,198.51.100.9,lb.example.com";
+        assert_eq!(cell(d, &lb, "External-IP"), ingress);
+        lb["spec"]["externalIPs"] = json!(["192.0.2.5"]);
+        assert_eq!(cell(d, &lb, "External-IP"), format!("{ingress},192.0.2.5"));
+
+        let ext = service(
+            json!({"type": "ExternalName", "externalName": "db.example.com"}),
+            json!({}),
+        );
+        assert_eq!(
+            line(d, &ext),
+            "web | ExternalName | <none> | db.example.com | <none> | 3h10m | <none>"
+        );
+
+        let spec = json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"port": 5432}]});
+        let headless = service(spec, json!({}));
+        assert_eq!(
+            line(d, &headless),
+            "web | ClusterIP | None | <none> | 5432/TCP | 3h10m | <none>"
+        );
+    }
+
+    #[test]
+    fn deployment_and_replica_set() {
+        let d = def("apps", "deployments");
+        let dep = json!({
+            "metadata": {"name": "web", "creationTimestamp": ago(52 * 3600)},
+            "spec": {"replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}, "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["prod", "dev"]},
+                    {"key": "canary", "operator": "DoesNotExist"}]},
+                "template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27"},
+                                                     {"name": "sidecar", "image": "envoy:1"}]}}},
+            "status": {"replicas": 3, "updatedReplicas": 3, "readyReplicas": 2, "availableReplicas": 2}
+        });
+        assert_eq!(
+            line(d, &dep),
+            "web | 2/3 | 3 | 2 | 2d4h | web,sidecar | nginx:1.27,envoy:1 | app=web,!canary,env in (dev,prod)"
+        );
+        assert_eq!(cell(d, &dep, "Up-to-date"), json!(3));
+        let bare = json!({"metadata": {"name": "x"}, "spec": {"selector": {}}});
+        assert_eq!(line(d, &bare), "x | 0/1 | 0 | 0 | <unknown> |  |  | ");
+        let bad =
+            json!({"spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}});
+        assert_eq!(cell(d, &bad, "Selector"), "<invalid>");
+
+        let rs = def("apps", "replicasets");
+        let r = json!({"metadata": {"name": "web-5d8f"}, "spec": {"replicas": 3,
+            "selector": {"matchLabels": {"pod-template-hash": "5d8f", "app": "web"}}},
+            "status": {"replicas": 3, "readyReplicas": 1}});
+        assert_eq!(
+            line(rs, &r),
+            "web-5d8f | 3 | 3 | 1 | <unknown> |  |  | app=web,pod-template-hash=5d8f"
+        );
+        assert_eq!(cell(rs, &r, "Desired"), json!(3));
+        assert_eq!(cell(rs, &json!({}), "Selector"), "<none>");
+        let bad =
+            json!({"spec": {"selector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}});
+        assert_eq!(cell(rs, &bad, "Selector"), "<error>");
+    }
+
+    #[test]
+    fn stateful_set_daemon_set_and_revision() {
+        let sts = def("apps", "statefulsets");
+        let s = json!({"metadata": {"name": "db"}, "spec": {"replicas": 3,
+            "template": {"spec": {"containers": [{"name": "pg", "image": "postgres:17"}]}}},
+            "status": {"readyReplicas": 1}});
+        assert_eq!(line(sts, &s), "db | 1/3 | <unknown> | pg | postgres:17");
+
+        let ds = def("apps", "daemonsets");
+        let d = json!({"metadata": {"name": "agent"}, "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"spec": {"nodeSelector": {"kubernetes.io/os": "linux"},
+                                  "containers": [{"name": "a", "image": "i"}]}}},
+            "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                       "updatedNumberScheduled": 3, "numberAvailable": 2}});
+        assert_eq!(
+            line(ds, &d),
+            "agent | 3 | 3 | 2 | 3 | 2 | kubernetes.io/os=linux | <unknown> | a | i | app=agent"
+        );
+        assert_eq!(cell(ds, &json!({}), "Node Selector"), "<none>");
+
+        let cr = def("apps", "controllerrevisions");
+        let c = json!({"metadata": {"name": "db-7c9", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "Other", "name": "x"},
+            {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "controller": true}]},
+            "revision": 2});
+        assert_eq!(line(cr, &c), "db-7c9 | statefulset.apps/db | 2 | <unknown>");
+        assert_eq!(cell(cr, &json!({}), "Controller"), "<none>");
+    }
+
+    #[test]
+    fn pvc_and_pv() {
+        let d = def("", "persistentvolumeclaims");
+        let bound = json!({"metadata": {"name": "data", "creationTimestamp": ago(400 * 86400)},
+            "spec": {"volumeName": "pv-1", "storageClassName": "local-path", "volumeMode": "Filesystem",
+                     "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "1024Mi"},
+                       "accessModes": ["ReadWriteMany", "ReadWriteOnce", "ReadWriteOnce"]}});
+        assert_eq!(
+            line(d, &bound),
+            "data | Bound | pv-1 | 1Gi | RWO,RWX | local-path | <unset> | 400d | Filesystem"
+        );
+        let mut pending = json!({"metadata": {"name": "claim",
+                "annotations": {"volume.beta.kubernetes.io/storage-class": "legacy"}},
+            "spec": {"storageClassName": "fast", "volumeAttributesClassName": "gold",
+                     "resources": {"requests": {"storage": "5Gi"}}},
+            "status": {"phase": "Pending"}});
+        assert_eq!(
+            line(d, &pending),
+            "claim | Pending |  |  |  | legacy | gold | <unknown> | <unset>"
+        );
+        pending["metadata"]["deletionTimestamp"] = json!(ago(1));
+        assert_eq!(cell(d, &pending, "Status"), "Terminating");
+
+        let pv = def("", "persistentvolumes");
+        let v = json!({"metadata": {"name": "pv-1"},
+            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOncePod", "ReadOnlyMany"],
+                     "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "local-path",
+                     "claimRef": {"namespace": "default", "name": "data"}, "volumeMode": "Block"},
+            "status": {"phase": "Bound"}});
+        assert_eq!(
+            line(pv, &v),
+            "pv-1 | 10Gi | ROX,RWOP | Delete | Bound | default/data | local-path | <unset> |  | <unknown> | Block"
+        );
+        assert_eq!(
+            line(pv, &json!({})),
+            " | 0 |  |  |  |  |  | <unset> |  | <unknown> | <unset>"
+        );
+    }
+
+    #[test]
+    fn node_status_roles_and_addresses() {
+        let d = def("", "nodes");
+        let mut n = json!({"metadata": {"name": "node-1", "creationTimestamp": ago(3600),
+                "labels": {"node-role.kubernetes.io/control-plane": "", "node-role.kubernetes.io/master": "true",
+                           "kubernetes.io/role": "gpu", "node-role.kubernetes.io/": "x",
+                           "kubernetes.io/os": "linux"}},
+            "spec": {},
+            "status": {
+                "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "Hostname", "address": "node-1"},
+                              {"type": "InternalIP", "address": "192.168.1.5"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0+skiff", "osImage": "Debian GNU/Linux 13",
+                             "kernelVersion": "6.12.0", "containerRuntimeVersion": ""}}});
+        assert_eq!(
+            line(d, &n),
+            "node-1 | Ready | control-plane,gpu,master | 60m | v1.33.0+skiff | 192.168.1.5 | <none> \
+             | Debian GNU/Linux 13 | 6.12.0 | <unknown>"
+        );
+        n["spec"]["unschedulable"] = json!(true);
+        assert_eq!(cell(d, &n, "Status"), "Ready,SchedulingDisabled");
+        n["status"]["conditions"][1]["status"] = json!("Unknown");
+        assert_eq!(cell(d, &n, "Status"), "NotReady,SchedulingDisabled");
+        assert_eq!(
+            line(d, &json!({"metadata": {"name": "n"}})),
+            "n | Unknown | <none> | <unknown> |  | <none> | <none> | <unknown> | <unknown> | <unknown>"
+        );
+    }
+
+    #[test]
+    fn small_resources() {
+        let ns = def("", "namespaces");
+        let n = json!({"metadata": {"name": "default", "creationTimestamp": ago(45)},
+                       "status": {"phase": "Active"}});
+        assert_eq!(line(ns, &n), "default | Active | 45s");
+
+        let cm = def("", "configmaps");
+        let c = json!({"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
+        assert_eq!(cell(cm, &c, "Data"), json!(3));
+
+        let sec = def("", "secrets");
+        let s = json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
+                       "data": {"tls.crt": "", "tls.key": ""}});
+        assert_eq!(line(sec, &s), "tls | kubernetes.io/tls | 2 | <unknown>");
+        assert_eq!(cell(sec, &s, "Data"), json!(2));
+
+        let sa = def("", "serviceaccounts");
+        assert_eq!(
+            cell(sa, &json!({"secrets": [{"name": "t"}]}), "Secrets"),
+            json!(1)
+        );
+        assert_eq!(cell(sa, &json!({}), "Secrets"), json!(0));
+
+        let lease = def("coordination.k8s.io", "leases");
+        assert_eq!(
+            line(
+                lease,
+                &json!({"metadata": {"name": "node-1"}, "spec": {"holderIdentity": "node-1"}})
+            ),
+            "node-1 | node-1 | <unknown>"
+        );
+        assert_eq!(cell(lease, &json!({}), "Holder"), "");
+    }
+
+    #[test]
+    fn events_core_and_events_k8s_io() {
+        let d = def("", "events");
+        let e = json!({"metadata": {"name": "web-1.17a"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "fieldPath": "spec.containers{app}"},
+            "type": "Normal", "reason": "Pulled", "message": "  Container image pulled\n",
+            "source": {"component": "kubelet", "host": "node-1"},
+            "firstTimestamp": ago(600), "lastTimestamp": ago(30), "count": 4});
+        assert_eq!(
+            line(d, &e),
+            "30s | Normal | Pulled | pod/web-1 | spec.containers{app} | kubelet, node-1 \
+             | Container image pulled | 10m | 4 | web-1.17a"
+        );
+        assert_eq!(cell(d, &e, "Count"), json!(4));
+
+        // New-style events: eventTime, reporting controller, no count.
+        let e2 = json!({"metadata": {"name": "x"}, "involvedObject": {"kind": "Node"},
+            "eventTime": "2026-01-01T11:58:00.000000Z", "reportingController": "skiff-scheduler",
+            "type": "Warning", "reason": "FailedScheduling", "message": "0/1 nodes"});
+        assert_eq!(
+            line(d, &e2),
+            "2m | Warning | FailedScheduling | node |  | skiff-scheduler | 0/1 nodes | 2m | 1 | x"
+        );
+        let mut e3 = e2.clone();
+        e3["series"] = json!({"count": 7, "lastObservedTime": ago(5)});
+        assert_eq!(cell(d, &e3, "Last Seen"), "5s");
+        assert_eq!(cell(d, &e3, "Count"), json!(7));
+        assert_eq!(cell(d, &json!({}), "Last Seen"), "<unknown>");
+
+        let v1 = def("events.k8s.io", "events");
+        let e4 = json!({"metadata": {"name": "y"}, "regarding": {"kind": "Deployment", "name": "web"},
+            "note": "Scaled up", "type": "Normal", "reason": "ScalingReplicaSet",
+            "deprecatedSource": {"component": "deployment-controller"},
+            "deprecatedFirstTimestamp": ago(7200), "deprecatedLastTimestamp": ago(60), "deprecatedCount": 2,
+            "reportingInstance": "skiff-0"});
+        assert_eq!(
+            line(v1, &e4),
+            "60s | Normal | ScalingReplicaSet | deployment/web |  | deployment-controller, skiff-0 \
+             | Scaled up | 120m | 2 | y"
+        );
+    }
+
+    #[test]
+    fn endpoints_and_slices() {
+        let d = def("", "endpoints");
+        let ep = json!({"subsets": [{"ports": [{"port": 80}], "addresses": [
+            {"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}]}]});
+        assert_eq!(
+            cell(d, &ep, "Endpoints"),
+            "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 1 more..."
+        );
+        let ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}, {"ip": "fd00::2"}],
+                                     "ports": [{"port": 80}, {"port": 443}]}]});
+        assert_eq!(
+            cell(d, &ep, "Endpoints"),
+            "10.0.0.1:80,[fd00::2]:80,10.0.0.1:443 + 1 more..."
+        );
+        let headless = json!({"subsets": [{"addresses": [{"ip": "10.0.0.9"}]}]});
+        assert_eq!(cell(d, &headless, "Endpoints"), "10.0.0.9");
+        assert_eq!(cell(d, &json!({}), "Endpoints"), "<none>");
+        assert_eq!(
+            cell(
+                d,
+                &json!({"subsets": [{"ports": [{"port": 1}]}]}),
+                "Endpoints"
+            ),
+            ""
+        );
+
+        let s = def("discovery.k8s.io", "endpointslices");
+        let sl = json!({"metadata": {"name": "web-abc"}, "addressType": "IPv4",
+            "ports": [{"port": 80}, {"name": "https"}, {}, {"port": 9090}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2", "10.0.0.3"]}]});
+        assert_eq!(
+            line(s, &sl),
+            "web-abc | IPv4 | 80,https,* + 1 more... | 10.0.0.1,10.0.0.2,10.0.0.3 | <unknown>"
+        );
+        assert_eq!(line(s, &json!({})), " |  | <unset> | <unset> | <unknown>");
+    }
+
+    #[test]
+    fn jobs_and_cron_jobs() {
+        let d = def("batch", "jobs");
+        let mut j = json!({"metadata": {"name": "train", "creationTimestamp": ago(3600)},
+            "spec": {"completions": 3, "parallelism": 2,
+                     "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                     "template": {"spec": {"containers": [{"name": "t", "image": "py"}]}}},
+            "status": {"succeeded": 1, "startTime": ago(600)}});
+        assert_eq!(
+            line(d, &j),
+            "train | Running | 1/3 | 10m | 60m | t | py | batch.kubernetes.io/controller-uid=u1"
+        );
+        j["status"]["completionTime"] = json!(ago(570));
+        j["status"]["conditions"] = json!([{"type": "SuccessCriteriaMet", "status": "True"},
+                                           {"type": "Complete", "status": "True"}]);
+        assert_eq!(cell(d, &j, "Status"), "Complete");
+        assert_eq!(cell(d, &j, "Duration"), "30s");
+        j["status"]["conditions"] = json!([{"type": "Failed", "status": "True"}]);
+        assert_eq!(cell(d, &j, "Status"), "Failed");
+        j["status"]["conditions"] = json!([{"type": "Suspended", "status": "True"}]);
+        assert_eq!(cell(d, &j, "Status"), "Suspended");
+        j["metadata"]["deletionTimestamp"] = json!(ago(1));
+        assert_eq!(cell(d, &j, "Status"), "Terminating");
+        let bare = json!({"spec": {"parallelism": 4}});
+        assert_eq!(cell(d, &bare, "Completions"), "0/1 of 4");
+        assert_eq!(cell(d, &bare, "Duration"), "");
+        assert_eq!(cell(d, &json!({}), "Completions"), "0/1");
+
+        let cj = def("batch", "cronjobs");
+        let c = json!({"metadata": {"name": "nightly"},
+            "spec": {"schedule": "0 3 * * *", "timeZone": "Etc/UTC", "suspend": false,
+                     "jobTemplate": {"spec": {"template": {"spec": {
+                        "containers": [{"name": "b", "image": "busybox"}]}}}}},
+            "status": {"active": [{"name": "nightly-1"}], "lastScheduleTime": ago(9 * 3600)}});
+        assert_eq!(
+            line(cj, &c),
+            "nightly | 0 3 * * * | Etc/UTC | False | 1 | 9h | <unknown> | b | busybox | <none>"
+        );
+        assert_eq!(
+            line(cj, &json!({})),
+            " |  | <none> | <unset> | 0 | <none> | <unknown> |  |  | <none>"
+        );
+    }
+
+    #[test]
+    fn hpa_targets() {
+        let d = def("autoscaling", "horizontalpodautoscalers");
+        let mut h = json!({"metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1,
+                "maxReplicas": 10, "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80}}}]},
+            "status": {"currentReplicas": 2}});
+        assert_eq!(
+            line(d, &h),
+            "web | Deployment/web | cpu: <unknown>/80% | 1 | 10 | 2 | <unknown>"
+        );
+        assert_eq!(cell(d, &h, "MaxPods"), json!(10));
+        h["status"]["currentMetrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 35}}}]);
+        assert_eq!(cell(d, &h, "Targets"), "cpu: 35%/80%");
+        h["spec"]["metrics"] = json!([
+            {"type": "Resource", "resource": {"name": "memory",
+                "target": {"type": "AverageValue", "averageValue": "512Mi"}}},
+            {"type": "Pods", "pods": {"metric": {"name": "rps"},
+                "target": {"type": "AverageValue", "averageValue": "100"}}},
+            {"type": "External", "external": {"metric": {"name": "queue"},
+                "target": {"type": "Value", "value": "30"}}},
+        ]);
+        h["status"]["currentMetrics"] = json!([
+            {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "268435456"}}},
+            {"type": "Pods", "pods": {"current": {"averageValue": "1500m"}}},
+        ]);
+        assert_eq!(
+            cell(d, &h, "Targets"),
+            "memory: 268435456/512Mi, 1500m/100 + 1 more..."
+        );
+        h["spec"]["metrics"] = json!([
+            {"type": "Object", "object": {"target": {"type": "AverageValue", "averageValue": "2k"}}},
+            {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app",
+                "target": {"type": "Utilization"}}},
+        ]);
+        h["status"]["currentMetrics"] = json!([]);
+        assert_eq!(
+            cell(d, &h, "Targets"),
+            "<unknown>/2k (avg), cpu: <unknown>/<auto>"
+        );
+        h["spec"]["metrics"] = json!([]);
+        h["spec"]["minReplicas"] = Value::Null;
+        assert_eq!(cell(d, &h, "Targets"), "<none>");
+        assert_eq!(cell(d, &h, "MinPods"), "<unset>");
+    }
+
+    #[test]
+    fn quantities_print_canonically() {
+        for (input, want) in [
+            ("1Gi", "1Gi"),
+            ("1024Mi", "1Gi"),
+            ("1536Mi", "1536Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("0.5Gi", "512Mi"),
+            ("2048Ki", "2Mi"),
+            ("512", "512"),
+            ("0.5Ki", "512"),
+            ("1000", "1k"),
+            ("1500", "1500"),
+            ("1.5", "1500m"),
+            ("0.5", "500m"),
+            ("100m", "100m"),
+            ("1000m", "1"),
+            ("5G", "5G"),
+            ("5000M", "5G"),
+            ("1e3", "1e3"),
+            ("1500e-3", "1500e-3"),
+            ("-1Gi", "-1Gi"),
+            ("0", "0"),
+            ("0Gi", "0"),
+            ("banana", "banana"),
+            ("", ""),
+        ] {
+            assert_eq!(canonical_quantity(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn include_object_parsing() {
+        assert_eq!(
+            IncludeObject::from_query(None).unwrap(),
+            IncludeObject::Metadata
+        );
+        assert_eq!(
+            IncludeObject::from_query(Some("")).unwrap(),
+            IncludeObject::Metadata
+        );
+        assert_eq!(
+            IncludeObject::from_query(Some("None")).unwrap(),
+            IncludeObject::None
+        );
+        assert_eq!(
+            IncludeObject::from_query(Some("Object")).unwrap(),
+            IncludeObject::Object
+        );
+        assert_eq!(
+            IncludeObject::from_query(Some("All")).unwrap_err().code(),
+            400
+        );
+    }
+
+    #[test]
+    fn tables_carry_rows_objects_and_list_metadata() {
+        let d = def("", "configmaps");
+        let list = json!({"kind": "ConfigMapList", "apiVersion": "v1",
+        "metadata": {"resourceVersion": "42", "continue": "tok", "remainingItemCount": 3},
+        "items": [
+            {"metadata": {"name": "a", "namespace": "default", "resourceVersion": "7",
+                          "labels": {"x": "y"}},
+             "data": {"k": "v"}},
+            {"metadata": {"name": "b"}},
+        ]});
+        let t = list_table(d, &list, now(), IncludeObject::Metadata);
+        assert_eq!(t["kind"], "Table");
+        assert_eq!(t["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(
+            t["metadata"],
+            json!({"resourceVersion": "42", "continue": "tok", "remainingItemCount": 3})
+        );
+        assert_eq!(
+            t["columnDefinitions"][0],
+            json!({"name": "Name", "type": "string", "format": "name", "description": NAME_DESC, "priority": 0})
+        );
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 3);
+        assert_eq!(t["rows"][0]["cells"], json!(["a", 1, "<unknown>"]));
+        assert_eq!(
+            t["rows"][0]["object"],
+            json!({
+                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "a", "namespace": "default", "resourceVersion": "7", "labels": {"x": "y"}}
+            })
+        );
+        assert!(t["rows"][0].get("conditions").is_none());
+
+        let items = json!({"items": [{"metadata": {"name": "a"}, "data": {}}]});
+        let t = list_table(d, &items, now(), IncludeObject::Object);
+        assert_eq!(t["metadata"], json!({}));
+        assert_eq!(
+            t["rows"][0]["object"],
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}})
+        );
+
+        let one = object_table(d, &list["items"][0], now(), IncludeObject::None);
+        assert_eq!(one["metadata"], json!({"resourceVersion": "7"}));
+        assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+        assert_eq!(one["rows"][0]["object"], Value::Null);
+
+        assert_eq!(
+            table(d, &[], now(), IncludeObject::Metadata)["rows"],
+            json!([])
+        );
+    }
+
+    #[test]
+    fn unknown_resources_get_the_default_convertor() {
+        let crd = ResourceDef {
+            group: "serving.skiff.dev",
+            kind: "InferenceService",
+            ..RESOURCES[0].clone()
+        };
+        assert_eq!(header(&crd), "Name | Created At");
+        let o =
+            json!({"metadata": {"name": "m", "creationTimestamp": "2025-12-31T13:00:00+01:00"}});
+        assert_eq!(line(&crd, &o), "m | 2025-12-31T12:00:00Z");
+    }
 }
