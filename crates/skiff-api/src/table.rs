@@ -1,4 +1,4 @@
-//! Table output (`as=Table;v=v1;g=meta.k8s.io`): the columns and cells kube-apiserver prints for each resource.
+//! Table output (`as=Table;v=v1;g=meta.k8s.io`): the columns and cells kube-apiserver prints.
 //!
 //! The server always renders the wide (`-o wide`) columns; kubectl hides the columns of
 //! priority 1 unless asked for them. Every cell is computed from the JSON object alone and
@@ -350,20 +350,11 @@ const CONTAINERS: Column = col("Containers", "string", 1, CONTAINERS_DESC);
 const IMAGES: Column = col("Images", "string", 1, IMAGES_DESC);
 const SELECTOR: Column = col("Selector", "string", 1, SELECTOR_DESC);
 
+#[rustfmt::skip]
 const POD_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Ready",
-        "string",
-        0,
-        "The aggregate readiness state of this pod for accepting traffic.",
-    ),
-    col(
-        "Status",
-        "string",
-        0,
-        "The aggregate status of the containers in this pod.",
-    ),
+    col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
+    col("Status", "string", 0, "The aggregate status of the containers in this pod."),
     col(
         "Restarts",
         "string",
@@ -372,348 +363,152 @@ const POD_COLUMNS: &[Column] = &[
          container in this pod has restarted.",
     ),
     AGE,
-    col(
-        "IP",
-        "string",
-        1,
-        "The IP address allocated to the pod, routable at least within the cluster.",
-    ),
+    col("IP", "string", 1, "The IP address allocated to the pod."),
     col("Node", "string", 1, "The node this pod is scheduled onto."),
-    col(
-        "Nominated Node",
-        "string",
-        1,
-        "The node on which preemption made room for this pod.",
-    ),
-    col(
-        "Readiness Gates",
-        "string",
-        1,
-        "The pod's readiness gates that are true, of all readiness gates.",
-    ),
+    col("Nominated Node", "string", 1, "The node on which preemption made room for this pod."),
+    col("Readiness Gates", "string", 1, "Readiness gates that are true, of all gates."),
 ];
 
+#[rustfmt::skip]
 const SERVICE_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Type",
-        "string",
-        0,
-        "How the Service is exposed: ClusterIP, NodePort, LoadBalancer or ExternalName.",
-    ),
-    col(
-        "Cluster-IP",
-        "string",
-        0,
-        "The IP address of the service, usually assigned by the control plane.",
-    ),
-    col(
-        "External-IP",
-        "string",
-        0,
-        "IP addresses on which nodes also accept traffic for this service.",
-    ),
+    col("Type", "string", 0, "How the Service is exposed."),
+    col("Cluster-IP", "string", 0, "The IP address of the service."),
+    col("External-IP", "string", 0, "Addresses that also accept traffic for the service."),
     col("Port(s)", "string", 0, "The ports exposed by this service."),
     AGE,
-    col(
-        "Selector",
-        "string",
-        1,
-        "Route service traffic to pods with labels matching this selector.",
-    ),
+    col("Selector", "string", 1, "Pods with these labels receive the traffic."),
 ];
 
+#[rustfmt::skip]
 const ENDPOINTS_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Endpoints",
-        "string",
-        0,
-        "The sets of addresses and ports that comprise the service.",
-    ),
+    col("Endpoints", "string", 0, "The sets of addresses and ports that comprise the service."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const ENDPOINT_SLICE_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "AddressType",
-        "string",
-        0,
-        "The type of address carried by this EndpointSlice.",
-    ),
-    col(
-        "Ports",
-        "string",
-        0,
-        "The network ports exposed by each endpoint of the slice.",
-    ),
-    col(
-        "Endpoints",
-        "string",
-        0,
-        "The unique endpoints of this slice.",
-    ),
+    col("AddressType", "string", 0, "The type of address carried by this EndpointSlice."),
+    col("Ports", "string", 0, "The network ports exposed by each endpoint of the slice."),
+    col("Endpoints", "string", 0, "The unique endpoints of this slice."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const CONFIG_MAP_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Data",
-        "string",
-        0,
-        "The configuration data held by the ConfigMap.",
-    ),
+    col("Data", "string", 0, "The configuration data held by the ConfigMap."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const SECRET_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Type",
-        "string",
-        0,
-        "Used to facilitate programmatic handling of secret data.",
-    ),
+    col("Type", "string", 0, "Used to facilitate programmatic handling of secret data."),
     col("Data", "string", 0, "The secret data held by the Secret."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const NAMESPACE_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", 0, "The status of the namespace"),
     AGE,
 ];
 
+#[rustfmt::skip]
 const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Secrets",
-        "string",
-        0,
-        "Secrets in the same namespace that pods using this ServiceAccount may use.",
-    ),
+    col("Secrets", "string", 0, "Secrets that pods using this account may use."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const NODE_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", 0, "The status of the node"),
     col("Roles", "string", 0, "The roles of the node"),
     AGE,
-    col(
-        "Version",
-        "string",
-        0,
-        "Kubelet version reported by the node.",
-    ),
-    col(
-        "Internal-IP",
-        "string",
-        1,
-        "List of addresses reachable to the node.",
-    ),
-    col(
-        "External-IP",
-        "string",
-        1,
-        "List of addresses reachable to the node.",
-    ),
+    col("Version", "string", 0, "Kubelet version reported by the node."),
+    col("Internal-IP", "string", 1, "List of addresses reachable to the node."),
+    col("External-IP", "string", 1, "List of addresses reachable to the node."),
     col("OS-Image", "string", 1, "OS image reported by the node."),
-    col(
-        "Kernel-Version",
-        "string",
-        1,
-        "Kernel version reported by the node.",
-    ),
-    col(
-        "Container-Runtime",
-        "string",
-        1,
-        "Container runtime version reported by the node.",
-    ),
+    col("Kernel-Version", "string", 1, "Kernel version reported by the node."),
+    col("Container-Runtime", "string", 1, "Container runtime version reported by the node."),
 ];
 
+#[rustfmt::skip]
 const EVENT_COLUMNS: &[Column] = &[
-    col(
-        "Last Seen",
-        "string",
-        0,
-        "The time at which the most recent occurrence of this event was recorded.",
-    ),
+    col("Last Seen", "string", 0, "When the event was last recorded."),
     col("Type", "string", 0, "Type of this event (Normal, Warning)."),
-    col(
-        "Reason",
-        "string",
-        0,
-        "A short, machine understandable reason for the transition into the object's current status.",
-    ),
-    col(
-        "Object",
-        "string",
-        0,
-        "The object that this event is about.",
-    ),
-    col(
-        "Subobject",
-        "string",
-        1,
-        "The part of the object this event is about, if any.",
-    ),
+    col("Reason", "string", 0, "Machine-readable reason for the event."),
+    col("Object", "string", 0, "The object that this event is about."),
+    col("Subobject", "string", 1, "The part of the object this event is about, if any."),
     col("Source", "string", 1, "The component reporting this event."),
-    col(
-        "Message",
-        "string",
-        0,
-        "A human-readable description of the status of this operation.",
-    ),
-    col(
-        "First Seen",
-        "string",
-        1,
-        "The time at which the event was first recorded.",
-    ),
-    col(
-        "Count",
-        "string",
-        1,
-        "The number of times this event has occurred.",
-    ),
+    col("Message", "string", 0, "A human-readable description of the status of this operation."),
+    col("First Seen", "string", 1, "The time at which the event was first recorded."),
+    col("Count", "string", 1, "The number of times this event has occurred."),
     Column {
         priority: 1,
         ..NAME
     },
 ];
 
+#[rustfmt::skip]
 const PV_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Capacity",
-        "string",
-        0,
-        "The persistent volume's resources and capacity.",
-    ),
-    col(
-        "Access Modes",
-        "string",
-        0,
-        "All ways the volume can be mounted.",
-    ),
-    col(
-        "Reclaim Policy",
-        "string",
-        0,
-        "What happens to a persistent volume when released from its claim.",
-    ),
+    col("Capacity", "string", 0, "The persistent volume's resources and capacity."),
+    col("Access Modes", "string", 0, "All ways the volume can be mounted."),
+    col("Reclaim Policy", "string", 0, "What happens to the volume once released."),
     col("Status", "string", 0, "The current phase of the volume."),
-    col(
-        "Claim",
-        "string",
-        0,
-        "Part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.",
-    ),
+    col("Claim", "string", 0, "The claim bound to this volume."),
     col("StorageClass", "string", 0, "StorageClass of the pv"),
-    col(
-        "VolumeAttributesClass",
-        "string",
-        0,
-        "VolumeAttributesClass of the pv",
-    ),
-    col(
-        "Reason",
-        "string",
-        0,
-        "A brief CamelCase string describing any failure.",
-    ),
+    col("VolumeAttributesClass", "string", 0, "VolumeAttributesClass of the pv"),
+    col("Reason", "string", 0, "A brief CamelCase string describing any failure."),
     AGE,
-    col(
-        "VolumeMode",
-        "string",
-        1,
-        "Whether the volume is used with a formatted filesystem or as a raw block device.",
-    ),
+    col("VolumeMode", "string", 1, "Filesystem or Block."),
 ];
 
+#[rustfmt::skip]
 const PVC_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", 0, "The current phase of the claim."),
-    col(
-        "Volume",
-        "string",
-        0,
-        "The binding reference to the PersistentVolume backing this claim.",
-    ),
-    col(
-        "Capacity",
-        "string",
-        0,
-        "The actual resources of the underlying volume.",
-    ),
-    col(
-        "Access Modes",
-        "string",
-        0,
-        "The actual access modes the volume backing the PVC has.",
-    ),
+    col("Volume", "string", 0, "The binding reference to the PersistentVolume backing this claim."),
+    col("Capacity", "string", 0, "The actual resources of the underlying volume."),
+    col("Access Modes", "string", 0, "The actual access modes the volume backing the PVC has."),
     col("StorageClass", "string", 0, "StorageClass of the pvc"),
-    col(
-        "VolumeAttributesClass",
-        "string",
-        0,
-        "VolumeAttributesClass of the pvc",
-    ),
+    col("VolumeAttributesClass", "string", 0, "VolumeAttributesClass of the pvc"),
     AGE,
-    col(
-        "VolumeMode",
-        "string",
-        1,
-        "Whether the volume is used with a formatted filesystem or as a raw block device.",
-    ),
+    col("VolumeMode", "string", 1, "Filesystem or Block."),
 ];
 
+#[rustfmt::skip]
 const DEPLOYMENT_COLUMNS: &[Column] = &[
     NAME,
     col("Ready", "string", 0, "Number of the pod with ready state"),
-    col(
-        "Up-to-date",
-        "string",
-        0,
-        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-    ),
-    col(
-        "Available",
-        "string",
-        0,
-        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-    ),
+    col("Up-to-date", "string", 0, "Pods that run the desired template."),
+    col("Available", "string", 0, "Pods available to serve."),
     AGE,
     CONTAINERS,
     IMAGES,
     SELECTOR,
 ];
 
+#[rustfmt::skip]
 const REPLICA_SET_COLUMNS: &[Column] = &[
     NAME,
     col("Desired", "integer", 0, "The number of desired replicas."),
-    col(
-        "Current",
-        "integer",
-        0,
-        "The most recently observed number of replicas.",
-    ),
-    col(
-        "Ready",
-        "integer",
-        0,
-        "The number of ready replicas for this replica set.",
-    ),
+    col("Current", "integer", 0, "The most recently observed number of replicas."),
+    col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
     AGE,
     CONTAINERS,
     IMAGES,
     SELECTOR,
 ];
 
+#[rustfmt::skip]
 const STATEFUL_SET_COLUMNS: &[Column] = &[
     NAME,
     col("Ready", "string", 0, "Number of the pod with ready state"),
@@ -722,152 +517,74 @@ const STATEFUL_SET_COLUMNS: &[Column] = &[
     IMAGES,
 ];
 
+#[rustfmt::skip]
 const DAEMON_SET_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Desired",
-        "integer",
-        0,
-        "The total number of nodes that should be running the daemon pod.",
-    ),
-    col(
-        "Current",
-        "integer",
-        0,
-        "The number of nodes that are running at least one daemon pod and are supposed to.",
-    ),
-    col(
-        "Ready",
-        "integer",
-        0,
-        "The number of nodes that should be running the daemon pod and have one or more of it running and ready.",
-    ),
-    col(
-        "Up-to-date",
-        "integer",
-        0,
-        "The total number of nodes that are running the updated daemon pod.",
-    ),
-    col(
-        "Available",
-        "integer",
-        0,
-        "The number of nodes that should be running the daemon pod and have one or more of it running and available.",
-    ),
-    col(
-        "Node Selector",
-        "string",
-        0,
-        "Labels a node must match for the pod to be scheduled on it.",
-    ),
+    col("Desired", "integer", 0, "Nodes that should run the daemon pod."),
+    col("Current", "integer", 0, "Nodes that run the daemon pod and should."),
+    col("Ready", "integer", 0, "Nodes whose daemon pod is ready."),
+    col("Up-to-date", "integer", 0, "Nodes that run the updated daemon pod."),
+    col("Available", "integer", 0, "Nodes whose daemon pod is available."),
+    col("Node Selector", "string", 0, "Labels a node must have to run the pod."),
     AGE,
     CONTAINERS,
     IMAGES,
     SELECTOR,
 ];
 
+#[rustfmt::skip]
 const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
     NAME,
     col("Controller", "string", 0, "Controller of the object"),
-    col(
-        "Revision",
-        "string",
-        0,
-        "The revision of the state represented by Data.",
-    ),
+    col("Revision", "string", 0, "The revision of the state represented by Data."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const JOB_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", 0, "Status of the job."),
-    col(
-        "Completions",
-        "string",
-        0,
-        "The number of pods which reached phase Succeeded.",
-    ),
-    col(
-        "Duration",
-        "string",
-        0,
-        "Time required to complete the job.",
-    ),
+    col("Completions", "string", 0, "The number of pods which reached phase Succeeded."),
+    col("Duration", "string", 0, "Time required to complete the job."),
     AGE,
     CONTAINERS,
     IMAGES,
     SELECTOR,
 ];
 
+#[rustfmt::skip]
 const CRON_JOB_COLUMNS: &[Column] = &[
     NAME,
     col("Schedule", "string", 0, "The schedule in Cron format."),
-    col(
-        "Timezone",
-        "string",
-        0,
-        "The time zone name for the given schedule.",
-    ),
-    col(
-        "Suspend",
-        "boolean",
-        0,
-        "Whether subsequent executions are suspended.",
-    ),
+    col("Timezone", "string", 0, "The time zone name for the given schedule."),
+    col("Suspend", "boolean", 0, "Whether subsequent executions are suspended."),
     col("Active", "integer", 0, "The currently running jobs."),
-    col(
-        "Last Schedule",
-        "string",
-        0,
-        "Information when was the last time the job was successfully scheduled.",
-    ),
+    col("Last Schedule", "string", 0, "When a job was last scheduled."),
     AGE,
     CONTAINERS,
     IMAGES,
     SELECTOR,
 ];
 
+#[rustfmt::skip]
 const HPA_COLUMNS: &[Column] = &[
     NAME,
     col("Reference", "string", 0, "The target resource to scale."),
-    col(
-        "Targets",
-        "string",
-        0,
-        "The metrics used to calculate the desired replica count, current/target.",
-    ),
-    col(
-        "MinPods",
-        "string",
-        0,
-        "The lower limit for the number of replicas.",
-    ),
-    col(
-        "MaxPods",
-        "string",
-        0,
-        "The upper limit for the number of replicas.",
-    ),
-    col(
-        "Replicas",
-        "string",
-        0,
-        "The current number of replicas of pods managed by this autoscaler.",
-    ),
+    col("Targets", "string", 0, "Metrics as current/target."),
+    col("MinPods", "string", 0, "The lower limit for the number of replicas."),
+    col("MaxPods", "string", 0, "The upper limit for the number of replicas."),
+    col("Replicas", "string", 0, "Current number of replicas."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const LEASE_COLUMNS: &[Column] = &[
     NAME,
-    col(
-        "Holder",
-        "string",
-        0,
-        "The identity of the holder of a current lease.",
-    ),
+    col("Holder", "string", 0, "The identity of the holder of a current lease."),
     AGE,
 ];
 
+#[rustfmt::skip]
 const DEFAULT_COLUMNS: &[Column] = &[NAME, col("Created At", "date", 0, AGE_DESC)];
 
 impl Printer {
@@ -915,11 +632,14 @@ fn row_conditions(p: Printer, obj: &Value) -> Option<Value> {
 fn row_object(def: &ResourceDef, obj: &Value, include: IncludeObject) -> Value {
     match include {
         IncludeObject::None => Value::Null,
-        IncludeObject::Metadata => json!({
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": obj.get("metadata").filter(|m| m.is_object()).cloned().unwrap_or_else(|| json!({})),
-        }),
+        IncludeObject::Metadata => {
+            let metadata = obj.get("metadata").filter(|m| m.is_object()).cloned();
+            json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata.unwrap_or_else(|| json!({})),
+            })
+        }
         IncludeObject::Object => {
             let mut o = obj.clone();
             if let Some(map) = o.as_object_mut() {
