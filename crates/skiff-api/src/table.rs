@@ -66,8 +66,7 @@ pub fn columns(def: &ResourceDef) -> Vec<Column> {
 
 /// The cells of one row, in the order of `columns(def)`.
 pub fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let p = printer(def);
-    match p {
+    match printer(def) {
         Printer::Pod => pod_cells(obj, now),
         Printer::Service => service_cells(obj, now),
         Printer::Endpoints => endpoints_cells(obj, now),
@@ -113,11 +112,11 @@ pub fn cells(def: &ResourceDef, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         ],
         Printer::Default => vec![
             name_cell(obj),
-            // The default convertor prints the raw timestamp, re-rendered in UTC RFC3339.
+            // The default convertor prints the timestamp itself, in UTC; Go's zero time when unset.
             json!(
                 time_at(obj, &["metadata", "creationTimestamp"])
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default()
+                    .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
             ),
         ],
     }
