@@ -1,13 +1,550 @@
 //! OpenAPI v3 (and v2) documents of the served resources, for kubectl apply, explain and validation.
+//!
+//! Shaped like kube-apiserver's: one v3 document per group-version with `components.schemas`
+//! keyed by definition name and a path per resource operation. kubectl relies on details of it:
+//! `explain` finds a kind by `x-kubernetes-group-version-kind`, client-side apply needs the
+//! strategic-merge content type on PATCH and the patch extensions on fields, and `apply`
+//! checks for server-side field validation by looking for a `fieldValidation` query parameter
+//! on a PATCH operation carrying the kind's group-version-kind.
 
-use serde_json::{Value, json};
+use crate::registry::{RESOURCES, ResourceDef, group_versions};
+use crate::schema::{PATCH, REF_PREFIX, definitions};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha512};
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
+const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+const API_RESOURCE_LIST: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList";
+const WATCH_EVENT: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent";
+const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
+
+/// One built document, kept with its serialized form and digest.
+struct Document {
+    group: &'static str,
+    version: &'static str,
+    value: Value,
+    bytes: Arc<Vec<u8>>,
+    hash: String,
+}
+
+static V3: LazyLock<Vec<Document>> = LazyLock::new(|| {
+    group_versions()
+        .into_iter()
+        .map(|(group, version)| {
+            let value = build_group_version(group, version);
+            let bytes = serde_json::to_vec(&value).unwrap_or_default();
+            let hash = digest(&bytes);
+            Document { group, version, value, bytes: Arc::new(bytes), hash }
+        })
+        .collect()
+});
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode_upper(Sha512::digest(bytes))
+}
+
+fn document(group: &str, version: &str) -> Option<&'static Document> {
+    V3.iter().find(|d| d.group == group && d.version == version)
+}
+
+/// `api/v1` or `apis/<group>/<version>`: the key of a group-version in the v3 index.
+pub fn group_version_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
 
 /// `GET /openapi/v3`: the index of group-version documents.
 pub fn v3_root() -> Value {
-    json!({ "paths": {} })
+    let mut paths = Map::new();
+    for doc in V3.iter() {
+        let path = group_version_path(doc.group, doc.version);
+        let url = format!("/openapi/v3/{path}?hash={}", doc.hash);
+        paths.insert(path, json!({ "serverRelativeURL": url }));
+    }
+    json!({ "paths": paths })
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/<group>/<version>`.
-pub fn v3_group_version(_group: &str, _version: &str) -> Option<Value> {
-    None
+pub fn v3_group_version(group: &str, version: &str) -> Option<Value> {
+    document(group, version).map(|d| d.value.clone())
+}
+
+/// The same document, serialized once.
+pub fn v3_group_version_bytes(group: &str, version: &str) -> Option<Arc<Vec<u8>>> {
+    document(group, version).map(|d| d.bytes.clone())
+}
+
+/// The digest that the index's `serverRelativeURL` carries (usable as an ETag).
+pub fn v3_group_version_hash(group: &str, version: &str) -> Option<&'static str> {
+    document(group, version).map(|d| d.hash.as_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// One group-version document.
+// ---------------------------------------------------------------------------------------------
+
+fn build_group_version(group: &'static str, version: &'static str) -> Value {
+    let resources: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let mut paths = Map::new();
+    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let ids = OperationIds::new(group, version);
+    paths.insert(
+        format!("{prefix}/"),
+        json!({ "get": {
+            "tags": [ids.tag],
+            "description": "get available resources",
+            "operationId": format!("get{}{}APIResources", ids.group, ids.version),
+            "responses": {
+                "200": ok_response("OK", API_RESOURCE_LIST, false),
+                "401": { "description": "Unauthorized" },
+            },
+        }}),
+    );
+    let mut roots: BTreeSet<String> =
+        [DELETE_OPTIONS, STATUS, PATCH, API_RESOURCE_LIST, WATCH_EVENT].iter().map(|s| s.to_string()).collect();
+    for def in &resources {
+        roots.insert(def.schema_name.to_string());
+        roots.insert(format!("{}List", def.schema_name));
+        if def.scale {
+            roots.insert(SCALE.to_string());
+        }
+        resource_paths(&mut paths, &prefix, &ids, def);
+    }
+
+    let mut sorted: Vec<(String, Value)> = paths.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let paths: Map<String, Value> = sorted.into_iter().collect();
+
+    let defs = definitions();
+    let needed = closure(defs, roots);
+    let schemas: Map<String, Value> =
+        defs.iter().filter(|(name, _)| needed.contains(name.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+
+    json!({
+        "openapi": "3.0.0",
+        "info": { "title": "Kubernetes", "version": crate::KUBE_GIT_VERSION },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "BearerToken": {
+                    "type": "apiKey",
+                    "description": "Bearer Token authentication",
+                    "name": "authorization",
+                    "in": "header",
+                },
+            },
+        },
+        "security": [{ "BearerToken": [] }],
+    })
+}
+
+/// Every definition reachable from `roots` through `$ref`s.
+fn closure(defs: &Map<String, Value>, roots: BTreeSet<String>) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut pending: Vec<String> = roots.into_iter().collect();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = defs.get(&name) {
+            collect_refs(schema, &mut pending);
+        }
+    }
+    seen
+}
+
+fn collect_refs(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix(REF_PREFIX)) {
+                out.push(name.to_string());
+            }
+            map.values().for_each(|v| collect_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// The pieces of kube-apiserver's operation ids and tags for one group-version.
+struct OperationIds {
+    /// `apps_v1`, `core_v1`, `coordination_v1`.
+    tag: String,
+    /// `Apps`, `Core`, `Coordination`.
+    group: String,
+    /// `V1`, `V2`.
+    version: String,
+}
+
+impl OperationIds {
+    fn new(group: &str, version: &str) -> Self {
+        let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
+        OperationIds { tag: format!("{short}_{version}"), group: capitalize(short), version: capitalize(version) }
+    }
+
+    fn id(&self, verb: &str, middle: &str, kind: &str, suffix: &str) -> String {
+        format!("{verb}{}{}{middle}{kind}{suffix}", self.group, self.version)
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("{REF_PREFIX}{name}") })
+}
+
+fn ok_response(description: &str, schema: &str, watchable: bool) -> Value {
+    let mut content = Map::new();
+    let mut types = vec!["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+    if watchable {
+        types.extend(["application/json;stream=watch", "application/vnd.kubernetes.protobuf;stream=watch"]);
+    }
+    for t in types {
+        content.insert(t.to_string(), json!({ "schema": schema_ref(schema) }));
+    }
+    json!({ "description": description, "content": content })
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({ "name": name, "in": "query", "description": description, "schema": schema })
+}
+
+fn string_query(name: &str, description: &str) -> Value {
+    query(name, description, json!({ "type": "string", "uniqueItems": true }))
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "path",
+        "description": description,
+        "required": true,
+        "schema": { "type": "string", "uniqueItems": true },
+    })
+}
+
+fn pretty() -> Value {
+    string_query("pretty", "If 'true', then the output is pretty printed.")
+}
+
+fn dry_run() -> Value {
+    string_query(
+        "dryRun",
+        "When present, indicates that modifications should not be persisted. The only valid value is All: all dry run stages are processed, nothing is stored.",
+    )
+}
+
+fn field_manager() -> Value {
+    string_query(
+        "fieldManager",
+        "fieldManager is a name associated with the actor or entity that is making these changes. At most 128 printable characters.",
+    )
+}
+
+fn field_validation() -> Value {
+    string_query(
+        "fieldValidation",
+        "fieldValidation tells the server what to do with objects in the request (POST/PUT/PATCH) that contain unknown or duplicate fields. Ignore: drop unknown fields silently and keep the last duplicate. Warn: the same, and send a warning header for each such field. Strict: fail the request with BadRequest naming every unknown or duplicate field.",
+    )
+}
+
+fn force() -> Value {
+    query(
+        "force",
+        "Force is going to \"force\" Apply requests: the request re-acquires conflicting fields owned by other managers. Must be unset for non-apply patch requests.",
+        json!({ "type": "boolean", "uniqueItems": true }),
+    )
+}
+
+fn list_params() -> Vec<Value> {
+    let int = json!({ "type": "integer", "uniqueItems": true });
+    let boolean = json!({ "type": "boolean", "uniqueItems": true });
+    vec![
+        query("allowWatchBookmarks", "allowWatchBookmarks requests watch events with type \"BOOKMARK\".", boolean.clone()),
+        string_query("continue", "The continue option should be set when retrieving more results from the server: its value is the continue token of the previous page."),
+        string_query("fieldSelector", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
+        string_query("labelSelector", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
+        query("limit", "limit is a maximum number of responses to return for a list call; a continue token is returned when more remain.", int.clone()),
+        string_query("resourceVersion", "resourceVersion sets a constraint on what resource versions a request may be served from."),
+        string_query("resourceVersionMatch", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
+        query("sendInitialEvents", "`sendInitialEvents=true` may be set together with `watch=true`: the watch starts with synthetic events for the current state.", boolean.clone()),
+        query("timeoutSeconds", "Timeout for the list/watch call, regardless of any activity or inactivity.", int),
+        query("watch", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.", boolean),
+    ]
+}
+
+fn delete_params() -> Vec<Value> {
+    vec![
+        dry_run(),
+        query(
+            "gracePeriodSeconds",
+            "The duration in seconds before the object should be deleted. Zero means delete immediately.",
+            json!({ "type": "integer", "uniqueItems": true }),
+        ),
+        query(
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+            "if set to true, an unreadable (corrupt) object is deleted without running the normal deletion flow.",
+            json!({ "type": "boolean", "uniqueItems": true }),
+        ),
+        query(
+            "orphanDependents",
+            "Deprecated: please use the PropagationPolicy, this field will be deprecated in 1.7.",
+            json!({ "type": "boolean", "uniqueItems": true }),
+        ),
+        string_query(
+            "propagationPolicy",
+            "Whether and how garbage collection will be performed: 'Orphan', 'Background' or 'Foreground'.",
+        ),
+    ]
+}
+
+fn body(schema: &str) -> Value {
+    json!({ "content": { "*/*": { "schema": schema_ref(schema) } }, "required": true })
+}
+
+fn patch_body() -> Value {
+    let mut content = Map::new();
+    for t in [
+        "application/apply-patch+yaml",
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+    ] {
+        content.insert(t.to_string(), json!({ "schema": schema_ref(PATCH) }));
+    }
+    json!({ "content": content, "required": true })
+}
+
+/// The common parts of one operation.
+struct Op<'a> {
+    ids: &'a OperationIds,
+    action: &'static str,
+    gvk: Value,
+    description: String,
+    operation_id: String,
+}
+
+impl Op<'_> {
+    fn build(self, parameters: Vec<Value>, request_body: Option<Value>, responses: Value) -> Value {
+        let mut op = json!({
+            "tags": [self.ids.tag],
+            "description": self.description,
+            "operationId": self.operation_id,
+        });
+        if !parameters.is_empty() {
+            op["parameters"] = Value::Array(parameters);
+        }
+        if let Some(b) = request_body {
+            op["requestBody"] = b;
+        }
+        op["responses"] = responses;
+        op["x-kubernetes-action"] = json!(self.action);
+        op["x-kubernetes-group-version-kind"] = self.gvk;
+        op
+    }
+}
+
+fn unauthorized(mut responses: Value) -> Value {
+    responses["401"] = json!({ "description": "Unauthorized" });
+    responses
+}
+
+/// Adds the collection, item, `/status` and `/scale` paths of one resource.
+fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationIds, def: &ResourceDef) {
+    let kind = def.kind;
+    let gvk = json!({ "group": def.group, "kind": kind, "version": def.version });
+    let namespaced = if def.namespaced { "Namespaced" } else { "" };
+    let base = if def.namespaced {
+        format!("{prefix}/namespaces/{{namespace}}/{}", def.plural)
+    } else {
+        format!("{prefix}/{}", def.plural)
+    };
+    let list_schema = format!("{}List", def.schema_name);
+    let op = |action: &'static str, description: String, operation_id: String| Op {
+        ids,
+        action,
+        gvk: gvk.clone(),
+        description,
+        operation_id,
+    };
+    let namespace_param = path_param("namespace", "object name and auth scope, such as for teams and projects");
+    let name_param = path_param("name", &format!("name of the {kind}"));
+
+    // The collection: list, create, delete collection.
+    let mut collection = Map::new();
+    collection.insert(
+        "get".into(),
+        op("list", format!("list or watch objects of kind {kind}"), ids.id("list", namespaced, kind, "")).build(
+            list_params(),
+            None,
+            unauthorized(json!({ "200": ok_response("OK", &list_schema, true) })),
+        ),
+    );
+    collection.insert(
+        "post".into(),
+        op("post", format!("create a {kind}"), ids.id("create", namespaced, kind, "")).build(
+            vec![dry_run(), field_manager(), field_validation()],
+            Some(body(def.schema_name)),
+            unauthorized(json!({
+                "200": ok_response("OK", def.schema_name, false),
+                "201": ok_response("Created", def.schema_name, false),
+                "202": ok_response("Accepted", def.schema_name, false),
+            })),
+        ),
+    );
+    let mut deletecollection_params = list_params();
+    deletecollection_params.extend(delete_params());
+    deletecollection_params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    collection.insert(
+        "delete".into(),
+        op(
+            "deletecollection",
+            format!("delete collection of {kind}"),
+            ids.id("delete", &format!("Collection{namespaced}"), kind, ""),
+        )
+        .build(
+            deletecollection_params,
+            Some(json!({ "content": { "*/*": { "schema": schema_ref(DELETE_OPTIONS) } } })),
+            unauthorized(json!({ "200": ok_response("OK", STATUS, false) })),
+        ),
+    );
+    let mut path_params = Vec::new();
+    if def.namespaced {
+        path_params.push(namespace_param.clone());
+    }
+    path_params.push(pretty());
+    collection.insert("parameters".into(), Value::Array(path_params));
+    paths.insert(base.clone(), Value::Object(collection));
+
+    // One object: read, replace, patch, delete.
+    let item_params = || {
+        let mut p = vec![name_param.clone()];
+        if def.namespaced {
+            p.push(namespace_param.clone());
+        }
+        p.push(pretty());
+        Value::Array(p)
+    };
+    let mut item = Map::new();
+    item.insert(
+        "get".into(),
+        op("get", format!("read the specified {kind}"), ids.id("read", namespaced, kind, "")).build(
+            Vec::new(),
+            None,
+            unauthorized(json!({ "200": ok_response("OK", def.schema_name, false) })),
+        ),
+    );
+    item.insert(
+        "put".into(),
+        op("put", format!("replace the specified {kind}"), ids.id("replace", namespaced, kind, "")).build(
+            vec![dry_run(), field_manager(), field_validation()],
+            Some(body(def.schema_name)),
+            unauthorized(json!({
+                "200": ok_response("OK", def.schema_name, false),
+                "201": ok_response("Created", def.schema_name, false),
+            })),
+        ),
+    );
+    item.insert(
+        "patch".into(),
+        op("patch", format!("partially update the specified {kind}"), ids.id("patch", namespaced, kind, "")).build(
+            vec![dry_run(), field_manager(), field_validation(), force()],
+            Some(patch_body()),
+            unauthorized(json!({
+                "200": ok_response("OK", def.schema_name, false),
+                "201": ok_response("Created", def.schema_name, false),
+            })),
+        ),
+    );
+    item.insert(
+        "delete".into(),
+        op("delete", format!("delete a {kind}"), ids.id("delete", namespaced, kind, "")).build(
+            delete_params(),
+            Some(json!({ "content": { "*/*": { "schema": schema_ref(DELETE_OPTIONS) } } })),
+            unauthorized(json!({
+                "200": ok_response("OK", STATUS, false),
+                "202": ok_response("Accepted", STATUS, false),
+            })),
+        ),
+    );
+    item.insert("parameters".into(), item_params());
+    paths.insert(format!("{base}/{{name}}"), Value::Object(item));
+
+    // Subresources: `/status` is the same kind, `/scale` is autoscaling/v1 Scale.
+    let mut subresources: Vec<(&str, &str, Value)> = Vec::new();
+    if def.status {
+        subresources.push(("status", def.schema_name, gvk.clone()));
+    }
+    if def.scale {
+        subresources.push(("scale", SCALE, json!({ "group": "autoscaling", "kind": "Scale", "version": "v1" })));
+    }
+    for (sub, schema, sub_gvk) in subresources {
+        let suffix = capitalize(sub);
+        let sub_op = |action: &'static str, description: String, operation_id: String| Op {
+            ids,
+            action,
+            gvk: sub_gvk.clone(),
+            description,
+            operation_id,
+        };
+        let mut path = Map::new();
+        path.insert(
+            "get".into(),
+            sub_op("get", format!("read {sub} of the specified {kind}"), ids.id("read", namespaced, kind, &suffix))
+                .build(Vec::new(), None, unauthorized(json!({ "200": ok_response("OK", schema, false) }))),
+        );
+        path.insert(
+            "put".into(),
+            sub_op("put", format!("replace {sub} of the specified {kind}"), ids.id("replace", namespaced, kind, &suffix))
+                .build(
+                    vec![dry_run(), field_manager(), field_validation()],
+                    Some(body(schema)),
+                    unauthorized(json!({
+                        "200": ok_response("OK", schema, false),
+                        "201": ok_response("Created", schema, false),
+                    })),
+                ),
+        );
+        path.insert(
+            "patch".into(),
+            sub_op(
+                "patch",
+                format!("partially update {sub} of the specified {kind}"),
+                ids.id("patch", namespaced, kind, &suffix),
+            )
+            .build(
+                vec![dry_run(), field_manager(), field_validation(), force()],
+                Some(patch_body()),
+                unauthorized(json!({
+                    "200": ok_response("OK", schema, false),
+                    "201": ok_response("Created", schema, false),
+                })),
+            ),
+        );
+        path.insert("parameters".into(), item_params());
+        paths.insert(format!("{base}/{{name}}/{sub}"), Value::Object(path));
+    }
+
+    // Namespaced resources can also be listed across all namespaces.
+    if def.namespaced {
+        let mut all = Map::new();
+        all.insert(
+            "get".into(),
+            op("list", format!("list or watch objects of kind {kind}"), ids.id("list", "", kind, "ForAllNamespaces"))
+                .build(Vec::new(), None, unauthorized(json!({ "200": ok_response("OK", &list_schema, true) }))),
+        );
+        let mut params = list_params();
+        params.push(pretty());
+        params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all.insert("parameters".into(), Value::Array(params));
+        paths.insert(format!("{prefix}/{}", def.plural), Value::Object(all));
+    }
 }
