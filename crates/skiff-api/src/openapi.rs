@@ -36,7 +36,13 @@ static V3: LazyLock<Vec<Document>> = LazyLock::new(|| {
             let value = build_group_version(group, version);
             let bytes = serde_json::to_vec(&value).unwrap_or_default();
             let hash = digest(&bytes);
-            Document { group, version, value, bytes: Arc::new(bytes), hash }
+            Document {
+                group,
+                version,
+                value,
+                bytes: Arc::new(bytes),
+                hash,
+            }
         })
         .collect()
 });
@@ -51,7 +57,11 @@ fn document(group: &str, version: &str) -> Option<&'static Document> {
 
 /// `api/v1` or `apis/<group>/<version>`: the key of a group-version in the v3 index.
 pub fn group_version_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `GET /openapi/v3`: the index of group-version documents.
@@ -85,9 +95,16 @@ pub fn v3_group_version_hash(group: &str, version: &str) -> Option<&'static str>
 // ---------------------------------------------------------------------------------------------
 
 fn build_group_version(group: &'static str, version: &'static str) -> Value {
-    let resources: Vec<&ResourceDef> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let resources: Vec<&ResourceDef> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     let mut paths = Map::new();
-    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     let ids = OperationIds::new(group, version);
     paths.insert(
         format!("{prefix}/"),
@@ -101,8 +118,16 @@ fn build_group_version(group: &'static str, version: &'static str) -> Value {
             },
         }}),
     );
-    let mut roots: BTreeSet<String> =
-        [DELETE_OPTIONS, STATUS, PATCH, API_RESOURCE_LIST, WATCH_EVENT].iter().map(|s| s.to_string()).collect();
+    let mut roots: BTreeSet<String> = [
+        DELETE_OPTIONS,
+        STATUS,
+        PATCH,
+        API_RESOURCE_LIST,
+        WATCH_EVENT,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for def in &resources {
         roots.insert(def.schema_name.to_string());
         roots.insert(format!("{}List", def.schema_name));
@@ -118,8 +143,11 @@ fn build_group_version(group: &'static str, version: &'static str) -> Value {
 
     let defs = definitions();
     let needed = closure(defs, roots);
-    let schemas: Map<String, Value> =
-        defs.iter().filter(|(name, _)| needed.contains(name.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let schemas: Map<String, Value> = defs
+        .iter()
+        .filter(|(name, _)| needed.contains(name.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
 
     json!({
         "openapi": "3.0.0",
@@ -158,7 +186,11 @@ fn closure(defs: &Map<String, Value>, roots: BTreeSet<String>) -> BTreeSet<Strin
 fn collect_refs(schema: &Value, out: &mut Vec<String>) {
     match schema {
         Value::Object(map) => {
-            if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix(REF_PREFIX)) {
+            if let Some(name) = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix(REF_PREFIX))
+            {
                 out.push(name.to_string());
             }
             map.values().for_each(|v| collect_refs(v, out));
@@ -180,8 +212,16 @@ struct OperationIds {
 
 impl OperationIds {
     fn new(group: &str, version: &str) -> Self {
-        let short = if group.is_empty() { "core" } else { group.split('.').next().unwrap_or(group) };
-        OperationIds { tag: format!("{short}_{version}"), group: capitalize(short), version: capitalize(version) }
+        let short = if group.is_empty() {
+            "core"
+        } else {
+            group.split('.').next().unwrap_or(group)
+        };
+        OperationIds {
+            tag: format!("{short}_{version}"),
+            group: capitalize(short),
+            version: capitalize(version),
+        }
     }
 
     fn id(&self, verb: &str, middle: &str, kind: &str, suffix: &str) -> String {
@@ -203,9 +243,16 @@ fn schema_ref(name: &str) -> Value {
 
 fn ok_response(description: &str, schema: &str, watchable: bool) -> Value {
     let mut content = Map::new();
-    let mut types = vec!["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"];
+    let mut types = vec![
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+    ];
     if watchable {
-        types.extend(["application/json;stream=watch", "application/vnd.kubernetes.protobuf;stream=watch"]);
+        types.extend([
+            "application/json;stream=watch",
+            "application/vnd.kubernetes.protobuf;stream=watch",
+        ]);
     }
     for t in types {
         content.insert(t.to_string(), json!({ "schema": schema_ref(schema) }));
@@ -218,7 +265,11 @@ fn query(name: &str, description: &str, schema: Value) -> Value {
 }
 
 fn string_query(name: &str, description: &str) -> Value {
-    query(name, description, json!({ "type": "string", "uniqueItems": true }))
+    query(
+        name,
+        description,
+        json!({ "type": "string", "uniqueItems": true }),
+    )
 }
 
 fn path_param(name: &str, description: &str) -> Value {
@@ -268,16 +319,51 @@ fn list_params() -> Vec<Value> {
     let int = json!({ "type": "integer", "uniqueItems": true });
     let boolean = json!({ "type": "boolean", "uniqueItems": true });
     vec![
-        query("allowWatchBookmarks", "allowWatchBookmarks requests watch events with type \"BOOKMARK\".", boolean.clone()),
-        string_query("continue", "The continue option should be set when retrieving more results from the server: its value is the continue token of the previous page."),
-        string_query("fieldSelector", "A selector to restrict the list of returned objects by their fields. Defaults to everything."),
-        string_query("labelSelector", "A selector to restrict the list of returned objects by their labels. Defaults to everything."),
-        query("limit", "limit is a maximum number of responses to return for a list call; a continue token is returned when more remain.", int.clone()),
-        string_query("resourceVersion", "resourceVersion sets a constraint on what resource versions a request may be served from."),
-        string_query("resourceVersionMatch", "resourceVersionMatch determines how resourceVersion is applied to list calls."),
-        query("sendInitialEvents", "`sendInitialEvents=true` may be set together with `watch=true`: the watch starts with synthetic events for the current state.", boolean.clone()),
-        query("timeoutSeconds", "Timeout for the list/watch call, regardless of any activity or inactivity.", int),
-        query("watch", "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.", boolean),
+        query(
+            "allowWatchBookmarks",
+            "allowWatchBookmarks requests watch events with type \"BOOKMARK\".",
+            boolean.clone(),
+        ),
+        string_query(
+            "continue",
+            "The continue option should be set when retrieving more results from the server: its value is the continue token of the previous page.",
+        ),
+        string_query(
+            "fieldSelector",
+            "A selector to restrict the list of returned objects by their fields. Defaults to everything.",
+        ),
+        string_query(
+            "labelSelector",
+            "A selector to restrict the list of returned objects by their labels. Defaults to everything.",
+        ),
+        query(
+            "limit",
+            "limit is a maximum number of responses to return for a list call; a continue token is returned when more remain.",
+            int.clone(),
+        ),
+        string_query(
+            "resourceVersion",
+            "resourceVersion sets a constraint on what resource versions a request may be served from.",
+        ),
+        string_query(
+            "resourceVersionMatch",
+            "resourceVersionMatch determines how resourceVersion is applied to list calls.",
+        ),
+        query(
+            "sendInitialEvents",
+            "`sendInitialEvents=true` may be set together with `watch=true`: the watch starts with synthetic events for the current state.",
+            boolean.clone(),
+        ),
+        query(
+            "timeoutSeconds",
+            "Timeout for the list/watch call, regardless of any activity or inactivity.",
+            int,
+        ),
+        query(
+            "watch",
+            "Watch for changes to the described resources and return them as a stream of add, update, and remove notifications.",
+            boolean,
+        ),
     ]
 }
 
@@ -358,7 +444,12 @@ fn unauthorized(mut responses: Value) -> Value {
 }
 
 /// Adds the collection, item, `/status` and `/scale` paths of one resource.
-fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationIds, def: &ResourceDef) {
+fn resource_paths(
+    paths: &mut Map<String, Value>,
+    prefix: &str,
+    ids: &OperationIds,
+    def: &ResourceDef,
+) {
     let kind = def.kind;
     let gvk = json!({ "group": def.group, "kind": kind, "version": def.version });
     let namespaced = if def.namespaced { "Namespaced" } else { "" };
@@ -375,14 +466,22 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
         description,
         operation_id,
     };
-    let namespace_param = path_param("namespace", "object name and auth scope, such as for teams and projects");
+    let namespace_param = path_param(
+        "namespace",
+        "object name and auth scope, such as for teams and projects",
+    );
     let name_param = path_param("name", &format!("name of the {kind}"));
 
     // The collection: list, create, delete collection.
     let mut collection = Map::new();
     collection.insert(
         "get".into(),
-        op("list", format!("list or watch objects of kind {kind}"), ids.id("list", namespaced, kind, "")).build(
+        op(
+            "list",
+            format!("list or watch objects of kind {kind}"),
+            ids.id("list", namespaced, kind, ""),
+        )
+        .build(
             list_params(),
             None,
             unauthorized(json!({ "200": ok_response("OK", &list_schema, true) })),
@@ -390,7 +489,12 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
     );
     collection.insert(
         "post".into(),
-        op("post", format!("create a {kind}"), ids.id("create", namespaced, kind, "")).build(
+        op(
+            "post",
+            format!("create a {kind}"),
+            ids.id("create", namespaced, kind, ""),
+        )
+        .build(
             vec![dry_run(), field_manager(), field_validation()],
             Some(body(def.schema_name)),
             unauthorized(json!({
@@ -436,7 +540,12 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
     let mut item = Map::new();
     item.insert(
         "get".into(),
-        op("get", format!("read the specified {kind}"), ids.id("read", namespaced, kind, "")).build(
+        op(
+            "get",
+            format!("read the specified {kind}"),
+            ids.id("read", namespaced, kind, ""),
+        )
+        .build(
             Vec::new(),
             None,
             unauthorized(json!({ "200": ok_response("OK", def.schema_name, false) })),
@@ -444,7 +553,12 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
     );
     item.insert(
         "put".into(),
-        op("put", format!("replace the specified {kind}"), ids.id("replace", namespaced, kind, "")).build(
+        op(
+            "put",
+            format!("replace the specified {kind}"),
+            ids.id("replace", namespaced, kind, ""),
+        )
+        .build(
             vec![dry_run(), field_manager(), field_validation()],
             Some(body(def.schema_name)),
             unauthorized(json!({
@@ -455,7 +569,12 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
     );
     item.insert(
         "patch".into(),
-        op("patch", format!("partially update the specified {kind}"), ids.id("patch", namespaced, kind, "")).build(
+        op(
+            "patch",
+            format!("partially update the specified {kind}"),
+            ids.id("patch", namespaced, kind, ""),
+        )
+        .build(
             vec![dry_run(), field_manager(), field_validation(), force()],
             Some(patch_body()),
             unauthorized(json!({
@@ -466,7 +585,12 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
     );
     item.insert(
         "delete".into(),
-        op("delete", format!("delete a {kind}"), ids.id("delete", namespaced, kind, "")).build(
+        op(
+            "delete",
+            format!("delete a {kind}"),
+            ids.id("delete", namespaced, kind, ""),
+        )
+        .build(
             delete_params(),
             Some(json!({ "content": { "*/*": { "schema": schema_ref(DELETE_OPTIONS) } } })),
             unauthorized(json!({
@@ -484,7 +608,11 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
         subresources.push(("status", def.schema_name, gvk.clone()));
     }
     if def.scale {
-        subresources.push(("scale", SCALE, json!({ "group": "autoscaling", "kind": "Scale", "version": "v1" })));
+        subresources.push((
+            "scale",
+            SCALE,
+            json!({ "group": "autoscaling", "kind": "Scale", "version": "v1" }),
+        ));
     }
     for (sub, schema, sub_gvk) in subresources {
         let suffix = capitalize(sub);
@@ -498,20 +626,32 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
         let mut path = Map::new();
         path.insert(
             "get".into(),
-            sub_op("get", format!("read {sub} of the specified {kind}"), ids.id("read", namespaced, kind, &suffix))
-                .build(Vec::new(), None, unauthorized(json!({ "200": ok_response("OK", schema, false) }))),
+            sub_op(
+                "get",
+                format!("read {sub} of the specified {kind}"),
+                ids.id("read", namespaced, kind, &suffix),
+            )
+            .build(
+                Vec::new(),
+                None,
+                unauthorized(json!({ "200": ok_response("OK", schema, false) })),
+            ),
         );
         path.insert(
             "put".into(),
-            sub_op("put", format!("replace {sub} of the specified {kind}"), ids.id("replace", namespaced, kind, &suffix))
-                .build(
-                    vec![dry_run(), field_manager(), field_validation()],
-                    Some(body(schema)),
-                    unauthorized(json!({
-                        "200": ok_response("OK", schema, false),
-                        "201": ok_response("Created", schema, false),
-                    })),
-                ),
+            sub_op(
+                "put",
+                format!("replace {sub} of the specified {kind}"),
+                ids.id("replace", namespaced, kind, &suffix),
+            )
+            .build(
+                vec![dry_run(), field_manager(), field_validation()],
+                Some(body(schema)),
+                unauthorized(json!({
+                    "200": ok_response("OK", schema, false),
+                    "201": ok_response("Created", schema, false),
+                })),
+            ),
         );
         path.insert(
             "patch".into(),
@@ -538,13 +678,195 @@ fn resource_paths(paths: &mut Map<String, Value>, prefix: &str, ids: &OperationI
         let mut all = Map::new();
         all.insert(
             "get".into(),
-            op("list", format!("list or watch objects of kind {kind}"), ids.id("list", "", kind, "ForAllNamespaces"))
-                .build(Vec::new(), None, unauthorized(json!({ "200": ok_response("OK", &list_schema, true) }))),
+            op(
+                "list",
+                format!("list or watch objects of kind {kind}"),
+                ids.id("list", "", kind, "ForAllNamespaces"),
+            )
+            .build(
+                Vec::new(),
+                None,
+                unauthorized(json!({ "200": ok_response("OK", &list_schema, true) })),
+            ),
         );
         let mut params = list_params();
         params.push(pretty());
         params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         all.insert("parameters".into(), Value::Array(params));
         paths.insert(format!("{prefix}/{}", def.plural), Value::Object(all));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gv_doc(group: &str, version: &str) -> Value {
+        v3_group_version(group, version).expect("served group-version")
+    }
+
+    #[test]
+    fn root_lists_every_group_version_with_a_stable_hash() {
+        let root = v3_root();
+        let paths = root["paths"].as_object().expect("paths");
+        assert_eq!(paths.len(), group_versions().len());
+        let url = paths["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap_or_default();
+        let hash = v3_group_version_hash("apps", "v1").unwrap_or_default();
+        assert_eq!(url, format!("/openapi/v3/apis/apps/v1?hash={hash}"));
+        assert_eq!(
+            hash,
+            digest(&v3_group_version_bytes("apps", "v1").unwrap_or_default())
+        );
+        assert!(
+            paths["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
+        assert!(v3_group_version("apps", "v9").is_none());
+    }
+
+    #[test]
+    fn kinds_carry_their_group_version_kind_and_patch_metadata() {
+        let doc = gv_doc("apps", "v1");
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"],
+            json!([{ "group": "apps", "kind": "Deployment", "version": "v1" }])
+        );
+        assert_eq!(
+            schemas["io.k8s.api.apps.v1.DeploymentList"]["x-kubernetes-group-version-kind"][0]["kind"],
+            "DeploymentList"
+        );
+        let containers = &schemas["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        assert_eq!(
+            schemas["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["strategy"]["x-kubernetes-patch-strategy"],
+            "retainKeys"
+        );
+        assert!(schemas["io.k8s.api.autoscaling.v1.Scale"].is_object());
+        assert!(
+            schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["description"].is_string()
+        );
+        // Only this group-version's kinds and what they use.
+        assert!(schemas.get("io.k8s.api.batch.v1.Job").is_none());
+    }
+
+    #[test]
+    fn every_reference_resolves_inside_its_document() {
+        for (group, version) in group_versions() {
+            let doc = gv_doc(group, version);
+            let mut refs = Vec::new();
+            collect_refs(&doc, &mut refs);
+            for name in refs {
+                assert!(
+                    doc["components"]["schemas"].get(&name).is_some(),
+                    "{group}/{version}: {name} missing"
+                );
+            }
+        }
+    }
+
+    /// What kubectl's query-param verifier does: some PATCH operation with the kind's GVK
+    /// extension must list `fieldValidation` as a query parameter. Every PATCH of the kind must
+    /// (Go iterates the paths in random order and stops at the first match).
+    #[test]
+    fn every_patch_of_every_kind_accepts_field_validation() {
+        for def in RESOURCES {
+            let doc = gv_doc(def.group, def.version);
+            let gvk = json!({ "group": def.group, "kind": def.kind, "version": def.version });
+            let patches: Vec<&Value> = doc["paths"]
+                .as_object()
+                .map(|p| {
+                    p.values()
+                        .filter_map(|item| item.get("patch"))
+                        .filter(|op| op["x-kubernetes-group-version-kind"] == gvk)
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(!patches.is_empty(), "no PATCH for {}", def.kind);
+            for op in patches {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == "fieldValidation" && p["in"] == "query"),
+                    "{}",
+                    def.kind
+                );
+                assert!(
+                    op["requestBody"]["content"]["application/strategic-merge-patch+json"]
+                        .is_object()
+                );
+                assert_eq!(op["x-kubernetes-action"], "patch");
+            }
+        }
+    }
+
+    #[test]
+    fn paths_follow_kube_apiserver() {
+        let doc = gv_doc("apps", "v1");
+        let paths = &doc["paths"];
+        let item = &paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"];
+        for verb in ["get", "put", "patch", "delete"] {
+            assert_eq!(
+                item[verb]["x-kubernetes-group-version-kind"]["kind"], "Deployment",
+                "{verb}"
+            );
+        }
+        assert_eq!(item["get"]["operationId"], "readAppsV1NamespacedDeployment");
+        let collection = &paths["/apis/apps/v1/namespaces/{namespace}/deployments"];
+        assert_eq!(collection["get"]["x-kubernetes-action"], "list");
+        assert_eq!(
+            collection["delete"]["x-kubernetes-action"],
+            "deletecollection"
+        );
+        assert!(
+            collection["post"]["parameters"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "fieldValidation"))
+        );
+        assert_eq!(
+            paths["/apis/apps/v1/deployments"]["get"]["operationId"],
+            "listAppsV1DeploymentForAllNamespaces"
+        );
+        let scale = &paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"];
+        assert_eq!(
+            scale["patch"]["x-kubernetes-group-version-kind"]["kind"],
+            "Scale"
+        );
+        assert!(
+            paths
+                .get("/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}/scale")
+                .is_none()
+        );
+        assert!(
+            paths["/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}/status"]["patch"]
+                .is_object()
+        );
+
+        let core = gv_doc("", "v1");
+        let namespace = &core["paths"]["/api/v1/namespaces/{name}"];
+        assert_eq!(namespace["get"]["operationId"], "readCoreV1Namespace");
+        assert!(
+            core["paths"]
+                .get("/api/v1/namespaces/{namespace}/namespaces")
+                .is_none()
+        );
+        assert!(
+            core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"]["put"].is_object()
+        );
+    }
+
+    #[test]
+    fn serialized_document_matches_the_value() {
+        for (group, version) in group_versions() {
+            let bytes = v3_group_version_bytes(group, version).unwrap_or_default();
+            let parsed: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            assert_eq!(parsed, gv_doc(group, version));
+        }
     }
 }

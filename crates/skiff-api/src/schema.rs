@@ -57,11 +57,20 @@ const fn fm(
     list_map_keys: &'static [&'static str],
     map_type: Option<&'static str>,
 ) -> FieldMeta {
-    FieldMeta { definition, field, patch_strategy, patch_merge_key, list_type, list_map_keys, map_type }
+    FieldMeta {
+        definition,
+        field,
+        patch_strategy,
+        patch_merge_key,
+        list_type,
+        list_map_keys,
+        map_type,
+    }
 }
 
 /// Field metadata of the served types, transcribed from the struct tags and markers of
 /// Kubernetes' `k8s.io/api` and `k8s.io/apimachinery` types (k8s-openapi does not carry them).
+#[rustfmt::skip]
 static FIELD_META: &[FieldMeta] = &[
     fm("io.k8s.api.discovery.v1.EndpointSlice", "endpoints", None, None, Some("atomic"), &[], None),
     fm("io.k8s.api.discovery.v1.EndpointSlice", "ports", None, None, Some("atomic"), &[], None),
@@ -256,13 +265,21 @@ static ATOMIC_STRUCTS: &[&str] = &[
 /// merges (None: the field is replaced as a whole).
 pub fn patch_meta(schema_name: &str, field: &str) -> Option<PatchMeta> {
     let meta = field_meta(schema_name, field)?;
-    Some(PatchMeta { strategy: meta.patch_strategy?, merge_key: meta.patch_merge_key })
+    Some(PatchMeta {
+        strategy: meta.patch_strategy?,
+        merge_key: meta.patch_merge_key,
+    })
 }
 
 /// Everything known about the topology of `field` in the definition `schema_name`.
 pub fn field_meta(schema_name: &str, field: &str) -> Option<&'static FieldMeta> {
     static INDEX: LazyLock<HashMap<(&'static str, &'static str), &'static FieldMeta>> =
-        LazyLock::new(|| FIELD_META.iter().map(|m| ((m.definition, m.field), m)).collect());
+        LazyLock::new(|| {
+            FIELD_META
+                .iter()
+                .map(|m| ((m.definition, m.field), m))
+                .collect()
+        });
     INDEX.get(&(schema_name, field)).copied()
 }
 
@@ -271,8 +288,13 @@ pub fn field_meta(schema_name: &str, field: &str) -> Option<&'static FieldMeta> 
 /// `io.k8s.api.core.v1.Container`. None for scalars, free-form fields and unknown names.
 pub fn field_schema_name(parent_schema_name: &str, field: &str) -> Option<&'static str> {
     let defs = definitions();
-    let prop = defs.get(parent_schema_name)?.get("properties")?.get(field)?;
-    referenced_definition(prop).and_then(|name| defs.get_key_value(name)).map(|(k, _)| k.as_str())
+    let prop = defs
+        .get(parent_schema_name)?
+        .get("properties")?
+        .get(field)?;
+    referenced_definition(prop)
+        .and_then(|name| defs.get_key_value(name))
+        .map(|(k, _)| k.as_str())
 }
 
 /// The definition a schema refers to: directly, through a single `allOf`, or through the
@@ -281,7 +303,11 @@ fn referenced_definition(schema: &Value) -> Option<&str> {
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
         return r.strip_prefix(REF_PREFIX);
     }
-    if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+    if let Some([only]) = schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
         return referenced_definition(only);
     }
     if let Some(items) = schema.get("items") {
@@ -327,7 +353,9 @@ fn resource_root(schema_name: &str) -> Option<Root> {
         "io.k8s.api.batch.v1.Job" => root::<batch::v1::Job>,
         "io.k8s.api.batch.v1.CronJob" => root::<batch::v1::CronJob>,
         "io.k8s.api.autoscaling.v1.Scale" => root::<autoscaling::v1::Scale>,
-        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler" => root::<autoscaling::v2::HorizontalPodAutoscaler>,
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler" => {
+            root::<autoscaling::v2::HorizontalPodAutoscaler>
+        }
         "io.k8s.api.coordination.v1.Lease" => root::<coordination::v1::Lease>,
         "io.k8s.api.discovery.v1.EndpointSlice" => root::<discovery::v1::EndpointSlice>,
         "io.k8s.api.events.v1.Event" => root::<events::v1::Event>,
@@ -371,7 +399,9 @@ fn build_definitions() -> Map<String, Value> {
     // kube-apiserver publishes these two as one-of schemas; k8s-openapi marks both int-or-string.
     if let Some(Value::Object(q)) = defs.get_mut(QUANTITY) {
         let description = q.remove("description").unwrap_or(Value::Null);
-        *q = object(json!({ "description": description, "oneOf": [{ "type": "string" }, { "type": "number" }] }));
+        *q = object(
+            json!({ "description": description, "oneOf": [{ "type": "string" }, { "type": "number" }] }),
+        );
     }
     if let Some(Value::Object(q)) = defs.get_mut(INT_OR_STRING) {
         let description = q.remove("description").unwrap_or(Value::Null);
@@ -392,7 +422,10 @@ fn build_definitions() -> Map<String, Value> {
             continue;
         };
         if !meta.list_map_keys.is_empty() {
-            prop.insert("x-kubernetes-list-map-keys".into(), json!(meta.list_map_keys));
+            prop.insert(
+                "x-kubernetes-list-map-keys".into(),
+                json!(meta.list_map_keys),
+            );
         }
         if let Some(t) = meta.list_type {
             prop.insert("x-kubernetes-list-type".into(), json!(t));
@@ -415,13 +448,19 @@ fn build_definitions() -> Map<String, Value> {
 
     for def in RESOURCES {
         if let Some(Value::Object(d)) = defs.get_mut(def.schema_name) {
-            d.insert("x-kubernetes-group-version-kind".into(), json!([gvk(def.group, def.version, def.kind)]));
+            d.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([gvk(def.group, def.version, def.kind)]),
+            );
         }
         let list = list_definition(def);
         defs.insert(format!("{}List", def.schema_name), list);
     }
     if let Some(Value::Object(d)) = defs.get_mut("io.k8s.api.autoscaling.v1.Scale") {
-        d.insert("x-kubernetes-group-version-kind".into(), json!([gvk("autoscaling", "v1", "Scale")]));
+        d.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([gvk("autoscaling", "v1", "Scale")]),
+        );
     }
     let every_gv = |kind: &str| -> Value {
         let mut gvs = vec![("", "v1")];
@@ -432,11 +471,19 @@ fn build_definitions() -> Map<String, Value> {
         }
         Value::Array(gvs.into_iter().map(|(g, v)| gvk(g, v, kind)).collect())
     };
-    if let Some(Value::Object(d)) = defs.get_mut("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions") {
-        d.insert("x-kubernetes-group-version-kind".into(), every_gv("DeleteOptions"));
+    if let Some(Value::Object(d)) =
+        defs.get_mut("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")
+    {
+        d.insert(
+            "x-kubernetes-group-version-kind".into(),
+            every_gv("DeleteOptions"),
+        );
     }
     if let Some(Value::Object(d)) = defs.get_mut("io.k8s.apimachinery.pkg.apis.meta.v1.Status") {
-        d.insert("x-kubernetes-group-version-kind".into(), json!([gvk("", "v1", "Status")]));
+        d.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!([gvk("", "v1", "Status")]),
+        );
     }
     defs.insert(
         PATCH.into(),
@@ -458,7 +505,10 @@ fn build_definitions() -> Map<String, Value> {
         },
     });
     watch_event["x-kubernetes-group-version-kind"] = every_gv("WatchEvent");
-    defs.insert("io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent".into(), watch_event);
+    defs.insert(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent".into(),
+        watch_event,
+    );
 
     let mut sorted: Vec<(String, Value)> = defs.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -579,9 +629,15 @@ fn tree() -> &'static Tree {
 
 impl Tree {
     fn compile(defs: &'static Map<String, Value>) -> Tree {
-        let roots: HashMap<&'static str, NodeId> =
-            defs.keys().enumerate().map(|(i, name)| (name.as_str(), i as NodeId)).collect();
-        let mut tree = Tree { nodes: vec![Node::Any; defs.len()], roots };
+        let roots: HashMap<&'static str, NodeId> = defs
+            .keys()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i as NodeId))
+            .collect();
+        let mut tree = Tree {
+            nodes: vec![Node::Any; defs.len()],
+            roots,
+        };
         for (i, (name, schema)) in defs.iter().enumerate() {
             let node = match name.as_str() {
                 QUANTITY => Node::Scalar(Scalar::Quantity),
@@ -595,10 +651,22 @@ impl Tree {
 
     /// The node of a field's schema: the referenced definition, or a new inline node.
     fn child(&mut self, schema: &'static Value) -> NodeId {
-        if let Some(name) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix(REF_PREFIX)) {
-            return self.roots.get(name).copied().unwrap_or_else(|| self.push(Node::Any));
+        if let Some(name) = schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix(REF_PREFIX))
+        {
+            return self
+                .roots
+                .get(name)
+                .copied()
+                .unwrap_or_else(|| self.push(Node::Any));
         }
-        if let Some([only]) = schema.get("allOf").and_then(Value::as_array).map(Vec::as_slice) {
+        if let Some([only]) = schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
             return self.child(only);
         }
         let node = self.node_for(schema);
@@ -624,7 +692,11 @@ impl Tree {
                 "date-time" => Scalar::DateTime,
                 _ => Scalar::String,
             }),
-            Some("integer") => Node::Scalar(if format == "int32" { Scalar::Int32 } else { Scalar::Int64 }),
+            Some("integer") => Node::Scalar(if format == "int32" {
+                Scalar::Int32
+            } else {
+                Scalar::Int64
+            }),
             Some("number") => Node::Scalar(Scalar::Number),
             Some("boolean") => Node::Scalar(Scalar::Boolean),
             Some("array") => match schema.get("items") {
@@ -635,8 +707,10 @@ impl Tree {
                 if let Some(props) = schema.get("properties").and_then(Value::as_object)
                     && !props.is_empty()
                 {
-                    let mut fields: Vec<(&'static str, NodeId)> =
-                        props.iter().map(|(k, v)| (k.as_str(), self.child(v))).collect();
+                    let mut fields: Vec<(&'static str, NodeId)> = props
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), self.child(v)))
+                        .collect();
                     fields.sort_by(|a, b| a.0.cmp(b.0));
                     return Node::Object(fields.into_boxed_slice());
                 }
@@ -660,7 +734,10 @@ impl Tree {
 impl Node {
     fn field(&self, name: &str) -> Option<NodeId> {
         match self {
-            Node::Object(fields) => fields.binary_search_by(|(k, _)| (*k).cmp(name)).ok().map(|i| fields[i].1),
+            Node::Object(fields) => fields
+                .binary_search_by(|(k, _)| (*k).cmp(name))
+                .ok()
+                .map(|i| fields[i].1),
             _ => None,
         }
     }
@@ -703,7 +780,13 @@ pub fn has_schema(def: &ResourceDef) -> bool {
 }
 
 fn walk(schema_name: &str, obj: &Value, unknown: bool, types: bool) -> FieldReport {
-    let mut walker = Walker { tree: tree(), unknown, types, report: FieldReport::default(), path: String::new() };
+    let mut walker = Walker {
+        tree: tree(),
+        unknown,
+        types,
+        report: FieldReport::default(),
+        path: String::new(),
+    };
     if let Some(root) = walker.tree.root_of(schema_name) {
         walker.visit_root(root, obj);
     }
@@ -808,7 +891,11 @@ impl Walker {
                 Value::String(s) => {
                     if !is_base64(s) {
                         let detail = "must be base64-encoded data";
-                        self.report.type_errors.push(FieldError::invalid(&self.path, render(value), detail));
+                        self.report.type_errors.push(FieldError::invalid(
+                            &self.path,
+                            render(value),
+                            detail,
+                        ));
                     }
                     true
                 }
@@ -818,7 +905,11 @@ impl Walker {
                 Value::String(s) => {
                     if chrono::DateTime::parse_from_rfc3339(s).is_err() {
                         let detail = "must be an RFC 3339 date-time (2006-01-02T15:04:05Z)";
-                        self.report.type_errors.push(FieldError::invalid(&self.path, render(value), detail));
+                        self.report.type_errors.push(FieldError::invalid(
+                            &self.path,
+                            render(value),
+                            detail,
+                        ));
                     }
                     true
                 }
@@ -856,7 +947,9 @@ impl Walker {
             Value::Object(_) => "object",
         };
         let detail = format!("must be of type {expected}, not {actual}");
-        self.report.type_errors.push(FieldError::invalid(&self.path, render(value), detail));
+        self.report
+            .type_errors
+            .push(FieldError::invalid(&self.path, render(value), detail));
     }
 }
 
@@ -878,20 +971,28 @@ fn render(value: &Value) -> String {
 fn is_base64(s: &str) -> bool {
     use base64::Engine;
     let compact: String = s.chars().filter(|c| *c != '\n' && *c != '\r').collect();
-    base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).is_ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .is_ok()
 }
 
 /// Removes the fields the schema does not know (what `fieldValidation=Ignore`/`Warn` store).
 /// `apiVersion`, `kind` and `metadata.managedFields` are kept.
 pub fn prune_unknown(def: &ResourceDef, obj: &mut Value) {
     let tree = tree();
-    let Some(root) = tree.root_of(def.schema_name) else { return };
+    let Some(root) = tree.root_of(def.schema_name) else {
+        return;
+    };
     if let Value::Object(map) = obj {
         map.retain(|k, _| k == "apiVersion" || k == "kind" || tree.node(root).field(k).is_some());
         for (key, value) in map.iter_mut() {
             if key == "metadata" {
-                if let (Some(meta_id), Value::Object(meta)) = (tree.node(root).field("metadata"), &mut *value) {
-                    meta.retain(|k, _| k == "managedFields" || tree.node(meta_id).field(k).is_some());
+                if let (Some(meta_id), Value::Object(meta)) =
+                    (tree.node(root).field("metadata"), &mut *value)
+                {
+                    meta.retain(|k, _| {
+                        k == "managedFields" || tree.node(meta_id).field(k).is_some()
+                    });
                     for (k, v) in meta.iter_mut() {
                         if k != "managedFields"
                             && let Some(child) = tree.node(meta_id).field(k)
@@ -917,8 +1018,12 @@ fn prune(tree: &Tree, id: NodeId, value: &mut Value) {
                 }
             }
         }
-        (Node::Map(values), Value::Object(map)) => map.values_mut().for_each(|v| prune(tree, *values, v)),
-        (Node::Array(items), Value::Array(list)) => list.iter_mut().for_each(|v| prune(tree, *items, v)),
+        (Node::Map(values), Value::Object(map)) => {
+            map.values_mut().for_each(|v| prune(tree, *values, v))
+        }
+        (Node::Array(items), Value::Array(list)) => {
+            list.iter_mut().for_each(|v| prune(tree, *items, v))
+        }
         _ => {}
     }
 }
@@ -1010,8 +1115,15 @@ mod tests {
         for def in RESOURCES {
             assert!(has_schema(def), "{} has no schema", def.schema_name);
             let schema = &definitions()[def.schema_name];
-            assert_eq!(schema["x-kubernetes-group-version-kind"][0]["kind"], def.kind);
-            assert!(schema["properties"]["metadata"].is_object(), "{}", def.schema_name);
+            assert_eq!(
+                schema["x-kubernetes-group-version-kind"][0]["kind"],
+                def.kind
+            );
+            assert!(
+                schema["properties"]["metadata"].is_object(),
+                "{}",
+                def.schema_name
+            );
         }
     }
 
@@ -1020,7 +1132,10 @@ mod tests {
         let d = def("apps/v1", "Deployment");
         let mut obj = deployment();
         obj["spec"]["template"]["spec"]["containers"][0]["images"] = json!("nginx");
-        assert_eq!(unknown_fields(d, &obj), vec!["spec.template.spec.containers[0].images".to_string()]);
+        assert_eq!(
+            unknown_fields(d, &obj),
+            vec!["spec.template.spec.containers[0].images".to_string()]
+        );
     }
 
     #[test]
@@ -1042,7 +1157,10 @@ mod tests {
         pvc["spec"]["accessModesL"] = json!(["ReadWriteOnce"]);
         pvc["spec"]["resources"]["request"] = json!({});
         pvc["kinds"] = json!("PersistentVolumeClaim");
-        assert_eq!(unknown_fields(d, &pvc), vec!["spec.resources.request", "spec.accessModesL", "kinds"]);
+        assert_eq!(
+            unknown_fields(d, &pvc),
+            vec!["spec.resources.request", "spec.accessModesL", "kinds"]
+        );
     }
 
     #[test]
@@ -1140,7 +1258,8 @@ mod tests {
         let d = def("apps/v1", "Deployment");
         let mut obj = deployment();
         obj["spec"]["replicas"] = json!("3");
-        obj["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(8080.5);
+        obj["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+            json!(8080.5);
         obj["spec"]["template"]["spec"]["containers"][0]["args"] = json!("--port 8080");
         obj["metadata"]["labels"]["version"] = json!(2);
         obj["spec"]["paused"] = json!("yes");
@@ -1156,7 +1275,10 @@ mod tests {
                 "spec.paused",
             ]
         );
-        assert_eq!(errors[1].message(), "spec.replicas: Invalid value: \"3\": must be of type int32, not string");
+        assert_eq!(
+            errors[1].message(),
+            "spec.replicas: Invalid value: \"3\": must be of type int32, not string"
+        );
     }
 
     #[test]
@@ -1164,7 +1286,8 @@ mod tests {
         let d = def("apps/v1", "Deployment");
         let mut obj = deployment();
         obj["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(true);
-        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!(["2"]);
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] =
+            json!(["2"]);
         obj["status"]["conditions"][0]["lastTransitionTime"] = json!("yesterday");
         let paths: Vec<String> = type_errors(d, &obj).into_iter().map(|e| e.path).collect();
         assert_eq!(
@@ -1196,44 +1319,119 @@ mod tests {
 
     #[test]
     fn patch_metadata_of_well_known_fields() {
-        let merge_by = |key| Some(PatchMeta { strategy: "merge", merge_key: Some(key) });
-        assert_eq!(patch_meta("io.k8s.api.core.v1.PodSpec", "containers"), merge_by("name"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.Container", "ports"), merge_by("containerPort"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.Container", "env"), merge_by("name"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.Container", "volumeMounts"), merge_by("mountPath"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.ServiceSpec", "ports"), merge_by("port"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.EphemeralContainer", "env"), merge_by("name"));
+        let merge_by = |key| {
+            Some(PatchMeta {
+                strategy: "merge",
+                merge_key: Some(key),
+            })
+        };
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.PodSpec", "containers"),
+            merge_by("name")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.Container", "ports"),
+            merge_by("containerPort")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.Container", "env"),
+            merge_by("name")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.Container", "volumeMounts"),
+            merge_by("mountPath")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.ServiceSpec", "ports"),
+            merge_by("port")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.EphemeralContainer", "env"),
+            merge_by("name")
+        );
         assert_eq!(
             patch_meta("io.k8s.api.core.v1.PodSpec", "volumes"),
-            Some(PatchMeta { strategy: "merge,retainKeys", merge_key: Some("name") })
+            Some(PatchMeta {
+                strategy: "merge,retainKeys",
+                merge_key: Some("name")
+            })
         );
         assert_eq!(
             patch_meta("io.k8s.api.apps.v1.DeploymentSpec", "strategy"),
-            Some(PatchMeta { strategy: "retainKeys", merge_key: None })
+            Some(PatchMeta {
+                strategy: "retainKeys",
+                merge_key: None
+            })
         );
         assert_eq!(
-            patch_meta("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers"),
-            Some(PatchMeta { strategy: "merge", merge_key: None })
+            patch_meta(
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "finalizers"
+            ),
+            Some(PatchMeta {
+                strategy: "merge",
+                merge_key: None
+            })
         );
-        assert_eq!(patch_meta("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences"), merge_by("uid"));
-        assert_eq!(patch_meta("io.k8s.api.core.v1.PodSpec", "tolerations"), None);
-        assert_eq!(field_meta("io.k8s.api.core.v1.PodSpec", "tolerations").and_then(|m| m.list_type), Some("atomic"));
+        assert_eq!(
+            patch_meta(
+                "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+                "ownerReferences"
+            ),
+            merge_by("uid")
+        );
+        assert_eq!(
+            patch_meta("io.k8s.api.core.v1.PodSpec", "tolerations"),
+            None
+        );
+        assert_eq!(
+            field_meta("io.k8s.api.core.v1.PodSpec", "tolerations").and_then(|m| m.list_type),
+            Some("atomic")
+        );
     }
 
     #[test]
     fn field_schema_names_let_a_walker_descend() {
         let steps = [
-            ("io.k8s.api.apps.v1.Deployment", "spec", Some("io.k8s.api.apps.v1.DeploymentSpec")),
-            ("io.k8s.api.apps.v1.DeploymentSpec", "template", Some("io.k8s.api.core.v1.PodTemplateSpec")),
-            ("io.k8s.api.core.v1.PodTemplateSpec", "spec", Some("io.k8s.api.core.v1.PodSpec")),
-            ("io.k8s.api.core.v1.PodSpec", "containers", Some("io.k8s.api.core.v1.Container")),
-            ("io.k8s.api.core.v1.Container", "ports", Some("io.k8s.api.core.v1.ContainerPort")),
-            ("io.k8s.api.core.v1.ResourceRequirements", "limits", Some(QUANTITY)),
+            (
+                "io.k8s.api.apps.v1.Deployment",
+                "spec",
+                Some("io.k8s.api.apps.v1.DeploymentSpec"),
+            ),
+            (
+                "io.k8s.api.apps.v1.DeploymentSpec",
+                "template",
+                Some("io.k8s.api.core.v1.PodTemplateSpec"),
+            ),
+            (
+                "io.k8s.api.core.v1.PodTemplateSpec",
+                "spec",
+                Some("io.k8s.api.core.v1.PodSpec"),
+            ),
+            (
+                "io.k8s.api.core.v1.PodSpec",
+                "containers",
+                Some("io.k8s.api.core.v1.Container"),
+            ),
+            (
+                "io.k8s.api.core.v1.Container",
+                "ports",
+                Some("io.k8s.api.core.v1.ContainerPort"),
+            ),
+            (
+                "io.k8s.api.core.v1.ResourceRequirements",
+                "limits",
+                Some(QUANTITY),
+            ),
             ("io.k8s.api.core.v1.Container", "image", None),
             ("io.k8s.api.core.v1.Container", "nope", None),
         ];
         for (parent, field, expected) in steps {
-            assert_eq!(field_schema_name(parent, field), expected, "{parent}.{field}");
+            assert_eq!(
+                field_schema_name(parent, field),
+                expected,
+                "{parent}.{field}"
+            );
         }
     }
 
@@ -1241,7 +1439,10 @@ mod tests {
     fn definitions_use_openapi_v3_references() {
         let dep = &definitions()["io.k8s.api.apps.v1.Deployment"];
         let spec = &dep["properties"]["spec"];
-        assert_eq!(spec["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec");
+        assert_eq!(
+            spec["allOf"][0]["$ref"],
+            "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"
+        );
         assert!(spec["description"].is_string());
         let text = serde_json::to_string(definitions()).unwrap_or_default();
         assert!(!text.contains("#/$defs/"));
@@ -1249,6 +1450,9 @@ mod tests {
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
         assert_eq!(containers["x-kubernetes-list-type"], "map");
-        assert_eq!(definitions()["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"], "atomic");
+        assert_eq!(
+            definitions()["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"],
+            "atomic"
+        );
     }
 }
