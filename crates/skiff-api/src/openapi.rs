@@ -697,6 +697,204 @@ fn resource_paths(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Swagger 2.0 (`/openapi/v2`), derived from the v3 documents for older clients.
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /openapi/v2`: one Swagger 2.0 document of every served group-version, serialized once.
+pub fn v2() -> Arc<Vec<u8>> {
+    static V2: LazyLock<Arc<Vec<u8>>> =
+        LazyLock::new(|| Arc::new(serde_json::to_vec(&build_v2()).unwrap_or_default()));
+    V2.clone()
+}
+
+fn build_v2() -> Value {
+    let mut paths: Vec<(String, Value)> = Vec::new();
+    for doc in V3.iter() {
+        if let Some(p) = doc.value["paths"].as_object() {
+            paths.extend(p.iter().map(|(k, item)| (k.clone(), v2_path_item(item))));
+        }
+    }
+    paths.sort_by(|a, b| a.0.cmp(&b.0));
+    let definitions: Map<String, Value> = definitions()
+        .iter()
+        .map(|(name, schema)| (name.clone(), v2_schema(name, schema)))
+        .collect();
+    json!({
+        "swagger": "2.0",
+        "info": { "title": "Kubernetes", "version": crate::KUBE_GIT_VERSION },
+        "paths": paths.into_iter().collect::<Map<String, Value>>(),
+        "definitions": definitions,
+        "securityDefinitions": {
+            "BearerToken": {
+                "description": "Bearer Token authentication",
+                "type": "apiKey",
+                "name": "authorization",
+                "in": "header",
+            },
+        },
+        "security": [{ "BearerToken": [] }],
+    })
+}
+
+/// A definition in Swagger 2.0 form: `#/definitions/` references with their siblings kept
+/// beside them (as kube-apiserver's v2 has it), and the two one-of types as strings.
+fn v2_schema(name: &str, schema: &Value) -> Value {
+    match name {
+        crate::schema::QUANTITY => {
+            return json!({ "description": schema["description"], "type": "string" });
+        }
+        crate::schema::INT_OR_STRING => {
+            return json!({ "description": schema["description"], "type": "string", "format": "int-or-string" });
+        }
+        _ => {}
+    }
+    let mut out = schema.clone();
+    v2_refs(&mut out);
+    out
+}
+
+fn v2_refs(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let single_ref = match map
+                .get("allOf")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+            {
+                Some([only]) => only.get("$ref").cloned(),
+                _ => None,
+            };
+            if let Some(r) = single_ref {
+                let rest = std::mem::take(map);
+                map.insert("$ref".into(), r);
+                map.extend(rest.into_iter().filter(|(k, _)| k != "allOf"));
+            }
+            if let Some(Value::String(r)) = map.get_mut("$ref")
+                && let Some(name) = r.strip_prefix(REF_PREFIX)
+            {
+                *r = format!("#/definitions/{name}");
+            }
+            map.values_mut().for_each(v2_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(v2_refs),
+        _ => {}
+    }
+}
+
+fn v2_path_item(item: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(map) = item.as_object() {
+        for (key, value) in map {
+            let converted = if key == "parameters" {
+                v2_parameters(value)
+            } else {
+                v2_operation(value)
+            };
+            out.insert(key.clone(), converted);
+        }
+    }
+    Value::Object(out)
+}
+
+/// Swagger 2.0 parameters carry their type inline instead of in a `schema`.
+fn v2_parameters(params: &Value) -> Value {
+    let converted = params.as_array().map(|list| {
+        list.iter()
+            .map(|p| {
+                let mut out = Map::new();
+                for key in [
+                    "uniqueItems",
+                    "type",
+                    "name",
+                    "in",
+                    "description",
+                    "required",
+                ] {
+                    let value = if key == "type" || key == "uniqueItems" {
+                        &p["schema"][key]
+                    } else {
+                        &p[key]
+                    };
+                    if !value.is_null() {
+                        out.insert(key.to_string(), value.clone());
+                    }
+                }
+                Value::Object(out)
+            })
+            .collect::<Vec<_>>()
+    });
+    Value::Array(converted.unwrap_or_default())
+}
+
+fn v2_operation(op: &Value) -> Value {
+    let Some(map) = op.as_object() else {
+        return op.clone();
+    };
+    let mut out = Map::new();
+    let mut produces: Vec<String> = Vec::new();
+    let mut responses = Map::new();
+    if let Some(codes) = map.get("responses").and_then(Value::as_object) {
+        for (code, response) in codes {
+            let mut r = json!({ "description": response["description"] });
+            if let Some(content) = response.get("content").and_then(Value::as_object) {
+                for t in content.keys() {
+                    if !produces.contains(t) {
+                        produces.push(t.clone());
+                    }
+                }
+                if let Some(first) = content.values().next() {
+                    let mut schema = first["schema"].clone();
+                    v2_refs(&mut schema);
+                    r["schema"] = schema;
+                }
+            }
+            responses.insert(code.clone(), r);
+        }
+    }
+    let consumes: Vec<String> = map
+        .get("requestBody")
+        .and_then(|b| b.get("content"))
+        .and_then(Value::as_object)
+        .map(|c| c.keys().cloned().collect())
+        .unwrap_or_default();
+    for (key, value) in map {
+        match key.as_str() {
+            "parameters" | "requestBody" | "responses" => {}
+            _ => {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    if !consumes.is_empty() {
+        out.insert("consumes".into(), json!(consumes));
+    }
+    out.insert("produces".into(), json!(produces));
+    out.insert("schemes".into(), json!(["https"]));
+    let mut parameters = match map.get("parameters") {
+        Some(p) => v2_parameters(p).as_array().cloned().unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if let Some(body) = map.get("requestBody") {
+        let mut schema = body["content"]
+            .as_object()
+            .and_then(|c| c.values().next())
+            .map(|m| m["schema"].clone())
+            .unwrap_or(Value::Null);
+        v2_refs(&mut schema);
+        let mut param = json!({ "name": "body", "in": "body", "schema": schema });
+        if body["required"] == Value::Bool(true) {
+            param["required"] = json!(true);
+        }
+        parameters.insert(0, param);
+    }
+    if !parameters.is_empty() {
+        out.insert("parameters".into(), Value::Array(parameters));
+    }
+    out.insert("responses".into(), Value::Object(responses));
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,6 +1056,54 @@ mod tests {
         );
         assert!(
             core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"]["put"].is_object()
+        );
+    }
+
+    #[test]
+    fn v2_has_definitions_paths_and_extensions() {
+        let doc: Value = serde_json::from_slice(&v2()).unwrap_or_default();
+        assert_eq!(doc["swagger"], "2.0");
+        let defs = &doc["definitions"];
+        let dep = &defs["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            dep["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        assert_eq!(
+            dep["properties"]["spec"]["$ref"],
+            "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+        );
+        assert!(dep["properties"]["spec"].get("allOf").is_none());
+        assert_eq!(
+            defs["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]["x-kubernetes-patch-merge-key"],
+            "name"
+        );
+        assert_eq!(
+            defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"],
+            "int-or-string"
+        );
+        let text = String::from_utf8_lossy(&v2()).to_string();
+        assert!(!text.contains("#/components/"));
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["consumes"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!("application/strategic-merge-patch+json")))
+        );
+        let params = patch["parameters"].as_array().cloned().unwrap_or_default();
+        assert_eq!(params[0]["in"], "body");
+        assert!(params.iter().any(|p| p["name"] == "fieldValidation"
+            && p["in"] == "query"
+            && p["type"] == "string"));
+        assert!(
+            doc["paths"]["/api/v1/namespaces/{namespace}/pods"]["get"]["responses"]["200"]["schema"]
+                ["$ref"]
+                == "#/definitions/io.k8s.api.core.v1.PodList"
         );
     }
 

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 /// Prefix of every schema reference in the published documents.
 pub const REF_PREFIX: &str = "#/components/schemas/";
 
-const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
-const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
+pub(crate) const QUANTITY: &str = "io.k8s.apimachinery.pkg.api.resource.Quantity";
+pub(crate) const INT_OR_STRING: &str = "io.k8s.apimachinery.pkg.util.intstr.IntOrString";
 const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 /// The definition of PATCH request bodies (free-form: its shape depends on the patch type).
 pub const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
