@@ -13,6 +13,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 /// Prefix of every schema reference in the published documents.
@@ -874,7 +875,7 @@ impl Walker {
                     let items = *items;
                     for (i, child) in list.iter().enumerate() {
                         let len = self.path.len();
-                        self.path.push_str(&format!("[{i}]"));
+                        let _ = write!(self.path, "[{i}]");
                         self.visit(items, child);
                         self.path.truncate(len);
                     }
@@ -919,8 +920,24 @@ impl Walker {
             Scalar::Int64 => value.is_i64(),
             Scalar::Number => value.is_number(),
             Scalar::Boolean => value.is_boolean(),
-            Scalar::IntOrString => value.is_string() || value.is_i64(),
-            Scalar::Quantity => value.is_string() || value.is_number(),
+            Scalar::IntOrString => {
+                value.is_string() || value.as_i64().is_some_and(|n| i32::try_from(n).is_ok())
+            }
+            Scalar::Quantity => match value {
+                Value::String(s) => {
+                    if !is_quantity(s) {
+                        let detail = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+                        self.report.type_errors.push(FieldError::invalid(
+                            &self.path,
+                            render(value),
+                            detail,
+                        ));
+                    }
+                    true
+                }
+                Value::Number(_) => true,
+                _ => false,
+            },
         };
         if !ok {
             let expected = match scalar {
@@ -965,6 +982,31 @@ fn render(value: &Value) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// The syntax `resource.Quantity` accepts: a signed decimal number, then nothing, an SI
+/// suffix (`m`, `k`, `M`, ...), a binary suffix (`Ki`, `Mi`, ...) or a decimal exponent (`e3`).
+fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let number_len = unsigned
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(number_len);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    if digits == 0 || number.matches('.').count() > 1 {
+        return false;
+    }
+    match suffix {
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
+        _ => match suffix.strip_prefix(['e', 'E']) {
+            Some(exponent) => {
+                let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+                !exponent.is_empty() && exponent.chars().all(|c| c.is_ascii_digit())
+            }
+            None => false,
+        },
+    }
 }
 
 /// Go's `[]byte` JSON decoding: standard base64 with padding; line breaks are ignored.
@@ -1298,10 +1340,34 @@ mod tests {
                 "status.conditions[0].lastTransitionTime",
             ]
         );
+        let mut obj = deployment();
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] =
+            json!("1 GB");
+        obj["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!(3_000_000_000_i64);
+        let paths: Vec<String> = type_errors(d, &obj).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "spec.strategy.rollingUpdate.maxSurge",
+                "spec.template.spec.containers[0].resources.requests.memory"
+            ]
+        );
         let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "s" }, "data": { "k": "not base64!" } });
         let errors = type_errors(def("v1", "Secret"), &secret);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].path, "data.k");
+    }
+
+    #[test]
+    fn quantity_syntax() {
+        for ok in [
+            "1", "500m", "1.5Gi", "+2", "-1", ".5", "1.", "1e3", "2E-2", "10Ki", "0",
+        ] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "1 GB", "1GB", "1.2.3", "1e", "abc", "1Kix", "--1"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
     }
 
     #[test]
