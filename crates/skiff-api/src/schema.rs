@@ -7,7 +7,10 @@
 
 use crate::FieldError;
 use crate::registry::{RESOURCES, ResourceDef};
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, discovery, events};
+use k8s_openapi::api::{
+    admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates,
+    coordination, core, discovery, events, networking, node, policy, rbac, scheduling, storage,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -331,38 +334,70 @@ fn root<T: JsonSchema>(generator: &mut SchemaGenerator) {
     let _ = generator.subschema_for::<T>();
 }
 
+/// The k8s-openapi type of every kind skiff serves or may serve, by definition name. Only the
+/// registry's kinds are generated; the others are ready for when the registry grows.
+static KINDS: &[(&str, Root)] = &[
+    ("io.k8s.api.core.v1.Namespace", root::<core::v1::Namespace>),
+    ("io.k8s.api.core.v1.Pod", root::<core::v1::Pod>),
+    ("io.k8s.api.core.v1.Service", root::<core::v1::Service>),
+    ("io.k8s.api.core.v1.Endpoints", root::<core::v1::Endpoints>),
+    ("io.k8s.api.core.v1.ConfigMap", root::<core::v1::ConfigMap>),
+    ("io.k8s.api.core.v1.Secret", root::<core::v1::Secret>),
+    ("io.k8s.api.core.v1.Node", root::<core::v1::Node>),
+    ("io.k8s.api.core.v1.Event", root::<core::v1::Event>),
+    ("io.k8s.api.core.v1.ServiceAccount", root::<core::v1::ServiceAccount>),
+    ("io.k8s.api.core.v1.PersistentVolume", root::<core::v1::PersistentVolume>),
+    ("io.k8s.api.core.v1.PersistentVolumeClaim", root::<core::v1::PersistentVolumeClaim>),
+    ("io.k8s.api.core.v1.Binding", root::<core::v1::Binding>),
+    ("io.k8s.api.core.v1.ReplicationController", root::<core::v1::ReplicationController>),
+    ("io.k8s.api.core.v1.PodTemplate", root::<core::v1::PodTemplate>),
+    ("io.k8s.api.core.v1.LimitRange", root::<core::v1::LimitRange>),
+    ("io.k8s.api.core.v1.ResourceQuota", root::<core::v1::ResourceQuota>),
+    ("io.k8s.api.core.v1.ComponentStatus", root::<core::v1::ComponentStatus>),
+    ("io.k8s.api.apps.v1.Deployment", root::<apps::v1::Deployment>),
+    ("io.k8s.api.apps.v1.ReplicaSet", root::<apps::v1::ReplicaSet>),
+    ("io.k8s.api.apps.v1.StatefulSet", root::<apps::v1::StatefulSet>),
+    ("io.k8s.api.apps.v1.DaemonSet", root::<apps::v1::DaemonSet>),
+    ("io.k8s.api.apps.v1.ControllerRevision", root::<apps::v1::ControllerRevision>),
+    ("io.k8s.api.batch.v1.Job", root::<batch::v1::Job>),
+    ("io.k8s.api.batch.v1.CronJob", root::<batch::v1::CronJob>),
+    ("io.k8s.api.autoscaling.v1.Scale", root::<autoscaling::v1::Scale>),
+    ("io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler", root::<autoscaling::v1::HorizontalPodAutoscaler>),
+    ("io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler", root::<autoscaling::v2::HorizontalPodAutoscaler>),
+    ("io.k8s.api.coordination.v1.Lease", root::<coordination::v1::Lease>),
+    ("io.k8s.api.discovery.v1.EndpointSlice", root::<discovery::v1::EndpointSlice>),
+    ("io.k8s.api.events.v1.Event", root::<events::v1::Event>),
+    ("io.k8s.api.networking.v1.Ingress", root::<networking::v1::Ingress>),
+    ("io.k8s.api.networking.v1.IngressClass", root::<networking::v1::IngressClass>),
+    ("io.k8s.api.networking.v1.NetworkPolicy", root::<networking::v1::NetworkPolicy>),
+    ("io.k8s.api.policy.v1.PodDisruptionBudget", root::<policy::v1::PodDisruptionBudget>),
+    ("io.k8s.api.policy.v1.Eviction", root::<policy::v1::Eviction>),
+    ("io.k8s.api.rbac.v1.Role", root::<rbac::v1::Role>),
+    ("io.k8s.api.rbac.v1.RoleBinding", root::<rbac::v1::RoleBinding>),
+    ("io.k8s.api.rbac.v1.ClusterRole", root::<rbac::v1::ClusterRole>),
+    ("io.k8s.api.rbac.v1.ClusterRoleBinding", root::<rbac::v1::ClusterRoleBinding>),
+    ("io.k8s.api.storage.v1.StorageClass", root::<storage::v1::StorageClass>),
+    ("io.k8s.api.storage.v1.CSIDriver", root::<storage::v1::CSIDriver>),
+    ("io.k8s.api.storage.v1.CSINode", root::<storage::v1::CSINode>),
+    ("io.k8s.api.storage.v1.VolumeAttachment", root::<storage::v1::VolumeAttachment>),
+    ("io.k8s.api.scheduling.v1.PriorityClass", root::<scheduling::v1::PriorityClass>),
+    ("io.k8s.api.node.v1.RuntimeClass", root::<node::v1::RuntimeClass>),
+    ("io.k8s.api.certificates.v1.CertificateSigningRequest", root::<certificates::v1::CertificateSigningRequest>),
+    ("io.k8s.api.authentication.v1.TokenReview", root::<authentication::v1::TokenReview>),
+    ("io.k8s.api.authorization.v1.SelfSubjectAccessReview", root::<authorization::v1::SelfSubjectAccessReview>),
+    ("io.k8s.api.authorization.v1.SubjectAccessReview", root::<authorization::v1::SubjectAccessReview>),
+    ("io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration", root::<admissionregistration::v1::MutatingWebhookConfiguration>),
+    ("io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration", root::<admissionregistration::v1::ValidatingWebhookConfiguration>),
+    ("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition", root::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
+    ("io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService", root::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>),
+];
+
 /// The k8s-openapi type of a registry resource, by its definition name.
 fn resource_root(schema_name: &str) -> Option<Root> {
-    let root: Root = match schema_name {
-        "io.k8s.api.core.v1.Namespace" => root::<core::v1::Namespace>,
-        "io.k8s.api.core.v1.Pod" => root::<core::v1::Pod>,
-        "io.k8s.api.core.v1.Service" => root::<core::v1::Service>,
-        "io.k8s.api.core.v1.Endpoints" => root::<core::v1::Endpoints>,
-        "io.k8s.api.core.v1.ConfigMap" => root::<core::v1::ConfigMap>,
-        "io.k8s.api.core.v1.Secret" => root::<core::v1::Secret>,
-        "io.k8s.api.core.v1.Node" => root::<core::v1::Node>,
-        "io.k8s.api.core.v1.Event" => root::<core::v1::Event>,
-        "io.k8s.api.core.v1.ServiceAccount" => root::<core::v1::ServiceAccount>,
-        "io.k8s.api.core.v1.PersistentVolume" => root::<core::v1::PersistentVolume>,
-        "io.k8s.api.core.v1.PersistentVolumeClaim" => root::<core::v1::PersistentVolumeClaim>,
-        "io.k8s.api.core.v1.Binding" => root::<core::v1::Binding>,
-        "io.k8s.api.apps.v1.Deployment" => root::<apps::v1::Deployment>,
-        "io.k8s.api.apps.v1.ReplicaSet" => root::<apps::v1::ReplicaSet>,
-        "io.k8s.api.apps.v1.StatefulSet" => root::<apps::v1::StatefulSet>,
-        "io.k8s.api.apps.v1.DaemonSet" => root::<apps::v1::DaemonSet>,
-        "io.k8s.api.apps.v1.ControllerRevision" => root::<apps::v1::ControllerRevision>,
-        "io.k8s.api.batch.v1.Job" => root::<batch::v1::Job>,
-        "io.k8s.api.batch.v1.CronJob" => root::<batch::v1::CronJob>,
-        "io.k8s.api.autoscaling.v1.Scale" => root::<autoscaling::v1::Scale>,
-        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler" => {
-            root::<autoscaling::v2::HorizontalPodAutoscaler>
-        }
-        "io.k8s.api.coordination.v1.Lease" => root::<coordination::v1::Lease>,
-        "io.k8s.api.discovery.v1.EndpointSlice" => root::<discovery::v1::EndpointSlice>,
-        "io.k8s.api.events.v1.Event" => root::<events::v1::Event>,
-        _ => return None,
-    };
-    Some(root)
+    KINDS
+        .iter()
+        .find(|(name, _)| *name == schema_name)
+        .map(|(_, root)| *root)
 }
 
 /// Types every group-version document refers to besides the resources themselves.
@@ -448,6 +483,11 @@ fn build_definitions() -> Map<String, Value> {
     }
 
     for def in RESOURCES {
+        if !defs.contains_key(def.schema_name) {
+            // A kind without a k8s-openapi type still gets a (permissive) schema, so that the
+            // documents stay consistent and kubectl finds its paths.
+            defs.insert(def.schema_name.to_string(), free_form_kind(def));
+        }
         if let Some(Value::Object(d)) = defs.get_mut(def.schema_name) {
             d.insert(
                 "x-kubernetes-group-version-kind".into(),
@@ -525,6 +565,20 @@ fn object(v: Value) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
+}
+
+/// A kind whose fields are unknown: only the object metadata is described.
+fn free_form_kind(def: &ResourceDef) -> Value {
+    json!({
+        "description": format!("{} (fields not described by this server).", def.kind),
+        "type": "object",
+        "properties": {
+            "apiVersion": { "type": "string" },
+            "kind": { "type": "string" },
+            "metadata": { "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") },
+        },
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// The `<Kind>List` definition kube-apiserver publishes next to every kind.
@@ -1153,8 +1207,22 @@ mod tests {
     }
 
     #[test]
+    fn kind_table_names_match_k8s_openapi() {
+        for (name, root) in KINDS {
+            let mut generator = SchemaSettings::draft2020_12().into_generator();
+            root(&mut generator);
+            assert!(generator.definitions().contains_key(*name), "{name}");
+        }
+    }
+
+    #[test]
     fn every_registry_resource_has_a_schema() {
         for def in RESOURCES {
+            assert!(
+                resource_root(def.schema_name).is_some(),
+                "{} has no k8s-openapi type",
+                def.schema_name
+            );
             assert!(has_schema(def), "{} has no schema", def.schema_name);
             let schema = &definitions()[def.schema_name];
             assert_eq!(
