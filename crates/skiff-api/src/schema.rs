@@ -242,6 +242,64 @@ static FIELD_META: &[FieldMeta] = &[
     fm("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector", "matchExpressions", None, None, Some("atomic"), &[], None),
     fm("io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement", "values", None, None, Some("atomic"), &[], None),
     fm("io.k8s.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement", "values", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "usages", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.certificates.v1.CertificateSigningRequestSpec", "groups", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.certificates.v1.CertificateSigningRequestStatus", "conditions", None, None, Some("map"), &["type"], None),
+    fm("io.k8s.api.node.v1.Scheduling", "nodeSelector", None, None, None, &[], Some("atomic")),
+    fm("io.k8s.api.node.v1.Scheduling", "tolerations", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicySpec", "ingress", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicySpec", "egress", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicySpec", "policyTypes", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicyIngressRule", "ports", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicyIngressRule", "from", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicyEgressRule", "ports", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.NetworkPolicyEgressRule", "to", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IPBlock", "except", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IngressSpec", "tls", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IngressSpec", "rules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IngressTLS", "hosts", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IngressLoadBalancerStatus", "ingress", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.IngressLoadBalancerIngress", "ports", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.HTTPIngressRuleValue", "paths", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.ServiceCIDRSpec", "cidrs", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.networking.v1.ServiceCIDRStatus", "conditions", Some("merge"), Some("type"), Some("map"), &["type"], None),
+    fm("io.k8s.api.policy.v1.PodDisruptionBudgetSpec", "selector", Some("replace"), None, None, &[], None),
+    fm("io.k8s.api.policy.v1.PodDisruptionBudgetStatus", "conditions", Some("merge"), Some("type"), Some("map"), &["type"], None),
+    fm("io.k8s.api.storage.v1.StorageClass", "mountOptions", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.storage.v1.StorageClass", "allowedTopologies", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.storage.v1.CSIDriverSpec", "volumeLifecycleModes", None, None, Some("set"), &[], None),
+    fm("io.k8s.api.storage.v1.CSIDriverSpec", "tokenRequests", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.storage.v1.CSINodeSpec", "drivers", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.storage.v1.CSINodeDriver", "topologyKeys", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.PolicyRule", "verbs", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.PolicyRule", "apiGroups", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.PolicyRule", "resources", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.PolicyRule", "resourceNames", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.PolicyRule", "nonResourceURLs", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.Role", "rules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.RoleBinding", "subjects", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.ClusterRole", "rules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.AggregationRule", "clusterRoleSelectors", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.rbac.v1.ClusterRoleBinding", "subjects", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyStatus", "conditions", None, None, Some("map"), &["type"], None),
+    fm("io.k8s.api.admissionregistration.v1.TypeChecking", "expressionWarnings", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", "validations", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", "auditAnnotations", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", "matchConditions", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicySpec", "variables", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBindingSpec", "validationActions", None, None, Some("set"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.MatchResources", "resourceRules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.MatchResources", "excludeResourceRules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.NamedRuleWithOperations", "resourceNames", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration", "webhooks", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration", "webhooks", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingWebhook", "rules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingWebhook", "admissionReviewVersions", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.ValidatingWebhook", "matchConditions", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.MutatingWebhook", "rules", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.MutatingWebhook", "admissionReviewVersions", None, None, Some("atomic"), &[], None),
+    fm("io.k8s.api.admissionregistration.v1.MutatingWebhook", "matchConditions", Some("merge"), Some("name"), Some("map"), &["name"], None),
+    fm("io.k8s.api.admissionregistration.v1.RuleWithOperations", "operations", None, None, Some("atomic"), &[], None),
 ];
 
 /// Structs marked `+structType=atomic`: published as `x-kubernetes-map-type: atomic`.
@@ -263,6 +321,15 @@ static ATOMIC_STRUCTS: &[&str] = &[
     "io.k8s.api.core.v1.ScopeSelector",
     "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference",
     "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+    "io.k8s.api.networking.v1.ServiceBackendPort",
+    "io.k8s.api.rbac.v1.Subject",
+    "io.k8s.api.rbac.v1.RoleRef",
+    "io.k8s.api.autoscaling.v1.CrossVersionObjectReference",
+    "io.k8s.api.admissionregistration.v1.ParamKind",
+    "io.k8s.api.admissionregistration.v1.Variable",
+    "io.k8s.api.admissionregistration.v1.ParamRef",
+    "io.k8s.api.admissionregistration.v1.MatchResources",
+    "io.k8s.api.admissionregistration.v1.NamedRuleWithOperations",
 ];
 
 /// The strategic-merge-patch metadata of `field` in the definition `schema_name`, if the field
@@ -827,6 +894,12 @@ pub fn type_errors(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
 /// Unknown fields and type errors in one pass (what a write needs).
 pub fn check_fields(def: &ResourceDef, obj: &Value) -> FieldReport {
     walk(def.schema_name, obj, true, true)
+}
+
+/// [`check_fields`] for any definition by name, e.g. `io.k8s.api.autoscaling.v1.Scale` for a
+/// `/scale` body. An unknown name finds nothing.
+pub fn check_fields_by_name(schema_name: &str, obj: &Value) -> FieldReport {
+    walk(schema_name, obj, true, true)
 }
 
 /// Whether the resource has a compiled schema (every registry resource should).
@@ -1436,6 +1509,20 @@ mod tests {
         for bad in ["", "Gi", "1 GB", "1GB", "1.2.3", "1e", "abc", "1Kix", "--1"] {
             assert!(!is_quantity(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn subresource_bodies_are_checked_by_definition_name() {
+        let scale = json!({
+            "apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": { "name": "web" },
+            "spec": { "replica": 3 },
+        });
+        let report = check_fields_by_name("io.k8s.api.autoscaling.v1.Scale", &scale);
+        assert_eq!(report.unknown, vec!["spec.replica"]);
+        assert_eq!(
+            check_fields_by_name("no.such.Kind", &scale),
+            FieldReport::default()
+        );
     }
 
     #[test]
