@@ -1,0 +1,99 @@
+//! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) into JSON.
+//!
+//! kubectl's typed generators (`kubectl create deployment|configmap|secret|service|...`,
+//! `kubectl run`) POST protobuf and do not retry with JSON on a 415, so the API server turns the
+//! body into exactly the JSON object kubectl would have sent and handles it like any JSON body.
+//! The wire form is the magic `k8s\0` followed by a `runtime.Unknown` whose `raw` holds the object.
+
+mod core;
+mod json;
+mod meta;
+mod workloads;
+
+use k8s_pb::api::apps::v1::Deployment;
+use k8s_pb::api::batch::v1::{CronJob, Job};
+use k8s_pb::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+use prost::Message;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use json::Fields;
+
+/// The prefix of every Kubernetes protobuf body.
+pub const MAGIC: &[u8; 4] = b"k8s\0";
+
+/// The media type of Kubernetes protobuf bodies.
+pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
+
+/// Decodes a `k8s\0`-prefixed `runtime.Unknown` envelope into the JSON form of the object,
+/// with `apiVersion` and `kind` taken from the envelope.
+///
+/// Malformed bytes are a 400 BadRequest; a kind, or a field, this decoder does not convert is a
+/// 415 UnsupportedMediaType whose message says to send JSON instead.
+pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
+    let rest = body
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| ApiError::bad_request("protobuf body does not start with the Kubernetes magic bytes \"k8s\\x00\""))?;
+    let Unknown { type_meta, raw, content_encoding, content_type } = Unknown::decode(rest)
+        .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf runtime.Unknown envelope: {e}")))?;
+    if let Some(enc) = content_encoding.filter(|e| !e.is_empty()) {
+        return Err(ApiError::UnsupportedMediaType {
+            message: format!("protobuf content encoding {enc:?} is not supported; send JSON"),
+        });
+    }
+    if let Some(ct) = content_type.filter(|c| !c.is_empty() && c != CONTENT_TYPE) {
+        return Err(ApiError::UnsupportedMediaType {
+            message: format!("protobuf envelope content type {ct:?} is not supported; send JSON"),
+        });
+    }
+    let TypeMeta { api_version, kind } = type_meta.unwrap_or_default();
+    let api_version = api_version.unwrap_or_default();
+    let kind = kind.unwrap_or_default();
+    if api_version.is_empty() || kind.is_empty() {
+        return Err(ApiError::bad_request("protobuf envelope has no apiVersion and kind"));
+    }
+    let raw = raw.unwrap_or_default();
+
+    let mut f = Fields::new();
+    f.value("kind", Value::String(kind.clone())).value("apiVersion", Value::String(api_version.clone()));
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => convert::<Namespace>(&raw, &kind, &mut f, core::namespace)?,
+        ("v1", "ConfigMap") => convert::<ConfigMap>(&raw, &kind, &mut f, core::config_map)?,
+        ("v1", "Secret") => convert::<Secret>(&raw, &kind, &mut f, core::secret)?,
+        ("v1", "Service") => convert::<Service>(&raw, &kind, &mut f, core::service)?,
+        ("v1", "ServiceAccount") => convert::<ServiceAccount>(&raw, &kind, &mut f, core::service_account)?,
+        ("v1", "Pod") => convert::<Pod>(&raw, &kind, &mut f, core::pod)?,
+        ("apps/v1", "Deployment") => convert::<Deployment>(&raw, &kind, &mut f, workloads::deployment)?,
+        ("batch/v1", "Job") => convert::<Job>(&raw, &kind, &mut f, workloads::job)?,
+        ("batch/v1", "CronJob") => convert::<CronJob>(&raw, &kind, &mut f, workloads::cron_job)?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType {
+                message: format!("protobuf encoding of {api_version} {kind} is not supported; send JSON"),
+            });
+        }
+    }
+    Ok(f.finish())
+}
+
+/// Decodes `raw` as message `M` and appends its JSON fields after the type meta.
+fn convert<M: Message + Default>(
+    raw: &[u8],
+    kind: &str,
+    f: &mut Fields,
+    to_json: fn(M, &mut Fields) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let msg = M::decode(raw).map_err(|e| ApiError::bad_request(format!("failed to decode protobuf {kind}: {e}")))?;
+    // prost skips fields it does not know; re-encoding shows whether any were skipped, so that a
+    // field from a newer Kubernetes is refused rather than silently dropped. Go writes fields in
+    // tag order with minimal varints, so kubectl's bodies re-encode to the same length.
+    if msg.encoded_len() != raw.len() {
+        return Err(ApiError::UnsupportedMediaType {
+            message: format!("protobuf {kind} contains fields this server does not know; send JSON"),
+        });
+    }
+    to_json(msg, f)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! Conversion of workload messages: apps/v1 Deployment, batch/v1 Job and CronJob.
+
+use k8s_pb::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_pb::api::batch::v1::{CronJob, CronJobSpec, CronJobStatus, Job, JobSpec, JobStatus, JobTemplateSpec};
+use serde_json::Value;
+
+use super::core::{object_reference, pod_template_spec};
+use super::json::{Fields, child, reject};
+use super::meta::{int_or_string, label_selector, object_meta, opt_time};
+use crate::error::ApiError;
+
+pub(super) fn deployment(d: Deployment, f: &mut Fields) -> Result<(), ApiError> {
+    let Deployment { metadata, spec, status } = d;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value("spec", deployment_spec(spec.unwrap_or_default(), "spec")?)
+        .value("status", deployment_status(status.unwrap_or_default(), "status")?);
+    Ok(())
+}
+
+fn deployment_spec(s: DeploymentSpec, path: &str) -> Result<Value, ApiError> {
+    let DeploymentSpec {
+        replicas,
+        selector,
+        template,
+        strategy,
+        min_ready_seconds,
+        revision_history_limit,
+        paused,
+        progress_deadline_seconds,
+    } = s;
+    // `selector` is a pointer without omitempty: Go writes null when it is unset.
+    let selector = match selector {
+        Some(s) => label_selector(s, &child(path, "selector"))?,
+        None => Value::Null,
+    };
+    Ok(Fields::new()
+        .pointer("replicas", replicas)
+        .value("selector", selector)
+        .value("template", pod_template_spec(template, &child(path, "template"))?)
+        .value("strategy", deployment_strategy(strategy.unwrap_or_default(), &child(path, "strategy"))?)
+        .omitempty("minReadySeconds", min_ready_seconds)
+        .pointer("revisionHistoryLimit", revision_history_limit)
+        .omitempty("paused", paused)
+        .pointer("progressDeadlineSeconds", progress_deadline_seconds)
+        .finish())
+}
+
+fn deployment_strategy(s: DeploymentStrategy, path: &str) -> Result<Value, ApiError> {
+    let DeploymentStrategy { r#type, rolling_update } = s;
+    let rolling_update = rolling_update
+        .map(|r| {
+            let RollingUpdateDeployment { max_unavailable, max_surge } = r;
+            let ru = child(path, "rollingUpdate");
+            let max_unavailable =
+                max_unavailable.map(|v| int_or_string(Some(v), &child(&ru, "maxUnavailable"))).transpose()?;
+            let max_surge = max_surge.map(|v| int_or_string(Some(v), &child(&ru, "maxSurge"))).transpose()?;
+            Ok::<_, ApiError>(
+                Fields::new().opt_value("maxUnavailable", max_unavailable).opt_value("maxSurge", max_surge).finish(),
+            )
+        })
+        .transpose()?;
+    Ok(Fields::new().omitempty("type", r#type).opt_value("rollingUpdate", rolling_update).finish())
+}
+
+fn deployment_status(s: DeploymentStatus, path: &str) -> Result<Value, ApiError> {
+    let DeploymentStatus {
+        observed_generation,
+        replicas,
+        updated_replicas,
+        ready_replicas,
+        available_replicas,
+        unavailable_replicas,
+        terminating_replicas,
+        conditions,
+        collision_count,
+    } = s;
+    reject(path, "conditions", !conditions.is_empty())?;
+    Ok(Fields::new()
+        .omitempty("observedGeneration", observed_generation)
+        .omitempty("replicas", replicas)
+        .omitempty("updatedReplicas", updated_replicas)
+        .omitempty("readyReplicas", ready_replicas)
+        .omitempty("availableReplicas", available_replicas)
+        .omitempty("unavailableReplicas", unavailable_replicas)
+        .pointer("terminatingReplicas", terminating_replicas)
+        .pointer("collisionCount", collision_count)
+        .finish())
+}
+
+pub(super) fn job(j: Job, f: &mut Fields) -> Result<(), ApiError> {
+    let Job { metadata, spec, status } = j;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value("spec", job_spec(spec.unwrap_or_default(), "spec")?)
+        .value("status", job_status(status.unwrap_or_default(), "status")?);
+    Ok(())
+}
+
+fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
+    let JobSpec {
+        parallelism,
+        completions,
+        active_deadline_seconds,
+        pod_failure_policy,
+        success_policy,
+        backoff_limit,
+        backoff_limit_per_index,
+        max_failed_indexes,
+        selector,
+        manual_selector,
+        template,
+        ttl_seconds_after_finished,
+        completion_mode,
+        suspend,
+        pod_replacement_policy,
+        managed_by,
+    } = s;
+    reject(path, "podFailurePolicy", pod_failure_policy.is_some())?;
+    reject(path, "successPolicy", success_policy.is_some())?;
+    let selector = selector.map(|s| label_selector(s, &child(path, "selector"))).transpose()?;
+    Ok(Fields::new()
+        .pointer("parallelism", parallelism)
+        .pointer("completions", completions)
+        .pointer("activeDeadlineSeconds", active_deadline_seconds)
+        .pointer("backoffLimit", backoff_limit)
+        .pointer("backoffLimitPerIndex", backoff_limit_per_index)
+        .pointer("maxFailedIndexes", max_failed_indexes)
+        .opt_value("selector", selector)
+        .pointer("manualSelector", manual_selector)
+        .value("template", pod_template_spec(template, &child(path, "template"))?)
+        .pointer("ttlSecondsAfterFinished", ttl_seconds_after_finished)
+        .pointer("completionMode", completion_mode)
+        .pointer("suspend", suspend)
+        .pointer("podReplacementPolicy", pod_replacement_policy)
+        .pointer("managedBy", managed_by)
+        .finish())
+}
+
+fn job_status(s: JobStatus, path: &str) -> Result<Value, ApiError> {
+    let JobStatus {
+        conditions,
+        start_time,
+        completion_time,
+        active,
+        succeeded,
+        failed,
+        terminating,
+        completed_indexes,
+        failed_indexes,
+        uncounted_terminated_pods,
+        ready,
+    } = s;
+    reject(path, "conditions", !conditions.is_empty())?;
+    reject(path, "uncountedTerminatedPods", uncounted_terminated_pods.is_some())?;
+    Ok(Fields::new()
+        .opt_value("startTime", opt_time(start_time, &child(path, "startTime"))?)
+        .opt_value("completionTime", opt_time(completion_time, &child(path, "completionTime"))?)
+        .omitempty("active", active)
+        .omitempty("succeeded", succeeded)
+        .omitempty("failed", failed)
+        .pointer("terminating", terminating)
+        .omitempty("completedIndexes", completed_indexes)
+        .pointer("failedIndexes", failed_indexes)
+        .pointer("ready", ready)
+        .finish())
+}
+
+pub(super) fn cron_job(c: CronJob, f: &mut Fields) -> Result<(), ApiError> {
+    let CronJob { metadata, spec, status } = c;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value("spec", cron_job_spec(spec.unwrap_or_default(), "spec")?)
+        .value("status", cron_job_status(status.unwrap_or_default(), "status")?);
+    Ok(())
+}
+
+fn cron_job_spec(s: CronJobSpec, path: &str) -> Result<Value, ApiError> {
+    let CronJobSpec {
+        schedule,
+        time_zone,
+        starting_deadline_seconds,
+        concurrency_policy,
+        suspend,
+        job_template,
+        successful_jobs_history_limit,
+        failed_jobs_history_limit,
+    } = s;
+    let JobTemplateSpec { metadata, spec } = job_template.unwrap_or_default();
+    let template_path = child(path, "jobTemplate");
+    let job_template = Fields::new()
+        .value("metadata", object_meta(metadata, &child(&template_path, "metadata"))?)
+        .value("spec", job_spec(spec.unwrap_or_default(), &child(&template_path, "spec"))?)
+        .finish();
+    Ok(Fields::new()
+        .always("schedule", schedule)
+        .pointer("timeZone", time_zone)
+        .pointer("startingDeadlineSeconds", starting_deadline_seconds)
+        .omitempty("concurrencyPolicy", concurrency_policy)
+        .pointer("suspend", suspend)
+        .value("jobTemplate", job_template)
+        .pointer("successfulJobsHistoryLimit", successful_jobs_history_limit)
+        .pointer("failedJobsHistoryLimit", failed_jobs_history_limit)
+        .finish())
+}
+
+fn cron_job_status(s: CronJobStatus, path: &str) -> Result<Value, ApiError> {
+    let CronJobStatus { active, last_schedule_time, last_successful_time } = s;
+    Ok(Fields::new()
+        .list(path, "active", active, object_reference)?
+        .opt_value("lastScheduleTime", opt_time(last_schedule_time, &child(path, "lastScheduleTime"))?)
+        .opt_value("lastSuccessfulTime", opt_time(last_successful_time, &child(path, "lastSuccessfulTime"))?)
+        .finish())
+}
