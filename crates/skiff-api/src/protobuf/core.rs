@@ -1,12 +1,13 @@
 //! Conversion of core/v1 messages: Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod.
 
 use k8s_pb::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, Container, ContainerPort, ContainerResizePolicy, EnvFromSource,
-    EnvVar, EnvVarSource, HostAlias, LoadBalancerStatus, LocalObjectReference, Namespace, NamespaceSpec, NamespaceStatus,
-    ObjectFieldSelector, ObjectReference, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate,
+    ClientIpConfig, ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, Container, ContainerPort,
+    ContainerResizePolicy, EnvFromSource, EnvVar, EnvVarSource, HostAlias, LoadBalancerStatus,
+    LocalObjectReference, Namespace, NamespaceSpec, NamespaceStatus, ObjectFieldSelector,
+    ObjectReference, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate,
     PodSchedulingGate, PodSpec, PodStatus, PodTemplateSpec, ResourceClaim, ResourceFieldSelector,
-    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServiceAccount, ServicePort,
-    ServiceSpec, ServiceStatus, SessionAffinityConfig, ClientIpConfig, Toleration, VolumeMount,
+    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServiceAccount,
+    ServicePort, ServiceSpec, ServiceStatus, SessionAffinityConfig, Toleration, VolumeMount,
 };
 use serde_json::Value;
 
@@ -15,18 +16,30 @@ use super::meta::{int_or_string, object_meta, opt_time, quantity, resource_list}
 use crate::error::ApiError;
 
 pub(super) fn namespace(ns: Namespace, f: &mut Fields) -> Result<(), ApiError> {
-    let Namespace { metadata, spec, status } = ns;
+    let Namespace {
+        metadata,
+        spec,
+        status,
+    } = ns;
     let NamespaceSpec { finalizers } = spec.unwrap_or_default();
     let NamespaceStatus { phase, conditions } = status.unwrap_or_default();
     reject("status", "conditions", !conditions.is_empty())?;
     f.value("metadata", object_meta(metadata, "metadata")?)
-        .value("spec", Fields::new().strings("finalizers", finalizers).finish())
+        .value(
+            "spec",
+            Fields::new().strings("finalizers", finalizers).finish(),
+        )
         .value("status", Fields::new().omitempty("phase", phase).finish());
     Ok(())
 }
 
 pub(super) fn config_map(cm: ConfigMap, f: &mut Fields) -> Result<(), ApiError> {
-    let ConfigMap { metadata, immutable, data, binary_data } = cm;
+    let ConfigMap {
+        metadata,
+        immutable,
+        data,
+        binary_data,
+    } = cm;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .pointer("immutable", immutable)
         .string_map("data", data)
@@ -35,7 +48,13 @@ pub(super) fn config_map(cm: ConfigMap, f: &mut Fields) -> Result<(), ApiError> 
 }
 
 pub(super) fn secret(s: Secret, f: &mut Fields) -> Result<(), ApiError> {
-    let Secret { metadata, immutable, data, string_data, r#type } = s;
+    let Secret {
+        metadata,
+        immutable,
+        data,
+        string_data,
+        r#type,
+    } = s;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .pointer("immutable", immutable)
         .bytes_map("data", data)
@@ -45,16 +64,37 @@ pub(super) fn secret(s: Secret, f: &mut Fields) -> Result<(), ApiError> {
 }
 
 pub(super) fn service_account(sa: ServiceAccount, f: &mut Fields) -> Result<(), ApiError> {
-    let ServiceAccount { metadata, secrets, image_pull_secrets, automount_service_account_token } = sa;
+    let ServiceAccount {
+        metadata,
+        secrets,
+        image_pull_secrets,
+        automount_service_account_token,
+    } = sa;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .list("", "secrets", secrets, object_reference)?
-        .list("", "imagePullSecrets", image_pull_secrets, local_object_reference)?
-        .pointer("automountServiceAccountToken", automount_service_account_token);
+        .list(
+            "",
+            "imagePullSecrets",
+            image_pull_secrets,
+            local_object_reference,
+        )?
+        .pointer(
+            "automountServiceAccountToken",
+            automount_service_account_token,
+        );
     Ok(())
 }
 
 pub(super) fn object_reference(r: ObjectReference, _path: &str) -> Result<Value, ApiError> {
-    let ObjectReference { kind, namespace, name, uid, api_version, resource_version, field_path } = r;
+    let ObjectReference {
+        kind,
+        namespace,
+        name,
+        uid,
+        api_version,
+        resource_version,
+        field_path,
+    } = r;
     Ok(Fields::new()
         .omitempty("kind", kind)
         .omitempty("namespace", namespace)
@@ -78,10 +118,17 @@ fn inline_name(r: Option<LocalObjectReference>) -> Option<String> {
 }
 
 pub(super) fn service(svc: Service, f: &mut Fields) -> Result<(), ApiError> {
-    let Service { metadata, spec, status } = svc;
+    let Service {
+        metadata,
+        spec,
+        status,
+    } = svc;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .value("spec", service_spec(spec.unwrap_or_default(), "spec")?)
-        .value("status", service_status(status.unwrap_or_default(), "status")?);
+        .value(
+            "status",
+            service_status(status.unwrap_or_default(), "status")?,
+        );
     Ok(())
 }
 
@@ -122,10 +169,16 @@ fn service_spec(s: ServiceSpec, path: &str) -> Result<Value, ApiError> {
         .omitempty("externalTrafficPolicy", external_traffic_policy)
         .omitempty("healthCheckNodePort", health_check_node_port)
         .omitempty("publishNotReadyAddresses", publish_not_ready_addresses)
-        .opt_value("sessionAffinityConfig", session_affinity_config.map(session_affinity_config_json))
+        .opt_value(
+            "sessionAffinityConfig",
+            session_affinity_config.map(session_affinity_config_json),
+        )
         .strings("ipFamilies", ip_families)
         .pointer("ipFamilyPolicy", ip_family_policy)
-        .pointer("allocateLoadBalancerNodePorts", allocate_load_balancer_node_ports)
+        .pointer(
+            "allocateLoadBalancerNodePorts",
+            allocate_load_balancer_node_ports,
+        )
         .pointer("loadBalancerClass", load_balancer_class)
         .pointer("internalTrafficPolicy", internal_traffic_policy)
         .pointer("trafficDistribution", traffic_distribution);
@@ -133,14 +186,24 @@ fn service_spec(s: ServiceSpec, path: &str) -> Result<Value, ApiError> {
 }
 
 fn service_port(p: ServicePort, path: &str) -> Result<Value, ApiError> {
-    let ServicePort { name, protocol, app_protocol, port, target_port, node_port } = p;
+    let ServicePort {
+        name,
+        protocol,
+        app_protocol,
+        port,
+        target_port,
+        node_port,
+    } = p;
     Ok(Fields::new()
         .omitempty("name", name)
         .omitempty("protocol", protocol)
         .pointer("appProtocol", app_protocol)
         .always("port", port)
         // A non-pointer struct: Go's omitempty never drops it, so an unset target port is 0.
-        .value("targetPort", int_or_string(target_port, &child(path, "targetPort"))?)
+        .value(
+            "targetPort",
+            int_or_string(target_port, &child(path, "targetPort"))?,
+        )
         .omitempty("nodePort", node_port)
         .finish())
 }
@@ -149,21 +212,32 @@ fn session_affinity_config_json(c: SessionAffinityConfig) -> Value {
     let SessionAffinityConfig { client_ip } = c;
     let client_ip = client_ip.map(|c| {
         let ClientIpConfig { timeout_seconds } = c;
-        Fields::new().pointer("timeoutSeconds", timeout_seconds).finish()
+        Fields::new()
+            .pointer("timeoutSeconds", timeout_seconds)
+            .finish()
     });
     Fields::new().opt_value("clientIP", client_ip).finish()
 }
 
 fn service_status(s: ServiceStatus, path: &str) -> Result<Value, ApiError> {
-    let ServiceStatus { load_balancer, conditions } = s;
+    let ServiceStatus {
+        load_balancer,
+        conditions,
+    } = s;
     let LoadBalancerStatus { ingress } = load_balancer.unwrap_or_default();
     reject(&child(path, "loadBalancer"), "ingress", !ingress.is_empty())?;
     reject(path, "conditions", !conditions.is_empty())?;
-    Ok(Fields::new().value("loadBalancer", Fields::new().finish()).finish())
+    Ok(Fields::new()
+        .value("loadBalancer", Fields::new().finish())
+        .finish())
 }
 
 pub(super) fn pod(p: Pod, f: &mut Fields) -> Result<(), ApiError> {
-    let Pod { metadata, spec, status } = p;
+    let Pod {
+        metadata,
+        spec,
+        status,
+    } = p;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .value("spec", pod_spec(spec.unwrap_or_default(), "spec")?)
         .value("status", pod_status(status.unwrap_or_default(), "status")?);
@@ -197,11 +271,27 @@ fn pod_status(s: PodStatus, path: &str) -> Result<Value, ApiError> {
     reject(path, "conditions", !conditions.is_empty())?;
     reject(path, "hostIPs", !host_ips.is_empty())?;
     reject(path, "podIPs", !pod_ips.is_empty())?;
-    reject(path, "initContainerStatuses", !init_container_statuses.is_empty())?;
+    reject(
+        path,
+        "initContainerStatuses",
+        !init_container_statuses.is_empty(),
+    )?;
     reject(path, "containerStatuses", !container_statuses.is_empty())?;
-    reject(path, "ephemeralContainerStatuses", !ephemeral_container_statuses.is_empty())?;
-    reject(path, "resourceClaimStatuses", !resource_claim_statuses.is_empty())?;
-    reject(path, "extendedResourceClaimStatus", extended_resource_claim_status.is_some())?;
+    reject(
+        path,
+        "ephemeralContainerStatuses",
+        !ephemeral_container_statuses.is_empty(),
+    )?;
+    reject(
+        path,
+        "resourceClaimStatuses",
+        !resource_claim_statuses.is_empty(),
+    )?;
+    reject(
+        path,
+        "extendedResourceClaimStatus",
+        extended_resource_claim_status.is_some(),
+    )?;
     let mut f = Fields::new();
     f.omitempty("observedGeneration", observed_generation)
         .omitempty("phase", phase)
@@ -210,12 +300,18 @@ fn pod_status(s: PodStatus, path: &str) -> Result<Value, ApiError> {
         .omitempty("nominatedNodeName", nominated_node_name)
         .omitempty("hostIP", host_ip)
         .omitempty("podIP", pod_ip)
-        .opt_value("startTime", opt_time(start_time, &child(path, "startTime"))?)
+        .opt_value(
+            "startTime",
+            opt_time(start_time, &child(path, "startTime"))?,
+        )
         .omitempty("qosClass", qos_class)
         .omitempty("resize", resize);
     resource_list(&mut f, path, "allocatedResources", allocated_resources)?;
     if let Some(r) = resources {
-        f.value("resources", resource_requirements(r, &child(path, "resources"))?);
+        f.value(
+            "resources",
+            resource_requirements(r, &child(path, "resources"))?,
+        );
     }
     Ok(f.finish())
 }
@@ -225,7 +321,10 @@ pub(super) fn pod_template_spec(t: Option<PodTemplateSpec>, path: &str) -> Resul
     let PodTemplateSpec { metadata, spec } = t.unwrap_or_default();
     Ok(Fields::new()
         .value("metadata", object_meta(metadata, &child(path, "metadata"))?)
-        .value("spec", pod_spec(spec.unwrap_or_default(), &child(path, "spec"))?)
+        .value(
+            "spec",
+            pod_spec(spec.unwrap_or_default(), &child(path, "spec"))?,
+        )
         .finish())
 }
 
@@ -276,10 +375,18 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
     } = s;
     // Deep structures kubectl's generators never set; JSON bodies carry them fine.
     reject(path, "volumes", !volumes.is_empty())?;
-    reject(path, "ephemeralContainers", !ephemeral_containers.is_empty())?;
+    reject(
+        path,
+        "ephemeralContainers",
+        !ephemeral_containers.is_empty(),
+    )?;
     reject(path, "securityContext", security_context.is_some())?;
     reject(path, "affinity", affinity.is_some())?;
-    reject(path, "topologySpreadConstraints", !topology_spread_constraints.is_empty())?;
+    reject(
+        path,
+        "topologySpreadConstraints",
+        !topology_spread_constraints.is_empty(),
+    )?;
     reject(path, "resourceClaims", !resource_claims.is_empty())?;
     reject(path, "workloadRef", workload_ref.is_some())?;
 
@@ -287,19 +394,30 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
     f.list(path, "initContainers", init_containers, container)?
         .list_always(path, "containers", containers, container)?
         .omitempty("restartPolicy", restart_policy)
-        .pointer("terminationGracePeriodSeconds", termination_grace_period_seconds)
+        .pointer(
+            "terminationGracePeriodSeconds",
+            termination_grace_period_seconds,
+        )
         .pointer("activeDeadlineSeconds", active_deadline_seconds)
         .omitempty("dnsPolicy", dns_policy)
         .string_map("nodeSelector", node_selector)
         .omitempty("serviceAccountName", service_account_name)
         .omitempty("serviceAccount", service_account)
-        .pointer("automountServiceAccountToken", automount_service_account_token)
+        .pointer(
+            "automountServiceAccountToken",
+            automount_service_account_token,
+        )
         .omitempty("nodeName", node_name)
         .omitempty("hostNetwork", host_network)
         .omitempty("hostPID", host_pid)
         .omitempty("hostIPC", host_ipc)
         .pointer("shareProcessNamespace", share_process_namespace)
-        .list(path, "imagePullSecrets", image_pull_secrets, local_object_reference)?
+        .list(
+            path,
+            "imagePullSecrets",
+            image_pull_secrets,
+            local_object_reference,
+        )?
         .omitempty("hostname", hostname)
         .omitempty("subdomain", subdomain)
         .omitempty("schedulerName", scheduler_name)
@@ -318,14 +436,23 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         .pointer("hostUsers", host_users)
         .list(path, "schedulingGates", scheduling_gates, scheduling_gate)?;
     if let Some(r) = resources {
-        f.value("resources", resource_requirements(r, &child(path, "resources"))?);
+        f.value(
+            "resources",
+            resource_requirements(r, &child(path, "resources"))?,
+        );
     }
     f.pointer("hostnameOverride", hostname_override);
     Ok(f.finish())
 }
 
 fn toleration(t: Toleration, _path: &str) -> Result<Value, ApiError> {
-    let Toleration { key, operator, value, effect, toleration_seconds } = t;
+    let Toleration {
+        key,
+        operator,
+        value,
+        effect,
+        toleration_seconds,
+    } = t;
     Ok(Fields::new()
         .omitempty("key", key)
         .omitempty("operator", operator)
@@ -337,20 +464,31 @@ fn toleration(t: Toleration, _path: &str) -> Result<Value, ApiError> {
 
 fn host_alias(h: HostAlias, _path: &str) -> Result<Value, ApiError> {
     let HostAlias { ip, hostnames } = h;
-    Ok(Fields::new().always("ip", ip).strings("hostnames", hostnames).finish())
+    Ok(Fields::new()
+        .always("ip", ip)
+        .strings("hostnames", hostnames)
+        .finish())
 }
 
 fn pod_dns_config(c: PodDnsConfig) -> Value {
-    let PodDnsConfig { nameservers, searches, options } = c;
+    let PodDnsConfig {
+        nameservers,
+        searches,
+        options,
+    } = c;
     let options: Vec<Value> = options
         .into_iter()
         .map(|o| {
             let PodDnsConfigOption { name, value } = o;
-            Fields::new().omitempty("name", name).pointer("value", value).finish()
+            Fields::new()
+                .omitempty("name", name)
+                .pointer("value", value)
+                .finish()
         })
         .collect();
     let mut f = Fields::new();
-    f.strings("nameservers", nameservers).strings("searches", searches);
+    f.strings("nameservers", nameservers)
+        .strings("searches", searches);
     if !options.is_empty() {
         f.value("options", Value::Array(options));
     }
@@ -359,7 +497,9 @@ fn pod_dns_config(c: PodDnsConfig) -> Value {
 
 fn readiness_gate(g: PodReadinessGate, _path: &str) -> Result<Value, ApiError> {
     let PodReadinessGate { condition_type } = g;
-    Ok(Fields::new().always("conditionType", condition_type).finish())
+    Ok(Fields::new()
+        .always("conditionType", condition_type)
+        .finish())
 }
 
 fn pod_os(o: PodOs) -> Value {
@@ -417,7 +557,10 @@ fn container(c: Container, path: &str) -> Result<Value, ApiError> {
         .list(path, "envFrom", env_from, env_from_source)?
         .list(path, "env", env, env_var)?
         // A non-pointer struct, so `{}` even when empty (as kubectl prints it).
-        .value("resources", resource_requirements(resources.unwrap_or_default(), &child(path, "resources"))?)
+        .value(
+            "resources",
+            resource_requirements(resources.unwrap_or_default(), &child(path, "resources"))?,
+        )
         .list(path, "resizePolicy", resize_policy, container_resize_policy)?
         .pointer("restartPolicy", restart_policy)
         .list(path, "volumeMounts", volume_mounts, volume_mount)?
@@ -431,7 +574,13 @@ fn container(c: Container, path: &str) -> Result<Value, ApiError> {
 }
 
 fn container_port(p: ContainerPort, _path: &str) -> Result<Value, ApiError> {
-    let ContainerPort { name, host_port, container_port, protocol, host_ip } = p;
+    let ContainerPort {
+        name,
+        host_port,
+        container_port,
+        protocol,
+        host_ip,
+    } = p;
     Ok(Fields::new()
         .omitempty("name", name)
         .omitempty("hostPort", host_port)
@@ -442,14 +591,30 @@ fn container_port(p: ContainerPort, _path: &str) -> Result<Value, ApiError> {
 }
 
 fn env_from_source(e: EnvFromSource, _path: &str) -> Result<Value, ApiError> {
-    let EnvFromSource { prefix, config_map_ref, secret_ref } = e;
+    let EnvFromSource {
+        prefix,
+        config_map_ref,
+        secret_ref,
+    } = e;
     let config_map_ref = config_map_ref.map(|r| {
-        let ConfigMapEnvSource { local_object_reference, optional } = r;
-        Fields::new().omitempty("name", inline_name(local_object_reference)).pointer("optional", optional).finish()
+        let ConfigMapEnvSource {
+            local_object_reference,
+            optional,
+        } = r;
+        Fields::new()
+            .omitempty("name", inline_name(local_object_reference))
+            .pointer("optional", optional)
+            .finish()
     });
     let secret_ref = secret_ref.map(|r| {
-        let SecretEnvSource { local_object_reference, optional } = r;
-        Fields::new().omitempty("name", inline_name(local_object_reference)).pointer("optional", optional).finish()
+        let SecretEnvSource {
+            local_object_reference,
+            optional,
+        } = r;
+        Fields::new()
+            .omitempty("name", inline_name(local_object_reference))
+            .pointer("optional", optional)
+            .finish()
     });
     Ok(Fields::new()
         .omitempty("prefix", prefix)
@@ -459,33 +624,66 @@ fn env_from_source(e: EnvFromSource, _path: &str) -> Result<Value, ApiError> {
 }
 
 fn env_var(e: EnvVar, path: &str) -> Result<Value, ApiError> {
-    let EnvVar { name, value, value_from } = e;
-    let value_from = value_from.map(|v| env_var_source(v, &child(path, "valueFrom"))).transpose()?;
-    Ok(Fields::new().always("name", name).omitempty("value", value).opt_value("valueFrom", value_from).finish())
+    let EnvVar {
+        name,
+        value,
+        value_from,
+    } = e;
+    let value_from = value_from
+        .map(|v| env_var_source(v, &child(path, "valueFrom")))
+        .transpose()?;
+    Ok(Fields::new()
+        .always("name", name)
+        .omitempty("value", value)
+        .opt_value("valueFrom", value_from)
+        .finish())
 }
 
 fn env_var_source(s: EnvVarSource, path: &str) -> Result<Value, ApiError> {
-    let EnvVarSource { field_ref, resource_field_ref, config_map_key_ref, secret_key_ref, file_key_ref } = s;
+    let EnvVarSource {
+        field_ref,
+        resource_field_ref,
+        config_map_key_ref,
+        secret_key_ref,
+        file_key_ref,
+    } = s;
     reject(path, "fileKeyRef", file_key_ref.is_some())?;
     let field_ref = field_ref.map(|r| {
-        let ObjectFieldSelector { api_version, field_path } = r;
-        Fields::new().omitempty("apiVersion", api_version).always("fieldPath", field_path).finish()
+        let ObjectFieldSelector {
+            api_version,
+            field_path,
+        } = r;
+        Fields::new()
+            .omitempty("apiVersion", api_version)
+            .always("fieldPath", field_path)
+            .finish()
     });
     let resource_field_ref = resource_field_ref
         .map(|r| {
-            let ResourceFieldSelector { container_name, resource, divisor } = r;
+            let ResourceFieldSelector {
+                container_name,
+                resource,
+                divisor,
+            } = r;
             let divisor_path = child(&child(path, "resourceFieldRef"), "divisor");
             Ok::<_, ApiError>(
                 Fields::new()
                     .omitempty("containerName", container_name)
                     .always("resource", resource)
-                    .value("divisor", quantity(divisor.unwrap_or_default(), &divisor_path)?)
+                    .value(
+                        "divisor",
+                        quantity(divisor.unwrap_or_default(), &divisor_path)?,
+                    )
                     .finish(),
             )
         })
         .transpose()?;
     let config_map_key_ref = config_map_key_ref.map(|r| {
-        let ConfigMapKeySelector { local_object_reference, key, optional } = r;
+        let ConfigMapKeySelector {
+            local_object_reference,
+            key,
+            optional,
+        } = r;
         Fields::new()
             .omitempty("name", inline_name(local_object_reference))
             .always("key", key)
@@ -493,7 +691,11 @@ fn env_var_source(s: EnvVarSource, path: &str) -> Result<Value, ApiError> {
             .finish()
     });
     let secret_key_ref = secret_key_ref.map(|r| {
-        let SecretKeySelector { local_object_reference, key, optional } = r;
+        let SecretKeySelector {
+            local_object_reference,
+            key,
+            optional,
+        } = r;
         Fields::new()
             .omitempty("name", inline_name(local_object_reference))
             .always("key", key)
@@ -509,7 +711,11 @@ fn env_var_source(s: EnvVarSource, path: &str) -> Result<Value, ApiError> {
 }
 
 fn resource_requirements(r: ResourceRequirements, path: &str) -> Result<Value, ApiError> {
-    let ResourceRequirements { limits, requests, claims } = r;
+    let ResourceRequirements {
+        limits,
+        requests,
+        claims,
+    } = r;
     let mut f = Fields::new();
     resource_list(&mut f, path, "limits", limits)?;
     resource_list(&mut f, path, "requests", requests)?;
@@ -519,16 +725,33 @@ fn resource_requirements(r: ResourceRequirements, path: &str) -> Result<Value, A
 
 fn resource_claim(c: ResourceClaim, _path: &str) -> Result<Value, ApiError> {
     let ResourceClaim { name, request } = c;
-    Ok(Fields::new().always("name", name).omitempty("request", request).finish())
+    Ok(Fields::new()
+        .always("name", name)
+        .omitempty("request", request)
+        .finish())
 }
 
 fn container_resize_policy(p: ContainerResizePolicy, _path: &str) -> Result<Value, ApiError> {
-    let ContainerResizePolicy { resource_name, restart_policy } = p;
-    Ok(Fields::new().always("resourceName", resource_name).always("restartPolicy", restart_policy).finish())
+    let ContainerResizePolicy {
+        resource_name,
+        restart_policy,
+    } = p;
+    Ok(Fields::new()
+        .always("resourceName", resource_name)
+        .always("restartPolicy", restart_policy)
+        .finish())
 }
 
 fn volume_mount(m: VolumeMount, _path: &str) -> Result<Value, ApiError> {
-    let VolumeMount { name, read_only, recursive_read_only, mount_path, sub_path, mount_propagation, sub_path_expr } = m;
+    let VolumeMount {
+        name,
+        read_only,
+        recursive_read_only,
+        mount_path,
+        sub_path,
+        mount_propagation,
+        sub_path_expr,
+    } = m;
     Ok(Fields::new()
         .always("name", name)
         .omitempty("readOnly", read_only)

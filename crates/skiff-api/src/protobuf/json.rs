@@ -14,7 +14,11 @@ use crate::error::ApiError;
 
 /// The field path of a child, as Kubernetes prints it (`spec.template`).
 pub(super) fn child(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// The field path of a list item (`spec.containers[0]`).
@@ -24,17 +28,18 @@ pub(super) fn item(path: &str, index: usize) -> String {
 
 /// The error for a field we do not convert; the client can always fall back to JSON.
 pub(super) fn unsupported(path: &str) -> ApiError {
-    ApiError::UnsupportedMediaType { message: format!("protobuf field {path} is not supported; send JSON") }
+    ApiError::UnsupportedMediaType {
+        message: format!("protobuf field {path} is not supported; send JSON"),
+    }
 }
 
 /// Fails with [`unsupported`] when a field we do not convert was set.
 pub(super) fn reject(path: &str, key: &str, present: bool) -> Result<(), ApiError> {
-    if present { Err(unsupported(&child(path, key))) } else { Ok(()) }
-}
-
-/// Whether a Go value that is emitted only when non-zero (an `omitempty` scalar) is set.
-pub(super) fn nonzero<T: Default + PartialEq>(v: &Option<T>) -> bool {
-    v.as_ref().is_some_and(|v| *v != T::default())
+    if present {
+        Err(unsupported(&child(path, key)))
+    } else {
+        Ok(())
+    }
 }
 
 /// One JSON object under construction, fields in Go declaration order.
@@ -49,7 +54,11 @@ impl Fields {
     }
 
     /// Go `T json:"key,omitempty"` for scalars: left out when zero.
-    pub(super) fn omitempty<T: Into<Value> + Default + PartialEq>(&mut self, key: &str, v: Option<T>) -> &mut Self {
+    pub(super) fn omitempty<T: Into<Value> + Default + PartialEq>(
+        &mut self,
+        key: &str,
+        v: Option<T>,
+    ) -> &mut Self {
         if let Some(v) = v.filter(|v| *v != T::default()) {
             self.map.insert(key.to_string(), v.into());
         }
@@ -57,8 +66,13 @@ impl Fields {
     }
 
     /// Go `T json:"key"` for scalars: always present, zero when unset.
-    pub(super) fn always<T: Into<Value> + Default>(&mut self, key: &str, v: Option<T>) -> &mut Self {
-        self.map.insert(key.to_string(), v.unwrap_or_default().into());
+    pub(super) fn always<T: Into<Value> + Default>(
+        &mut self,
+        key: &str,
+        v: Option<T>,
+    ) -> &mut Self {
+        self.map
+            .insert(key.to_string(), v.unwrap_or_default().into());
         self
     }
 
@@ -81,7 +95,8 @@ impl Fields {
     /// Go `map[string]string json:"key,omitempty"`.
     pub(super) fn string_map(&mut self, key: &str, m: BTreeMap<String, String>) -> &mut Self {
         if !m.is_empty() {
-            let obj: Map<String, Value> = m.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let obj: Map<String, Value> =
+                m.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             self.map.insert(key.to_string(), Value::Object(obj));
         }
         self
@@ -90,7 +105,10 @@ impl Fields {
     /// Go `map[string][]byte json:"key,omitempty"`: values in standard base64.
     pub(super) fn bytes_map(&mut self, key: &str, m: BTreeMap<String, Vec<u8>>) -> &mut Self {
         if !m.is_empty() {
-            let obj: Map<String, Value> = m.into_iter().map(|(k, v)| (k, Value::String(STANDARD.encode(v)))).collect();
+            let obj: Map<String, Value> = m
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(STANDARD.encode(v))))
+                .collect();
             self.map.insert(key.to_string(), Value::Object(obj));
         }
         self
@@ -133,7 +151,11 @@ impl Fields {
         items: Vec<T>,
         f: impl Fn(T, &str) -> Result<Value, ApiError>,
     ) -> Result<&mut Self, ApiError> {
-        let v = if items.is_empty() { Value::Null } else { Value::Array(convert_list(path, key, items, f)?) };
+        let v = if items.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(convert_list(path, key, items, f)?)
+        };
         self.map.insert(key.to_string(), v);
         Ok(self)
     }
@@ -150,7 +172,11 @@ fn convert_list<T>(
     f: impl Fn(T, &str) -> Result<Value, ApiError>,
 ) -> Result<Vec<Value>, ApiError> {
     let list_path = child(path, key);
-    items.into_iter().enumerate().map(|(i, it)| f(it, &item(&list_path, i))).collect()
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| f(it, &item(&list_path, i)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -170,18 +196,35 @@ mod tests {
             .pointer("g", None::<bool>)
             .strings("h", vec![])
             .string_map("i", BTreeMap::new())
-            .bytes_map("j", BTreeMap::from([("k".to_string(), vec![0u8, 255, 254])]))
+            .bytes_map(
+                "j",
+                BTreeMap::from([("k".to_string(), vec![0u8, 255, 254])]),
+            )
             .finish();
-        assert_eq!(v, json!({"c": 3, "d": "", "e": 0, "f": false, "j": {"k": "AP/+"}}));
+        assert_eq!(
+            v,
+            json!({"c": 3, "d": "", "e": 0, "f": false, "j": {"k": "AP/+"}})
+        );
     }
 
     #[test]
     fn list_paths_name_the_item() {
         let err = Fields::new()
-            .list("spec", "ports", vec![1, 2], |n, p| if n == 2 { Err(unsupported(p)) } else { Ok(json!(n)) })
+            .list("spec", "ports", vec![1, 2], |n, p| {
+                if n == 2 {
+                    Err(unsupported(p))
+                } else {
+                    Ok(json!(n))
+                }
+            })
             .err();
-        assert_eq!(err.map(|e| e.to_string()), Some("protobuf field spec.ports[1] is not supported; send JSON".into()));
-        let v = Fields::new().list_always("", "containers", Vec::<i32>::new(), |n, _| Ok(json!(n))).map(|f| f.finish());
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some("protobuf field spec.ports[1] is not supported; send JSON".into())
+        );
+        let v = Fields::new()
+            .list_always("", "containers", Vec::<i32>::new(), |n, _| Ok(json!(n)))
+            .map(|f| f.finish());
         assert_eq!(v.ok(), Some(json!({"containers": null})));
     }
 }

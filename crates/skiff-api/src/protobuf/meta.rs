@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike};
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
-use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time};
+use k8s_pb::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time,
+};
 use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value};
 
@@ -40,8 +42,14 @@ pub(super) fn object_meta(m: Option<ObjectMeta>, path: &str) -> Result<Value, Ap
         .omitempty("resourceVersion", resource_version)
         .omitempty("generation", generation)
         // kubectl 1.32's apimachinery has no `omitzero` yet: a zero time is written as null.
-        .value("creationTimestamp", time(creation_timestamp, &child(path, "creationTimestamp"))?)
-        .opt_value("deletionTimestamp", opt_time(deletion_timestamp, &child(path, "deletionTimestamp"))?)
+        .value(
+            "creationTimestamp",
+            time(creation_timestamp, &child(path, "creationTimestamp"))?,
+        )
+        .opt_value(
+            "deletionTimestamp",
+            opt_time(deletion_timestamp, &child(path, "deletionTimestamp"))?,
+        )
         .pointer("deletionGracePeriodSeconds", deletion_grace_period_seconds)
         .string_map("labels", labels)
         .string_map("annotations", annotations)
@@ -51,7 +59,14 @@ pub(super) fn object_meta(m: Option<ObjectMeta>, path: &str) -> Result<Value, Ap
 }
 
 fn owner_reference(r: OwnerReference, _path: &str) -> Result<Value, ApiError> {
-    let OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion } = r;
+    let OwnerReference {
+        api_version,
+        kind,
+        name,
+        uid,
+        controller,
+        block_owner_deletion,
+    } = r;
     Ok(Fields::new()
         .always("apiVersion", api_version)
         .always("kind", kind)
@@ -64,21 +79,39 @@ fn owner_reference(r: OwnerReference, _path: &str) -> Result<Value, ApiError> {
 
 /// A `*metav1.LabelSelector`.
 pub(super) fn label_selector(s: LabelSelector, path: &str) -> Result<Value, ApiError> {
-    let LabelSelector { match_labels, match_expressions } = s;
+    let LabelSelector {
+        match_labels,
+        match_expressions,
+    } = s;
     Ok(Fields::new()
         .string_map("matchLabels", match_labels)
-        .list(path, "matchExpressions", match_expressions, label_selector_requirement)?
+        .list(
+            path,
+            "matchExpressions",
+            match_expressions,
+            label_selector_requirement,
+        )?
         .finish())
 }
 
 fn label_selector_requirement(r: LabelSelectorRequirement, _path: &str) -> Result<Value, ApiError> {
-    let LabelSelectorRequirement { key, operator, values } = r;
-    Ok(Fields::new().always("key", key).always("operator", operator).strings("values", values).finish())
+    let LabelSelectorRequirement {
+        key,
+        operator,
+        values,
+    } = r;
+    Ok(Fields::new()
+        .always("key", key)
+        .always("operator", operator)
+        .strings("values", values)
+        .finish())
 }
 
 /// A non-pointer `metav1.Time`: Go writes the zero time as `null`.
 pub(super) fn time(t: Option<Time>, path: &str) -> Result<Value, ApiError> {
-    let Some(Time { seconds, nanos }) = t else { return Ok(Value::Null) };
+    let Some(Time { seconds, nanos }) = t else {
+        return Ok(Value::Null);
+    };
     // Go decodes an empty Time message as the zero time, but explicit zero seconds as the epoch.
     if seconds.is_none() && nanos.is_none() {
         return Ok(Value::Null);
@@ -86,7 +119,9 @@ pub(super) fn time(t: Option<Time>, path: &str) -> Result<Value, ApiError> {
     let seconds = seconds.unwrap_or(0);
     let nanos = i64::from(nanos.unwrap_or(0));
     let bad = || ApiError::bad_request(format!("protobuf field {path}: time out of range"));
-    let whole = seconds.checked_add(nanos.div_euclid(1_000_000_000)).ok_or_else(bad)?;
+    let whole = seconds
+        .checked_add(nanos.div_euclid(1_000_000_000))
+        .ok_or_else(bad)?;
     let t = DateTime::from_timestamp(whole, 0).ok_or_else(bad)?;
     if !(0..=9999).contains(&t.year()) {
         return Err(bad());
@@ -102,11 +137,17 @@ pub(super) fn opt_time(t: Option<Time>, path: &str) -> Result<Option<Value>, Api
 
 /// An `intstr.IntOrString`: a JSON number or string depending on its type tag.
 pub(super) fn int_or_string(v: Option<IntOrString>, path: &str) -> Result<Value, ApiError> {
-    let IntOrString { r#type, int_val, str_val } = v.unwrap_or_default();
+    let IntOrString {
+        r#type,
+        int_val,
+        str_val,
+    } = v.unwrap_or_default();
     match r#type.unwrap_or(0) {
         0 => Ok(Value::from(int_val.unwrap_or(0))),
         1 => Ok(Value::String(str_val.unwrap_or_default())),
-        other => Err(ApiError::bad_request(format!("protobuf field {path}: invalid IntOrString type {other}"))),
+        other => Err(ApiError::bad_request(format!(
+            "protobuf field {path}: invalid IntOrString type {other}"
+        ))),
     }
 }
 
@@ -116,9 +157,9 @@ pub(super) fn quantity(q: Quantity, path: &str) -> Result<Value, ApiError> {
     match string {
         // Go leaves an empty message as the zero Quantity, which prints as "0".
         None => Ok(Value::String("0".into())),
-        Some(s) if s.is_empty() => {
-            Err(ApiError::bad_request(format!("protobuf field {path}: quantities must match the regular expression")))
-        }
+        Some(s) if s.is_empty() => Err(ApiError::bad_request(format!(
+            "protobuf field {path}: quantities must match the regular expression"
+        ))),
         Some(s) => Ok(Value::String(s)),
     }
 }
@@ -150,9 +191,23 @@ mod tests {
 
     #[test]
     fn time_formats_like_metav1() {
-        let t = |s: Option<i64>, n: Option<i32>| time(Some(Time { seconds: s, nanos: n }), "x");
-        assert_eq!(t(Some(1_704_067_200), None).ok(), Some(json!("2024-01-01T00:00:00Z")));
-        assert_eq!(t(Some(1_704_067_200), Some(999_999_999)).ok(), Some(json!("2024-01-01T00:00:00Z")));
+        let t = |s: Option<i64>, n: Option<i32>| {
+            time(
+                Some(Time {
+                    seconds: s,
+                    nanos: n,
+                }),
+                "x",
+            )
+        };
+        assert_eq!(
+            t(Some(1_704_067_200), None).ok(),
+            Some(json!("2024-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            t(Some(1_704_067_200), Some(999_999_999)).ok(),
+            Some(json!("2024-01-01T00:00:00Z"))
+        );
         assert_eq!(t(None, None).ok(), Some(Value::Null));
         assert_eq!(t(Some(0), None).ok(), Some(json!("1970-01-01T00:00:00Z")));
         assert_eq!(time(None, "x").ok(), Some(Value::Null));
@@ -163,18 +218,50 @@ mod tests {
     #[test]
     fn int_or_string_by_type() {
         let v = |t, i, s: Option<&str>| {
-            int_or_string(Some(IntOrString { r#type: t, int_val: i, str_val: s.map(String::from) }), "p")
+            int_or_string(
+                Some(IntOrString {
+                    r#type: t,
+                    int_val: i,
+                    str_val: s.map(String::from),
+                }),
+                "p",
+            )
         };
         assert_eq!(v(Some(0), Some(8080), Some("")).ok(), Some(json!(8080)));
         assert_eq!(v(Some(1), Some(0), Some("http")).ok(), Some(json!("http")));
         assert_eq!(v(None, None, None).ok(), Some(json!(0)));
-        assert_eq!(v(Some(7), None, None).map_err(|e| e.code()).err(), Some(400));
+        assert_eq!(
+            v(Some(7), None, None).map_err(|e| e.code()).err(),
+            Some(400)
+        );
     }
 
     #[test]
     fn quantity_strings() {
-        assert_eq!(quantity(Quantity { string: Some("500m".into()) }, "q").ok(), Some(json!("500m")));
-        assert_eq!(quantity(Quantity { string: None }, "q").ok(), Some(json!("0")));
-        assert_eq!(quantity(Quantity { string: Some(String::new()) }, "q").map_err(|e| e.code()).err(), Some(400));
+        assert_eq!(
+            quantity(
+                Quantity {
+                    string: Some("500m".into())
+                },
+                "q"
+            )
+            .ok(),
+            Some(json!("500m"))
+        );
+        assert_eq!(
+            quantity(Quantity { string: None }, "q").ok(),
+            Some(json!("0"))
+        );
+        assert_eq!(
+            quantity(
+                Quantity {
+                    string: Some(String::new())
+                },
+                "q"
+            )
+            .map_err(|e| e.code())
+            .err(),
+            Some(400)
+        );
     }
 }

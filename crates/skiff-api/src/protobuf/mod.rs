@@ -32,11 +32,21 @@ pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// Malformed bytes are a 400 BadRequest; a kind, or a field, this decoder does not convert is a
 /// 415 UnsupportedMediaType whose message says to send JSON instead.
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    let rest = body
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| ApiError::bad_request("protobuf body does not start with the Kubernetes magic bytes \"k8s\\x00\""))?;
-    let Unknown { type_meta, raw, content_encoding, content_type } = Unknown::decode(rest)
-        .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf runtime.Unknown envelope: {e}")))?;
+    let rest = body.strip_prefix(MAGIC.as_slice()).ok_or_else(|| {
+        ApiError::bad_request(
+            "protobuf body does not start with the Kubernetes magic bytes \"k8s\\x00\"",
+        )
+    })?;
+    let Unknown {
+        type_meta,
+        raw,
+        content_encoding,
+        content_type,
+    } = Unknown::decode(rest).map_err(|e| {
+        ApiError::bad_request(format!(
+            "failed to decode protobuf runtime.Unknown envelope: {e}"
+        ))
+    })?;
     if let Some(enc) = content_encoding.filter(|e| !e.is_empty()) {
         return Err(ApiError::UnsupportedMediaType {
             message: format!("protobuf content encoding {enc:?} is not supported; send JSON"),
@@ -51,25 +61,34 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let api_version = api_version.unwrap_or_default();
     let kind = kind.unwrap_or_default();
     if api_version.is_empty() || kind.is_empty() {
-        return Err(ApiError::bad_request("protobuf envelope has no apiVersion and kind"));
+        return Err(ApiError::bad_request(
+            "protobuf envelope has no apiVersion and kind",
+        ));
     }
     let raw = raw.unwrap_or_default();
 
     let mut f = Fields::new();
-    f.value("kind", Value::String(kind.clone())).value("apiVersion", Value::String(api_version.clone()));
+    f.value("kind", Value::String(kind.clone()))
+        .value("apiVersion", Value::String(api_version.clone()));
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => convert::<Namespace>(&raw, &kind, &mut f, core::namespace)?,
         ("v1", "ConfigMap") => convert::<ConfigMap>(&raw, &kind, &mut f, core::config_map)?,
         ("v1", "Secret") => convert::<Secret>(&raw, &kind, &mut f, core::secret)?,
         ("v1", "Service") => convert::<Service>(&raw, &kind, &mut f, core::service)?,
-        ("v1", "ServiceAccount") => convert::<ServiceAccount>(&raw, &kind, &mut f, core::service_account)?,
+        ("v1", "ServiceAccount") => {
+            convert::<ServiceAccount>(&raw, &kind, &mut f, core::service_account)?
+        }
         ("v1", "Pod") => convert::<Pod>(&raw, &kind, &mut f, core::pod)?,
-        ("apps/v1", "Deployment") => convert::<Deployment>(&raw, &kind, &mut f, workloads::deployment)?,
+        ("apps/v1", "Deployment") => {
+            convert::<Deployment>(&raw, &kind, &mut f, workloads::deployment)?
+        }
         ("batch/v1", "Job") => convert::<Job>(&raw, &kind, &mut f, workloads::job)?,
         ("batch/v1", "CronJob") => convert::<CronJob>(&raw, &kind, &mut f, workloads::cron_job)?,
         _ => {
             return Err(ApiError::UnsupportedMediaType {
-                message: format!("protobuf encoding of {api_version} {kind} is not supported; send JSON"),
+                message: format!(
+                    "protobuf encoding of {api_version} {kind} is not supported; send JSON"
+                ),
             });
         }
     }
@@ -83,13 +102,16 @@ fn convert<M: Message + Default>(
     f: &mut Fields,
     to_json: fn(M, &mut Fields) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    let msg = M::decode(raw).map_err(|e| ApiError::bad_request(format!("failed to decode protobuf {kind}: {e}")))?;
+    let msg = M::decode(raw)
+        .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf {kind}: {e}")))?;
     // prost skips fields it does not know; re-encoding shows whether any were skipped, so that a
     // field from a newer Kubernetes is refused rather than silently dropped. Go writes fields in
     // tag order with minimal varints, so kubectl's bodies re-encode to the same length.
     if msg.encoded_len() != raw.len() {
         return Err(ApiError::UnsupportedMediaType {
-            message: format!("protobuf {kind} contains fields this server does not know; send JSON"),
+            message: format!(
+                "protobuf {kind} contains fields this server does not know; send JSON"
+            ),
         });
     }
     to_json(msg, f)

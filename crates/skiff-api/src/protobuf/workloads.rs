@@ -1,7 +1,11 @@
 //! Conversion of workload messages: apps/v1 Deployment, batch/v1 Job and CronJob.
 
-use k8s_pb::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, RollingUpdateDeployment};
-use k8s_pb::api::batch::v1::{CronJob, CronJobSpec, CronJobStatus, Job, JobSpec, JobStatus, JobTemplateSpec};
+use k8s_pb::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_pb::api::batch::v1::{
+    CronJob, CronJobSpec, CronJobStatus, Job, JobSpec, JobStatus, JobTemplateSpec,
+};
 use serde_json::Value;
 
 use super::core::{object_reference, pod_template_spec};
@@ -10,10 +14,17 @@ use super::meta::{int_or_string, label_selector, object_meta, opt_time};
 use crate::error::ApiError;
 
 pub(super) fn deployment(d: Deployment, f: &mut Fields) -> Result<(), ApiError> {
-    let Deployment { metadata, spec, status } = d;
+    let Deployment {
+        metadata,
+        spec,
+        status,
+    } = d;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .value("spec", deployment_spec(spec.unwrap_or_default(), "spec")?)
-        .value("status", deployment_status(status.unwrap_or_default(), "status")?);
+        .value(
+            "status",
+            deployment_status(status.unwrap_or_default(), "status")?,
+        );
     Ok(())
 }
 
@@ -36,8 +47,14 @@ fn deployment_spec(s: DeploymentSpec, path: &str) -> Result<Value, ApiError> {
     Ok(Fields::new()
         .pointer("replicas", replicas)
         .value("selector", selector)
-        .value("template", pod_template_spec(template, &child(path, "template"))?)
-        .value("strategy", deployment_strategy(strategy.unwrap_or_default(), &child(path, "strategy"))?)
+        .value(
+            "template",
+            pod_template_spec(template, &child(path, "template"))?,
+        )
+        .value(
+            "strategy",
+            deployment_strategy(strategy.unwrap_or_default(), &child(path, "strategy"))?,
+        )
         .omitempty("minReadySeconds", min_ready_seconds)
         .pointer("revisionHistoryLimit", revision_history_limit)
         .omitempty("paused", paused)
@@ -46,20 +63,35 @@ fn deployment_spec(s: DeploymentSpec, path: &str) -> Result<Value, ApiError> {
 }
 
 fn deployment_strategy(s: DeploymentStrategy, path: &str) -> Result<Value, ApiError> {
-    let DeploymentStrategy { r#type, rolling_update } = s;
+    let DeploymentStrategy {
+        r#type,
+        rolling_update,
+    } = s;
     let rolling_update = rolling_update
         .map(|r| {
-            let RollingUpdateDeployment { max_unavailable, max_surge } = r;
+            let RollingUpdateDeployment {
+                max_unavailable,
+                max_surge,
+            } = r;
             let ru = child(path, "rollingUpdate");
-            let max_unavailable =
-                max_unavailable.map(|v| int_or_string(Some(v), &child(&ru, "maxUnavailable"))).transpose()?;
-            let max_surge = max_surge.map(|v| int_or_string(Some(v), &child(&ru, "maxSurge"))).transpose()?;
+            let max_unavailable = max_unavailable
+                .map(|v| int_or_string(Some(v), &child(&ru, "maxUnavailable")))
+                .transpose()?;
+            let max_surge = max_surge
+                .map(|v| int_or_string(Some(v), &child(&ru, "maxSurge")))
+                .transpose()?;
             Ok::<_, ApiError>(
-                Fields::new().opt_value("maxUnavailable", max_unavailable).opt_value("maxSurge", max_surge).finish(),
+                Fields::new()
+                    .opt_value("maxUnavailable", max_unavailable)
+                    .opt_value("maxSurge", max_surge)
+                    .finish(),
             )
         })
         .transpose()?;
-    Ok(Fields::new().omitempty("type", r#type).opt_value("rollingUpdate", rolling_update).finish())
+    Ok(Fields::new()
+        .omitempty("type", r#type)
+        .opt_value("rollingUpdate", rolling_update)
+        .finish())
 }
 
 fn deployment_status(s: DeploymentStatus, path: &str) -> Result<Value, ApiError> {
@@ -88,7 +120,11 @@ fn deployment_status(s: DeploymentStatus, path: &str) -> Result<Value, ApiError>
 }
 
 pub(super) fn job(j: Job, f: &mut Fields) -> Result<(), ApiError> {
-    let Job { metadata, spec, status } = j;
+    let Job {
+        metadata,
+        spec,
+        status,
+    } = j;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .value("spec", job_spec(spec.unwrap_or_default(), "spec")?)
         .value("status", job_status(status.unwrap_or_default(), "status")?);
@@ -116,7 +152,9 @@ fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
     } = s;
     reject(path, "podFailurePolicy", pod_failure_policy.is_some())?;
     reject(path, "successPolicy", success_policy.is_some())?;
-    let selector = selector.map(|s| label_selector(s, &child(path, "selector"))).transpose()?;
+    let selector = selector
+        .map(|s| label_selector(s, &child(path, "selector")))
+        .transpose()?;
     Ok(Fields::new()
         .pointer("parallelism", parallelism)
         .pointer("completions", completions)
@@ -126,7 +164,10 @@ fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
         .pointer("maxFailedIndexes", max_failed_indexes)
         .opt_value("selector", selector)
         .pointer("manualSelector", manual_selector)
-        .value("template", pod_template_spec(template, &child(path, "template"))?)
+        .value(
+            "template",
+            pod_template_spec(template, &child(path, "template"))?,
+        )
         .pointer("ttlSecondsAfterFinished", ttl_seconds_after_finished)
         .pointer("completionMode", completion_mode)
         .pointer("suspend", suspend)
@@ -150,10 +191,20 @@ fn job_status(s: JobStatus, path: &str) -> Result<Value, ApiError> {
         ready,
     } = s;
     reject(path, "conditions", !conditions.is_empty())?;
-    reject(path, "uncountedTerminatedPods", uncounted_terminated_pods.is_some())?;
+    reject(
+        path,
+        "uncountedTerminatedPods",
+        uncounted_terminated_pods.is_some(),
+    )?;
     Ok(Fields::new()
-        .opt_value("startTime", opt_time(start_time, &child(path, "startTime"))?)
-        .opt_value("completionTime", opt_time(completion_time, &child(path, "completionTime"))?)
+        .opt_value(
+            "startTime",
+            opt_time(start_time, &child(path, "startTime"))?,
+        )
+        .opt_value(
+            "completionTime",
+            opt_time(completion_time, &child(path, "completionTime"))?,
+        )
         .omitempty("active", active)
         .omitempty("succeeded", succeeded)
         .omitempty("failed", failed)
@@ -165,10 +216,17 @@ fn job_status(s: JobStatus, path: &str) -> Result<Value, ApiError> {
 }
 
 pub(super) fn cron_job(c: CronJob, f: &mut Fields) -> Result<(), ApiError> {
-    let CronJob { metadata, spec, status } = c;
+    let CronJob {
+        metadata,
+        spec,
+        status,
+    } = c;
     f.value("metadata", object_meta(metadata, "metadata")?)
         .value("spec", cron_job_spec(spec.unwrap_or_default(), "spec")?)
-        .value("status", cron_job_status(status.unwrap_or_default(), "status")?);
+        .value(
+            "status",
+            cron_job_status(status.unwrap_or_default(), "status")?,
+        );
     Ok(())
 }
 
@@ -186,8 +244,14 @@ fn cron_job_spec(s: CronJobSpec, path: &str) -> Result<Value, ApiError> {
     let JobTemplateSpec { metadata, spec } = job_template.unwrap_or_default();
     let template_path = child(path, "jobTemplate");
     let job_template = Fields::new()
-        .value("metadata", object_meta(metadata, &child(&template_path, "metadata"))?)
-        .value("spec", job_spec(spec.unwrap_or_default(), &child(&template_path, "spec"))?)
+        .value(
+            "metadata",
+            object_meta(metadata, &child(&template_path, "metadata"))?,
+        )
+        .value(
+            "spec",
+            job_spec(spec.unwrap_or_default(), &child(&template_path, "spec"))?,
+        )
         .finish();
     Ok(Fields::new()
         .always("schedule", schedule)
@@ -202,10 +266,20 @@ fn cron_job_spec(s: CronJobSpec, path: &str) -> Result<Value, ApiError> {
 }
 
 fn cron_job_status(s: CronJobStatus, path: &str) -> Result<Value, ApiError> {
-    let CronJobStatus { active, last_schedule_time, last_successful_time } = s;
+    let CronJobStatus {
+        active,
+        last_schedule_time,
+        last_successful_time,
+    } = s;
     Ok(Fields::new()
         .list(path, "active", active, object_reference)?
-        .opt_value("lastScheduleTime", opt_time(last_schedule_time, &child(path, "lastScheduleTime"))?)
-        .opt_value("lastSuccessfulTime", opt_time(last_successful_time, &child(path, "lastSuccessfulTime"))?)
+        .opt_value(
+            "lastScheduleTime",
+            opt_time(last_schedule_time, &child(path, "lastScheduleTime"))?,
+        )
+        .opt_value(
+            "lastSuccessfulTime",
+            opt_time(last_successful_time, &child(path, "lastSuccessfulTime"))?,
+        )
         .finish())
 }
