@@ -1,4 +1,5 @@
-//! Conversion of core/v1 messages: Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod.
+//! Conversion of core/v1 messages: Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod,
+//! ResourceQuota.
 
 use k8s_pb::api::core::v1::{
     ClientIpConfig, ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, Container, ContainerPort,
@@ -6,8 +7,10 @@ use k8s_pb::api::core::v1::{
     LocalObjectReference, Namespace, NamespaceSpec, NamespaceStatus, ObjectFieldSelector,
     ObjectReference, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate,
     PodSchedulingGate, PodSpec, PodStatus, PodTemplateSpec, ResourceClaim, ResourceFieldSelector,
-    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service, ServiceAccount,
-    ServicePort, ServiceSpec, ServiceStatus, SessionAffinityConfig, Toleration, VolumeMount,
+    ResourceQuota, ResourceQuotaSpec, ResourceQuotaStatus, ResourceRequirements, ScopeSelector,
+    ScopedResourceSelectorRequirement, Secret, SecretEnvSource, SecretKeySelector, Service,
+    ServiceAccount, ServicePort, ServiceSpec, ServiceStatus, SessionAffinityConfig, Toleration,
+    VolumeMount,
 };
 use serde_json::Value;
 
@@ -760,5 +763,64 @@ fn volume_mount(m: VolumeMount, _path: &str) -> Result<Value, ApiError> {
         .omitempty("subPath", sub_path)
         .pointer("mountPropagation", mount_propagation)
         .omitempty("subPathExpr", sub_path_expr)
+        .finish())
+}
+
+pub(super) fn resource_quota(q: ResourceQuota, f: &mut Fields) -> Result<(), ApiError> {
+    let ResourceQuota {
+        metadata,
+        spec,
+        status,
+    } = q;
+    let ResourceQuotaSpec {
+        hard,
+        scopes,
+        scope_selector,
+    } = spec.unwrap_or_default();
+    let scope_selector = scope_selector
+        .map(|s| {
+            let ScopeSelector { match_expressions } = s;
+            Ok::<_, ApiError>(
+                Fields::new()
+                    .list(
+                        "spec.scopeSelector",
+                        "matchExpressions",
+                        match_expressions,
+                        scoped_requirement,
+                    )?
+                    .finish(),
+            )
+        })
+        .transpose()?;
+    let mut spec = Fields::new();
+    resource_list(&mut spec, "spec", "hard", hard)?;
+    spec.strings("scopes", scopes)
+        .opt_value("scopeSelector", scope_selector);
+    let ResourceQuotaStatus {
+        hard: status_hard,
+        used,
+    } = status.unwrap_or_default();
+    let mut status = Fields::new();
+    resource_list(&mut status, "status", "hard", status_hard)?;
+    resource_list(&mut status, "status", "used", used)?;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value("spec", spec.finish())
+        .value("status", status.finish());
+    Ok(())
+}
+
+fn scoped_requirement(
+    r: ScopedResourceSelectorRequirement,
+    _path: &str,
+) -> Result<Value, ApiError> {
+    let ScopedResourceSelectorRequirement {
+        scope_name,
+        operator,
+        values,
+    } = r;
+    Ok(Fields::new()
+        .always("scopeName", scope_name)
+        .always("operator", operator)
+        .strings("values", values)
         .finish())
 }

@@ -92,6 +92,24 @@ impl Fields {
         self
     }
 
+    /// Go `*T json:"key"` (no omitempty): `null` when unset.
+    pub(super) fn pointer_or_null<T: Into<Value>>(&mut self, key: &str, v: Option<T>) -> &mut Self {
+        self.map
+            .insert(key.to_string(), v.map_or(Value::Null, Into::into));
+        self
+    }
+
+    /// Go `[]string json:"key"`: an empty list is Go's nil slice, `null`.
+    pub(super) fn strings_always(&mut self, key: &str, v: Vec<String>) -> &mut Self {
+        let v = if v.is_empty() {
+            Value::Null
+        } else {
+            Value::from(v)
+        };
+        self.map.insert(key.to_string(), v);
+        self
+    }
+
     /// Go `map[string]string json:"key,omitempty"`.
     pub(super) fn string_map(&mut self, key: &str, m: BTreeMap<String, String>) -> &mut Self {
         if !m.is_empty() {
@@ -195,6 +213,8 @@ mod tests {
             .pointer("f", Some(false))
             .pointer("g", None::<bool>)
             .strings("h", vec![])
+            .strings_always("h2", vec![])
+            .pointer_or_null("h3", None::<i64>)
             .string_map("i", BTreeMap::new())
             .bytes_map(
                 "j",
@@ -203,7 +223,7 @@ mod tests {
             .finish();
         assert_eq!(
             v,
-            json!({"c": 3, "d": "", "e": 0, "f": false, "j": {"k": "AP/+"}})
+            json!({"c": 3, "d": "", "e": 0, "f": false, "h2": null, "h3": null, "j": {"k": "AP/+"}})
         );
     }
 

@@ -5,14 +5,24 @@
 //! body into exactly the JSON object kubectl would have sent and handles it like any JSON body.
 //! The wire form is the magic `k8s\0` followed by a `runtime.Unknown` whose `raw` holds the object.
 
+mod access;
 mod core;
 mod json;
 mod meta;
+mod networking;
 mod workloads;
 
 use k8s_pb::api::apps::v1::Deployment;
+use k8s_pb::api::authentication::v1::TokenRequest;
+use k8s_pb::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_pb::api::batch::v1::{CronJob, Job};
-use k8s_pb::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_pb::api::core::v1::{
+    ConfigMap, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_pb::api::networking::v1::Ingress;
+use k8s_pb::api::policy::v1::PodDisruptionBudget;
+use k8s_pb::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_pb::api::scheduling::v1::PriorityClass;
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
 use prost::Message;
 use serde_json::Value;
@@ -84,6 +94,39 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         }
         ("batch/v1", "Job") => convert::<Job>(&raw, &kind, &mut f, workloads::job)?,
         ("batch/v1", "CronJob") => convert::<CronJob>(&raw, &kind, &mut f, workloads::cron_job)?,
+        ("v1", "ResourceQuota") => {
+            convert::<ResourceQuota>(&raw, &kind, &mut f, core::resource_quota)?
+        }
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => convert::<HorizontalPodAutoscaler>(
+            &raw,
+            &kind,
+            &mut f,
+            workloads::horizontal_pod_autoscaler,
+        )?,
+        ("policy/v1", "PodDisruptionBudget") => {
+            convert::<PodDisruptionBudget>(&raw, &kind, &mut f, workloads::pod_disruption_budget)?
+        }
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            convert::<PriorityClass>(&raw, &kind, &mut f, workloads::priority_class)?
+        }
+        ("networking.k8s.io/v1", "Ingress") => {
+            convert::<Ingress>(&raw, &kind, &mut f, networking::ingress)?
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => {
+            convert::<Role>(&raw, &kind, &mut f, access::role)?
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            convert::<ClusterRole>(&raw, &kind, &mut f, access::cluster_role)?
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            convert::<RoleBinding>(&raw, &kind, &mut f, access::role_binding)?
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            convert::<ClusterRoleBinding>(&raw, &kind, &mut f, access::cluster_role_binding)?
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            convert::<TokenRequest>(&raw, &kind, &mut f, access::token_request)?
+        }
         _ => {
             return Err(ApiError::UnsupportedMediaType {
                 message: format!(

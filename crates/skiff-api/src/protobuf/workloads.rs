@@ -1,11 +1,20 @@
-//! Conversion of workload messages: apps/v1 Deployment, batch/v1 Job and CronJob.
+//! Conversion of workload messages: Deployment, Job, CronJob, and the autoscaling, disruption
+//! budget and priority objects that govern them.
 
 use k8s_pb::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_pb::api::autoscaling::v1::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    HorizontalPodAutoscalerStatus,
+};
 use k8s_pb::api::batch::v1::{
     CronJob, CronJobSpec, CronJobStatus, Job, JobSpec, JobStatus, JobTemplateSpec,
 };
+use k8s_pb::api::policy::v1::{
+    PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
+};
+use k8s_pb::api::scheduling::v1::PriorityClass;
 use serde_json::Value;
 
 use super::core::{object_reference, pod_template_spec};
@@ -282,4 +291,144 @@ fn cron_job_status(s: CronJobStatus, path: &str) -> Result<Value, ApiError> {
             opt_time(last_successful_time, &child(path, "lastSuccessfulTime"))?,
         )
         .finish())
+}
+
+pub(super) fn horizontal_pod_autoscaler(
+    h: HorizontalPodAutoscaler,
+    f: &mut Fields,
+) -> Result<(), ApiError> {
+    let HorizontalPodAutoscaler {
+        metadata,
+        spec,
+        status,
+    } = h;
+    let HorizontalPodAutoscalerSpec {
+        scale_target_ref,
+        min_replicas,
+        max_replicas,
+        target_cpu_utilization_percentage,
+    } = spec.unwrap_or_default();
+    let CrossVersionObjectReference {
+        kind,
+        name,
+        api_version,
+    } = scale_target_ref.unwrap_or_default();
+    let HorizontalPodAutoscalerStatus {
+        observed_generation,
+        last_scale_time,
+        current_replicas,
+        desired_replicas,
+        current_cpu_utilization_percentage,
+    } = status.unwrap_or_default();
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value(
+            "spec",
+            Fields::new()
+                .value(
+                    "scaleTargetRef",
+                    Fields::new()
+                        .always("kind", kind)
+                        .always("name", name)
+                        .omitempty("apiVersion", api_version)
+                        .finish(),
+                )
+                .pointer("minReplicas", min_replicas)
+                .always("maxReplicas", max_replicas)
+                .pointer(
+                    "targetCPUUtilizationPercentage",
+                    target_cpu_utilization_percentage,
+                )
+                .finish(),
+        )
+        .value(
+            "status",
+            Fields::new()
+                .pointer("observedGeneration", observed_generation)
+                .opt_value(
+                    "lastScaleTime",
+                    opt_time(last_scale_time, "status.lastScaleTime")?,
+                )
+                .always("currentReplicas", current_replicas)
+                .always("desiredReplicas", desired_replicas)
+                .pointer(
+                    "currentCPUUtilizationPercentage",
+                    current_cpu_utilization_percentage,
+                )
+                .finish(),
+        );
+    Ok(())
+}
+
+pub(super) fn pod_disruption_budget(
+    p: PodDisruptionBudget,
+    f: &mut Fields,
+) -> Result<(), ApiError> {
+    let PodDisruptionBudget {
+        metadata,
+        spec,
+        status,
+    } = p;
+    let PodDisruptionBudgetSpec {
+        min_available,
+        selector,
+        max_unavailable,
+        unhealthy_pod_eviction_policy,
+    } = spec.unwrap_or_default();
+    let PodDisruptionBudgetStatus {
+        observed_generation,
+        disrupted_pods,
+        disruptions_allowed,
+        current_healthy,
+        desired_healthy,
+        expected_pods,
+        conditions,
+    } = status.unwrap_or_default();
+    reject("status", "disruptedPods", !disrupted_pods.is_empty())?;
+    reject("status", "conditions", !conditions.is_empty())?;
+    let min_available = min_available
+        .map(|v| int_or_string(Some(v), "spec.minAvailable"))
+        .transpose()?;
+    let selector = selector
+        .map(|s| label_selector(s, "spec.selector"))
+        .transpose()?;
+    let max_unavailable = max_unavailable
+        .map(|v| int_or_string(Some(v), "spec.maxUnavailable"))
+        .transpose()?;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value(
+            "spec",
+            Fields::new()
+                .opt_value("minAvailable", min_available)
+                .opt_value("selector", selector)
+                .opt_value("maxUnavailable", max_unavailable)
+                .pointer("unhealthyPodEvictionPolicy", unhealthy_pod_eviction_policy)
+                .finish(),
+        )
+        .value(
+            "status",
+            Fields::new()
+                .omitempty("observedGeneration", observed_generation)
+                .always("disruptionsAllowed", disruptions_allowed)
+                .always("currentHealthy", current_healthy)
+                .always("desiredHealthy", desired_healthy)
+                .always("expectedPods", expected_pods)
+                .finish(),
+        );
+    Ok(())
+}
+
+pub(super) fn priority_class(p: PriorityClass, f: &mut Fields) -> Result<(), ApiError> {
+    let PriorityClass {
+        metadata,
+        value,
+        global_default,
+        description,
+        preemption_policy,
+    } = p;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .always("value", value)
+        .omitempty("globalDefault", global_default)
+        .omitempty("description", description)
+        .pointer("preemptionPolicy", preemption_policy);
+    Ok(())
 }
