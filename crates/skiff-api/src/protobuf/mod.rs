@@ -36,6 +36,13 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// Whether a `Content-Type` header value names the Kubernetes protobuf media type
+/// (parameters such as `; charset=...` ignored, case-insensitive).
+pub fn is_protobuf(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case(CONTENT_TYPE)
+}
+
 /// Decodes a `k8s\0`-prefixed `runtime.Unknown` envelope into the JSON form of the object,
 /// with `apiVersion` and `kind` taken from the envelope.
 ///

@@ -15,16 +15,22 @@ macro_rules! fixtures {
 const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "autoscale",
     "autoscale_mem",
+    "clusterrole",
+    "clusterrole_agg",
+    "clusterrole_nonres",
     "cm_env",
     "cm_file",
     "cm_literal",
     "crb",
     "cronjob",
     "cronjob_cmd",
+    "cronjob_restart",
     "deploy",
     "deploy_cmd",
     "deploy_multi",
+    "deploy_port",
     "ingress",
+    "ingress_tls",
     "job",
     "job_cmd",
     "job_from",
@@ -36,6 +42,7 @@ const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "rolebinding",
     "sa",
     "secret_docker",
+    "secret_file",
     "secret_generic",
     "svc_clusterip",
     "svc_ext",
@@ -45,6 +52,17 @@ const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "svc_nodeport2",
     "token"
 );
+
+#[test]
+fn protobuf_media_type() {
+    assert!(is_protobuf("application/vnd.kubernetes.protobuf"));
+    assert!(is_protobuf(
+        "Application/VND.Kubernetes.Protobuf; charset=utf-8"
+    ));
+    assert!(!is_protobuf(""));
+    assert!(!is_protobuf("application/json"));
+    assert!(!is_protobuf("application/vnd.kubernetes.protobuf.extra"));
+}
 
 #[test]
 fn kubectl_bodies_decode_to_kubectl_json() {
