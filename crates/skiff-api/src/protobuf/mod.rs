@@ -10,6 +10,7 @@ mod core;
 mod json;
 mod meta;
 mod networking;
+mod wire;
 mod workloads;
 
 use k8s_pb::api::apps::v1::Deployment;
@@ -154,13 +155,11 @@ fn convert<M: Message + Default>(
 ) -> Result<(), ApiError> {
     let msg = M::decode(raw)
         .map_err(|e| ApiError::bad_request(format!("failed to decode protobuf {kind}: {e}")))?;
-    // prost skips fields it does not know; re-encoding shows whether any were skipped, so that a
-    // field from a newer Kubernetes is refused rather than silently dropped. Go writes fields in
-    // tag order with minimal varints, so kubectl's bodies re-encode to the same length.
-    if msg.encoded_len() != raw.len() {
+    // prost skips fields it does not know: refuse them rather than drop them silently.
+    if let Some(field) = wire::first_unknown_field(raw, &msg.encode_to_vec()) {
         return Err(ApiError::UnsupportedMediaType {
             message: format!(
-                "protobuf {kind} contains fields this server does not know; send JSON"
+                "protobuf {kind} has field number {field}, which this server does not know; send JSON"
             ),
         });
     }

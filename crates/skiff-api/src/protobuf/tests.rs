@@ -18,6 +18,7 @@ const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "clusterrole",
     "clusterrole_agg",
     "clusterrole_nonres",
+    "cm_empty",
     "cm_env",
     "cm_file",
     "cm_literal",
@@ -38,10 +39,12 @@ const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "pc",
     "pdb",
     "quota",
+    "quota_zero",
     "role",
     "rolebinding",
     "sa",
     "secret_docker",
+    "secret_empty",
     "secret_file",
     "secret_generic",
     "svc_clusterip",
@@ -401,16 +404,31 @@ mod hand_built {
 
     #[test]
     fn fields_unknown_to_k8s_pb_are_refused_not_dropped() {
-        let mut raw = Namespace {
-            metadata: meta("ns1", &[]),
+        let ns = || Namespace {
+            metadata: meta("ns1", &[("a", "")]),
             spec: None,
             status: None,
-        }
-        .encode_to_vec();
-        // Field 15, wire type 2 (length-delimited), as a newer Kubernetes might add.
+        };
+        // Field 15 (length-delimited), as a newer Kubernetes might add at the top level.
+        let mut raw = ns().encode_to_vec();
         raw.extend([0x7a, 0x01, b'x']);
         let (code, msg) = err(&envelope("v1", "Namespace", raw));
-        assert_eq!(code, 415, "{msg}");
+        assert_eq!(
+            (code, msg.as_str()),
+            (
+                415,
+                "protobuf Namespace has field number 15, which this server does not know; send JSON"
+            )
+        );
+
+        // Field 99 (varint 1) inside metadata (field 1): the metadata bytes are rebuilt with it.
+        let mut metadata = ns().metadata.unwrap_or_default().encode_to_vec();
+        metadata.extend([0x98, 0x06, 0x01]);
+        let mut raw = vec![0x0a, u8::try_from(metadata.len()).unwrap_or(0)];
+        raw.extend(metadata);
+        let (code, msg) = err(&envelope("v1", "Namespace", raw));
+        assert_eq!(code, 415);
+        assert!(msg.contains("field number 1.99"), "{msg}");
     }
 
     #[test]
