@@ -6,10 +6,12 @@
 //! The wire form is the magic `k8s\0` followed by a `runtime.Unknown` whose `raw` holds the object.
 
 mod access;
+mod container;
 mod core;
 mod json;
 mod meta;
 mod networking;
+mod pod;
 mod wire;
 mod workloads;
 
@@ -96,7 +98,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         ("v1", "ServiceAccount") => {
             convert::<ServiceAccount>(&raw, &kind, &mut f, core::service_account)?
         }
-        ("v1", "Pod") => convert::<Pod>(&raw, &kind, &mut f, core::pod)?,
+        ("v1", "Pod") => convert::<Pod>(&raw, &kind, &mut f, pod::pod)?,
         ("apps/v1", "Deployment") => {
             convert::<Deployment>(&raw, &kind, &mut f, workloads::deployment)?
         }

@@ -17,9 +17,10 @@ use k8s_pb::api::policy::v1::{
 use k8s_pb::api::scheduling::v1::PriorityClass;
 use serde_json::Value;
 
-use super::core::{object_reference, pod_template_spec};
+use super::core::object_reference;
 use super::json::{Fields, child, reject};
 use super::meta::{int_or_string, label_selector, object_meta, opt_time};
+use super::pod::pod_template_spec;
 use crate::error::ApiError;
 
 pub(super) fn deployment(d: Deployment, f: &mut Fields) -> Result<(), ApiError> {

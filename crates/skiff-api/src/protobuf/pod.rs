@@ -1,0 +1,293 @@
+//! Conversion of Pods and the pod templates every workload embeds.
+
+use k8s_pb::api::core::v1::{
+    HostAlias, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate, PodSchedulingGate,
+    PodSpec, PodStatus, PodTemplateSpec, Toleration,
+};
+use serde_json::Value;
+
+use super::container::{container, resource_requirements};
+use super::core::local_object_reference;
+use super::json::{Fields, child, reject};
+use super::meta::{object_meta, opt_time, resource_list};
+use crate::error::ApiError;
+
+pub(super) fn pod(p: Pod, f: &mut Fields) -> Result<(), ApiError> {
+    let Pod {
+        metadata,
+        spec,
+        status,
+    } = p;
+    f.value("metadata", object_meta(metadata, "metadata")?)
+        .value("spec", pod_spec(spec.unwrap_or_default(), "spec")?)
+        .value("status", pod_status(status.unwrap_or_default(), "status")?);
+    Ok(())
+}
+
+fn pod_status(s: PodStatus, path: &str) -> Result<Value, ApiError> {
+    let PodStatus {
+        observed_generation,
+        phase,
+        conditions,
+        message,
+        reason,
+        nominated_node_name,
+        host_ip,
+        host_ips,
+        pod_ip,
+        pod_ips,
+        start_time,
+        init_container_statuses,
+        container_statuses,
+        qos_class,
+        ephemeral_container_statuses,
+        resize,
+        resource_claim_statuses,
+        extended_resource_claim_status,
+        allocated_resources,
+        resources,
+    } = s;
+    // A client never sets these on create; they are written by the node agent.
+    reject(path, "conditions", !conditions.is_empty())?;
+    reject(path, "hostIPs", !host_ips.is_empty())?;
+    reject(path, "podIPs", !pod_ips.is_empty())?;
+    reject(
+        path,
+        "initContainerStatuses",
+        !init_container_statuses.is_empty(),
+    )?;
+    reject(path, "containerStatuses", !container_statuses.is_empty())?;
+    reject(
+        path,
+        "ephemeralContainerStatuses",
+        !ephemeral_container_statuses.is_empty(),
+    )?;
+    reject(
+        path,
+        "resourceClaimStatuses",
+        !resource_claim_statuses.is_empty(),
+    )?;
+    reject(
+        path,
+        "extendedResourceClaimStatus",
+        extended_resource_claim_status.is_some(),
+    )?;
+    let mut f = Fields::new();
+    f.omitempty("observedGeneration", observed_generation)
+        .omitempty("phase", phase)
+        .omitempty("message", message)
+        .omitempty("reason", reason)
+        .omitempty("nominatedNodeName", nominated_node_name)
+        .omitempty("hostIP", host_ip)
+        .omitempty("podIP", pod_ip)
+        .opt_value(
+            "startTime",
+            opt_time(start_time, &child(path, "startTime"))?,
+        )
+        .omitempty("qosClass", qos_class)
+        .omitempty("resize", resize);
+    resource_list(&mut f, path, "allocatedResources", allocated_resources)?;
+    if let Some(r) = resources {
+        f.value(
+            "resources",
+            resource_requirements(r, &child(path, "resources"))?,
+        );
+    }
+    Ok(f.finish())
+}
+
+/// A `v1.PodTemplateSpec` (non-pointer in every workload).
+pub(super) fn pod_template_spec(t: Option<PodTemplateSpec>, path: &str) -> Result<Value, ApiError> {
+    let PodTemplateSpec { metadata, spec } = t.unwrap_or_default();
+    Ok(Fields::new()
+        .value("metadata", object_meta(metadata, &child(path, "metadata"))?)
+        .value(
+            "spec",
+            pod_spec(spec.unwrap_or_default(), &child(path, "spec"))?,
+        )
+        .finish())
+}
+
+pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
+    let PodSpec {
+        volumes,
+        init_containers,
+        containers,
+        ephemeral_containers,
+        restart_policy,
+        termination_grace_period_seconds,
+        active_deadline_seconds,
+        dns_policy,
+        node_selector,
+        service_account_name,
+        service_account,
+        automount_service_account_token,
+        node_name,
+        host_network,
+        host_pid,
+        host_ipc,
+        share_process_namespace,
+        security_context,
+        image_pull_secrets,
+        hostname,
+        subdomain,
+        affinity,
+        scheduler_name,
+        tolerations,
+        host_aliases,
+        priority_class_name,
+        priority,
+        dns_config,
+        readiness_gates,
+        runtime_class_name,
+        enable_service_links,
+        preemption_policy,
+        overhead,
+        topology_spread_constraints,
+        set_hostname_as_fqdn,
+        os,
+        host_users,
+        scheduling_gates,
+        resource_claims,
+        resources,
+        hostname_override,
+        workload_ref,
+    } = s;
+    // Deep structures kubectl's generators never set; JSON bodies carry them fine.
+    reject(path, "volumes", !volumes.is_empty())?;
+    reject(
+        path,
+        "ephemeralContainers",
+        !ephemeral_containers.is_empty(),
+    )?;
+    reject(path, "securityContext", security_context.is_some())?;
+    reject(path, "affinity", affinity.is_some())?;
+    reject(
+        path,
+        "topologySpreadConstraints",
+        !topology_spread_constraints.is_empty(),
+    )?;
+    reject(path, "resourceClaims", !resource_claims.is_empty())?;
+    reject(path, "workloadRef", workload_ref.is_some())?;
+
+    let mut f = Fields::new();
+    f.list(path, "initContainers", init_containers, container)?
+        .list_always(path, "containers", containers, container)?
+        .omitempty("restartPolicy", restart_policy)
+        .pointer(
+            "terminationGracePeriodSeconds",
+            termination_grace_period_seconds,
+        )
+        .pointer("activeDeadlineSeconds", active_deadline_seconds)
+        .omitempty("dnsPolicy", dns_policy)
+        .string_map("nodeSelector", node_selector)
+        .omitempty("serviceAccountName", service_account_name)
+        .omitempty("serviceAccount", service_account)
+        .pointer(
+            "automountServiceAccountToken",
+            automount_service_account_token,
+        )
+        .omitempty("nodeName", node_name)
+        .omitempty("hostNetwork", host_network)
+        .omitempty("hostPID", host_pid)
+        .omitempty("hostIPC", host_ipc)
+        .pointer("shareProcessNamespace", share_process_namespace)
+        .list(
+            path,
+            "imagePullSecrets",
+            image_pull_secrets,
+            local_object_reference,
+        )?
+        .omitempty("hostname", hostname)
+        .omitempty("subdomain", subdomain)
+        .omitempty("schedulerName", scheduler_name)
+        .list(path, "tolerations", tolerations, toleration)?
+        .list(path, "hostAliases", host_aliases, host_alias)?
+        .omitempty("priorityClassName", priority_class_name)
+        .pointer("priority", priority)
+        .opt_value("dnsConfig", dns_config.map(pod_dns_config))
+        .list(path, "readinessGates", readiness_gates, readiness_gate)?
+        .pointer("runtimeClassName", runtime_class_name)
+        .pointer("enableServiceLinks", enable_service_links)
+        .pointer("preemptionPolicy", preemption_policy);
+    resource_list(&mut f, path, "overhead", overhead)?;
+    f.pointer("setHostnameAsFQDN", set_hostname_as_fqdn)
+        .opt_value("os", os.map(pod_os))
+        .pointer("hostUsers", host_users)
+        .list(path, "schedulingGates", scheduling_gates, scheduling_gate)?;
+    if let Some(r) = resources {
+        f.value(
+            "resources",
+            resource_requirements(r, &child(path, "resources"))?,
+        );
+    }
+    f.pointer("hostnameOverride", hostname_override);
+    Ok(f.finish())
+}
+
+fn toleration(t: Toleration, _path: &str) -> Result<Value, ApiError> {
+    let Toleration {
+        key,
+        operator,
+        value,
+        effect,
+        toleration_seconds,
+    } = t;
+    Ok(Fields::new()
+        .omitempty("key", key)
+        .omitempty("operator", operator)
+        .omitempty("value", value)
+        .omitempty("effect", effect)
+        .pointer("tolerationSeconds", toleration_seconds)
+        .finish())
+}
+
+fn host_alias(h: HostAlias, _path: &str) -> Result<Value, ApiError> {
+    let HostAlias { ip, hostnames } = h;
+    Ok(Fields::new()
+        .always("ip", ip)
+        .strings("hostnames", hostnames)
+        .finish())
+}
+
+fn pod_dns_config(c: PodDnsConfig) -> Value {
+    let PodDnsConfig {
+        nameservers,
+        searches,
+        options,
+    } = c;
+    let options: Vec<Value> = options
+        .into_iter()
+        .map(|o| {
+            let PodDnsConfigOption { name, value } = o;
+            Fields::new()
+                .omitempty("name", name)
+                .pointer("value", value)
+                .finish()
+        })
+        .collect();
+    let mut f = Fields::new();
+    f.strings("nameservers", nameservers)
+        .strings("searches", searches);
+    if !options.is_empty() {
+        f.value("options", Value::Array(options));
+    }
+    f.finish()
+}
+
+fn readiness_gate(g: PodReadinessGate, _path: &str) -> Result<Value, ApiError> {
+    let PodReadinessGate { condition_type } = g;
+    Ok(Fields::new()
+        .always("conditionType", condition_type)
+        .finish())
+}
+
+fn pod_os(o: PodOs) -> Value {
+    let PodOs { name } = o;
+    Fields::new().always("name", name).finish()
+}
+
+fn scheduling_gate(g: PodSchedulingGate, _path: &str) -> Result<Value, ApiError> {
+    let PodSchedulingGate { name } = g;
+    Ok(Fields::new().always("name", name).finish())
+}
