@@ -12,6 +12,7 @@ mod json;
 mod meta;
 mod networking;
 mod pod;
+mod volume;
 mod wire;
 mod workloads;
 

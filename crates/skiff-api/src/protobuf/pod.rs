@@ -2,14 +2,18 @@
 
 use k8s_pb::api::core::v1::{
     HostAlias, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate, PodSchedulingGate,
-    PodSpec, PodStatus, PodTemplateSpec, Toleration,
+    PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec, Sysctl, Toleration,
 };
 use serde_json::Value;
 
-use super::container::{container, resource_requirements};
+use super::container::{
+    app_armor_profile_json, container, resource_requirements, se_linux_options_json,
+    seccomp_profile_json, windows_options_json,
+};
 use super::core::local_object_reference;
 use super::json::{Fields, child, reject};
 use super::meta::{object_meta, opt_time, resource_list};
+use super::volume::volume;
 use crate::error::ApiError;
 
 pub(super) fn pod(p: Pod, f: &mut Fields) -> Result<(), ApiError> {
@@ -154,13 +158,11 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         workload_ref,
     } = s;
     // Deep structures kubectl's generators never set; JSON bodies carry them fine.
-    reject(path, "volumes", !volumes.is_empty())?;
     reject(
         path,
         "ephemeralContainers",
         !ephemeral_containers.is_empty(),
     )?;
-    reject(path, "securityContext", security_context.is_some())?;
     reject(path, "affinity", affinity.is_some())?;
     reject(
         path,
@@ -171,7 +173,8 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
     reject(path, "workloadRef", workload_ref.is_some())?;
 
     let mut f = Fields::new();
-    f.list(path, "initContainers", init_containers, container)?
+    f.list(path, "volumes", volumes, volume)?
+        .list(path, "initContainers", init_containers, container)?
         .list_always(path, "containers", containers, container)?
         .omitempty("restartPolicy", restart_policy)
         .pointer(
@@ -192,6 +195,10 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         .omitempty("hostPID", host_pid)
         .omitempty("hostIPC", host_ipc)
         .pointer("shareProcessNamespace", share_process_namespace)
+        .opt_value(
+            "securityContext",
+            security_context.map(pod_security_context),
+        )
         .list(
             path,
             "imagePullSecrets",
@@ -290,4 +297,57 @@ fn pod_os(o: PodOs) -> Value {
 fn scheduling_gate(g: PodSchedulingGate, _path: &str) -> Result<Value, ApiError> {
     let PodSchedulingGate { name } = g;
     Ok(Fields::new().always("name", name).finish())
+}
+
+fn pod_security_context(s: PodSecurityContext) -> Value {
+    let PodSecurityContext {
+        se_linux_options,
+        windows_options,
+        run_as_user,
+        run_as_group,
+        run_as_non_root,
+        supplemental_groups,
+        supplemental_groups_policy,
+        fs_group,
+        sysctls,
+        fs_group_change_policy,
+        seccomp_profile,
+        app_armor_profile,
+        se_linux_change_policy,
+    } = s;
+    let sysctls: Vec<Value> = sysctls
+        .into_iter()
+        .map(|s| {
+            let Sysctl { name, value } = s;
+            Fields::new()
+                .always("name", name)
+                .always("value", value)
+                .finish()
+        })
+        .collect();
+    let mut f = Fields::new();
+    f.opt_value(
+        "seLinuxOptions",
+        se_linux_options.map(se_linux_options_json),
+    )
+    .opt_value("windowsOptions", windows_options.map(windows_options_json))
+    .pointer("runAsUser", run_as_user)
+    .pointer("runAsGroup", run_as_group)
+    .pointer("runAsNonRoot", run_as_non_root);
+    if !supplemental_groups.is_empty() {
+        f.value("supplementalGroups", Value::from(supplemental_groups));
+    }
+    f.pointer("supplementalGroupsPolicy", supplemental_groups_policy)
+        .pointer("fsGroup", fs_group);
+    if !sysctls.is_empty() {
+        f.value("sysctls", Value::Array(sysctls));
+    }
+    f.pointer("fsGroupChangePolicy", fs_group_change_policy)
+        .opt_value("seccompProfile", seccomp_profile.map(seccomp_profile_json))
+        .opt_value(
+            "appArmorProfile",
+            app_armor_profile.map(app_armor_profile_json),
+        )
+        .pointer("seLinuxChangePolicy", se_linux_change_policy);
+    f.finish()
 }

@@ -35,6 +35,7 @@ const FIXTURES: &[(&str, &[u8], &str)] = fixtures!(
     "job",
     "job_cmd",
     "job_from",
+    "job_rich",
     "namespace",
     "pc",
     "pdb",
@@ -85,8 +86,8 @@ mod hand_built {
     use super::*;
     use k8s_pb::api::apps::v1::DeploymentSpec;
     use k8s_pb::api::core::v1::{
-        Affinity, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe,
-        ResourceRequirements, ServicePort, ServiceSpec,
+        Affinity, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
+        ServicePort, ServiceSpec, VolumeDevice,
     };
     use k8s_pb::apimachinery::pkg::api::resource::Quantity;
     use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -387,11 +388,11 @@ mod hand_built {
             .and_then(|t| t.spec.as_mut())
             .and_then(|s| s.containers.first_mut())
         {
-            c.liveness_probe = Some(Probe::default());
+            c.volume_devices = vec![VolumeDevice::default()];
         }
         assert_eq!(
             err(&envelope("apps/v1", "Deployment", d.encode_to_vec())),
-            (415, "protobuf field spec.template.spec.containers[0].livenessProbe is not supported; send JSON".into())
+            (415, "protobuf field spec.template.spec.containers[0].volumeDevices is not supported; send JSON".into())
         );
     }
 
