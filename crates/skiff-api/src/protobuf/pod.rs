@@ -1,8 +1,10 @@
 //! Conversion of Pods and the pod templates every workload embeds.
 
 use k8s_pb::api::core::v1::{
-    HostAlias, Pod, PodDnsConfig, PodDnsConfigOption, PodOs, PodReadinessGate, PodSchedulingGate,
-    PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec, Sysctl, Toleration,
+    Affinity, HostAlias, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodDnsConfig, PodDnsConfigOption, PodOs,
+    PodReadinessGate, PodSchedulingGate, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
+    PreferredSchedulingTerm, Sysctl, Toleration, TopologySpreadConstraint, WeightedPodAffinityTerm,
 };
 use serde_json::Value;
 
@@ -12,7 +14,7 @@ use super::container::{
 };
 use super::core::local_object_reference;
 use super::json::{Fields, child, reject};
-use super::meta::{object_meta, opt_time, resource_list};
+use super::meta::{label_selector, object_meta, opt_time, resource_list};
 use super::volume::volume;
 use crate::error::ApiError;
 
@@ -163,12 +165,6 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         "ephemeralContainers",
         !ephemeral_containers.is_empty(),
     )?;
-    reject(path, "affinity", affinity.is_some())?;
-    reject(
-        path,
-        "topologySpreadConstraints",
-        !topology_spread_constraints.is_empty(),
-    )?;
     reject(path, "resourceClaims", !resource_claims.is_empty())?;
     reject(path, "workloadRef", workload_ref.is_some())?;
 
@@ -207,6 +203,12 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         )?
         .omitempty("hostname", hostname)
         .omitempty("subdomain", subdomain)
+        .opt_value(
+            "affinity",
+            affinity
+                .map(|a| affinity_json(a, &child(path, "affinity")))
+                .transpose()?,
+        )
         .omitempty("schedulerName", scheduler_name)
         .list(path, "tolerations", tolerations, toleration)?
         .list(path, "hostAliases", host_aliases, host_alias)?
@@ -218,6 +220,12 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         .pointer("enableServiceLinks", enable_service_links)
         .pointer("preemptionPolicy", preemption_policy);
     resource_list(&mut f, path, "overhead", overhead)?;
+    f.list(
+        path,
+        "topologySpreadConstraints",
+        topology_spread_constraints,
+        topology_spread_constraint,
+    )?;
     f.pointer("setHostnameAsFQDN", set_hostname_as_fqdn)
         .opt_value("os", os.map(pod_os))
         .pointer("hostUsers", host_users)
@@ -350,4 +358,202 @@ fn pod_security_context(s: PodSecurityContext) -> Value {
         )
         .pointer("seLinuxChangePolicy", se_linux_change_policy);
     f.finish()
+}
+
+fn affinity_json(a: Affinity, path: &str) -> Result<Value, ApiError> {
+    let Affinity {
+        node_affinity,
+        pod_affinity,
+        pod_anti_affinity,
+    } = a;
+    let node_affinity = node_affinity
+        .map(|n| {
+            let NodeAffinity {
+                required_during_scheduling_ignored_during_execution: required,
+                preferred_during_scheduling_ignored_during_execution: preferred,
+            } = n;
+            let p = child(path, "nodeAffinity");
+            let required = required
+                .map(|r| {
+                    node_selector(
+                        r,
+                        &child(&p, "requiredDuringSchedulingIgnoredDuringExecution"),
+                    )
+                })
+                .transpose()?;
+            Ok::<_, ApiError>(
+                Fields::new()
+                    .opt_value("requiredDuringSchedulingIgnoredDuringExecution", required)
+                    .list(
+                        &p,
+                        "preferredDuringSchedulingIgnoredDuringExecution",
+                        preferred,
+                        preferred_scheduling_term,
+                    )?
+                    .finish(),
+            )
+        })
+        .transpose()?;
+    let pod_affinity = pod_affinity
+        .map(|a| {
+            let PodAffinity {
+                required_during_scheduling_ignored_during_execution: required,
+                preferred_during_scheduling_ignored_during_execution: preferred,
+            } = a;
+            pod_affinity_rules(required, preferred, &child(path, "podAffinity"))
+        })
+        .transpose()?;
+    let pod_anti_affinity = pod_anti_affinity
+        .map(|a| {
+            let PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: required,
+                preferred_during_scheduling_ignored_during_execution: preferred,
+            } = a;
+            pod_affinity_rules(required, preferred, &child(path, "podAntiAffinity"))
+        })
+        .transpose()?;
+    Ok(Fields::new()
+        .opt_value("nodeAffinity", node_affinity)
+        .opt_value("podAffinity", pod_affinity)
+        .opt_value("podAntiAffinity", pod_anti_affinity)
+        .finish())
+}
+
+fn node_selector(s: NodeSelector, path: &str) -> Result<Value, ApiError> {
+    let NodeSelector {
+        node_selector_terms,
+    } = s;
+    Ok(Fields::new()
+        .list_always(
+            path,
+            "nodeSelectorTerms",
+            node_selector_terms,
+            node_selector_term,
+        )?
+        .finish())
+}
+
+fn node_selector_term(t: NodeSelectorTerm, path: &str) -> Result<Value, ApiError> {
+    let NodeSelectorTerm {
+        match_expressions,
+        match_fields,
+    } = t;
+    Ok(Fields::new()
+        .list(
+            path,
+            "matchExpressions",
+            match_expressions,
+            node_selector_requirement,
+        )?
+        .list(path, "matchFields", match_fields, node_selector_requirement)?
+        .finish())
+}
+
+fn node_selector_requirement(r: NodeSelectorRequirement, _path: &str) -> Result<Value, ApiError> {
+    let NodeSelectorRequirement {
+        key,
+        operator,
+        values,
+    } = r;
+    Ok(Fields::new()
+        .always("key", key)
+        .always("operator", operator)
+        .strings("values", values)
+        .finish())
+}
+
+fn preferred_scheduling_term(t: PreferredSchedulingTerm, path: &str) -> Result<Value, ApiError> {
+    let PreferredSchedulingTerm { weight, preference } = t;
+    Ok(Fields::new()
+        .always("weight", weight)
+        .value(
+            "preference",
+            node_selector_term(preference.unwrap_or_default(), &child(path, "preference"))?,
+        )
+        .finish())
+}
+
+/// The shared shape of podAffinity and podAntiAffinity.
+fn pod_affinity_rules(
+    required: Vec<PodAffinityTerm>,
+    preferred: Vec<WeightedPodAffinityTerm>,
+    path: &str,
+) -> Result<Value, ApiError> {
+    Ok(Fields::new()
+        .list(
+            path,
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            required,
+            pod_affinity_term,
+        )?
+        .list(
+            path,
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            preferred,
+            |w, p| {
+                let WeightedPodAffinityTerm {
+                    weight,
+                    pod_affinity_term: term,
+                } = w;
+                Ok(Fields::new()
+                    .always("weight", weight)
+                    .value(
+                        "podAffinityTerm",
+                        pod_affinity_term(term.unwrap_or_default(), &child(p, "podAffinityTerm"))?,
+                    )
+                    .finish())
+            },
+        )?
+        .finish())
+}
+
+fn pod_affinity_term(t: PodAffinityTerm, path: &str) -> Result<Value, ApiError> {
+    let PodAffinityTerm {
+        label_selector: selector,
+        namespaces,
+        topology_key,
+        namespace_selector,
+        match_label_keys,
+        mismatch_label_keys,
+    } = t;
+    let selector = selector
+        .map(|s| label_selector(s, &child(path, "labelSelector")))
+        .transpose()?;
+    let namespace_selector = namespace_selector
+        .map(|s| label_selector(s, &child(path, "namespaceSelector")))
+        .transpose()?;
+    Ok(Fields::new()
+        .opt_value("labelSelector", selector)
+        .strings("namespaces", namespaces)
+        .always("topologyKey", topology_key)
+        .opt_value("namespaceSelector", namespace_selector)
+        .strings("matchLabelKeys", match_label_keys)
+        .strings("mismatchLabelKeys", mismatch_label_keys)
+        .finish())
+}
+
+fn topology_spread_constraint(c: TopologySpreadConstraint, path: &str) -> Result<Value, ApiError> {
+    let TopologySpreadConstraint {
+        max_skew,
+        topology_key,
+        when_unsatisfiable,
+        label_selector: selector,
+        min_domains,
+        node_affinity_policy,
+        node_taints_policy,
+        match_label_keys,
+    } = c;
+    let selector = selector
+        .map(|s| label_selector(s, &child(path, "labelSelector")))
+        .transpose()?;
+    Ok(Fields::new()
+        .always("maxSkew", max_skew)
+        .always("topologyKey", topology_key)
+        .always("whenUnsatisfiable", when_unsatisfiable)
+        .opt_value("labelSelector", selector)
+        .pointer("minDomains", min_domains)
+        .pointer("nodeAffinityPolicy", node_affinity_policy)
+        .pointer("nodeTaintsPolicy", node_taints_policy)
+        .strings("matchLabelKeys", match_label_keys)
+        .finish())
 }

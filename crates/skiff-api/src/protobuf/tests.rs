@@ -86,8 +86,8 @@ mod hand_built {
     use super::*;
     use k8s_pb::api::apps::v1::DeploymentSpec;
     use k8s_pb::api::core::v1::{
-        Affinity, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
-        ServicePort, ServiceSpec, VolumeDevice,
+        Container, ContainerPort, EnvVar, EphemeralContainer, PodSpec, PodTemplateSpec,
+        ResourceRequirements, ServicePort, ServiceSpec, VolumeDevice,
     };
     use k8s_pb::apimachinery::pkg::api::resource::Quantity;
     use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -370,14 +370,14 @@ mod hand_built {
     #[test]
     fn unconverted_fields_are_refused_with_their_path() {
         let p = pod(PodSpec {
-            affinity: Some(Affinity::default()),
+            ephemeral_containers: vec![EphemeralContainer::default()],
             ..Default::default()
         });
         assert_eq!(
             err(&envelope("v1", "Pod", p.encode_to_vec())),
             (
                 415,
-                "protobuf field spec.affinity is not supported; send JSON".into()
+                "protobuf field spec.ephemeralContainers is not supported; send JSON".into()
             )
         );
         let mut d = web_deployment();

@@ -10,6 +10,8 @@ use k8s_pb::api::autoscaling::v1::{
 };
 use k8s_pb::api::batch::v1::{
     CronJob, CronJobSpec, CronJobStatus, Job, JobSpec, JobStatus, JobTemplateSpec,
+    PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule, SuccessPolicy, SuccessPolicyRule,
 };
 use k8s_pb::api::policy::v1::{
     PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
@@ -160,8 +162,12 @@ fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
         pod_replacement_policy,
         managed_by,
     } = s;
-    reject(path, "podFailurePolicy", pod_failure_policy.is_some())?;
-    reject(path, "successPolicy", success_policy.is_some())?;
+    let pod_failure_policy = pod_failure_policy
+        .map(|p| pod_failure_policy_json(p, &child(path, "podFailurePolicy")))
+        .transpose()?;
+    let success_policy = success_policy
+        .map(|p| success_policy_json(p, &child(path, "successPolicy")))
+        .transpose()?;
     let selector = selector
         .map(|s| label_selector(s, &child(path, "selector")))
         .transpose()?;
@@ -169,6 +175,8 @@ fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
         .pointer("parallelism", parallelism)
         .pointer("completions", completions)
         .pointer("activeDeadlineSeconds", active_deadline_seconds)
+        .opt_value("podFailurePolicy", pod_failure_policy)
+        .opt_value("successPolicy", success_policy)
         .pointer("backoffLimit", backoff_limit)
         .pointer("backoffLimitPerIndex", backoff_limit_per_index)
         .pointer("maxFailedIndexes", max_failed_indexes)
@@ -183,6 +191,71 @@ fn job_spec(s: JobSpec, path: &str) -> Result<Value, ApiError> {
         .pointer("suspend", suspend)
         .pointer("podReplacementPolicy", pod_replacement_policy)
         .pointer("managedBy", managed_by)
+        .finish())
+}
+
+fn pod_failure_policy_json(p: PodFailurePolicy, path: &str) -> Result<Value, ApiError> {
+    let PodFailurePolicy { rules } = p;
+    Ok(Fields::new()
+        .list_always(path, "rules", rules, pod_failure_policy_rule)?
+        .finish())
+}
+
+fn pod_failure_policy_rule(r: PodFailurePolicyRule, _path: &str) -> Result<Value, ApiError> {
+    let PodFailurePolicyRule {
+        action,
+        on_exit_codes,
+        on_pod_conditions,
+    } = r;
+    let on_exit_codes = on_exit_codes.map(|e| {
+        let PodFailurePolicyOnExitCodesRequirement {
+            container_name,
+            operator,
+            values,
+        } = e;
+        let values = if values.is_empty() {
+            Value::Null
+        } else {
+            Value::from(values)
+        };
+        Fields::new()
+            .pointer("containerName", container_name)
+            .always("operator", operator)
+            .value("values", values)
+            .finish()
+    });
+    let on_pod_conditions: Vec<Value> = on_pod_conditions
+        .into_iter()
+        .map(|c| {
+            let PodFailurePolicyOnPodConditionsPattern { r#type, status } = c;
+            Fields::new()
+                .always("type", r#type)
+                .always("status", status)
+                .finish()
+        })
+        .collect();
+    let mut f = Fields::new();
+    f.always("action", action)
+        .opt_value("onExitCodes", on_exit_codes);
+    if !on_pod_conditions.is_empty() {
+        f.value("onPodConditions", Value::Array(on_pod_conditions));
+    }
+    Ok(f.finish())
+}
+
+fn success_policy_json(p: SuccessPolicy, path: &str) -> Result<Value, ApiError> {
+    let SuccessPolicy { rules } = p;
+    Ok(Fields::new()
+        .list_always(path, "rules", rules, |r, _| {
+            let SuccessPolicyRule {
+                succeeded_indexes,
+                succeeded_count,
+            } = r;
+            Ok(Fields::new()
+                .pointer("succeededIndexes", succeeded_indexes)
+                .pointer("succeededCount", succeeded_count)
+                .finish())
+        })?
         .finish())
 }
 
