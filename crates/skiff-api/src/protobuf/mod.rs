@@ -40,6 +40,30 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// The `(apiVersion, kind)` pairs [`decode`] converts: every object kubectl 1.32 sends as
+/// protobuf (`create`, `autoscale`, `create token`, `create job --from`) plus Pod.
+pub const SUPPORTED_KINDS: &[(&str, &str)] = &[
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "Service"),
+    ("v1", "ServiceAccount"),
+    ("v1", "Pod"),
+    ("v1", "ResourceQuota"),
+    ("apps/v1", "Deployment"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("autoscaling/v1", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("authentication.k8s.io/v1", "TokenRequest"),
+];
+
 /// Whether a `Content-Type` header value names the Kubernetes protobuf media type
 /// (parameters such as `; charset=...` ignored, case-insensitive).
 pub fn is_protobuf(content_type: &str) -> bool {

@@ -397,6 +397,18 @@ mod hand_built {
     }
 
     #[test]
+    fn every_supported_kind_decodes() {
+        for (api_version, kind) in SUPPORTED_KINDS {
+            let v = decode(&envelope(api_version, kind, vec![]))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(
+                (v["apiVersion"].as_str(), v["kind"].as_str()),
+                (Some(*api_version), Some(*kind))
+            );
+        }
+    }
+
+    #[test]
     fn unknown_kinds_are_unsupported_media_type() {
         let (code, msg) = err(&envelope("apps/v1", "StatefulSet", vec![]));
         assert_eq!(code, 415);
@@ -502,6 +514,12 @@ fn hostile_bytes_never_panic() {
             }
             check(&b);
         }
+    }
+    for _ in 0..2000 {
+        let a: Vec<u8> = (0..next() % 32).map(|_| next() as u8).collect();
+        let b: Vec<u8> = (0..next() % 32).map(|_| next() as u8).collect();
+        let _ = wire::first_unknown_field(&a, &b);
+        let _ = wire::first_unknown_field(&a, &a);
     }
     for _ in 0..2000 {
         let len = (next() % 64) as usize;
