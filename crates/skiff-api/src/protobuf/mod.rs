@@ -1,9 +1,17 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) into JSON.
 //!
-//! kubectl's typed generators (`kubectl create deployment|configmap|secret|service|...`,
-//! `kubectl run`) POST protobuf and do not retry with JSON on a 415, so the API server turns the
-//! body into exactly the JSON object kubectl would have sent and handles it like any JSON body.
-//! The wire form is the magic `k8s\0` followed by a `runtime.Unknown` whose `raw` holds the object.
+//! kubectl's typed commands (`kubectl create deployment|configmap|secret|service|job|...`,
+//! `kubectl autoscale`, `kubectl create token`) POST protobuf and do not retry with JSON on a 415,
+//! so the API server turns the body into exactly the JSON object kubectl would have sent (what
+//! `--dry-run=client -o json` prints) and handles it like any JSON body. The wire form is the
+//! magic `k8s\0` followed by a `runtime.Unknown` whose `raw` holds the object.
+//!
+//! Go's protobuf code writes every non-pointer field, zero or not, so which fields appear in the
+//! JSON follows the Go struct tags (see `json.rs`). Each message has one conversion function that
+//! destructures the k8s-pb struct without `..`: a field added to k8s-pb fails to compile until it
+//! is handled. Rarely used deep fields are refused with a 415 naming their path rather than
+//! converted, and fields k8s-pb itself does not know are found by `wire.rs`; nothing set is ever
+//! dropped silently.
 
 mod access;
 mod container;

@@ -514,6 +514,27 @@ fn hostile_bytes_never_panic() {
             }
             check(&b);
         }
+        // Corrupt the object inside an intact envelope, so the converters see the damage.
+        let Ok(unknown) = Unknown::decode(&seed[MAGIC.len()..]) else {
+            continue;
+        };
+        let (Some(type_meta), Some(raw)) = (unknown.type_meta, unknown.raw) else {
+            continue;
+        };
+        let (api_version, kind) = (
+            type_meta.api_version.unwrap_or_default(),
+            type_meta.kind.unwrap_or_default(),
+        );
+        for _ in 0..300 {
+            let mut r = raw.clone();
+            for _ in 0..=(next() % 4) {
+                let i = (next() as usize) % r.len().max(1);
+                if let Some(byte) = r.get_mut(i) {
+                    *byte = next() as u8;
+                }
+            }
+            check(&hand_built::envelope(&api_version, &kind, r));
+        }
     }
     for _ in 0..2000 {
         let a: Vec<u8> = (0..next() % 32).map(|_| next() as u8).collect();
