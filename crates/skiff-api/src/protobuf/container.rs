@@ -3,16 +3,17 @@
 
 use k8s_pb::api::core::v1::{
     AppArmorProfile, Capabilities, ConfigMapEnvSource, ConfigMapKeySelector, Container,
-    ContainerPort, ContainerResizePolicy, EnvFromSource, EnvVar, EnvVarSource, ExecAction,
-    GrpcAction, HttpGetAction, HttpHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
-    ProbeHandler, ResourceClaim, ResourceFieldSelector, ResourceRequirements, SeLinuxOptions,
-    SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, SleepAction,
-    TcpSocketAction, VolumeMount, WindowsSecurityContextOptions,
+    ContainerPort, ContainerResizePolicy, ContainerRestartRule, ContainerRestartRuleOnExitCodes,
+    EnvFromSource, EnvVar, EnvVarSource, ExecAction, FileKeySelector, GrpcAction, HttpGetAction,
+    HttpHeader, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProbeHandler,
+    ResourceClaim, ResourceFieldSelector, ResourceRequirements, SeLinuxOptions, SeccompProfile,
+    SecretEnvSource, SecretKeySelector, SecurityContext, SleepAction, TcpSocketAction,
+    VolumeDevice, VolumeMount, WindowsSecurityContextOptions,
 };
 use serde_json::Value;
 
 use super::core::inline_name;
-use super::json::{Fields, child, reject};
+use super::json::{Fields, child};
 use super::meta::{int_or_string, quantity, resource_list};
 use crate::error::ApiError;
 
@@ -44,8 +45,6 @@ pub(super) fn container(c: Container, path: &str) -> Result<Value, ApiError> {
         stdin_once,
         tty,
     } = c;
-    reject(path, "restartPolicyRules", !restart_policy_rules.is_empty())?;
-    reject(path, "volumeDevices", !volume_devices.is_empty())?;
     let liveness_probe = liveness_probe
         .map(|p| probe(p, &child(path, "livenessProbe")))
         .transpose()?;
@@ -75,7 +74,14 @@ pub(super) fn container(c: Container, path: &str) -> Result<Value, ApiError> {
         )
         .list(path, "resizePolicy", resize_policy, container_resize_policy)?
         .pointer("restartPolicy", restart_policy)
+        .list(
+            path,
+            "restartPolicyRules",
+            restart_policy_rules,
+            container_restart_rule,
+        )?
         .list(path, "volumeMounts", volume_mounts, volume_mount)?
+        .list(path, "volumeDevices", volume_devices, volume_device)?
         .opt_value("livenessProbe", liveness_probe)
         .opt_value("readinessProbe", readiness_probe)
         .opt_value("startupProbe", startup_probe)
@@ -193,7 +199,20 @@ fn env_var_source(s: EnvVarSource, path: &str) -> Result<Value, ApiError> {
         secret_key_ref,
         file_key_ref,
     } = s;
-    reject(path, "fileKeyRef", file_key_ref.is_some())?;
+    let file_key_ref = file_key_ref.map(|r| {
+        let FileKeySelector {
+            volume_name,
+            path,
+            key,
+            optional,
+        } = r;
+        Fields::new()
+            .always("volumeName", volume_name)
+            .always("path", path)
+            .always("key", key)
+            .pointer("optional", optional)
+            .finish()
+    });
     let field_ref = field_ref.map(object_field_selector);
     let resource_field_ref = resource_field_ref
         .map(|r| resource_field_selector(r, &child(path, "resourceFieldRef")))
@@ -227,6 +246,7 @@ fn env_var_source(s: EnvVarSource, path: &str) -> Result<Value, ApiError> {
         .opt_value("resourceFieldRef", resource_field_ref)
         .opt_value("configMapKeyRef", config_map_key_ref)
         .opt_value("secretKeyRef", secret_key_ref)
+        .opt_value("fileKeyRef", file_key_ref)
         .finish())
 }
 
@@ -524,4 +544,29 @@ pub(super) fn app_armor_profile_json(p: AppArmorProfile) -> Value {
         .always("type", r#type)
         .pointer("localhostProfile", localhost_profile)
         .finish()
+}
+
+fn container_restart_rule(r: ContainerRestartRule, _path: &str) -> Result<Value, ApiError> {
+    let ContainerRestartRule { action, exit_codes } = r;
+    let exit_codes = exit_codes.map(|e| {
+        let ContainerRestartRuleOnExitCodes { operator, values } = e;
+        let mut f = Fields::new();
+        f.omitempty("operator", operator);
+        if !values.is_empty() {
+            f.value("values", Value::from(values));
+        }
+        f.finish()
+    });
+    Ok(Fields::new()
+        .omitempty("action", action)
+        .opt_value("exitCodes", exit_codes)
+        .finish())
+}
+
+fn volume_device(d: VolumeDevice, _path: &str) -> Result<Value, ApiError> {
+    let VolumeDevice { name, device_path } = d;
+    Ok(Fields::new()
+        .always("name", name)
+        .always("devicePath", device_path)
+        .finish())
 }

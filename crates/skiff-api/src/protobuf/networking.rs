@@ -1,5 +1,6 @@
 //! Conversion of networking/v1 messages: Ingress.
 
+use k8s_pb::api::core::v1::TypedLocalObjectReference;
 use k8s_pb::api::networking::v1::{
     HttpIngressPath, HttpIngressRuleValue, Ingress, IngressBackend, IngressLoadBalancerStatus,
     IngressRule, IngressRuleValue, IngressServiceBackend, IngressSpec, IngressStatus, IngressTls,
@@ -96,9 +97,21 @@ fn http_ingress_path(p: HttpIngressPath, path: &str) -> Result<Value, ApiError> 
         .finish())
 }
 
-fn ingress_backend(b: IngressBackend, path: &str) -> Result<Value, ApiError> {
+fn ingress_backend(b: IngressBackend, _path: &str) -> Result<Value, ApiError> {
     let IngressBackend { service, resource } = b;
-    reject(path, "resource", resource.is_some())?;
+    let resource = resource.map(|r| {
+        let TypedLocalObjectReference {
+            api_group,
+            kind,
+            name,
+        } = r;
+        // `apiGroup` is a pointer without omitempty: null when unset.
+        Fields::new()
+            .pointer_or_null("apiGroup", api_group)
+            .always("kind", kind)
+            .always("name", name)
+            .finish()
+    });
     let service = service.map(|s| {
         let IngressServiceBackend { name, port } = s;
         let ServiceBackendPort {
@@ -116,5 +129,8 @@ fn ingress_backend(b: IngressBackend, path: &str) -> Result<Value, ApiError> {
             )
             .finish()
     });
-    Ok(Fields::new().opt_value("service", service).finish())
+    Ok(Fields::new()
+        .opt_value("service", service)
+        .opt_value("resource", resource)
+        .finish())
 }

@@ -3,8 +3,9 @@
 use k8s_pb::api::core::v1::{
     Affinity, HostAlias, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodDnsConfig, PodDnsConfigOption, PodOs,
-    PodReadinessGate, PodSchedulingGate, PodSecurityContext, PodSpec, PodStatus, PodTemplateSpec,
-    PreferredSchedulingTerm, Sysctl, Toleration, TopologySpreadConstraint, WeightedPodAffinityTerm,
+    PodReadinessGate, PodResourceClaim, PodSchedulingGate, PodSecurityContext, PodSpec, PodStatus,
+    PodTemplateSpec, PreferredSchedulingTerm, Sysctl, Toleration, TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
 };
 use serde_json::Value;
 
@@ -165,7 +166,6 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
         "ephemeralContainers",
         !ephemeral_containers.is_empty(),
     )?;
-    reject(path, "resourceClaims", !resource_claims.is_empty())?;
     reject(path, "workloadRef", workload_ref.is_some())?;
 
     let mut f = Fields::new();
@@ -229,7 +229,8 @@ pub(super) fn pod_spec(s: PodSpec, path: &str) -> Result<Value, ApiError> {
     f.pointer("setHostnameAsFQDN", set_hostname_as_fqdn)
         .opt_value("os", os.map(pod_os))
         .pointer("hostUsers", host_users)
-        .list(path, "schedulingGates", scheduling_gates, scheduling_gate)?;
+        .list(path, "schedulingGates", scheduling_gates, scheduling_gate)?
+        .list(path, "resourceClaims", resource_claims, pod_resource_claim)?;
     if let Some(r) = resources {
         f.value(
             "resources",
@@ -555,5 +556,18 @@ fn topology_spread_constraint(c: TopologySpreadConstraint, path: &str) -> Result
         .pointer("nodeAffinityPolicy", node_affinity_policy)
         .pointer("nodeTaintsPolicy", node_taints_policy)
         .strings("matchLabelKeys", match_label_keys)
+        .finish())
+}
+
+fn pod_resource_claim(c: PodResourceClaim, _path: &str) -> Result<Value, ApiError> {
+    let PodResourceClaim {
+        name,
+        resource_claim_name,
+        resource_claim_template_name,
+    } = c;
+    Ok(Fields::new()
+        .always("name", name)
+        .pointer("resourceClaimName", resource_claim_name)
+        .pointer("resourceClaimTemplateName", resource_claim_template_name)
         .finish())
 }

@@ -86,8 +86,9 @@ mod hand_built {
     use super::*;
     use k8s_pb::api::apps::v1::DeploymentSpec;
     use k8s_pb::api::core::v1::{
-        Container, ContainerPort, EnvVar, EphemeralContainer, PodSpec, PodTemplateSpec,
-        ResourceRequirements, ServicePort, ServiceSpec, VolumeDevice,
+        Container, ContainerPort, ContainerRestartRule, ContainerRestartRuleOnExitCodes, EnvVar,
+        EnvVarSource, EphemeralContainer, FileKeySelector, PodSpec, PodTemplateSpec,
+        ResourceRequirements, ServicePort, ServiceSpec, Volume, VolumeSource,
     };
     use k8s_pb::apimachinery::pkg::api::resource::Quantity;
     use k8s_pb::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -346,6 +347,50 @@ mod hand_built {
         );
     }
 
+    /// Fields newer than kubectl 1.32 (so not in the captured bodies), shaped by their Go tags.
+    #[test]
+    fn container_restart_rules_and_file_key_refs() {
+        let p = pod(PodSpec {
+            containers: vec![Container {
+                name: s("c"),
+                restart_policy: s("Never"),
+                restart_policy_rules: vec![ContainerRestartRule {
+                    action: s("Restart"),
+                    exit_codes: Some(ContainerRestartRuleOnExitCodes {
+                        operator: s("In"),
+                        values: vec![42],
+                    }),
+                }],
+                env: vec![EnvVar {
+                    name: s("TOKEN"),
+                    value: s(""),
+                    value_from: Some(EnvVarSource {
+                        file_key_ref: Some(FileKeySelector {
+                            volume_name: s("cfg"),
+                            path: s("env"),
+                            key: s("TOKEN"),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    }),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let v = decode(&envelope("v1", "Pod", p.encode_to_vec())).ok();
+        assert_eq!(
+            v.map(|v| v["spec"]["containers"][0].clone()),
+            Some(json!({
+                "name": "c",
+                "env": [{"name": "TOKEN", "valueFrom": {"fileKeyRef": {"volumeName": "cfg", "path": "env", "key": "TOKEN"}}}],
+                "resources": {},
+                "restartPolicy": "Never",
+                "restartPolicyRules": [{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]
+            }))
+        );
+    }
+
     fn err(body: &[u8]) -> (u16, String) {
         match decode(body) {
             Ok(v) => panic!("expected an error, got {v}"),
@@ -381,18 +426,23 @@ mod hand_built {
             )
         );
         let mut d = web_deployment();
-        if let Some(c) = d
+        if let Some(spec) = d
             .spec
             .as_mut()
             .and_then(|s| s.template.as_mut())
             .and_then(|t| t.spec.as_mut())
-            .and_then(|s| s.containers.first_mut())
         {
-            c.volume_devices = vec![VolumeDevice::default()];
+            spec.volumes = vec![Volume {
+                name: s("scratch"),
+                volume_source: Some(VolumeSource {
+                    ephemeral: Some(Default::default()),
+                    ..Default::default()
+                }),
+            }];
         }
         assert_eq!(
             err(&envelope("apps/v1", "Deployment", d.encode_to_vec())),
-            (415, "protobuf field spec.template.spec.containers[0].volumeDevices is not supported; send JSON".into())
+            (415, "protobuf field spec.template.spec.volumes[0].ephemeral is not supported; send JSON".into())
         );
     }
 

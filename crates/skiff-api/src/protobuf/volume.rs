@@ -2,11 +2,11 @@
 //! in-tree cloud and storage-system sources are refused with their field path.
 
 use k8s_pb::api::core::v1::{
-    ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource, ImageVolumeSource,
-    KeyToPath, NfsVolumeSource, PersistentVolumeClaimVolumeSource, ProjectedVolumeSource,
-    SecretProjection, SecretVolumeSource, ServiceAccountTokenProjection, Volume, VolumeProjection,
-    VolumeSource,
+    CSIVolumeSource, ConfigMapProjection, ConfigMapVolumeSource, DownwardAPIProjection,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, HostPathVolumeSource,
+    ImageVolumeSource, KeyToPath, NfsVolumeSource, PersistentVolumeClaimVolumeSource,
+    ProjectedVolumeSource, SecretProjection, SecretVolumeSource, ServiceAccountTokenProjection,
+    Volume, VolumeProjection, VolumeSource,
 };
 use serde_json::Value;
 
@@ -82,7 +82,6 @@ pub(super) fn volume(v: Volume, path: &str) -> Result<Value, ApiError> {
     reject(path, "portworxVolume", portworx_volume.is_some())?;
     reject(path, "scaleIO", scale_io.is_some())?;
     reject(path, "storageos", storageos.is_some())?;
-    reject(path, "csi", csi.is_some())?;
     reject(path, "ephemeral", ephemeral.is_some())?;
 
     let host_path = host_path.map(|h| {
@@ -202,6 +201,27 @@ pub(super) fn volume(v: Volume, path: &str) -> Result<Value, ApiError> {
             )
         })
         .transpose()?;
+    let csi = csi.map(|c| {
+        let CSIVolumeSource {
+            driver,
+            read_only,
+            fs_type,
+            volume_attributes,
+            node_publish_secret_ref,
+        } = c;
+        let secret_ref = node_publish_secret_ref.map(|r| {
+            Fields::new()
+                .omitempty("name", inline_name(Some(r)))
+                .finish()
+        });
+        Fields::new()
+            .always("driver", driver)
+            .pointer("readOnly", read_only)
+            .pointer("fsType", fs_type)
+            .string_map("volumeAttributes", volume_attributes)
+            .opt_value("nodePublishSecretRef", secret_ref)
+            .finish()
+    });
     let image = image.map(|i| {
         let ImageVolumeSource {
             reference,
@@ -223,6 +243,7 @@ pub(super) fn volume(v: Volume, path: &str) -> Result<Value, ApiError> {
         .opt_value("downwardAPI", downward_api)
         .opt_value("configMap", config_map)
         .opt_value("projected", projected)
+        .opt_value("csi", csi)
         .opt_value("image", image)
         .finish())
 }
