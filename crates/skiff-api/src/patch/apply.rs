@@ -1,0 +1,867 @@
+//! Server-side apply and managed fields: who owns which field, apply merges, conflicts and pruning.
+//!
+//! This follows structured-merge-diff as kube-apiserver uses it: an apply makes
+//! the applied configuration the manager's whole set of fields; fields it applied
+//! before and no longer applies are removed unless another manager owns them;
+//! changing a field another manager owns is a conflict unless forced. Ordinary
+//! writes (`Update`) give their writer the fields they changed.
+
+use super::fieldset::{key_element, path_string, FieldSet, PathElement};
+use super::{PatchMetaLookup, SchemaLookup};
+use crate::error::ApiError;
+use crate::registry::ResourceDef;
+use serde_json::{json, Map, Value};
+
+/// `Status.details.causes[].reason` Kubernetes uses for apply conflicts.
+pub const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const APPLY: &str = "Apply";
+
+/// Metadata fields that belong to the server, never to a manager.
+const SERVER_META: &[&str] = &[
+    "name",
+    "namespace",
+    "creationTimestamp",
+    "selfLink",
+    "uid",
+    "clusterName",
+    "generation",
+    "managedFields",
+    "resourceVersion",
+];
+
+/// Decodes an `application/apply-patch+yaml` body (JSON is YAML too).
+pub fn decode_apply_patch(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("error decoding YAML: the apply patch must be an object"));
+    }
+    Ok(v)
+}
+
+/// Server-side apply of `applied` by `manager` onto `live` (None: create).
+/// Returns the new object with `metadata.managedFields` updated; a 409 lists
+/// the fields other managers own when `force` is not set.
+pub fn server_side_apply(
+    def: &ResourceDef,
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    now: &str,
+) -> Result<Value, ApiError> {
+    server_side_apply_with(&SchemaLookup, def, live, applied, manager, force, now)
+}
+
+/// Records an ordinary write (`operation` is normally "Update") from `old`
+/// (None: create) to `new` in `new`'s `metadata.managedFields`.
+pub fn update_managed_fields(def: &ResourceDef, old: Option<&Value>, new: &mut Value, manager: &str, operation: &str, now: &str) {
+    update_managed_fields_with(&SchemaLookup, def, old, new, manager, operation, None, now)
+}
+
+/// One `metadata.managedFields` entry.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    manager: String,
+    operation: String,
+    api_version: String,
+    time: Option<String>,
+    subresource: String,
+    set: FieldSet,
+}
+
+impl Entry {
+    /// Entries are one per manager, operation and subresource; updates are
+    /// also told apart by the API version they were written in.
+    fn same_owner(&self, manager: &str, operation: &str, subresource: &str, api_version: &str) -> bool {
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource == subresource
+            && (operation == APPLY || self.api_version == api_version)
+    }
+
+    /// How conflict messages name the manager.
+    fn describe(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation != APPLY {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+
+    fn decode(v: &Value) -> Option<Entry> {
+        let operation = v.get("operation")?.as_str()?;
+        if operation != APPLY && operation != "Update" {
+            return None;
+        }
+        if v.get("fieldsType").and_then(Value::as_str) != Some("FieldsV1") {
+            return None;
+        }
+        let api_version = v.get("apiVersion")?.as_str()?;
+        if api_version.is_empty() {
+            return None;
+        }
+        let set = match v.get("fieldsV1") {
+            Some(f) => FieldSet::from_fields_v1(f).ok()?,
+            None => FieldSet::new(),
+        };
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(Entry {
+            manager: text("manager").unwrap_or_default(),
+            operation: operation.to_string(),
+            api_version: api_version.to_string(),
+            time: text("time"),
+            subresource: text("subresource").unwrap_or_default(),
+            set,
+        })
+    }
+
+    fn encode(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("manager".into(), Value::String(self.manager.clone()));
+        m.insert("operation".into(), Value::String(self.operation.clone()));
+        m.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        if let Some(t) = &self.time {
+            m.insert("time".into(), Value::String(t.clone()));
+        }
+        m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
+        m.insert("fieldsV1".into(), self.set.to_fields_v1());
+        if !self.subresource.is_empty() {
+            m.insert("subresource".into(), Value::String(self.subresource.clone()));
+        }
+        Value::Object(m)
+    }
+}
+
+/// The decodable entries of an object's `metadata.managedFields` (others are dropped,
+/// as kube-apiserver resets managed fields it cannot read).
+fn decode_entries(obj: &Value) -> Vec<Entry> {
+    match obj.pointer("/metadata/managedFields") {
+        Some(Value::Array(list)) => list.iter().filter_map(Entry::decode).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Writes `entries`, sorted like Kubernetes (Apply first, then by time, manager,
+/// version, subresource), into the object; none removes the field.
+fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
+    entries.retain(|e| !e.set.is_empty());
+    entries.sort_by(|a, b| {
+        (&a.operation, &a.time, &a.manager, &a.api_version, &a.subresource)
+            .cmp(&(&b.operation, &b.time, &b.manager, &b.api_version, &b.subresource))
+    });
+    let Some(obj) = obj.as_object_mut() else { return };
+    let meta = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let Some(meta) = meta.as_object_mut() else { return };
+    if entries.is_empty() {
+        meta.shift_remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), Value::Array(entries.iter().map(Entry::encode).collect()));
+    }
+}
+
+/// Which fields of an object a write may own: the server's metadata never,
+/// `status` only through the status subresource.
+#[derive(Debug, Clone, Copy)]
+struct Scope {
+    /// The resource has a status subresource, so its main endpoint ignores status.
+    status_subresource: bool,
+    /// The write goes to the status subresource and owns only status.
+    status_only: bool,
+}
+
+impl Scope {
+    fn new(def: &ResourceDef, subresource: &str) -> Self {
+        Scope { status_subresource: def.status, status_only: subresource == "status" }
+    }
+
+    /// A copy of `obj` holding only what managers can own.
+    fn trackable(&self, obj: &Value) -> Value {
+        let Value::Object(map) = obj else { return Value::Object(Map::new()) };
+        let mut out = Map::new();
+        for (k, v) in map {
+            let keep = match k.as_str() {
+                "apiVersion" | "kind" => false,
+                "status" => self.status_only || !self.status_subresource,
+                _ => !self.status_only,
+            };
+            if !keep {
+                continue;
+            }
+            if k == "metadata" {
+                let Value::Object(meta) = v else { continue };
+                let meta: Map<String, Value> =
+                    meta.iter().filter(|(k, _)| !SERVER_META.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+                if !meta.is_empty() {
+                    out.insert(k.clone(), Value::Object(meta));
+                }
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
+        }
+        Value::Object(out)
+    }
+}
+
+/// How a field's value is structured for ownership.
+#[derive(Debug, Clone, PartialEq)]
+struct FieldType {
+    schema: Option<&'static str>,
+    list: ListType,
+    atomic_map: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ListType {
+    /// Elements are identified by these key fields (`x-kubernetes-list-type: map`).
+    Map(Vec<&'static str>),
+    /// Scalar elements identified by value (`x-kubernetes-list-type: set`).
+    Set,
+    Atomic,
+}
+
+/// Added, changed and removed paths between two versions of an object.
+#[derive(Debug, Default)]
+struct Comparison {
+    added: FieldSet,
+    modified: FieldSet,
+    removed: FieldSet,
+}
+
+impl Comparison {
+    fn changed(&self) -> FieldSet {
+        self.added.union(&self.modified)
+    }
+
+    fn is_same(&self) -> bool {
+        self.added.is_empty() && self.modified.is_empty() && self.removed.is_empty()
+    }
+}
+
+struct Tracker<'l, L: ?Sized> {
+    lookup: &'l L,
+    root: &'static str,
+}
+
+impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
+    fn root_type(&self) -> FieldType {
+        FieldType { schema: Some(self.root), list: ListType::Atomic, atomic_map: false }
+    }
+
+    fn field_type(&self, parent: &FieldType, field: &str) -> FieldType {
+        let Some(schema) = parent.schema else {
+            return FieldType { schema: None, list: ListType::Atomic, atomic_map: false };
+        };
+        let keys = self.lookup.list_map_keys(schema, field);
+        let list = if !keys.is_empty() {
+            ListType::Map(keys)
+        } else if self.lookup.patch_meta(schema, field).is_some_and(|m| m.main_strategy() == "merge") {
+            ListType::Set
+        } else {
+            ListType::Atomic
+        };
+        FieldType {
+            schema: self.lookup.field_schema(schema, field),
+            list,
+            atomic_map: self.lookup.is_atomic_map(schema, field),
+        }
+    }
+
+    /// The type of the elements of a list of type `list`: the same schema (the
+    /// lookup names element types), never a list itself.
+    fn element_type(list: &FieldType) -> FieldType {
+        FieldType { schema: list.schema, list: ListType::Atomic, atomic_map: false }
+    }
+
+    /// The path element naming `item` in a list of type `ty`; None for lists
+    /// that are atomic or elements without their keys.
+    fn element(ty: &FieldType, item: &Value) -> Option<PathElement> {
+        match &ty.list {
+            ListType::Map(keys) => {
+                let map = item.as_object()?;
+                let mut fields = Vec::with_capacity(keys.len());
+                for key in keys {
+                    match map.get(*key) {
+                        Some(v) if !v.is_null() => fields.push((*key, v)),
+                        // Kubernetes defaults a port's protocol, so the key has it too.
+                        _ if *key == "protocol" => fields.push((*key, &*TCP)),
+                        _ => return None,
+                    }
+                }
+                Some(key_element(fields.into_iter()))
+            }
+            ListType::Set if !item.is_object() && !item.is_array() => Some(PathElement::Value(item.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Whether every element of `list` can be named; otherwise it is handled as atomic.
+    fn granular(ty: &FieldType, list: &[Value]) -> bool {
+        ty.list != ListType::Atomic && list.iter().all(|v| Self::element(ty, v).is_some())
+    }
+
+    /// The fields set in an applied configuration (structured-merge-diff's ToFieldSet).
+    fn field_set(&self, ty: &FieldType, v: &Value, path: &mut Vec<PathElement>, out: &mut FieldSet) {
+        match v {
+            Value::Object(map) if !ty.atomic_map => {
+                for (k, child) in map {
+                    let child_ty = self.field_type(ty, k);
+                    path.push(PathElement::Field(k.clone()));
+                    let empty_map = child.as_object().is_some_and(|m| m.is_empty());
+                    if child.is_null() || empty_map {
+                        out.insert(path);
+                    } else {
+                        self.field_set(&child_ty, child, path, out);
+                    }
+                    path.pop();
+                }
+            }
+            Value::Array(list) if Self::granular(ty, list) => {
+                let elem_ty = Self::element_type(ty);
+                let mut seen = Vec::new();
+                for item in list {
+                    let Some(pe) = Self::element(ty, item) else { continue };
+                    path.push(pe.clone());
+                    out.insert(path);
+                    if !seen.contains(&pe) {
+                        if item.is_object() {
+                            self.field_set(&elem_ty, item, path, out);
+                        }
+                        seen.push(pe);
+                    }
+                    path.pop();
+                }
+            }
+            _ => out.insert(path),
+        }
+    }
+
+    /// Compares two versions of a value (structured-merge-diff's Compare).
+    fn compare(&self, ty: &FieldType, lhs: Option<&Value>, rhs: Option<&Value>, path: &mut Vec<PathElement>, out: &mut Comparison) {
+        let lhs = lhs.filter(|v| !v.is_null());
+        let rhs = rhs.filter(|v| !v.is_null());
+        if lhs.is_none() && rhs.is_none() {
+            return;
+        }
+        let leaf = match (lhs, rhs) {
+            (l, r) if !ty.atomic_map && l.is_none_or(Value::is_object) && r.is_none_or(Value::is_object) => {
+                let l = lhs.and_then(Value::as_object);
+                let r = rhs.and_then(Value::as_object);
+                if l.is_none_or(Map::is_empty) && r.is_none_or(Map::is_empty) {
+                    true
+                } else {
+                    let mut keys: Vec<&String> = l.map(|m| m.keys().collect()).unwrap_or_default();
+                    for k in r.into_iter().flat_map(|m| m.keys()) {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                    for k in keys {
+                        let child_ty = self.field_type(ty, k);
+                        path.push(PathElement::Field(k.clone()));
+                        self.compare(&child_ty, l.and_then(|m| m.get(k)), r.and_then(|m| m.get(k)), path, out);
+                        path.pop();
+                    }
+                    false
+                }
+            }
+            (l, r) if l.is_none_or(Value::is_array) && r.is_none_or(Value::is_array) => {
+                let l: &[Value] = lhs.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let r: &[Value] = rhs.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                if (l.is_empty() && r.is_empty()) || !Self::granular(ty, l) || !Self::granular(ty, r) {
+                    true
+                } else {
+                    let elem_ty = Self::element_type(ty);
+                    let named = |list: &[Value]| -> Vec<(PathElement, Value)> {
+                        let mut out: Vec<(PathElement, Value)> = Vec::new();
+                        for item in list {
+                            if let Some(pe) = Self::element(ty, item)
+                                && !out.iter().any(|(p, _)| *p == pe)
+                            {
+                                out.push((pe, item.clone()));
+                            }
+                        }
+                        out
+                    };
+                    let (l, r) = (named(l), named(r));
+                    let mut pes: Vec<&PathElement> = l.iter().map(|(p, _)| p).collect();
+                    for (p, _) in &r {
+                        if !pes.contains(&p) {
+                            pes.push(p);
+                        }
+                    }
+                    let find = |list: &'_ [(PathElement, Value)], pe: &PathElement| list.iter().find(|(p, _)| p == pe).map(|(_, v)| v.clone());
+                    for pe in pes {
+                        let (li, ri) = (find(&l, pe), find(&r, pe));
+                        path.push(pe.clone());
+                        self.compare(&elem_ty, li.as_ref(), ri.as_ref(), path, out);
+                        path.pop();
+                    }
+                    false
+                }
+            }
+            _ => true,
+        };
+        if leaf {
+            match (lhs, rhs) {
+                (None, Some(_)) => out.added.insert(path),
+                (Some(_), None) => out.removed.insert(path),
+                (Some(l), Some(r)) if l != r => out.modified.insert(path),
+                _ => {}
+            }
+        } else if lhs.is_none() {
+            out.added.insert(path);
+        } else if rhs.is_none() {
+            out.removed.insert(path);
+        }
+    }
+
+    /// Merges an applied configuration into the live value (structured-merge-diff's Merge):
+    /// maps and keyed lists merge, everything else takes the applied value.
+    fn merge(&self, ty: &FieldType, live: Option<&Value>, applied: &Value) -> Option<Value> {
+        match (live, applied) {
+            (_, Value::Null) => None,
+            (Some(Value::Object(live)), Value::Object(applied)) if !ty.atomic_map => {
+                let mut out = live.clone();
+                for (k, v) in applied {
+                    let child_ty = self.field_type(ty, k);
+                    match self.merge(&child_ty, live.get(k), v) {
+                        Some(m) => {
+                            out.insert(k.clone(), m);
+                        }
+                        None => {
+                            out.shift_remove(k);
+                        }
+                    }
+                }
+                Some(Value::Object(out))
+            }
+            (Some(Value::Array(live)), Value::Array(applied)) if Self::granular(ty, live) && Self::granular(ty, applied) => {
+                Some(Value::Array(self.merge_list(ty, live, applied)))
+            }
+            _ => Some(without_nulls(applied)),
+        }
+    }
+
+    /// Keyed-list merge: applied elements in their order, live-only elements
+    /// kept where they were relative to the shared ones.
+    fn merge_list(&self, ty: &FieldType, live: &[Value], applied: &[Value]) -> Vec<Value> {
+        let elem_ty = Self::element_type(ty);
+        let live_named: Vec<(PathElement, &Value)> = live.iter().filter_map(|v| Some((Self::element(ty, v)?, v))).collect();
+        let applied_named: Vec<(PathElement, &Value)> = applied.iter().filter_map(|v| Some((Self::element(ty, v)?, v))).collect();
+        let live_of = |pe: &PathElement| live_named.iter().find(|(p, _)| p == pe).map(|(_, v)| *v);
+        let applied_pos = |pe: &PathElement| applied_named.iter().position(|(p, _)| p == pe);
+
+        let mut out = Vec::with_capacity(live.len() + applied.len());
+        let mut emitted: Vec<PathElement> = Vec::new();
+        let mut next_applied = 0;
+        let emit_applied_through = |end: usize, out: &mut Vec<Value>, emitted: &mut Vec<PathElement>, next: &mut usize| {
+            while *next <= end && *next < applied_named.len() {
+                let (pe, v) = &applied_named[*next];
+                if !emitted.contains(pe) {
+                    if let Some(m) = self.merge(&elem_ty, live_of(pe), v) {
+                        out.push(m);
+                    }
+                    emitted.push(pe.clone());
+                }
+                *next += 1;
+            }
+        };
+        for (pe, v) in &live_named {
+            match applied_pos(pe) {
+                None => {
+                    if !emitted.contains(pe) {
+                        out.push((*v).clone());
+                        emitted.push(pe.clone());
+                    }
+                }
+                Some(pos) => emit_applied_through(pos, &mut out, &mut emitted, &mut next_applied),
+            }
+        }
+        emit_applied_through(usize::MAX, &mut out, &mut emitted, &mut next_applied);
+        out
+    }
+
+    /// Removes the paths in `remove` from `v`; maps and lists left empty by a
+    /// removal go too.
+    fn remove(&self, ty: &FieldType, v: &mut Value, remove: &FieldSet) {
+        match v {
+            Value::Object(map) if !ty.atomic_map => {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    let pe = PathElement::Field(k.clone());
+                    if remove.has(std::slice::from_ref(&pe)) {
+                        map.shift_remove(&k);
+                    } else if let Some(sub) = remove.child(&pe) {
+                        let child_ty = self.field_type(ty, &k);
+                        if let Some(child) = map.get_mut(&k) {
+                            self.remove(&child_ty, child, sub);
+                            if is_empty_container(child) {
+                                map.shift_remove(&k);
+                            }
+                        }
+                    }
+                }
+            }
+            Value::Array(list) if Self::granular(ty, list) => {
+                let elem_ty = Self::element_type(ty);
+                let mut kept = Vec::with_capacity(list.len());
+                for mut item in std::mem::take(list) {
+                    let Some(pe) = Self::element(ty, &item) else {
+                        kept.push(item);
+                        continue;
+                    };
+                    if remove.has(std::slice::from_ref(&pe)) {
+                        continue;
+                    }
+                    if let Some(sub) = remove.child(&pe) {
+                        self.remove(&elem_ty, &mut item, sub);
+                    }
+                    kept.push(item);
+                }
+                *list = kept;
+            }
+            _ => {}
+        }
+    }
+
+    /// Refuses applied configurations kube-apiserver cannot type: keyed-list
+    /// elements without their keys, or twice the same key.
+    fn validate(&self, ty: &FieldType, v: &Value, path: &mut Vec<PathElement>) -> Result<(), ApiError> {
+        match v {
+            Value::Object(map) if !ty.atomic_map => {
+                for (k, child) in map {
+                    path.push(PathElement::Field(k.clone()));
+                    self.validate(&self.field_type(ty, k), child, path)?;
+                    path.pop();
+                }
+            }
+            Value::Array(list) if matches!(ty.list, ListType::Map(_)) => {
+                let ListType::Map(keys) = &ty.list else { return Ok(()) };
+                let elem_ty = Self::element_type(ty);
+                let mut seen = Vec::new();
+                for (i, item) in list.iter().enumerate() {
+                    let Some(pe) = Self::element(ty, item) else {
+                        return Err(ApiError::UnprocessableEntity {
+                            message: format!(
+                                "{}: element {i}: associative list with keys has an element that omits key field {:?} (and doesn't have default value)",
+                                path_string(path),
+                                keys.iter().find(|k| item.get(**k).is_none_or(Value::is_null)).copied().unwrap_or(""),
+                            ),
+                        });
+                    };
+                    if seen.contains(&pe) {
+                        return Err(ApiError::UnprocessableEntity {
+                            message: format!("{}: duplicate entries for key {pe}", path_string(path)),
+                        });
+                    }
+                    path.push(pe.clone());
+                    self.validate(&elem_ty, item, path)?;
+                    path.pop();
+                    seen.push(pe);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn field_set_of(&self, v: &Value) -> FieldSet {
+        let mut out = FieldSet::new();
+        self.field_set(&self.root_type(), v, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn compare_objects(&self, old: &Value, new: &Value) -> Comparison {
+        let mut out = Comparison::default();
+        self.compare(&self.root_type(), Some(old), Some(new), &mut Vec::new(), &mut out);
+        out
+    }
+}
+
+/// The protocol Kubernetes defaults on ports, used when a port key omits it.
+static TCP: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::String("TCP".into()));
+
+fn is_empty_container(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(l) => l.is_empty(),
+        _ => false,
+    }
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect()),
+        Value::Array(l) => Value::Array(l.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// [`server_side_apply`] with patch metadata from `lookup`.
+pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
+    lookup: &L,
+    def: &ResourceDef,
+    live: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    now: &str,
+) -> Result<Value, ApiError> {
+    let api_version = def.api_version();
+    check_applied(def, &api_version, applied, manager)?;
+    let tracker = Tracker { lookup, root: def.schema_name };
+    let root = tracker.root_type();
+    let scope = Scope::new(def, "");
+    let empty = json!({});
+    let live_obj = live.unwrap_or(&empty);
+
+    let config = scope.trackable(applied);
+    tracker.validate(&root, &config, &mut Vec::new())?;
+    let applied_set = tracker.field_set_of(&config);
+
+    let mut entries = decode_entries(live_obj);
+    let mine = entries.iter().position(|e| e.same_owner(manager, APPLY, "", &api_version));
+    let last_set = mine.map(|i| entries[i].set.clone()).unwrap_or_default();
+
+    let mut to_merge = applied.clone();
+    if let Some(obj) = to_merge.as_object_mut() {
+        if def.status {
+            obj.shift_remove("status");
+        }
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.shift_remove("managedFields");
+        }
+    }
+    let mut merged = tracker.merge(&root, Some(live_obj), &to_merge).unwrap_or_else(|| json!({}));
+
+    // Fields this manager applied last time and no longer applies go, unless
+    // someone else (or this apply) still owns them.
+    let mut keep = applied_set.clone();
+    for (i, e) in entries.iter().enumerate() {
+        if Some(i) != mine {
+            keep = keep.union(&e.set);
+        }
+    }
+    let mut to_remove = FieldSet::new();
+    for path in last_set.difference(&applied_set).paths() {
+        let named_field = matches!(path.last(), Some(PathElement::Field(_)));
+        if !(keep.has(&path) || (named_field && keep.has_below(&path))) {
+            to_remove.insert(&path);
+        }
+    }
+    tracker.remove(&root, &mut merged, &to_remove);
+
+    let cmp = tracker.compare_objects(&scope.trackable(live_obj), &scope.trackable(&merged));
+    let changed = cmp.changed();
+    let conflicts: Vec<(usize, FieldSet)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != mine)
+        .map(|(i, e)| (i, e.set.intersection(&changed)))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    if !conflicts.is_empty() && !force {
+        // kubectl moving from client-side to server-side apply may take over
+        // the fields whose live values are still what it applied last time.
+        let allowed = if manager == "kubectl" { tracker.unchanged_since_last_applied(&scope, live_obj, &api_version) } else { None };
+        let unresolved: Vec<(&Entry, FieldSet)> = conflicts
+            .iter()
+            .map(|(i, c)| (&entries[*i], allowed.as_ref().map_or_else(|| c.clone(), |a| c.difference(a))))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        if !unresolved.is_empty() {
+            let name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            return Err(conflict_error(def, name, &unresolved));
+        }
+    }
+    for (i, c) in &conflicts {
+        entries[*i].set = entries[*i].set.difference(c);
+    }
+    for (i, e) in entries.iter_mut().enumerate() {
+        if Some(i) != mine {
+            e.set = e.set.difference(&cmp.removed);
+        }
+    }
+
+    let object_changed = live.is_none() || !cmp.is_same();
+    let entry = Entry {
+        manager: manager.to_string(),
+        operation: APPLY.to_string(),
+        api_version: api_version.clone(),
+        time: match mine {
+            Some(i) if !object_changed && entries[i].set == applied_set => entries[i].time.clone(),
+            _ => Some(now.to_string()),
+        },
+        subresource: String::new(),
+        set: applied_set,
+    };
+    match mine {
+        Some(i) => entries[i] = entry,
+        None => entries.push(entry),
+    }
+
+    if manager == "kubectl" && has_last_applied(&merged) {
+        let last = last_applied_of(applied);
+        if let Some(annotations) = merged.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+            annotations.insert(LAST_APPLIED.into(), Value::String(last));
+        }
+    }
+    encode_entries(&mut merged, entries);
+    Ok(merged)
+}
+
+/// [`update_managed_fields`] with patch metadata from `lookup`, for writes to a
+/// subresource too (`status`, `scale`).
+#[allow(clippy::too_many_arguments)]
+pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
+    lookup: &L,
+    def: &ResourceDef,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    operation: &str,
+    subresource: Option<&str>,
+    now: &str,
+) {
+    let subresource = subresource.unwrap_or("");
+    let api_version = def.api_version();
+    let tracker = Tracker { lookup, root: def.schema_name };
+    let scope = Scope::new(def, subresource);
+    let empty = json!({});
+    let old_obj = old.unwrap_or(&empty);
+
+    let mut entries = entries_for_update(old_obj, new);
+    let mut cmp = tracker.compare_objects(&scope.trackable(old_obj), &scope.trackable(new));
+    // Top-level fields such as spec always exist in Kubernetes' typed objects,
+    // so a write never owns them as a whole, only what is inside.
+    cmp.added.forget_members_with_children();
+    let changed = cmp.changed();
+
+    let mine = entries.iter().position(|e| e.same_owner(manager, operation, subresource, &api_version));
+    for (i, e) in entries.iter_mut().enumerate() {
+        if Some(i) != mine {
+            e.set = e.set.difference(&changed).difference(&cmp.removed);
+        }
+    }
+    match mine {
+        Some(i) => {
+            let e = &mut entries[i];
+            e.set = e.set.difference(&cmp.removed).union(&changed);
+            if !changed.is_empty() {
+                e.time = Some(now.to_string());
+            }
+        }
+        None if !changed.is_empty() => entries.push(Entry {
+            manager: manager.to_string(),
+            operation: operation.to_string(),
+            api_version,
+            time: Some(now.to_string()),
+            subresource: subresource.to_string(),
+            set: changed,
+        }),
+        None => {}
+    }
+    encode_entries(new, entries);
+}
+
+/// The managed fields an update starts from: those the request carries when it
+/// changes them (`[{}]` clears them), else the live object's.
+fn entries_for_update(old: &Value, new: &Value) -> Vec<Entry> {
+    let live = decode_entries(old);
+    let Some(Value::Array(sent)) = new.pointer("/metadata/managedFields") else {
+        return live;
+    };
+    if sent.len() == 1 && sent[0].as_object().is_some_and(Map::is_empty) {
+        return Vec::new();
+    }
+    if sent.is_empty() || old.pointer("/metadata/managedFields") == new.pointer("/metadata/managedFields") {
+        return live;
+    }
+    let decoded: Vec<Entry> = sent.iter().filter_map(Entry::decode).collect();
+    if decoded.len() == sent.len() { decoded } else { live }
+}
+
+fn check_applied(def: &ResourceDef, api_version: &str, applied: &Value, manager: &str) -> Result<(), ApiError> {
+    if !applied.is_object() {
+        return Err(ApiError::bad_request("the apply patch must be an object"));
+    }
+    if manager.is_empty() {
+        return Err(ApiError::bad_request("PATCH with apply requires a fieldManager"));
+    }
+    match applied.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {v}, expected: {api_version}"
+            )));
+        }
+        None => return Err(ApiError::bad_request("Object 'apiVersion' is missing in the apply patch")),
+    }
+    match applied.get("kind").and_then(Value::as_str) {
+        Some(k) if k == def.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!("the apply patch is a {k}, but the resource holds {}", def.kind)));
+        }
+        None => return Err(ApiError::bad_request("Object 'Kind' is missing in the apply patch")),
+    }
+    if applied.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    Ok(())
+}
+
+fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[(&Entry, FieldSet)]) -> ApiError {
+    let mut by_manager: Vec<(&Entry, Vec<String>)> =
+        conflicts.iter().map(|(e, set)| (*e, set.paths().iter().map(|p| path_string(p)).collect())).collect();
+    by_manager.sort_by(|a, b| (&a.0.manager, &a.0.operation, &a.0.subresource).cmp(&(&b.0.manager, &b.0.operation, &b.0.subresource)));
+    let count: usize = by_manager.iter().map(|(_, p)| p.len()).sum();
+    let message = if count == 1 {
+        let (e, paths) = &by_manager[0];
+        format!("Apply failed with 1 conflict: conflict with {}: {}", e.describe(), paths[0])
+    } else {
+        let mut lines = Vec::new();
+        for (e, paths) in &by_manager {
+            lines.push(format!("conflicts with {}:", e.describe()));
+            lines.extend(paths.iter().map(|p| format!("- {p}")));
+        }
+        format!("Apply failed with {count} conflicts: {}", lines.join("\n"))
+    };
+    ApiError::Conflict { group: def.group.to_string(), resource: def.plural.to_string(), name: name.to_string(), message }
+}
+
+fn has_last_applied(obj: &Value) -> bool {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+}
+
+/// The last-applied annotation value kubectl would write for `applied`.
+fn last_applied_of(applied: &Value) -> String {
+    let mut obj = applied.clone();
+    if let Some(annotations) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        annotations.shift_remove(LAST_APPLIED);
+    }
+    format!("{obj}\n")
+}
+
+impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
+    /// The fields of the live object's last-applied annotation whose live values
+    /// are still the applied ones.
+    fn unchanged_since_last_applied(&self, scope: &Scope, live: &Value, api_version: &str) -> Option<FieldSet> {
+        let text = live.pointer("/metadata/annotations")?.get(LAST_APPLIED)?.as_str()?;
+        let last: Value = serde_json::from_str(text).ok()?;
+        if last.get("apiVersion").and_then(Value::as_str) != Some(api_version) {
+            return None;
+        }
+        let last = scope.trackable(&last);
+        let set = self.field_set_of(&last);
+        let cmp = self.compare_objects(&last, &scope.trackable(live));
+        Some(set.difference(&cmp.modified).difference(&cmp.added).difference(&cmp.removed))
+    }
+}
