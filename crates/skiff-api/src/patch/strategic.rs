@@ -544,3 +544,314 @@ fn go_type(v: &Value) -> &'static str {
         Value::Object(_) => "map[string]interface {}",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::BuiltinTable;
+    use serde_json::json;
+
+    const DEPLOYMENT: &str = "io.k8s.api.apps.v1.Deployment";
+    const POD: &str = "io.k8s.api.core.v1.Pod";
+    const SERVICE: &str = "io.k8s.api.core.v1.Service";
+    const CONFIGMAP: &str = "io.k8s.api.core.v1.ConfigMap";
+
+    fn smp(schema: &str, doc: Value, patch: Value) -> Value {
+        strategic_merge_patch_with(&BuiltinTable, schema, &doc, &patch).unwrap()
+    }
+
+    fn smp_err(schema: &str, doc: Value, patch: Value) -> ApiError {
+        strategic_merge_patch_with(&BuiltinTable, schema, &doc, &patch).unwrap_err()
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "ml-api",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"old\":true}\n"},
+                "labels": {"app": "ml-api"}
+            },
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "ml-api"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {
+                    "metadata": {"labels": {"app": "ml-api"}},
+                    "spec": {
+                        "containers": [{
+                            "name": "ml-api",
+                            "image": "ml-api:v1",
+                            "args": ["--port", "8080"],
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "1"}],
+                            "ports": [{"containerPort": 8080, "protocol": "TCP"}]
+                        }]
+                    }
+                }
+            }
+        })
+    }
+
+    fn containers(v: &Value) -> &Value {
+        &v["spec"]["template"]["spec"]["containers"]
+    }
+
+    #[test]
+    fn kubectl_apply_three_way_patch() {
+        let patch = json!({
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"new\":true}\n"}},
+            "spec": {"replicas": 5, "template": {"spec": {
+                "$setElementOrder/containers": [{"name": "ml-api"}],
+                "containers": [{
+                    "$setElementOrder/env": [{"name": "A"}, {"name": "B"}],
+                    "env": [{"name": "B", "value": "2"}],
+                    "name": "ml-api"
+                }]
+            }}}
+        });
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        let mut want = deployment();
+        want["spec"]["replicas"] = json!(5);
+        want["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = json!("2");
+        want["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!("{\"new\":true}\n");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn merge_key_list_adds_updates_and_deletes_elements() {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "ml-api", "env": [
+                {"name": "A", "$patch": "delete"},
+                {"name": "C", "value": "3"},
+                {"name": "B", "value": "9"}
+            ]},
+            {"name": "sidecar", "image": "proxy:1"}
+        ]}}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(containers(&out)[0]["env"], json!([{"name": "C", "value": "3"}, {"name": "B", "value": "9"}]));
+        assert_eq!(containers(&out)[0]["image"], "ml-api:v1");
+        assert_eq!(containers(&out)[1], json!({"name": "sidecar", "image": "proxy:1"}));
+
+        let deleted = smp(DEPLOYMENT, out, json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "sidecar", "$patch": "delete"}
+        ]}}}}));
+        assert_eq!(containers(&deleted).as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn kubectl_apply_removal_and_reorder() {
+        // The live object has a container kubectl does not know (server-only);
+        // kubectl deletes "b" and reorders the rest.
+        let doc = json!({"spec": {"containers": [
+            {"name": "a", "image": "a"}, {"name": "b", "image": "b"}, {"name": "s", "image": "s"}, {"name": "c", "image": "c"}
+        ]}});
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
+            "containers": [{"name": "b", "$patch": "delete"}]
+        }});
+        let out = smp(POD, doc, patch);
+        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        // Like apimachinery: the server-only "s" stays before "c", its live successor.
+        assert_eq!(names, vec!["s", "c", "a"]);
+    }
+
+    #[test]
+    fn set_element_order_with_server_only_items_follows_apimachinery() {
+        let doc = json!({"spec": {"containers": [
+            {"name": "1", "image": "x"}, {"name": "2"}, {"name": "7"}, {"name": "9"}, {"name": "8"}, {"name": "3"}, {"name": "4"}
+        ]}});
+        let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "2"}, {"name": "1"}, {"name": "4"}, {"name": "3"}]}});
+        let out = smp(POD, doc, patch);
+        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["2", "1", "7", "9", "8", "4", "3"]);
+    }
+
+    #[test]
+    fn set_element_order_ignores_items_missing_from_the_list() {
+        let doc = json!({"spec": {"containers": [{"name": "1"}, {"name": "3"}]}});
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "3"}, {"name": "2"}, {"name": "1"}],
+            "containers": [{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]
+        }});
+        let out = smp(POD, doc, patch);
+        assert_eq!(out["spec"]["containers"], json!([{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]));
+    }
+
+    #[test]
+    fn set_element_order_must_agree_with_the_patch_list() {
+        let doc = json!({"spec": {"containers": [{"name": "1"}, {"name": "3"}, {"name": "2"}]}});
+        let patch = json!({"spec": {
+            "$setElementOrder/containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}],
+            "containers": [{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]
+        }});
+        let err = smp_err(POD, doc, patch);
+        assert_eq!(err.code(), 400);
+        assert!(err.to_string().contains("doesn't match"), "{err}");
+    }
+
+    #[test]
+    fn primitive_merge_lists_union_and_delete() {
+        let doc = json!({"metadata": {"name": "p", "finalizers": ["a", "b"]}});
+        // Patch elements keep the patch's order; "b" (server-only) goes after "a", its live predecessor.
+        let out = smp(POD, doc.clone(), json!({"metadata": {"finalizers": ["c", "a"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "a", "b"]));
+
+        let out = smp(POD, doc.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a", "zzz"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+
+        // kubectl apply: delete one, keep order of the rest.
+        let out = smp(POD, json!({"metadata": {"finalizers": ["a", "b", "c"]}}), json!({"metadata": {
+            "$setElementOrder/finalizers": ["c", "a"],
+            "$deleteFromPrimitiveList/finalizers": ["b"]
+        }}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "a"]));
+
+        // Deleting from a list that does not exist adds nothing.
+        let out = smp(POD, json!({"metadata": {}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}));
+        assert_eq!(out, json!({"metadata": {}}));
+    }
+
+    #[test]
+    fn lists_without_merge_strategy_are_replaced() {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "ml-api", "args": ["--port", "9090"]}]}}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(containers(&out)[0]["args"], json!(["--port", "9090"]));
+    }
+
+    #[test]
+    fn null_deletes_a_key_and_is_never_stored() {
+        let patch = json!({
+            "metadata": {"labels": {"app": null, "tier": "gpu"}},
+            "spec": {"paused": null, "template": {"spec": {"containers": [
+                {"name": "new", "image": "x", "command": null}
+            ]}}}
+        });
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(out["metadata"]["labels"], json!({"tier": "gpu"}));
+        assert!(out["spec"].get("paused").is_none());
+        // Without $setElementOrder, new elements go first (as in Kubernetes).
+        assert_eq!(containers(&out)[0], json!({"name": "new", "image": "x"}));
+    }
+
+    #[test]
+    fn patch_directives_on_maps() {
+        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}));
+        assert_eq!(out["metadata"]["labels"], json!({"only": "this"}));
+
+        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "delete"}}}));
+        assert_eq!(out["metadata"]["labels"], json!({}));
+
+        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "merge", "x": "y"}}}));
+        assert_eq!(out["metadata"]["labels"], json!({"app": "ml-api", "x": "y"}));
+
+        let err = smp_err(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "explode"}}}));
+        assert_eq!(err.code(), 400);
+        assert!(err.to_string().contains("unknown patch type: explode"), "{err}");
+    }
+
+    #[test]
+    fn patch_replace_on_a_list() {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "ml-api", "env": [{"$patch": "replace"}, {"name": "Z", "value": "26"}]}
+        ]}}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(containers(&out)[0]["env"], json!([{"name": "Z", "value": "26"}]));
+
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o"}]}}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(containers(&out), &json!([{"name": "only", "image": "o"}]));
+    }
+
+    #[test]
+    fn retain_keys_switches_rolling_update_to_recreate() {
+        // What kubectl apply sends when the manifest changes strategy to Recreate.
+        let patch = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+
+        // Even without the explicit null, keys not retained are cleared.
+        let out = smp(DEPLOYMENT, deployment(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+
+        // A key set by the patch must be retained.
+        let err = smp_err(DEPLOYMENT, deployment(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}));
+        assert_eq!(err.code(), 400);
+        assert!(err.to_string().contains("retainKeys"), "{err}");
+    }
+
+    #[test]
+    fn retain_keys_on_volume_elements() {
+        let doc = json!({"spec": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]}});
+        let patch = json!({"spec": {"volumes": [{"$retainKeys": ["hostPath", "name"], "name": "data", "hostPath": {"path": "/d"}}]}});
+        let out = smp(POD, doc, patch);
+        assert_eq!(out["spec"]["volumes"], json!([{"name": "data", "hostPath": {"path": "/d"}}, {"name": "cfg", "configMap": {"name": "c"}}]));
+    }
+
+    #[test]
+    fn kubectl_set_image() {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "ml-api", "image": "ml-api:v2"}]}}}});
+        let out = smp(DEPLOYMENT, deployment(), patch);
+        let mut want = deployment();
+        want["spec"]["template"]["spec"]["containers"][0]["image"] = json!("ml-api:v2");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn kubectl_label_annotate_and_rollout_restart() {
+        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"team": "ml"}, "annotations": {"note": "hi"}}}));
+        assert_eq!(out["metadata"]["labels"], json!({"app": "ml-api", "team": "ml"}));
+        assert_eq!(out["metadata"]["annotations"]["note"], "hi");
+
+        let restart = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-23T07:00:00Z"}}}}});
+        let out = smp(DEPLOYMENT, deployment(), restart);
+        assert_eq!(
+            out["spec"]["template"]["metadata"],
+            json!({"labels": {"app": "ml-api"}, "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-23T07:00:00Z"}})
+        );
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let doc = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 8443}]}});
+        let patch = json!({"spec": {"ports": [{"port": 443, "targetPort": 9443}, {"port": 9000}]}});
+        let out = smp(SERVICE, doc, patch);
+        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 9443}, {"port": 9000}]));
+    }
+
+    #[test]
+    fn configmap_data_merges() {
+        let doc = json!({"data": {"a": "1", "b": "2"}});
+        let out = smp(CONFIGMAP, doc, json!({"data": {"b": null, "c": "3"}}));
+        assert_eq!(out["data"], json!({"a": "1", "c": "3"}));
+    }
+
+    #[test]
+    fn type_changes_take_the_patch_value() {
+        let out = smp(DEPLOYMENT, deployment(), json!({"spec": {"strategy": "oops"}}));
+        assert_eq!(out["spec"]["strategy"], "oops");
+    }
+
+    #[test]
+    fn malformed_patches_are_refused() {
+        let err = smp_err(POD, json!({"spec": {"containers": [{"name": "a"}]}}), json!({"spec": {"containers": [{"image": "b"}]}}));
+        assert_eq!(err.code(), 422);
+        assert!(err.to_string().contains("does not contain declared merge key: name"), "{err}");
+
+        assert_eq!(smp_err(POD, json!({}), json!([1])).code(), 400);
+        let err = smp_err(POD, json!({"metadata": {"finalizers": [["a"]]}}), json!({"metadata": {"finalizers": [["b"]]}}));
+        assert_eq!(err.code(), 422);
+        let err = smp_err(POD, json!({"metadata": {}}), json!({"metadata": {"$deleteFromPrimitiveList": ["x"]}}));
+        assert_eq!(err.code(), 400);
+    }
+
+    #[test]
+    fn directives_inside_new_values_are_not_stored() {
+        let doc = json!({"spec": {}});
+        let patch = json!({"spec": {"containers": [
+            {"name": "a", "$setElementOrder/env": [{"name": "X"}], "env": [{"name": "X", "value": "1"}, {"name": "Y", "$patch": "delete"}]}
+        ]}});
+        let out = smp(POD, doc, patch);
+        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}]));
+    }
+}
