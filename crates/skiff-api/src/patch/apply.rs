@@ -6,11 +6,11 @@
 //! changing a field another manager owns is a conflict unless forced. Ordinary
 //! writes (`Update`) give their writer the fields they changed.
 
-use super::fieldset::{key_element, path_string, FieldSet, PathElement};
+use super::fieldset::{FieldSet, PathElement, key_element, path_string};
 use super::{PatchMetaLookup, SchemaLookup};
 use crate::error::ApiError;
 use crate::registry::ResourceDef;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 /// `Status.details.causes[].reason` Kubernetes uses for apply conflicts.
 pub const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
@@ -33,9 +33,12 @@ const SERVER_META: &[&str] = &[
 
 /// Decodes an `application/apply-patch+yaml` body (JSON is YAML too).
 pub fn decode_apply_patch(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let v: Value = serde_yaml::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("error decoding YAML: the apply patch must be an object"));
+        return Err(ApiError::bad_request(
+            "error decoding YAML: the apply patch must be an object",
+        ));
     }
     Ok(v)
 }
@@ -56,7 +59,14 @@ pub fn server_side_apply(
 
 /// Records an ordinary write (`operation` is normally "Update") from `old`
 /// (None: create) to `new` in `new`'s `metadata.managedFields`.
-pub fn update_managed_fields(def: &ResourceDef, old: Option<&Value>, new: &mut Value, manager: &str, operation: &str, now: &str) {
+pub fn update_managed_fields(
+    def: &ResourceDef,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    operation: &str,
+    now: &str,
+) {
     update_managed_fields_with(&SchemaLookup, def, old, new, manager, operation, None, now)
 }
 
@@ -74,7 +84,13 @@ struct Entry {
 impl Entry {
     /// Entries are one per manager, operation and subresource; updates are
     /// also told apart by the API version they were written in.
-    fn same_owner(&self, manager: &str, operation: &str, subresource: &str, api_version: &str) -> bool {
+    fn same_owner(
+        &self,
+        manager: &str,
+        operation: &str,
+        subresource: &str,
+        api_version: &str,
+    ) -> bool {
         self.manager == manager
             && self.operation == operation
             && self.subresource == subresource
@@ -131,7 +147,10 @@ impl Entry {
         m.insert("fieldsType".into(), Value::String("FieldsV1".into()));
         m.insert("fieldsV1".into(), self.set.to_fields_v1());
         if !self.subresource.is_empty() {
-            m.insert("subresource".into(), Value::String(self.subresource.clone()));
+            m.insert(
+                "subresource".into(),
+                Value::String(self.subresource.clone()),
+            );
         }
         Value::Object(m)
     }
@@ -151,16 +170,37 @@ fn decode_entries(obj: &Value) -> Vec<Entry> {
 fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.set.is_empty());
     entries.sort_by(|a, b| {
-        (&a.operation, &a.time, &a.manager, &a.api_version, &a.subresource)
-            .cmp(&(&b.operation, &b.time, &b.manager, &b.api_version, &b.subresource))
+        (
+            &a.operation,
+            &a.time,
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                &b.time,
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
     });
-    let Some(obj) = obj.as_object_mut() else { return };
-    let meta = obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
-    let Some(meta) = meta.as_object_mut() else { return };
+    let Some(obj) = obj.as_object_mut() else {
+        return;
+    };
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     if entries.is_empty() {
         meta.shift_remove("managedFields");
     } else {
-        meta.insert("managedFields".into(), Value::Array(entries.iter().map(Entry::encode).collect()));
+        meta.insert(
+            "managedFields".into(),
+            Value::Array(entries.iter().map(Entry::encode).collect()),
+        );
     }
 }
 
@@ -176,12 +216,17 @@ struct Scope {
 
 impl Scope {
     fn new(def: &ResourceDef, subresource: &str) -> Self {
-        Scope { status_subresource: def.status, status_only: subresource == "status" }
+        Scope {
+            status_subresource: def.status,
+            status_only: subresource == "status",
+        }
     }
 
     /// A copy of `obj` holding only what managers can own.
     fn trackable(&self, obj: &Value) -> Value {
-        let Value::Object(map) = obj else { return Value::Object(Map::new()) };
+        let Value::Object(map) = obj else {
+            return Value::Object(Map::new());
+        };
         let mut out = Map::new();
         for (k, v) in map {
             let keep = match k.as_str() {
@@ -194,8 +239,11 @@ impl Scope {
             }
             if k == "metadata" {
                 let Value::Object(meta) = v else { continue };
-                let meta: Map<String, Value> =
-                    meta.iter().filter(|(k, _)| !SERVER_META.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let meta: Map<String, Value> = meta
+                    .iter()
+                    .filter(|(k, _)| !SERVER_META.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 if !meta.is_empty() {
                     out.insert(k.clone(), Value::Object(meta));
                 }
@@ -249,17 +297,29 @@ struct Tracker<'l, L: ?Sized> {
 
 impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     fn root_type(&self) -> FieldType {
-        FieldType { schema: Some(self.root), list: ListType::Atomic, atomic_map: false }
+        FieldType {
+            schema: Some(self.root),
+            list: ListType::Atomic,
+            atomic_map: false,
+        }
     }
 
     fn field_type(&self, parent: &FieldType, field: &str) -> FieldType {
         let Some(schema) = parent.schema else {
-            return FieldType { schema: None, list: ListType::Atomic, atomic_map: false };
+            return FieldType {
+                schema: None,
+                list: ListType::Atomic,
+                atomic_map: false,
+            };
         };
         let keys = self.lookup.list_map_keys(schema, field);
         let list = if !keys.is_empty() {
             ListType::Map(keys)
-        } else if self.lookup.patch_meta(schema, field).is_some_and(|m| m.main_strategy() == "merge") {
+        } else if self
+            .lookup
+            .patch_meta(schema, field)
+            .is_some_and(|m| m.main_strategy() == "merge")
+        {
             ListType::Set
         } else {
             ListType::Atomic
@@ -274,7 +334,11 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     /// The type of the elements of a list of type `list`: the same schema (the
     /// lookup names element types), never a list itself.
     fn element_type(list: &FieldType) -> FieldType {
-        FieldType { schema: list.schema, list: ListType::Atomic, atomic_map: false }
+        FieldType {
+            schema: list.schema,
+            list: ListType::Atomic,
+            atomic_map: false,
+        }
     }
 
     /// The path element naming `item` in a list of type `ty`; None for lists
@@ -294,7 +358,9 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                 }
                 Some(key_element(fields.into_iter()))
             }
-            ListType::Set if !item.is_object() && !item.is_array() => Some(PathElement::Value(item.to_string())),
+            ListType::Set if !item.is_object() && !item.is_array() => {
+                Some(PathElement::Value(item.to_string()))
+            }
             _ => None,
         }
     }
@@ -305,7 +371,13 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     }
 
     /// The fields set in an applied configuration (structured-merge-diff's ToFieldSet).
-    fn field_set(&self, ty: &FieldType, v: &Value, path: &mut Vec<PathElement>, out: &mut FieldSet) {
+    fn field_set(
+        &self,
+        ty: &FieldType,
+        v: &Value,
+        path: &mut Vec<PathElement>,
+        out: &mut FieldSet,
+    ) {
         match v {
             Value::Object(map) if !ty.atomic_map => {
                 for (k, child) in map {
@@ -324,7 +396,9 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                 let elem_ty = Self::element_type(ty);
                 let mut seen = Vec::new();
                 for item in list {
-                    let Some(pe) = Self::element(ty, item) else { continue };
+                    let Some(pe) = Self::element(ty, item) else {
+                        continue;
+                    };
                     path.push(pe.clone());
                     out.insert(path);
                     if !seen.contains(&pe) {
@@ -341,14 +415,25 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     }
 
     /// Compares two versions of a value (structured-merge-diff's Compare).
-    fn compare(&self, ty: &FieldType, lhs: Option<&Value>, rhs: Option<&Value>, path: &mut Vec<PathElement>, out: &mut Comparison) {
+    fn compare(
+        &self,
+        ty: &FieldType,
+        lhs: Option<&Value>,
+        rhs: Option<&Value>,
+        path: &mut Vec<PathElement>,
+        out: &mut Comparison,
+    ) {
         let lhs = lhs.filter(|v| !v.is_null());
         let rhs = rhs.filter(|v| !v.is_null());
         if lhs.is_none() && rhs.is_none() {
             return;
         }
         let leaf = match (lhs, rhs) {
-            (l, r) if !ty.atomic_map && l.is_none_or(Value::is_object) && r.is_none_or(Value::is_object) => {
+            (l, r)
+                if !ty.atomic_map
+                    && l.is_none_or(Value::is_object)
+                    && r.is_none_or(Value::is_object) =>
+            {
                 let l = lhs.and_then(Value::as_object);
                 let r = rhs.and_then(Value::as_object);
                 if l.is_none_or(Map::is_empty) && r.is_none_or(Map::is_empty) {
@@ -363,16 +448,31 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                     for k in keys {
                         let child_ty = self.field_type(ty, k);
                         path.push(PathElement::Field(k.clone()));
-                        self.compare(&child_ty, l.and_then(|m| m.get(k)), r.and_then(|m| m.get(k)), path, out);
+                        self.compare(
+                            &child_ty,
+                            l.and_then(|m| m.get(k)),
+                            r.and_then(|m| m.get(k)),
+                            path,
+                            out,
+                        );
                         path.pop();
                     }
                     false
                 }
             }
             (l, r) if l.is_none_or(Value::is_array) && r.is_none_or(Value::is_array) => {
-                let l: &[Value] = lhs.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-                let r: &[Value] = rhs.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-                if (l.is_empty() && r.is_empty()) || !Self::granular(ty, l) || !Self::granular(ty, r) {
+                let l: &[Value] = lhs
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let r: &[Value] = rhs
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                if (l.is_empty() && r.is_empty())
+                    || !Self::granular(ty, l)
+                    || !Self::granular(ty, r)
+                {
                     true
                 } else {
                     let elem_ty = Self::element_type(ty);
@@ -394,7 +494,9 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                             pes.push(p);
                         }
                     }
-                    let find = |list: &'_ [(PathElement, Value)], pe: &PathElement| list.iter().find(|(p, _)| p == pe).map(|(_, v)| v.clone());
+                    let find = |list: &'_ [(PathElement, Value)], pe: &PathElement| {
+                        list.iter().find(|(p, _)| p == pe).map(|(_, v)| v.clone())
+                    };
                     for pe in pes {
                         let (li, ri) = (find(&l, pe), find(&r, pe));
                         path.push(pe.clone());
@@ -440,7 +542,9 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                 }
                 Some(Value::Object(out))
             }
-            (Some(Value::Array(live)), Value::Array(applied)) if Self::granular(ty, live) && Self::granular(ty, applied) => {
+            (Some(Value::Array(live)), Value::Array(applied))
+                if Self::granular(ty, live) && Self::granular(ty, applied) =>
+            {
                 Some(Value::Array(self.merge_list(ty, live, applied)))
             }
             _ => Some(without_nulls(applied)),
@@ -451,26 +555,33 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     /// kept where they were relative to the shared ones.
     fn merge_list(&self, ty: &FieldType, live: &[Value], applied: &[Value]) -> Vec<Value> {
         let elem_ty = Self::element_type(ty);
-        let live_named: Vec<(PathElement, &Value)> = live.iter().filter_map(|v| Some((Self::element(ty, v)?, v))).collect();
-        let applied_named: Vec<(PathElement, &Value)> = applied.iter().filter_map(|v| Some((Self::element(ty, v)?, v))).collect();
+        let live_named: Vec<(PathElement, &Value)> = live
+            .iter()
+            .filter_map(|v| Some((Self::element(ty, v)?, v)))
+            .collect();
+        let applied_named: Vec<(PathElement, &Value)> = applied
+            .iter()
+            .filter_map(|v| Some((Self::element(ty, v)?, v)))
+            .collect();
         let live_of = |pe: &PathElement| live_named.iter().find(|(p, _)| p == pe).map(|(_, v)| *v);
         let applied_pos = |pe: &PathElement| applied_named.iter().position(|(p, _)| p == pe);
 
         let mut out = Vec::with_capacity(live.len() + applied.len());
         let mut emitted: Vec<PathElement> = Vec::new();
         let mut next_applied = 0;
-        let emit_applied_through = |end: usize, out: &mut Vec<Value>, emitted: &mut Vec<PathElement>, next: &mut usize| {
-            while *next <= end && *next < applied_named.len() {
-                let (pe, v) = &applied_named[*next];
-                if !emitted.contains(pe) {
-                    if let Some(m) = self.merge(&elem_ty, live_of(pe), v) {
-                        out.push(m);
+        let emit_applied_through =
+            |end: usize, out: &mut Vec<Value>, emitted: &mut Vec<PathElement>, next: &mut usize| {
+                while *next <= end && *next < applied_named.len() {
+                    let (pe, v) = &applied_named[*next];
+                    if !emitted.contains(pe) {
+                        if let Some(m) = self.merge(&elem_ty, live_of(pe), v) {
+                            out.push(m);
+                        }
+                        emitted.push(pe.clone());
                     }
-                    emitted.push(pe.clone());
+                    *next += 1;
                 }
-                *next += 1;
-            }
-        };
+            };
         for (pe, v) in &live_named {
             match applied_pos(pe) {
                 None => {
@@ -531,7 +642,12 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
 
     /// Refuses applied configurations kube-apiserver cannot type: keyed-list
     /// elements without their keys, or twice the same key.
-    fn validate(&self, ty: &FieldType, v: &Value, path: &mut Vec<PathElement>) -> Result<(), ApiError> {
+    fn validate(
+        &self,
+        ty: &FieldType,
+        v: &Value,
+        path: &mut Vec<PathElement>,
+    ) -> Result<(), ApiError> {
         match v {
             Value::Object(map) if !ty.atomic_map => {
                 for (k, child) in map {
@@ -541,7 +657,9 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                 }
             }
             Value::Array(list) if matches!(ty.list, ListType::Map(_)) => {
-                let ListType::Map(keys) = &ty.list else { return Ok(()) };
+                let ListType::Map(keys) = &ty.list else {
+                    return Ok(());
+                };
                 let elem_ty = Self::element_type(ty);
                 let mut seen = Vec::new();
                 for (i, item) in list.iter().enumerate() {
@@ -550,13 +668,19 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                             message: format!(
                                 "{}: element {i}: associative list with keys has an element that omits key field {:?} (and doesn't have default value)",
                                 path_string(path),
-                                keys.iter().find(|k| item.get(**k).is_none_or(Value::is_null)).copied().unwrap_or(""),
+                                keys.iter()
+                                    .find(|k| item.get(**k).is_none_or(Value::is_null))
+                                    .copied()
+                                    .unwrap_or(""),
                             ),
                         });
                     };
                     if seen.contains(&pe) {
                         return Err(ApiError::UnprocessableEntity {
-                            message: format!("{}: duplicate entries for key {pe}", path_string(path)),
+                            message: format!(
+                                "{}: duplicate entries for key {pe}",
+                                path_string(path)
+                            ),
                         });
                     }
                     path.push(pe.clone());
@@ -578,7 +702,13 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
 
     fn compare_objects(&self, old: &Value, new: &Value) -> Comparison {
         let mut out = Comparison::default();
-        self.compare(&self.root_type(), Some(old), Some(new), &mut Vec::new(), &mut out);
+        self.compare(
+            &self.root_type(),
+            Some(old),
+            Some(new),
+            &mut Vec::new(),
+            &mut out,
+        );
         out
     }
 }
@@ -596,7 +726,12 @@ fn is_empty_container(v: &Value) -> bool {
 
 fn without_nulls(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
         Value::Array(l) => Value::Array(l.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
@@ -614,7 +749,10 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
 ) -> Result<Value, ApiError> {
     let api_version = def.api_version();
     check_applied(def, &api_version, applied, manager)?;
-    let tracker = Tracker { lookup, root: def.schema_name };
+    let tracker = Tracker {
+        lookup,
+        root: def.schema_name,
+    };
     let root = tracker.root_type();
     let scope = Scope::new(def, "");
     let empty = json!({});
@@ -625,7 +763,9 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
     let applied_set = tracker.field_set_of(&config);
 
     let mut entries = decode_entries(live_obj);
-    let mine = entries.iter().position(|e| e.same_owner(manager, APPLY, "", &api_version));
+    let mine = entries
+        .iter()
+        .position(|e| e.same_owner(manager, APPLY, "", &api_version));
     let last_set = mine.map(|i| entries[i].set.clone()).unwrap_or_default();
 
     let mut to_merge = applied.clone();
@@ -637,7 +777,9 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
             meta.shift_remove("managedFields");
         }
     }
-    let mut merged = tracker.merge(&root, Some(live_obj), &to_merge).unwrap_or_else(|| json!({}));
+    let mut merged = tracker
+        .merge(&root, Some(live_obj), &to_merge)
+        .unwrap_or_else(|| json!({}));
 
     // Fields this manager applied last time and no longer applies go, unless
     // someone else (or this apply) still owns them.
@@ -668,14 +810,28 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
     if !conflicts.is_empty() && !force {
         // kubectl moving from client-side to server-side apply may take over
         // the fields whose live values are still what it applied last time.
-        let allowed = if manager == "kubectl" { tracker.unchanged_since_last_applied(&scope, live_obj, &api_version) } else { None };
+        let allowed = if manager == "kubectl" {
+            tracker.unchanged_since_last_applied(&scope, live_obj, &api_version)
+        } else {
+            None
+        };
         let unresolved: Vec<(&Entry, FieldSet)> = conflicts
             .iter()
-            .map(|(i, c)| (&entries[*i], allowed.as_ref().map_or_else(|| c.clone(), |a| c.difference(a))))
+            .map(|(i, c)| {
+                (
+                    &entries[*i],
+                    allowed
+                        .as_ref()
+                        .map_or_else(|| c.clone(), |a| c.difference(a)),
+                )
+            })
             .filter(|(_, c)| !c.is_empty())
             .collect();
         if !unresolved.is_empty() {
-            let name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+            let name = applied
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             return Err(conflict_error(def, name, &unresolved));
         }
     }
@@ -707,7 +863,10 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
 
     if manager == "kubectl" && has_last_applied(&merged) {
         let last = last_applied_of(applied);
-        if let Some(annotations) = merged.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        if let Some(annotations) = merged
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
             annotations.insert(LAST_APPLIED.into(), Value::String(last));
         }
     }
@@ -730,7 +889,10 @@ pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
 ) {
     let subresource = subresource.unwrap_or("");
     let api_version = def.api_version();
-    let tracker = Tracker { lookup, root: def.schema_name };
+    let tracker = Tracker {
+        lookup,
+        root: def.schema_name,
+    };
     let scope = Scope::new(def, subresource);
     let empty = json!({});
     let old_obj = old.unwrap_or(&empty);
@@ -742,7 +904,9 @@ pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
     cmp.added.forget_members_with_children();
     let changed = cmp.changed();
 
-    let mine = entries.iter().position(|e| e.same_owner(manager, operation, subresource, &api_version));
+    let mine = entries
+        .iter()
+        .position(|e| e.same_owner(manager, operation, subresource, &api_version));
     for (i, e) in entries.iter_mut().enumerate() {
         if Some(i) != mine {
             e.set = e.set.difference(&changed).difference(&cmp.removed);
@@ -779,19 +943,32 @@ fn entries_for_update(old: &Value, new: &Value) -> Vec<Entry> {
     if sent.len() == 1 && sent[0].as_object().is_some_and(Map::is_empty) {
         return Vec::new();
     }
-    if sent.is_empty() || old.pointer("/metadata/managedFields") == new.pointer("/metadata/managedFields") {
+    if sent.is_empty()
+        || old.pointer("/metadata/managedFields") == new.pointer("/metadata/managedFields")
+    {
         return live;
     }
     let decoded: Vec<Entry> = sent.iter().filter_map(Entry::decode).collect();
-    if decoded.len() == sent.len() { decoded } else { live }
+    if decoded.len() == sent.len() {
+        decoded
+    } else {
+        live
+    }
 }
 
-fn check_applied(def: &ResourceDef, api_version: &str, applied: &Value, manager: &str) -> Result<(), ApiError> {
+fn check_applied(
+    def: &ResourceDef,
+    api_version: &str,
+    applied: &Value,
+    manager: &str,
+) -> Result<(), ApiError> {
     if !applied.is_object() {
         return Err(ApiError::bad_request("the apply patch must be an object"));
     }
     if manager.is_empty() {
-        return Err(ApiError::bad_request("PATCH with apply requires a fieldManager"));
+        return Err(ApiError::bad_request(
+            "PATCH with apply requires a fieldManager",
+        ));
     }
     match applied.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v == api_version => {}
@@ -800,29 +977,55 @@ fn check_applied(def: &ResourceDef, api_version: &str, applied: &Value, manager:
                 "Incorrect version specified in apply patch. Specified patch version: {v}, expected: {api_version}"
             )));
         }
-        None => return Err(ApiError::bad_request("Object 'apiVersion' is missing in the apply patch")),
+        None => {
+            return Err(ApiError::bad_request(
+                "Object 'apiVersion' is missing in the apply patch",
+            ));
+        }
     }
     match applied.get("kind").and_then(Value::as_str) {
         Some(k) if k == def.kind => {}
         Some(k) => {
-            return Err(ApiError::bad_request(format!("the apply patch is a {k}, but the resource holds {}", def.kind)));
+            return Err(ApiError::bad_request(format!(
+                "the apply patch is a {k}, but the resource holds {}",
+                def.kind
+            )));
         }
-        None => return Err(ApiError::bad_request("Object 'Kind' is missing in the apply patch")),
+        None => {
+            return Err(ApiError::bad_request(
+                "Object 'Kind' is missing in the apply patch",
+            ));
+        }
     }
-    if applied.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null()) {
+    if applied
+        .pointer("/metadata/managedFields")
+        .is_some_and(|v| !v.is_null())
+    {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
     Ok(())
 }
 
 fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[(&Entry, FieldSet)]) -> ApiError {
-    let mut by_manager: Vec<(&Entry, Vec<String>)> =
-        conflicts.iter().map(|(e, set)| (*e, set.paths().iter().map(|p| path_string(p)).collect())).collect();
-    by_manager.sort_by(|a, b| (&a.0.manager, &a.0.operation, &a.0.subresource).cmp(&(&b.0.manager, &b.0.operation, &b.0.subresource)));
+    let mut by_manager: Vec<(&Entry, Vec<String>)> = conflicts
+        .iter()
+        .map(|(e, set)| (*e, set.paths().iter().map(|p| path_string(p)).collect()))
+        .collect();
+    by_manager.sort_by(|a, b| {
+        (&a.0.manager, &a.0.operation, &a.0.subresource).cmp(&(
+            &b.0.manager,
+            &b.0.operation,
+            &b.0.subresource,
+        ))
+    });
     let count: usize = by_manager.iter().map(|(_, p)| p.len()).sum();
     let message = if count == 1 {
         let (e, paths) = &by_manager[0];
-        format!("Apply failed with 1 conflict: conflict with {}: {}", e.describe(), paths[0])
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            e.describe(),
+            paths[0]
+        )
     } else {
         let mut lines = Vec::new();
         for (e, paths) in &by_manager {
@@ -831,7 +1034,12 @@ fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[(&Entry, FieldSet)
         }
         format!("Apply failed with {count} conflicts: {}", lines.join("\n"))
     };
-    ApiError::Conflict { group: def.group.to_string(), resource: def.plural.to_string(), name: name.to_string(), message }
+    ApiError::Conflict {
+        group: def.group.to_string(),
+        resource: def.plural.to_string(),
+        name: name.to_string(),
+        message,
+    }
 }
 
 fn has_last_applied(obj: &Value) -> bool {
@@ -844,7 +1052,10 @@ fn has_last_applied(obj: &Value) -> bool {
 /// The last-applied annotation value kubectl would write for `applied`.
 fn last_applied_of(applied: &Value) -> String {
     let mut obj = applied.clone();
-    if let Some(annotations) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+    if let Some(annotations) = obj
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
         annotations.shift_remove(LAST_APPLIED);
     }
     format!("{obj}\n")
@@ -853,8 +1064,16 @@ fn last_applied_of(applied: &Value) -> String {
 impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
     /// The fields of the live object's last-applied annotation whose live values
     /// are still the applied ones.
-    fn unchanged_since_last_applied(&self, scope: &Scope, live: &Value, api_version: &str) -> Option<FieldSet> {
-        let text = live.pointer("/metadata/annotations")?.get(LAST_APPLIED)?.as_str()?;
+    fn unchanged_since_last_applied(
+        &self,
+        scope: &Scope,
+        live: &Value,
+        api_version: &str,
+    ) -> Option<FieldSet> {
+        let text = live
+            .pointer("/metadata/annotations")?
+            .get(LAST_APPLIED)?
+            .as_str()?;
         let last: Value = serde_json::from_str(text).ok()?;
         if last.get("apiVersion").and_then(Value::as_str) != Some(api_version) {
             return None;
@@ -862,6 +1081,477 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
         let last = scope.trackable(&last);
         let set = self.field_set_of(&last);
         let cmp = self.compare_objects(&last, &scope.trackable(live));
-        Some(set.difference(&cmp.modified).difference(&cmp.added).difference(&cmp.removed))
+        Some(
+            set.difference(&cmp.modified)
+                .difference(&cmp.added)
+                .difference(&cmp.removed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::BuiltinTable;
+    use crate::registry::lookup;
+
+    const T0: &str = "2026-11-23T07:00:00Z";
+    const T1: &str = "2026-11-23T08:00:00Z";
+    const T2: &str = "2026-11-23T09:00:00Z";
+
+    fn deployments() -> &'static ResourceDef {
+        lookup("apps", "v1", "deployments").unwrap()
+    }
+
+    fn manifest(replicas: i64, image: &str) -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 80}]}]}
+                }
+            }
+        })
+    }
+
+    fn apply(
+        live: Option<&Value>,
+        applied: &Value,
+        manager: &str,
+        force: bool,
+        now: &str,
+    ) -> Result<Value, ApiError> {
+        server_side_apply_with(
+            &BuiltinTable,
+            deployments(),
+            live,
+            applied,
+            manager,
+            force,
+            now,
+        )
+    }
+
+    fn update(old: Option<&Value>, new: &mut Value, manager: &str, now: &str) {
+        update_managed_fields_with(
+            &BuiltinTable,
+            deployments(),
+            old,
+            new,
+            manager,
+            "Update",
+            None,
+            now,
+        )
+    }
+
+    fn entry<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
+        obj["metadata"]["managedFields"]
+            .as_array()?
+            .iter()
+            .find(|e| e["manager"] == manager)
+    }
+
+    fn owns(obj: &Value, manager: &str, path: &[PathElement]) -> bool {
+        entry(obj, manager)
+            .is_some_and(|e| FieldSet::from_fields_v1(&e["fieldsV1"]).unwrap().has(path))
+    }
+
+    fn f(name: &str) -> PathElement {
+        PathElement::field(name)
+    }
+
+    fn replicas_path() -> Vec<PathElement> {
+        vec![f("spec"), f("replicas")]
+    }
+
+    #[test]
+    fn create_via_apply_records_the_applied_fields() {
+        let out = apply(None, &manifest(2, "nginx:1"), "kubectl", false, T0).unwrap();
+        assert_eq!(out["spec"]["replicas"], 2);
+        assert_eq!(out["metadata"]["name"], "web");
+        let entries = out["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e["manager"], "kubectl");
+        assert_eq!(e["operation"], "Apply");
+        assert_eq!(e["apiVersion"], "apps/v1");
+        assert_eq!(e["time"], T0);
+        assert_eq!(e["fieldsType"], "FieldsV1");
+        assert_eq!(
+            e["fieldsV1"],
+            json!({
+                "f:metadata": {"f:labels": {"f:app": {}}},
+                "f:spec": {
+                    "f:replicas": {},
+                    "f:selector": {},
+                    "f:template": {
+                        "f:metadata": {"f:labels": {"f:app": {}}},
+                        "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {
+                            ".": {},
+                            "f:image": {},
+                            "f:name": {},
+                            "f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}}}
+                        }}}
+                    }
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn reapply_removes_fields_no_longer_applied_but_keeps_others() {
+        let mut first = manifest(2, "nginx:1");
+        first["metadata"]["labels"]["tier"] = json!("front");
+        first["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "sidecar", "image": "proxy:1"}));
+        let live = apply(None, &first, "kubectl", false, T0).unwrap();
+
+        // Someone else labels the object; that label is theirs.
+        let mut labelled = live.clone();
+        labelled["metadata"]["labels"]["team"] = json!("ml");
+        update(Some(&live), &mut labelled, "kubectl-label", T1);
+        assert!(owns(
+            &labelled,
+            "kubectl-label",
+            &[f("metadata"), f("labels"), f("team")]
+        ));
+
+        let second = manifest(2, "nginx:1");
+        let out = apply(Some(&labelled), &second, "kubectl", false, T2).unwrap();
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "web", "team": "ml"})
+        );
+        let names: Vec<&str> = out["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["web"]);
+        assert!(!owns(
+            &out,
+            "kubectl",
+            &[f("metadata"), f("labels"), f("tier")]
+        ));
+        assert!(owns(
+            &out,
+            "kubectl-label",
+            &[f("metadata"), f("labels"), f("team")]
+        ));
+    }
+
+    #[test]
+    fn a_field_another_manager_also_owns_survives_removal() {
+        let live = apply(None, &manifest(2, "nginx:1"), "kubectl", false, T0).unwrap();
+        // A second applier applies the same replicas: shared ownership, no conflict.
+        let other = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}});
+        let shared = apply(Some(&live), &other, "autoscaler", false, T1).unwrap();
+        assert!(
+            owns(&shared, "kubectl", &replicas_path())
+                && owns(&shared, "autoscaler", &replicas_path())
+        );
+
+        let mut without = manifest(2, "nginx:1");
+        without["spec"]
+            .as_object_mut()
+            .unwrap()
+            .shift_remove("replicas");
+        let out = apply(Some(&shared), &without, "kubectl", false, T2).unwrap();
+        assert_eq!(out["spec"]["replicas"], 2);
+        assert!(!owns(&out, "kubectl", &replicas_path()));
+        assert!(owns(&out, "autoscaler", &replicas_path()));
+
+        // When its last owner stops applying it, the field goes.
+        let gone = apply(
+            Some(&out),
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}),
+            "autoscaler",
+            false,
+            T2,
+        )
+        .unwrap();
+        assert!(gone["spec"].get("replicas").is_none());
+        assert!(entry(&gone, "autoscaler").is_none());
+    }
+
+    #[test]
+    fn conflict_with_client_side_apply_is_409() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-client-side-apply", T0);
+        let e = entry(&created, "kubectl-client-side-apply").unwrap();
+        assert_eq!(e["operation"], "Update");
+        assert!(owns(
+            &created,
+            "kubectl-client-side-apply",
+            &replicas_path()
+        ));
+
+        let err = apply(Some(&created), &manifest(5, "nginx:1"), "ci-bot", false, T1).unwrap_err();
+        assert_eq!(err.code(), 409);
+        assert_eq!(err.reason(), "Conflict");
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+
+        // Same values are not conflicts: both own them.
+        let same = apply(Some(&created), &manifest(2, "nginx:1"), "ci-bot", false, T1).unwrap();
+        assert!(owns(&same, "ci-bot", &replicas_path()));
+        assert!(owns(&same, "kubectl-client-side-apply", &replicas_path()));
+    }
+
+    #[test]
+    fn several_conflicts_are_listed_per_manager() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-client-side-apply", T0);
+        let err = apply(Some(&created), &manifest(5, "nginx:2"), "ci-bot", false, T1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 2 conflicts: conflicts with \"kubectl-client-side-apply\" using apps/v1:\n\
+             - .spec.replicas\n\
+             - .spec.template.spec.containers[name=\"web\"].image"
+        );
+    }
+
+    #[test]
+    fn force_takes_ownership() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-client-side-apply", T0);
+        let out = apply(Some(&created), &manifest(5, "nginx:1"), "ci-bot", true, T1).unwrap();
+        assert_eq!(out["spec"]["replicas"], 5);
+        assert!(owns(&out, "ci-bot", &replicas_path()));
+        assert!(!owns(&out, "kubectl-client-side-apply", &replicas_path()));
+        // Fields with equal values stay shared.
+        assert!(owns(
+            &out,
+            "kubectl-client-side-apply",
+            &[f("metadata"), f("labels"), f("app")]
+        ));
+        // Apply entries come first.
+        assert_eq!(out["metadata"]["managedFields"][0]["operation"], "Apply");
+    }
+
+    #[test]
+    fn kubectl_may_take_over_fields_it_applied_client_side() {
+        let mut created = manifest(2, "nginx:1");
+        let last = format!("{}\n", manifest(2, "nginx:1"));
+        created["metadata"]["annotations"] = json!({LAST_APPLIED: last});
+        update(None, &mut created, "kubectl-client-side-apply", T0);
+
+        let out = apply(
+            Some(&created),
+            &manifest(2, "nginx:2"),
+            "kubectl",
+            false,
+            T1,
+        )
+        .unwrap();
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:2"
+        );
+        // The annotation follows the applied configuration.
+        let annotation = out["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap();
+        let parsed: Value = serde_json::from_str(annotation).unwrap();
+        assert_eq!(
+            parsed["spec"]["template"]["spec"]["containers"][0]["image"],
+            "nginx:2"
+        );
+
+        // But not fields changed since by someone else.
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(7);
+        update(Some(&created), &mut scaled, "hpa", T1);
+        let err = apply(Some(&scaled), &manifest(2, "nginx:1"), "kubectl", false, T2).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"hpa\" using apps/v1: .spec.replicas"
+        );
+    }
+
+    #[test]
+    fn noop_apply_keeps_the_time() {
+        let live = apply(None, &manifest(2, "nginx:1"), "kubectl", false, T0).unwrap();
+        let again = apply(Some(&live), &manifest(2, "nginx:1"), "kubectl", false, T1).unwrap();
+        assert_eq!(again, live);
+        let changed = apply(Some(&live), &manifest(3, "nginx:1"), "kubectl", false, T1).unwrap();
+        assert_eq!(entry(&changed, "kubectl").unwrap()["time"], T1);
+    }
+
+    #[test]
+    fn apply_ignores_status_and_server_metadata() {
+        let mut live = apply(None, &manifest(2, "nginx:1"), "kubectl", false, T0).unwrap();
+        live["status"] = json!({"replicas": 2});
+        live["metadata"]["uid"] = json!("u-1");
+        let mut applied = manifest(2, "nginx:1");
+        applied["status"] = json!({"replicas": 99});
+        let out = apply(Some(&live), &applied, "kubectl", false, T1).unwrap();
+        assert_eq!(out["status"], json!({"replicas": 2}));
+        assert_eq!(out["metadata"]["uid"], "u-1");
+        let fields = &entry(&out, "kubectl").unwrap()["fieldsV1"];
+        assert!(fields.get("f:status").is_none());
+        assert!(fields["f:metadata"].get("f:name").is_none());
+    }
+
+    #[test]
+    fn invalid_apply_patches_are_refused() {
+        let mut wrong_version = manifest(1, "x");
+        wrong_version["apiVersion"] = json!("apps/v1beta1");
+        assert_eq!(
+            apply(None, &wrong_version, "kubectl", false, T0)
+                .unwrap_err()
+                .code(),
+            400
+        );
+
+        let mut with_managed = manifest(1, "x");
+        with_managed["metadata"]["managedFields"] = json!([]);
+        let err = apply(None, &with_managed, "kubectl", false, T0).unwrap_err();
+        assert_eq!(err.to_string(), "metadata.managedFields must be nil");
+
+        let mut no_key = manifest(1, "x");
+        no_key["spec"]["template"]["spec"]["containers"] = json!([{"image": "x"}]);
+        assert_eq!(
+            apply(None, &no_key, "kubectl", false, T0)
+                .unwrap_err()
+                .code(),
+            422
+        );
+
+        let mut dup = manifest(1, "x");
+        dup["spec"]["template"]["spec"]["containers"] = json!([{"name": "a"}, {"name": "a"}]);
+        let err = apply(None, &dup, "kubectl", false, T0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("duplicate entries for key [name=\"a\"]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn updates_take_ownership_of_what_they_change() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-create", T0);
+        let e = entry(&created, "kubectl-create").unwrap();
+        assert_eq!(e["operation"], "Update");
+        assert_eq!(e["time"], T0);
+        // Top-level containers are not owned as a whole.
+        assert!(e["fieldsV1"]["f:spec"].get(".").is_none());
+
+        let mut edited = created.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");
+        edited["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .shift_remove("app");
+        update(Some(&created), &mut edited, "kubectl-edit", T1);
+        let image = [
+            f("spec"),
+            f("template"),
+            f("spec"),
+            f("containers"),
+            key_element([("name", &json!("web"))].into_iter()),
+            f("image"),
+        ];
+        assert!(owns(&edited, "kubectl-edit", &image));
+        assert!(!owns(&edited, "kubectl-create", &image));
+        assert!(!owns(
+            &edited,
+            "kubectl-create",
+            &[f("metadata"), f("labels"), f("app")]
+        ));
+        assert!(owns(&edited, "kubectl-create", &replicas_path()));
+        assert_eq!(entry(&edited, "kubectl-create").unwrap()["time"], T0);
+
+        // A write that changes nothing leaves managed fields alone.
+        let mut same = edited.clone();
+        update(Some(&edited), &mut same, "someone", T2);
+        assert_eq!(same, edited);
+    }
+
+    #[test]
+    fn managed_fields_sent_as_a_single_empty_entry_are_cleared() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-create", T0);
+        let mut cleared = created.clone();
+        cleared["metadata"]["managedFields"] = json!([{}]);
+        update(Some(&created), &mut cleared, "kubectl-edit", T1);
+        assert!(cleared["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn status_subresource_writes_own_only_status() {
+        let mut created = manifest(2, "nginx:1");
+        update(None, &mut created, "kubectl-create", T0);
+        let mut with_status = created.clone();
+        with_status["status"] =
+            json!({"replicas": 2, "conditions": [{"type": "Available", "status": "True"}]});
+        update_managed_fields_with(
+            &BuiltinTable,
+            deployments(),
+            Some(&created),
+            &mut with_status,
+            "controller",
+            "Update",
+            Some("status"),
+            T1,
+        );
+        let e = entry(&with_status, "controller").unwrap();
+        assert_eq!(e["subresource"], "status");
+        assert_eq!(
+            e["fieldsV1"]["f:status"]["f:conditions"]["k:{\"type\":\"Available\"}"],
+            json!({".": {}, "f:status": {}, "f:type": {}})
+        );
+        assert!(e["fieldsV1"].get("f:spec").is_none());
+    }
+
+    #[test]
+    fn finalizers_are_owned_per_value() {
+        let mut applied = manifest(1, "x");
+        applied["metadata"]["finalizers"] = json!(["example.com/a"]);
+        let live = apply(None, &applied, "kubectl", false, T0).unwrap();
+        assert!(owns(
+            &live,
+            "kubectl",
+            &[
+                f("metadata"),
+                f("finalizers"),
+                PathElement::Value("\"example.com/a\"".into())
+            ]
+        ));
+
+        let mut other = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "finalizers": ["example.com/b"]}});
+        let both = apply(Some(&live), &other, "operator", false, T1).unwrap();
+        assert_eq!(
+            both["metadata"]["finalizers"],
+            json!(["example.com/a", "example.com/b"])
+        );
+
+        other["metadata"]["finalizers"] = json!([]);
+        let one = apply(Some(&both), &other, "operator", false, T2).unwrap();
+        assert_eq!(one["metadata"]["finalizers"], json!(["example.com/a"]));
+    }
+
+    #[test]
+    fn apply_patch_bodies_are_yaml_or_json() {
+        let yaml = b"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n";
+        let v = decode_apply_patch(yaml).unwrap();
+        assert_eq!(v["spec"]["replicas"], 3);
+        let v = decode_apply_patch(br#"{"apiVersion":"v1","kind":"ConfigMap","data":{"a":"1"}}"#)
+            .unwrap();
+        assert_eq!(v["data"]["a"], "1");
+        assert_eq!(decode_apply_patch(b"- a\n- b\n").unwrap_err().code(), 400);
+        assert_eq!(decode_apply_patch(b"a: [unclosed").unwrap_err().code(), 400);
     }
 }

@@ -47,21 +47,28 @@ impl PathElement {
     }
 
     fn decode(s: &str) -> Result<Self, String> {
-        let (kind, rest) = s.split_at_checked(2).ok_or_else(|| format!("invalid path element {s:?}"))?;
+        let (kind, rest) = s
+            .split_at_checked(2)
+            .ok_or_else(|| format!("invalid path element {s:?}"))?;
         match kind {
             "f:" => Ok(PathElement::Field(rest.to_string())),
             "v:" => {
-                let v: Value = serde_json::from_str(rest).map_err(|e| format!("invalid value in {s:?}: {e}"))?;
+                let v: Value = serde_json::from_str(rest)
+                    .map_err(|e| format!("invalid value in {s:?}: {e}"))?;
                 Ok(PathElement::Value(v.to_string()))
             }
             "k:" => {
-                let v: Value = serde_json::from_str(rest).map_err(|e| format!("invalid key in {s:?}: {e}"))?;
+                let v: Value =
+                    serde_json::from_str(rest).map_err(|e| format!("invalid key in {s:?}: {e}"))?;
                 let Value::Object(fields) = v else {
                     return Err(format!("key {s:?} is not an object"));
                 };
                 Ok(key_element(fields.iter().map(|(k, v)| (k.as_str(), v))))
             }
-            "i:" => rest.parse().map(PathElement::Index).map_err(|e| format!("invalid index in {s:?}: {e}")),
+            "i:" => rest
+                .parse()
+                .map(PathElement::Index)
+                .map_err(|e| format!("invalid index in {s:?}: {e}")),
             _ => Err(format!("unknown path element type in {s:?}")),
         }
     }
@@ -69,7 +76,9 @@ impl PathElement {
 
 /// The `k:` element for an associative-list entry with these key fields.
 pub(crate) fn key_element<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> PathElement {
-    let mut fields: Vec<(String, String)> = fields.map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut fields: Vec<(String, String)> = fields
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     fields.sort();
     PathElement::Key(fields)
 }
@@ -297,9 +306,19 @@ mod tests {
         assert!(set.has(&[f("metadata"), f("labels")]));
         assert!(!set.has(&[f("spec")]));
         let web = key_element([("name", &json!("web"))].into_iter());
-        let path = [f("spec"), f("template"), f("spec"), f("containers"), web.clone(), f("image")];
+        let path = [
+            f("spec"),
+            f("template"),
+            f("spec"),
+            f("containers"),
+            web.clone(),
+            f("image"),
+        ];
         assert!(set.has(&path));
-        assert_eq!(path_string(&path), ".spec.template.spec.containers[name=\"web\"].image");
+        assert_eq!(
+            path_string(&path),
+            ".spec.template.spec.containers[name=\"web\"].image"
+        );
         assert!(set.has(&[f("spec"), f("template"), f("spec"), f("containers"), web]));
         assert_eq!(set.to_fields_v1(), v);
         assert_eq!(FieldSet::from_fields_v1(&set.to_fields_v1()).unwrap(), set);
@@ -307,7 +326,8 @@ mod tests {
 
     #[test]
     fn keys_are_sorted_and_rendered_like_kubernetes() {
-        let pe = key_element([("protocol", &json!("TCP")), ("containerPort", &json!(80))].into_iter());
+        let pe =
+            key_element([("protocol", &json!("TCP")), ("containerPort", &json!(80))].into_iter());
         assert_eq!(pe.encode(), "k:{\"containerPort\":80,\"protocol\":\"TCP\"}");
         assert_eq!(pe.to_string(), "[containerPort=80,protocol=\"TCP\"]");
         assert_eq!(PathElement::decode(&pe.encode()).unwrap(), pe);
@@ -322,7 +342,10 @@ mod tests {
         let mut b = FieldSet::new();
         b.insert(&[f("spec"), f("replicas")]);
         b.insert(&[f("metadata"), f("labels"), f("app")]);
-        assert_eq!(a.intersection(&b).paths(), vec![vec![f("spec"), f("replicas")]]);
+        assert_eq!(
+            a.intersection(&b).paths(),
+            vec![vec![f("spec"), f("replicas")]]
+        );
         assert_eq!(a.difference(&b).paths(), vec![vec![f("spec"), f("paused")]]);
         assert_eq!(a.union(&b).paths().len(), 3);
         assert!(b.has_below(&[f("metadata")]));

@@ -11,7 +11,9 @@ const MAX_OPERATIONS: usize = 10_000;
 /// and then nothing of the patch is applied.
 pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     if !patch.is_array() {
-        return Err(ApiError::bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch"));
+        return Err(ApiError::bad_request(
+            "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+        ));
     }
     let ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
@@ -19,9 +21,13 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
         return Err(ApiError::RequestEntityTooLarge);
     }
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &ops.0).map_err(|e| ApiError::UnprocessableEntity { message: e.to_string() })?;
+    json_patch::patch(&mut out, &ops.0).map_err(|e| ApiError::UnprocessableEntity {
+        message: e.to_string(),
+    })?;
     if !out.is_object() {
-        return Err(ApiError::UnprocessableEntity { message: "the patched object is not a JSON object".into() });
+        return Err(ApiError::UnprocessableEntity {
+            message: "the patched object is not a JSON object".into(),
+        });
     }
     Ok(out)
 }
@@ -48,7 +54,10 @@ mod tests {
         ]);
         let out = json_patch(&doc(), &patch).unwrap();
         assert_eq!(out["spec"], json!({"replicas": 3, "args": ["b", "c"]}));
-        assert_eq!(out["metadata"]["labels"], json!({"app": "web", "tier": "front", "moved": "web"}));
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "web", "tier": "front", "moved": "web"})
+        );
     }
 
     #[test]
@@ -66,20 +75,40 @@ mod tests {
     fn missing_path_is_422() {
         let err = json_patch(&doc(), &json!([{"op": "remove", "path": "/spec/nope"}])).unwrap_err();
         assert_eq!(err.code(), 422);
-        let err = json_patch(&doc(), &json!([{"op": "add", "path": "/nope/deeper", "value": 1}])).unwrap_err();
+        let err = json_patch(
+            &doc(),
+            &json!([{"op": "add", "path": "/nope/deeper", "value": 1}]),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), 422);
     }
 
     #[test]
     fn malformed_patch_is_400() {
-        assert_eq!(json_patch(&doc(), &json!({"op": "add"})).unwrap_err().code(), 400);
-        assert_eq!(json_patch(&doc(), &json!([{"op": "frobnicate", "path": "/a"}])).unwrap_err().code(), 400);
-        assert_eq!(json_patch(&doc(), &json!([{"op": "add", "path": "/a"}])).unwrap_err().code(), 400);
+        assert_eq!(
+            json_patch(&doc(), &json!({"op": "add"}))
+                .unwrap_err()
+                .code(),
+            400
+        );
+        assert_eq!(
+            json_patch(&doc(), &json!([{"op": "frobnicate", "path": "/a"}]))
+                .unwrap_err()
+                .code(),
+            400
+        );
+        assert_eq!(
+            json_patch(&doc(), &json!([{"op": "add", "path": "/a"}]))
+                .unwrap_err()
+                .code(),
+            400
+        );
     }
 
     #[test]
     fn replacing_the_root_with_a_scalar_is_refused() {
-        let err = json_patch(&doc(), &json!([{"op": "replace", "path": "", "value": 5}])).unwrap_err();
+        let err =
+            json_patch(&doc(), &json!([{"op": "replace", "path": "", "value": 5}])).unwrap_err();
         assert_eq!(err.code(), 422);
     }
 }

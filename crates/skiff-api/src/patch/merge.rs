@@ -7,7 +7,9 @@ use serde_json::Value;
 /// patch that is not an object (which would replace the whole object) is a 400.
 pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     if !patch.is_object() {
-        return Err(ApiError::bad_request("invalid JSON merge patch: the patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid JSON merge patch: the patch must be a JSON object",
+        ));
     }
     let mut out = doc.clone();
     json_patch::merge(&mut out, patch);
@@ -30,9 +32,15 @@ mod tests {
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c"}]}}}
         });
         let out = merge_patch(&doc, &patch).unwrap();
-        assert_eq!(out["metadata"]["labels"], json!({"app": "web", "env": "prod"}));
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "web", "env": "prod"})
+        );
         assert_eq!(out["spec"]["replicas"], 2);
-        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "c"}]));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "c"}])
+        );
     }
 
     #[test]
@@ -43,6 +51,9 @@ mod tests {
 
     #[test]
     fn non_object_patch_is_400() {
-        assert_eq!(merge_patch(&json!({}), &json!([1])).unwrap_err().code(), 400);
+        assert_eq!(
+            merge_patch(&json!({}), &json!([1])).unwrap_err().code(),
+            400
+        );
     }
 }

@@ -12,8 +12,8 @@ mod strategic;
 mod table;
 
 pub use apply::{
-    decode_apply_patch, server_side_apply, server_side_apply_with, update_managed_fields,
-    update_managed_fields_with, FIELD_MANAGER_CONFLICT,
+    FIELD_MANAGER_CONFLICT, decode_apply_patch, server_side_apply, server_side_apply_with,
+    update_managed_fields, update_managed_fields_with,
 };
 pub use fieldset::{FieldSet, PathElement};
 pub use json::json_patch;
@@ -41,7 +41,11 @@ pub struct PatchMeta {
 impl PatchMeta {
     /// The strategy other than `retainKeys` ("" when there is none).
     pub(crate) fn main_strategy(&self) -> &'static str {
-        self.strategy.split(',').map(str::trim).find(|s| *s != "retainKeys").unwrap_or("")
+        self.strategy
+            .split(',')
+            .map(str::trim)
+            .find(|s| *s != "retainKeys")
+            .unwrap_or("")
     }
 }
 
@@ -95,11 +99,16 @@ impl PatchMetaLookup for SchemaLookup {
     }
 
     fn is_atomic_map(&self, schema: &str, field: &str) -> bool {
-        BuiltinTable.is_atomic_map(schema, field) || self.field_schema(schema, field) == Some(table::LABEL_SELECTOR)
+        BuiltinTable.is_atomic_map(schema, field)
+            || self.field_schema(schema, field) == Some(table::LABEL_SELECTOR)
     }
 }
 
 /// Applies a Kubernetes strategic merge patch to an object of resource `def`.
-pub fn strategic_merge_patch(def: &ResourceDef, doc: &Value, patch: &Value) -> Result<Value, ApiError> {
+pub fn strategic_merge_patch(
+    def: &ResourceDef,
+    doc: &Value,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     strategic_merge_patch_with(&SchemaLookup, def.schema_name, doc, patch)
 }

@@ -40,7 +40,10 @@ enum SmpError {
     #[error("list element types are not identical: {0}")]
     MixedList(String),
     #[error("expected a {expected}, but received a {actual}")]
-    BadArgType { expected: &'static str, actual: &'static str },
+    BadArgType {
+        expected: &'static str,
+        actual: &'static str,
+    },
 }
 
 impl From<SmpError> for ApiError {
@@ -58,7 +61,9 @@ impl From<SmpError> for ApiError {
             | SmpError::NoMergeKey { .. }
             | SmpError::ListWithoutMergeKey(_)
             | SmpError::MixedList(_)
-            | SmpError::BadArgType { .. } => ApiError::UnprocessableEntity { message: e.to_string() },
+            | SmpError::BadArgType { .. } => ApiError::UnprocessableEntity {
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -75,7 +80,11 @@ pub fn strategic_merge_patch_with<L: PatchMetaLookup + ?Sized>(
         return Err(SmpError::BadJsonDoc.into());
     };
     let merger = Merger { lookup };
-    Ok(Value::Object(merger.merge_map(Some(root_schema), original.clone(), patch.clone())?))
+    Ok(Value::Object(merger.merge_map(
+        Some(root_schema),
+        original.clone(),
+        patch.clone(),
+    )?))
 }
 
 struct Merger<'l, L: ?Sized> {
@@ -92,7 +101,11 @@ struct FieldMeta<'s> {
 impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
     fn field(&self, schema: Option<&str>, field: &str) -> FieldMeta<'static> {
         let Some(schema) = schema else {
-            return FieldMeta { schema: None, strategy: "", merge_key: None };
+            return FieldMeta {
+                schema: None,
+                strategy: "",
+                merge_key: None,
+            };
         };
         let meta: Option<PatchMeta> = self.lookup.patch_meta(schema, field);
         FieldMeta {
@@ -102,7 +115,12 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
         }
     }
 
-    fn merge_map(&self, schema: Option<&str>, mut original: Map<String, Value>, mut patch: Map<String, Value>) -> Result<Map<String, Value>, SmpError> {
+    fn merge_map(
+        &self,
+        schema: Option<&str>,
+        mut original: Map<String, Value>,
+        mut patch: Map<String, Value>,
+    ) -> Result<Map<String, Value>, SmpError> {
         if let Some(directive) = patch.get(PATCH_DIRECTIVE) {
             match directive.as_str() {
                 Some("replace") => {
@@ -114,7 +132,10 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
                     patch.shift_remove(PATCH_DIRECTIVE);
                 }
                 _ => {
-                    return Err(SmpError::BadPatchType { directive: render(directive), map: render(&Value::Object(patch)) });
+                    return Err(SmpError::BadPatchType {
+                        directive: render(directive),
+                        map: render(&Value::Object(patch)),
+                    });
                 }
             }
         }
@@ -174,12 +195,26 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
 
     /// Handles `$setElementOrder/<field>` together with the list it orders: the
     /// merged list follows the directive, then the patch, then the live order.
-    fn merge_ordered_lists(&self, schema: Option<&str>, original: &mut Map<String, Value>, patch: &mut Map<String, Value>) -> Result<(), SmpError> {
-        let directives: Vec<String> = patch.keys().filter(|k| k.starts_with(SET_ELEMENT_ORDER)).cloned().collect();
+    fn merge_ordered_lists(
+        &self,
+        schema: Option<&str>,
+        original: &mut Map<String, Value>,
+        patch: &mut Map<String, Value>,
+    ) -> Result<(), SmpError> {
+        let directives: Vec<String> = patch
+            .keys()
+            .filter(|k| k.starts_with(SET_ELEMENT_ORDER))
+            .cloned()
+            .collect();
         for directive in directives {
-            let Some(order) = patch.shift_remove(&directive) else { continue };
+            let Some(order) = patch.shift_remove(&directive) else {
+                continue;
+            };
             let Value::Array(order) = order else {
-                return Err(SmpError::BadArgType { expected: "[]interface {}", actual: go_type(&order) });
+                return Err(SmpError::BadArgType {
+                    expected: "[]interface {}",
+                    actual: go_type(&order),
+                });
             };
             let field = directive
                 .strip_prefix(SET_ELEMENT_ORDER)
@@ -199,14 +234,26 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
                 (None, None) => continue,
             };
             let (in_order, server_only) = partition(merged, &order, meta.merge_key)?;
-            let ordered = normalize_element_order(in_order, server_only, &order, &server_order, meta.merge_key)?;
+            let ordered = normalize_element_order(
+                in_order,
+                server_only,
+                &order,
+                &server_order,
+                meta.merge_key,
+            )?;
             original.insert(field.clone(), Value::Array(ordered));
             patch.shift_remove(&field);
         }
         Ok(())
     }
 
-    fn merge_list_field(&self, meta: &FieldMeta<'_>, is_delete_list: bool, original: Vec<Value>, patch: Vec<Value>) -> Result<Vec<Value>, SmpError> {
+    fn merge_list_field(
+        &self,
+        meta: &FieldMeta<'_>,
+        is_delete_list: bool,
+        original: Vec<Value>,
+        patch: Vec<Value>,
+    ) -> Result<Vec<Value>, SmpError> {
         if meta.strategy == "merge" || is_delete_list {
             self.merge_list(meta, is_delete_list, original, patch)
         } else {
@@ -214,14 +261,23 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
         }
     }
 
-    fn merge_list(&self, meta: &FieldMeta<'_>, is_delete_list: bool, original: Vec<Value>, patch: Vec<Value>) -> Result<Vec<Value>, SmpError> {
+    fn merge_list(
+        &self,
+        meta: &FieldMeta<'_>,
+        is_delete_list: bool,
+        original: Vec<Value>,
+        patch: Vec<Value>,
+    ) -> Result<Vec<Value>, SmpError> {
         if original.is_empty() && patch.is_empty() {
             return Ok(original);
         }
         let kind = element_kind(&original, &patch)?;
         if kind != JsonKind::Object {
             if is_delete_list {
-                return Ok(original.into_iter().filter(|v| !patch.contains(v)).collect());
+                return Ok(original
+                    .into_iter()
+                    .filter(|v| !patch.contains(v))
+                    .collect());
             }
             let server_order = original.clone();
             let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
@@ -234,7 +290,9 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
             return normalize_element_order(from_patch, server_only, &patch, &server_order, None);
         }
 
-        let key = meta.merge_key.ok_or_else(|| SmpError::ListWithoutMergeKey(meta.schema.unwrap_or("").to_string()))?;
+        let key = meta
+            .merge_key
+            .ok_or_else(|| SmpError::ListWithoutMergeKey(meta.schema.unwrap_or("").to_string()))?;
         let (original, patch) = apply_list_directives(original, patch, key)?;
         let server_order = original.clone();
         let mut merged = original;
@@ -243,8 +301,11 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
             let value = item.get(key).ok_or_else(|| no_merge_key(item, key))?;
             match merged.iter().position(|o| o.get(key) == Some(value)) {
                 Some(i) => {
-                    let Value::Object(existing) = merged[i].take() else { continue };
-                    merged[i] = Value::Object(self.merge_map(meta.schema, existing, item.clone())?);
+                    let Value::Object(existing) = merged[i].take() else {
+                        continue;
+                    };
+                    merged[i] =
+                        Value::Object(self.merge_map(meta.schema, existing, item.clone())?);
                 }
                 None => merged.push(Value::Object(clean_map(item.clone()))),
             }
@@ -256,7 +317,11 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
 
 /// Applies `$patch: delete` and `$patch: replace` elements of a merge-key list;
 /// returns the original left after that and the patch without those elements.
-fn apply_list_directives(mut original: Vec<Value>, patch: Vec<Value>, key: &str) -> Result<(Vec<Value>, Vec<Value>), SmpError> {
+fn apply_list_directives(
+    mut original: Vec<Value>,
+    patch: Vec<Value>,
+    key: &str,
+) -> Result<(Vec<Value>, Vec<Value>), SmpError> {
     let mut plain = Vec::with_capacity(patch.len());
     let mut replace = false;
     for item in patch {
@@ -273,7 +338,12 @@ fn apply_list_directives(mut original: Vec<Value>, patch: Vec<Value>, key: &str)
             Some(Value::String(d)) if d == "replace" => replace = true,
             // `$patch: merge` on an element names what happens anyway.
             Some(Value::String(d)) if d == "merge" => {}
-            Some(other) => return Err(SmpError::BadPatchType { directive: render(other), map: render(&item) }),
+            Some(other) => {
+                return Err(SmpError::BadPatchType {
+                    directive: render(other),
+                    map: render(&item),
+                });
+            }
         }
     }
     if replace {
@@ -285,7 +355,10 @@ fn apply_list_directives(mut original: Vec<Value>, patch: Vec<Value>, key: &str)
 
 /// `$retainKeys`: keys of the original missing from the list are cleared; every
 /// key the patch sets must be listed.
-fn apply_retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, Value>) -> Result<(), SmpError> {
+fn apply_retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+) -> Result<(), SmpError> {
     let Some(retain) = patch.shift_remove(RETAIN_KEYS) else {
         return Ok(());
     };
@@ -294,7 +367,10 @@ fn apply_retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, 
     };
     let listed = |k: &str| retain.iter().any(|r| r.as_str() == Some(k));
     for (k, v) in patch.iter() {
-        if v.is_null() || k.starts_with(DELETE_FROM_PRIMITIVE_LIST) || k.starts_with(SET_ELEMENT_ORDER) {
+        if v.is_null()
+            || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
+            || k.starts_with(SET_ELEMENT_ORDER)
+        {
             continue;
         }
         if !listed(k) {
@@ -307,7 +383,11 @@ fn apply_retain_keys(original: &mut Map<String, Value>, patch: &mut Map<String, 
 
 /// Checks that the patch list's elements appear in the `$setElementOrder` list
 /// in the same relative order.
-fn validate_set_order(patch: Option<&[Value]>, order: &[Value], key: Option<&str>) -> Result<(), SmpError> {
+fn validate_set_order(
+    patch: Option<&[Value]>,
+    order: &[Value],
+    key: Option<&str>,
+) -> Result<(), SmpError> {
     let Some(patch) = patch else { return Ok(()) };
     if order.is_empty() || patch.is_empty() {
         return Ok(());
@@ -316,7 +396,10 @@ fn validate_set_order(patch: Option<&[Value]>, order: &[Value], key: Option<&str
     for item in patch {
         if key.is_some() {
             let Value::Object(map) = item else {
-                return Err(SmpError::BadArgType { expected: "map[string]interface {}", actual: go_type(item) });
+                return Err(SmpError::BadArgType {
+                    expected: "map[string]interface {}",
+                    actual: go_type(item),
+                });
             };
             if map.get(PATCH_DIRECTIVE).and_then(Value::as_str) == Some("delete") {
                 continue;
@@ -336,16 +419,24 @@ fn validate_set_order(patch: Option<&[Value]>, order: &[Value], key: Option<&str
         oi += 1;
     }
     if pi < items.len() && oi >= order.len() {
-        return Err(SmpError::OrderMismatch { patch: render(&Value::Array(patch.to_vec())), order: render(&Value::Array(order.to_vec())) });
+        return Err(SmpError::OrderMismatch {
+            patch: render(&Value::Array(patch.to_vec())),
+            order: render(&Value::Array(order.to_vec())),
+        });
     }
     Ok(())
 }
 
 fn merge_key_equal(left: &Value, right: &Value, key: Option<&str>) -> Result<bool, SmpError> {
-    let Some(key) = key else { return Ok(left == right) };
+    let Some(key) = key else {
+        return Ok(left == right);
+    };
     let (Value::Object(l), Value::Object(r)) = (left, right) else {
         let odd = if left.is_object() { right } else { left };
-        return Err(SmpError::BadArgType { expected: "map[string]interface {}", actual: go_type(odd) });
+        return Err(SmpError::BadArgType {
+            expected: "map[string]interface {}",
+            actual: go_type(odd),
+        });
     };
     let lv = l.get(key).ok_or_else(|| no_merge_key(l, key))?;
     let rv = r.get(key).ok_or_else(|| no_merge_key(r, key))?;
@@ -353,7 +444,11 @@ fn merge_key_equal(left: &Value, right: &Value, key: Option<&str>) -> Result<boo
 }
 
 /// Splits `list` into the elements present in `by` and the others, keeping order.
-fn partition(list: Vec<Value>, by: &[Value], key: Option<&str>) -> Result<(Vec<Value>, Vec<Value>), SmpError> {
+fn partition(
+    list: Vec<Value>,
+    by: &[Value],
+    key: Option<&str>,
+) -> Result<(Vec<Value>, Vec<Value>), SmpError> {
     let mut present = Vec::with_capacity(list.len());
     let mut absent = Vec::new();
     for v in list {
@@ -361,13 +456,20 @@ fn partition(list: Vec<Value>, by: &[Value], key: Option<&str>) -> Result<(Vec<V
             None => by.contains(&v),
             Some(key) => {
                 let Value::Object(map) = &v else {
-                    return Err(SmpError::BadArgType { expected: "map[string]interface {}", actual: go_type(&v) });
+                    return Err(SmpError::BadArgType {
+                        expected: "map[string]interface {}",
+                        actual: go_type(&v),
+                    });
                 };
                 let value = map.get(key).ok_or_else(|| no_merge_key(map, key))?;
                 by.iter().any(|b| b.get(key) == Some(value))
             }
         };
-        if found { present.push(v) } else { absent.push(v) }
+        if found {
+            present.push(v)
+        } else {
+            absent.push(v)
+        }
     }
     Ok((present, absent))
 }
@@ -387,19 +489,27 @@ fn normalize_element_order(
     Ok(merge_sorted(server_only, from_patch, server_order, key))
 }
 
-fn sort_by_order(mut list: Vec<Value>, order: &[Value], key: Option<&str>) -> Result<Vec<Value>, SmpError> {
+fn sort_by_order(
+    mut list: Vec<Value>,
+    order: &[Value],
+    key: Option<&str>,
+) -> Result<Vec<Value>, SmpError> {
     let mut deletions = Vec::new();
     if let Some(key) = key {
         for v in list.iter().chain(order) {
             let Value::Object(map) = v else {
-                return Err(SmpError::BadArgType { expected: "map[string]interface {}", actual: go_type(v) });
+                return Err(SmpError::BadArgType {
+                    expected: "map[string]interface {}",
+                    actual: go_type(v),
+                });
             };
             if !map.contains_key(key) {
                 return Err(no_merge_key(map, key));
             }
         }
-        let (keep, delete): (Vec<Value>, Vec<Value>) =
-            list.into_iter().partition(|v| v.get(PATCH_DIRECTIVE).and_then(Value::as_str) != Some("delete"));
+        let (keep, delete): (Vec<Value>, Vec<Value>) = list
+            .into_iter()
+            .partition(|v| v.get(PATCH_DIRECTIVE).and_then(Value::as_str) != Some("delete"));
         list = keep;
         deletions = delete;
     }
@@ -410,7 +520,12 @@ fn sort_by_order(mut list: Vec<Value>, order: &[Value], key: Option<&str>) -> Re
 
 /// Inserts each element of `left` into `right` before the first element of
 /// `right` that comes after it in `server_order`; both keep their own order.
-fn merge_sorted(left: Vec<Value>, right: Vec<Value>, server_order: &[Value], key: Option<&str>) -> Vec<Value> {
+fn merge_sorted(
+    left: Vec<Value>,
+    right: Vec<Value>,
+    server_order: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
     let mut out = Vec::with_capacity(left.len() + right.len());
     let mut left = left.into_iter().peekable();
     let mut right = right.into_iter().peekable();
@@ -420,11 +535,18 @@ fn merge_sorted(left: Vec<Value>, right: Vec<Value>, server_order: &[Value], key
             (Some(_), None) => out.extend(left.next()),
             (None, Some(_)) => out.extend(right.next()),
             (Some(l), Some(r)) => {
-                let before = match (index_of(server_order, l, key), index_of(server_order, r, key)) {
+                let before = match (
+                    index_of(server_order, l, key),
+                    index_of(server_order, r, key),
+                ) {
                     (Some(li), Some(ri)) => li < ri,
                     _ => false,
                 };
-                if before { out.extend(left.next()) } else { out.extend(right.next()) }
+                if before {
+                    out.extend(left.next())
+                } else {
+                    out.extend(right.next())
+                }
             }
         }
     }
@@ -435,7 +557,8 @@ fn index_of(list: &[Value], item: &Value, key: Option<&str>) -> Option<usize> {
     match key {
         Some(key) => {
             let wanted = item.as_object().and_then(|m| m.get(key));
-            list.iter().position(|v| v.as_object().and_then(|m| m.get(key)) == wanted)
+            list.iter()
+                .position(|v| v.as_object().and_then(|m| m.get(key)) == wanted)
         }
         None => list.iter().position(|v| v == item),
     }
@@ -445,7 +568,10 @@ fn list_at(map: &Map<String, Value>, field: &str) -> Result<Option<Vec<Value>>, 
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(list)) => Ok(Some(list.clone())),
-        Some(other) => Err(SmpError::BadArgType { expected: "[]interface {}", actual: go_type(other) }),
+        Some(other) => Err(SmpError::BadArgType {
+            expected: "[]interface {}",
+            actual: go_type(other),
+        }),
     }
 }
 
@@ -519,11 +645,17 @@ fn clean_list(list: Vec<Value>) -> Vec<Value> {
 }
 
 fn is_directive_key(k: &str) -> bool {
-    k == PATCH_DIRECTIVE || k == RETAIN_KEYS || k.starts_with(SET_ELEMENT_ORDER) || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
+    k == PATCH_DIRECTIVE
+        || k == RETAIN_KEYS
+        || k.starts_with(SET_ELEMENT_ORDER)
+        || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
 }
 
 fn no_merge_key(map: &Map<String, Value>, key: &str) -> SmpError {
-    SmpError::NoMergeKey { map: render(&Value::Object(map.clone())), key: key.to_string() }
+    SmpError::NoMergeKey {
+        map: render(&Value::Object(map.clone())),
+        key: key.to_string(),
+    }
 }
 
 fn render(v: &Value) -> String {
@@ -614,7 +746,8 @@ mod tests {
         let mut want = deployment();
         want["spec"]["replicas"] = json!(5);
         want["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = json!("2");
-        want["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!("{\"new\":true}\n");
+        want["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!("{\"new\":true}\n");
         assert_eq!(out, want);
     }
 
@@ -629,13 +762,23 @@ mod tests {
             {"name": "sidecar", "image": "proxy:1"}
         ]}}}});
         let out = smp(DEPLOYMENT, deployment(), patch);
-        assert_eq!(containers(&out)[0]["env"], json!([{"name": "C", "value": "3"}, {"name": "B", "value": "9"}]));
+        assert_eq!(
+            containers(&out)[0]["env"],
+            json!([{"name": "C", "value": "3"}, {"name": "B", "value": "9"}])
+        );
         assert_eq!(containers(&out)[0]["image"], "ml-api:v1");
-        assert_eq!(containers(&out)[1], json!({"name": "sidecar", "image": "proxy:1"}));
+        assert_eq!(
+            containers(&out)[1],
+            json!({"name": "sidecar", "image": "proxy:1"})
+        );
 
-        let deleted = smp(DEPLOYMENT, out, json!({"spec": {"template": {"spec": {"containers": [
-            {"name": "sidecar", "$patch": "delete"}
-        ]}}}}));
+        let deleted = smp(
+            DEPLOYMENT,
+            out,
+            json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "sidecar", "$patch": "delete"}
+            ]}}}}),
+        );
         assert_eq!(containers(&deleted).as_array().unwrap().len(), 1);
     }
 
@@ -651,7 +794,12 @@ mod tests {
             "containers": [{"name": "b", "$patch": "delete"}]
         }});
         let out = smp(POD, doc, patch);
-        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = out["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         // Like apimachinery: the server-only "s" stays before "c", its live successor.
         assert_eq!(names, vec!["s", "c", "a"]);
     }
@@ -663,7 +811,12 @@ mod tests {
         ]}});
         let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "2"}, {"name": "1"}, {"name": "4"}, {"name": "3"}]}});
         let out = smp(POD, doc, patch);
-        let names: Vec<&str> = out["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = out["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, vec!["2", "1", "7", "9", "8", "4", "3"]);
     }
 
@@ -675,7 +828,10 @@ mod tests {
             "containers": [{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]
         }});
         let out = smp(POD, doc, patch);
-        assert_eq!(out["spec"]["containers"], json!([{"name": "3", "image": "x"}, {"name": "1", "image": "y"}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "3", "image": "x"}, {"name": "1", "image": "y"}])
+        );
     }
 
     #[test]
@@ -694,21 +850,37 @@ mod tests {
     fn primitive_merge_lists_union_and_delete() {
         let doc = json!({"metadata": {"name": "p", "finalizers": ["a", "b"]}});
         // Patch elements keep the patch's order; "b" (server-only) goes after "a", its live predecessor.
-        let out = smp(POD, doc.clone(), json!({"metadata": {"finalizers": ["c", "a"]}}));
+        let out = smp(
+            POD,
+            doc.clone(),
+            json!({"metadata": {"finalizers": ["c", "a"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["c", "a", "b"]));
 
-        let out = smp(POD, doc.clone(), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a", "zzz"]}}));
+        let out = smp(
+            POD,
+            doc.clone(),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a", "zzz"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
 
         // kubectl apply: delete one, keep order of the rest.
-        let out = smp(POD, json!({"metadata": {"finalizers": ["a", "b", "c"]}}), json!({"metadata": {
-            "$setElementOrder/finalizers": ["c", "a"],
-            "$deleteFromPrimitiveList/finalizers": ["b"]
-        }}));
+        let out = smp(
+            POD,
+            json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
+            json!({"metadata": {
+                "$setElementOrder/finalizers": ["c", "a"],
+                "$deleteFromPrimitiveList/finalizers": ["b"]
+            }}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["c", "a"]));
 
         // Deleting from a list that does not exist adds nothing.
-        let out = smp(POD, json!({"metadata": {}}), json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}));
+        let out = smp(
+            POD,
+            json!({"metadata": {}}),
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]}}),
+        );
         assert_eq!(out, json!({"metadata": {}}));
     }
 
@@ -736,18 +908,40 @@ mod tests {
 
     #[test]
     fn patch_directives_on_maps() {
-        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}),
+        );
         assert_eq!(out["metadata"]["labels"], json!({"only": "this"}));
 
-        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "delete"}}}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"metadata": {"labels": {"$patch": "delete"}}}),
+        );
         assert_eq!(out["metadata"]["labels"], json!({}));
 
-        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "merge", "x": "y"}}}));
-        assert_eq!(out["metadata"]["labels"], json!({"app": "ml-api", "x": "y"}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"metadata": {"labels": {"$patch": "merge", "x": "y"}}}),
+        );
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "ml-api", "x": "y"})
+        );
 
-        let err = smp_err(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"$patch": "explode"}}}));
+        let err = smp_err(
+            DEPLOYMENT,
+            deployment(),
+            json!({"metadata": {"labels": {"$patch": "explode"}}}),
+        );
         assert_eq!(err.code(), 400);
-        assert!(err.to_string().contains("unknown patch type: explode"), "{err}");
+        assert!(
+            err.to_string().contains("unknown patch type: explode"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -756,7 +950,10 @@ mod tests {
             {"name": "ml-api", "env": [{"$patch": "replace"}, {"name": "Z", "value": "26"}]}
         ]}}}});
         let out = smp(DEPLOYMENT, deployment(), patch);
-        assert_eq!(containers(&out)[0]["env"], json!([{"name": "Z", "value": "26"}]));
+        assert_eq!(
+            containers(&out)[0]["env"],
+            json!([{"name": "Z", "value": "26"}])
+        );
 
         let patch = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o"}]}}}});
         let out = smp(DEPLOYMENT, deployment(), patch);
@@ -771,11 +968,19 @@ mod tests {
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
         // Even without the explicit null, keys not retained are cleared.
-        let out = smp(DEPLOYMENT, deployment(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+        );
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
 
         // A key set by the patch must be retained.
-        let err = smp_err(DEPLOYMENT, deployment(), json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}));
+        let err = smp_err(
+            DEPLOYMENT,
+            deployment(),
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {}}}}),
+        );
         assert_eq!(err.code(), 400);
         assert!(err.to_string().contains("retainKeys"), "{err}");
     }
@@ -785,7 +990,10 @@ mod tests {
         let doc = json!({"spec": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]}});
         let patch = json!({"spec": {"volumes": [{"$retainKeys": ["hostPath", "name"], "name": "data", "hostPath": {"path": "/d"}}]}});
         let out = smp(POD, doc, patch);
-        assert_eq!(out["spec"]["volumes"], json!([{"name": "data", "hostPath": {"path": "/d"}}, {"name": "cfg", "configMap": {"name": "c"}}]));
+        assert_eq!(
+            out["spec"]["volumes"],
+            json!([{"name": "data", "hostPath": {"path": "/d"}}, {"name": "cfg", "configMap": {"name": "c"}}])
+        );
     }
 
     #[test]
@@ -799,8 +1007,15 @@ mod tests {
 
     #[test]
     fn kubectl_label_annotate_and_rollout_restart() {
-        let out = smp(DEPLOYMENT, deployment(), json!({"metadata": {"labels": {"team": "ml"}, "annotations": {"note": "hi"}}}));
-        assert_eq!(out["metadata"]["labels"], json!({"app": "ml-api", "team": "ml"}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"metadata": {"labels": {"team": "ml"}, "annotations": {"note": "hi"}}}),
+        );
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"app": "ml-api", "team": "ml"})
+        );
         assert_eq!(out["metadata"]["annotations"]["note"], "hi");
 
         let restart = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-23T07:00:00Z"}}}}});
@@ -816,7 +1031,10 @@ mod tests {
         let doc = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 8443}]}});
         let patch = json!({"spec": {"ports": [{"port": 443, "targetPort": 9443}, {"port": 9000}]}});
         let out = smp(SERVICE, doc, patch);
-        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 9443}, {"port": 9000}]));
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 9443}, {"port": 9000}])
+        );
     }
 
     #[test]
@@ -828,20 +1046,40 @@ mod tests {
 
     #[test]
     fn type_changes_take_the_patch_value() {
-        let out = smp(DEPLOYMENT, deployment(), json!({"spec": {"strategy": "oops"}}));
+        let out = smp(
+            DEPLOYMENT,
+            deployment(),
+            json!({"spec": {"strategy": "oops"}}),
+        );
         assert_eq!(out["spec"]["strategy"], "oops");
     }
 
     #[test]
     fn malformed_patches_are_refused() {
-        let err = smp_err(POD, json!({"spec": {"containers": [{"name": "a"}]}}), json!({"spec": {"containers": [{"image": "b"}]}}));
+        let err = smp_err(
+            POD,
+            json!({"spec": {"containers": [{"name": "a"}]}}),
+            json!({"spec": {"containers": [{"image": "b"}]}}),
+        );
         assert_eq!(err.code(), 422);
-        assert!(err.to_string().contains("does not contain declared merge key: name"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not contain declared merge key: name"),
+            "{err}"
+        );
 
         assert_eq!(smp_err(POD, json!({}), json!([1])).code(), 400);
-        let err = smp_err(POD, json!({"metadata": {"finalizers": [["a"]]}}), json!({"metadata": {"finalizers": [["b"]]}}));
+        let err = smp_err(
+            POD,
+            json!({"metadata": {"finalizers": [["a"]]}}),
+            json!({"metadata": {"finalizers": [["b"]]}}),
+        );
         assert_eq!(err.code(), 422);
-        let err = smp_err(POD, json!({"metadata": {}}), json!({"metadata": {"$deleteFromPrimitiveList": ["x"]}}));
+        let err = smp_err(
+            POD,
+            json!({"metadata": {}}),
+            json!({"metadata": {"$deleteFromPrimitiveList": ["x"]}}),
+        );
         assert_eq!(err.code(), 400);
     }
 
@@ -852,6 +1090,9 @@ mod tests {
             {"name": "a", "$setElementOrder/env": [{"name": "X"}], "env": [{"name": "X", "value": "1"}, {"name": "Y", "$patch": "delete"}]}
         ]}});
         let out = smp(POD, doc, patch);
-        assert_eq!(out["spec"]["containers"], json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "a", "env": [{"name": "X", "value": "1"}]}])
+        );
     }
 }

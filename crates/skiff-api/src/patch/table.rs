@@ -27,6 +27,7 @@ macro_rules! meta {
 }
 
 /// (parent type, field, type of the field or of its elements).
+#[rustfmt::skip]
 static FIELD_TYPES: &[(&str, &str, &str)] = &[
     // workloads
     (apps!("Deployment"), "spec", apps!("DeploymentSpec")),
@@ -117,6 +118,7 @@ static FIELD_TYPES: &[(&str, &str, &str)] = &[
 ];
 
 /// (parent type, field, patch strategy, merge key).
+#[rustfmt::skip]
 static PATCH_META: &[(&str, &str, &str, Option<&str>)] = &[
     (meta!("ObjectMeta"), "finalizers", "merge", None),
     (meta!("ObjectMeta"), "ownerReferences", "merge", Some("uid")),
@@ -155,6 +157,7 @@ static PATCH_META: &[(&str, &str, &str, Option<&str>)] = &[
 ];
 
 /// Maps that server-side apply treats as one value (`x-kubernetes-map-type: atomic` on the field).
+#[rustfmt::skip]
 static ATOMIC_MAPS: &[(&str, &str)] = &[(core!("PodSpec"), "nodeSelector"), (core!("ServiceSpec"), "selector")];
 
 /// Patch metadata for Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs,
@@ -168,7 +171,10 @@ impl PatchMetaLookup for BuiltinTable {
         PATCH_META
             .iter()
             .find(|(p, f, _, _)| *f == field && *p == schema)
-            .map(|(_, _, strategy, merge_key)| PatchMeta { strategy, merge_key: *merge_key })
+            .map(|(_, _, strategy, merge_key)| PatchMeta {
+                strategy,
+                merge_key: *merge_key,
+            })
     }
 
     fn field_schema(&self, schema: &str, field: &str) -> Option<&'static str> {
@@ -195,15 +201,26 @@ mod tests {
     #[test]
     fn deployment_paths_resolve() {
         let t = BuiltinTable;
-        let spec = t.field_schema("io.k8s.api.apps.v1.Deployment", "spec").unwrap();
+        let spec = t
+            .field_schema("io.k8s.api.apps.v1.Deployment", "spec")
+            .unwrap();
         assert_eq!(spec, "io.k8s.api.apps.v1.DeploymentSpec");
         let tmpl = t.field_schema(spec, "template").unwrap();
         let pod = t.field_schema(tmpl, "spec").unwrap();
         assert_eq!(pod, "io.k8s.api.core.v1.PodSpec");
-        assert_eq!(t.field_schema(pod, "containers"), Some("io.k8s.api.core.v1.Container"));
-        assert_eq!(t.patch_meta(pod, "containers").unwrap().merge_key, Some("name"));
+        assert_eq!(
+            t.field_schema(pod, "containers"),
+            Some("io.k8s.api.core.v1.Container")
+        );
+        assert_eq!(
+            t.patch_meta(pod, "containers").unwrap().merge_key,
+            Some("name")
+        );
         assert_eq!(t.field_schema(tmpl, "metadata"), Some(OBJECT_META));
-        assert_eq!(t.patch_meta(OBJECT_META, "finalizers").unwrap().strategy, "merge");
+        assert_eq!(
+            t.patch_meta(OBJECT_META, "finalizers").unwrap().strategy,
+            "merge"
+        );
         assert!(t.is_atomic_map(spec, "selector"));
         assert!(!t.is_atomic_map(OBJECT_META, "labels"));
         assert_eq!(
