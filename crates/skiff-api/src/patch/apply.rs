@@ -70,6 +70,27 @@ pub fn update_managed_fields(
     update_managed_fields_with(&SchemaLookup, def, old, new, manager, operation, None, now)
 }
 
+/// Records a write to a subresource (`status`, `scale`) of an object of `def`.
+pub fn update_subresource_managed_fields(
+    def: &ResourceDef,
+    old: &Value,
+    new: &mut Value,
+    manager: &str,
+    subresource: &str,
+    now: &str,
+) {
+    update_managed_fields_with(
+        &SchemaLookup,
+        def,
+        Some(old),
+        new,
+        manager,
+        "Update",
+        Some(subresource),
+        now,
+    )
+}
+
 /// One `metadata.managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
@@ -763,6 +784,20 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
     let applied_set = tracker.field_set_of(&config);
 
     let mut entries = decode_entries(live_obj);
+    if live.is_some() && entries.is_empty() {
+        // Fields of an object nobody owns yet belong to "before-first-apply",
+        // so applying over them is a conflict like any other.
+        let mut existing = tracker.compare_objects(&json!({}), &scope.trackable(live_obj));
+        existing.added.forget_members_with_children();
+        entries.push(Entry {
+            manager: "before-first-apply".into(),
+            operation: "Update".into(),
+            api_version: api_version.clone(),
+            time: Some(now.to_string()),
+            subresource: String::new(),
+            set: existing.added,
+        });
+    }
     let mine = entries
         .iter()
         .position(|e| e.same_owner(manager, APPLY, "", &api_version));
@@ -897,7 +932,13 @@ pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
     let empty = json!({});
     let old_obj = old.unwrap_or(&empty);
 
-    let mut entries = entries_for_update(old_obj, new);
+    let mut entries = entries_for_update(old_obj, new, subresource);
+    if old.is_some() && entries.is_empty() {
+        // Like kube-apiserver, objects without managed fields are not tracked
+        // again until someone applies.
+        encode_entries(new, entries);
+        return;
+    }
     let mut cmp = tracker.compare_objects(&scope.trackable(old_obj), &scope.trackable(new));
     // Top-level fields such as spec always exist in Kubernetes' typed objects,
     // so a write never owns them as a whole, only what is inside.
@@ -930,29 +971,95 @@ pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
         }),
         None => {}
     }
+    cap_update_managers(&mut entries);
     encode_entries(new, entries);
 }
 
-/// The managed fields an update starts from: those the request carries when it
-/// changes them (`[{}]` clears them), else the live object's.
-fn entries_for_update(old: &Value, new: &Value) -> Vec<Entry> {
+/// The managed fields an update starts from: those the request carries (an
+/// empty list or `[{}]` clears them), else the live object's. Subresource
+/// writes cannot set managed fields.
+fn entries_for_update(old: &Value, new: &Value, subresource: &str) -> Vec<Entry> {
     let live = decode_entries(old);
+    if !subresource.is_empty() {
+        return live;
+    }
     let Some(Value::Array(sent)) = new.pointer("/metadata/managedFields") else {
         return live;
     };
-    if sent.len() == 1 && sent[0].as_object().is_some_and(Map::is_empty) {
+    let reset =
+        sent.is_empty() || (sent.len() == 1 && sent[0].as_object().is_some_and(Map::is_empty));
+    if reset {
         return Vec::new();
-    }
-    if sent.is_empty()
-        || old.pointer("/metadata/managedFields") == new.pointer("/metadata/managedFields")
-    {
-        return live;
     }
     let decoded: Vec<Entry> = sent.iter().filter_map(Entry::decode).collect();
     if decoded.len() == sent.len() {
         decoded
     } else {
         live
+    }
+}
+
+/// Kubernetes keeps at most this many `Update` entries; older ones are merged
+/// into an `ancient-changes` entry per API version.
+const MAX_UPDATE_MANAGERS: usize = 10;
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let mut updaters: Vec<usize> = (0..entries.len())
+        .filter(|i| entries[*i].operation != APPLY)
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    updaters.sort_by(|a, b| {
+        let (a, b) = (&entries[*a], &entries[*b]);
+        (&a.time, &a.manager, &a.api_version, &a.subresource).cmp(&(
+            &b.time,
+            &b.manager,
+            &b.api_version,
+            &b.subresource,
+        ))
+    });
+    let mut remaining = updaters.len();
+    let mut first_of_version: Vec<(String, usize)> = Vec::new();
+    let mut merged_away: Vec<usize> = Vec::new();
+    for i in updaters {
+        if remaining <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        let Some(first) = first_of_version
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, f)| *f)
+        else {
+            first_of_version.push((version, i));
+            continue;
+        };
+        let bucket = match entries.iter().position(|e| {
+            e.manager == ANCIENT_CHANGES
+                && e.operation != APPLY
+                && e.api_version == version
+                && e.subresource.is_empty()
+        }) {
+            Some(b) => b,
+            None => {
+                entries[first].manager = ANCIENT_CHANGES.to_string();
+                entries[first].subresource.clear();
+                first
+            }
+        };
+        if bucket == i {
+            continue;
+        }
+        entries[bucket].set = entries[i].set.union(&entries[bucket].set);
+        entries[bucket].time = entries[i].time.clone();
+        merged_away.push(i);
+        remaining -= 1;
+    }
+    merged_away.sort_unstable();
+    for i in merged_away.into_iter().rev() {
+        entries.remove(i);
     }
 }
 
@@ -1018,21 +1125,26 @@ fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[(&Entry, FieldSet)
             &b.0.subresource,
         ))
     });
-    let count: usize = by_manager.iter().map(|(_, p)| p.len()).sum();
-    let message = if count == 1 {
-        let (e, paths) = &by_manager[0];
-        format!(
-            "Apply failed with 1 conflict: conflict with {}: {}",
-            e.describe(),
-            paths[0]
-        )
-    } else {
-        let mut lines = Vec::new();
-        for (e, paths) in &by_manager {
-            lines.push(format!("conflicts with {}:", e.describe()));
-            lines.extend(paths.iter().map(|p| format!("- {p}")));
+    let all: Vec<(String, &String)> = by_manager
+        .iter()
+        .flat_map(|(e, paths)| paths.iter().map(|p| (e.describe(), p)))
+        .collect();
+    let message = match all.as_slice() {
+        [(manager, path)] => {
+            format!("Apply failed with 1 conflict: conflict with {manager}: {path}")
         }
-        format!("Apply failed with {count} conflicts: {}", lines.join("\n"))
+        _ => {
+            let mut lines = Vec::new();
+            for (e, paths) in &by_manager {
+                lines.push(format!("conflicts with {}:", e.describe()));
+                lines.extend(paths.iter().map(|p| format!("- {p}")));
+            }
+            format!(
+                "Apply failed with {} conflicts: {}",
+                all.len(),
+                lines.join("\n")
+            )
+        }
     };
     ApiError::Conflict {
         group: def.group.to_string(),
@@ -1541,6 +1653,52 @@ mod tests {
         other["metadata"]["finalizers"] = json!([]);
         let one = apply(Some(&both), &other, "operator", false, T2).unwrap();
         assert_eq!(one["metadata"]["finalizers"], json!(["example.com/a"]));
+    }
+
+    #[test]
+    fn applying_over_untracked_fields_conflicts_with_before_first_apply() {
+        let live = manifest(2, "nginx:1");
+        let err = apply(Some(&live), &manifest(3, "nginx:1"), "ci-bot", false, T1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Apply failed with 1 conflict: conflict with \"before-first-apply\" using apps/v1: .spec.replicas"
+        );
+        let out = apply(Some(&live), &manifest(2, "nginx:1"), "ci-bot", false, T1).unwrap();
+        assert!(owns(&out, "before-first-apply", &replicas_path()));
+        assert!(owns(&out, "ci-bot", &replicas_path()));
+    }
+
+    #[test]
+    fn untracked_objects_stay_untracked_on_update() {
+        let live = manifest(2, "nginx:1");
+        let mut new = manifest(3, "nginx:1");
+        update(Some(&live), &mut new, "kubectl-edit", T1);
+        assert!(new["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn update_managers_are_capped_at_ten() {
+        let mut obj = manifest(0, "nginx:1");
+        update(None, &mut obj, "creator", T0);
+        for i in 1..=12 {
+            let mut next = obj.clone();
+            next["metadata"]["labels"][format!("l{i}")] = json!("x");
+            update(
+                Some(&obj),
+                &mut next,
+                &format!("writer-{i:02}"),
+                &format!("2026-11-23T07:{i:02}:00Z"),
+            );
+            obj = next;
+        }
+        let entries = obj["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(entries.len(), 10);
+        let ancient = entry(&obj, "ancient-changes").unwrap();
+        let set = FieldSet::from_fields_v1(&ancient["fieldsV1"]).unwrap();
+        assert!(set.has(&replicas_path()));
+        assert!(set.has(&[f("metadata"), f("labels"), f("l1")]));
+        assert!(entry(&obj, "creator").is_none());
+        assert!(entry(&obj, "writer-12").is_some());
     }
 
     #[test]
