@@ -226,7 +226,14 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
             let meta = self.field(schema, &field);
             validate_set_order(patch_list.as_deref(), &order, meta.merge_key)?;
 
-            let server_order = original_list.clone().unwrap_or_default();
+            let server_order = match (&original_list, &patch_list, meta.merge_key) {
+                (Some(o), Some(p), Some(key))
+                    if meta.strategy == "merge" && o.iter().all(Value::is_object) =>
+                {
+                    live_order_seen_by_apimachinery(o, p, key)
+                }
+                (o, _, _) => o.clone().unwrap_or_default(),
+            };
             let merged = match (original_list, patch_list) {
                 (Some(o), None) => o,
                 (None, Some(p)) => clean_list(p),
@@ -313,6 +320,60 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
         let (from_patch, server_only) = partition(merged, &patch, Some(key))?;
         normalize_element_order(from_patch, server_only, &patch, &server_order, Some(key))
     }
+}
+
+/// The live order apimachinery compares against when it orders a merged
+/// merge-key list by `$setElementOrder`. Its merge deletes and appends in place
+/// in the live list's backing array, so the order it consults is that array:
+/// the live list after deletions, then appended elements, then stale copies.
+/// Reproducing this keeps element order identical to Kubernetes when an apply
+/// both removes and adds elements.
+fn live_order_seen_by_apimachinery(original: &[Value], patch: &[Value], key: &str) -> Vec<Value> {
+    let directive = |v: &Value| {
+        v.get(PATCH_DIRECTIVE)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    if patch
+        .iter()
+        .any(|v| directive(v).as_deref() == Some("replace"))
+    {
+        return original.to_vec();
+    }
+    let mut backing = original.to_vec();
+    let mut len = backing.len();
+    for item in patch
+        .iter()
+        .filter(|v| directive(v).as_deref() == Some("delete"))
+    {
+        let Some(wanted) = item.get(key) else {
+            continue;
+        };
+        while let Some(i) = backing[..len]
+            .iter()
+            .position(|o| o.get(key) == Some(wanted))
+        {
+            // Go's append(s[:i], s[i+1:]...): the tail moves left, the last slot keeps its value.
+            for j in i..len - 1 {
+                backing[j] = backing[j + 1].clone();
+            }
+            len -= 1;
+        }
+    }
+    let mut working: Vec<Value> = backing[..len].to_vec();
+    for item in patch.iter().filter(|v| directive(v).is_none()) {
+        let Some(wanted) = item.get(key) else {
+            continue;
+        };
+        if working.iter().any(|o| o.get(key) == Some(wanted)) {
+            continue;
+        }
+        if working.len() < backing.len() {
+            backing[working.len()] = item.clone();
+        }
+        working.push(item.clone());
+    }
+    backing
 }
 
 /// Applies `$patch: delete` and `$patch: replace` elements of a merge-key list;
