@@ -572,49 +572,71 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
         }
     }
 
-    /// Keyed-list merge: applied elements in their order, live-only elements
-    /// kept where they were relative to the shared ones.
+    /// Keyed-list merge, ordered like structured-merge-diff: applied elements
+    /// in their order, live-only elements kept where they were relative to the
+    /// elements both lists share.
     fn merge_list(&self, ty: &FieldType, live: &[Value], applied: &[Value]) -> Vec<Value> {
         let elem_ty = Self::element_type(ty);
-        let live_named: Vec<(PathElement, &Value)> = live
-            .iter()
-            .filter_map(|v| Some((Self::element(ty, v)?, v)))
-            .collect();
-        let applied_named: Vec<(PathElement, &Value)> = applied
-            .iter()
-            .filter_map(|v| Some((Self::element(ty, v)?, v)))
-            .collect();
-        let live_of = |pe: &PathElement| live_named.iter().find(|(p, _)| p == pe).map(|(_, v)| *v);
-        let applied_pos = |pe: &PathElement| applied_named.iter().position(|(p, _)| p == pe);
-
-        let mut out = Vec::with_capacity(live.len() + applied.len());
-        let mut emitted: Vec<PathElement> = Vec::new();
-        let mut next_applied = 0;
-        let emit_applied_through =
-            |end: usize, out: &mut Vec<Value>, emitted: &mut Vec<PathElement>, next: &mut usize| {
-                while *next <= end && *next < applied_named.len() {
-                    let (pe, v) = &applied_named[*next];
-                    if !emitted.contains(pe) {
-                        if let Some(m) = self.merge(&elem_ty, live_of(pe), v) {
-                            out.push(m);
-                        }
-                        emitted.push(pe.clone());
-                    }
-                    *next += 1;
+        let named = |list: &[Value]| -> Vec<(PathElement, Value)> {
+            let mut out: Vec<(PathElement, Value)> = Vec::with_capacity(list.len());
+            for v in list {
+                if let Some(pe) = Self::element(ty, v)
+                    && !out.iter().any(|(p, _)| *p == pe)
+                {
+                    out.push((pe, v.clone()));
                 }
-            };
-        for (pe, v) in &live_named {
-            match applied_pos(pe) {
-                None => {
-                    if !emitted.contains(pe) {
-                        out.push((*v).clone());
-                        emitted.push(pe.clone());
-                    }
+            }
+            out
+        };
+        let (lhs, rhs) = (named(live), named(applied));
+        let in_rhs = |pe: &PathElement| rhs.iter().any(|(p, _)| p == pe);
+        let live_of = |pe: &PathElement| lhs.iter().find(|(p, _)| p == pe).map(|(_, v)| v);
+        let mut shared: std::collections::VecDeque<&PathElement> = rhs
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| live_of(p).is_some())
+            .collect();
+        let mut next_shared = shared.pop_front();
+        let mut merged_rhs: Vec<&PathElement> = Vec::new();
+        let mut out = Vec::with_capacity(lhs.len() + rhs.len());
+        let (mut li, mut ri) = (0, 0);
+        while li < lhs.len() || ri < rhs.len() {
+            if li < lhs.len() && ri < rhs.len() {
+                let pe = &lhs[li].0;
+                if *pe == rhs[ri].0 {
+                    merged_rhs.push(pe);
+                    out.extend(self.merge(&elem_ty, Some(&lhs[li].1), &rhs[ri].1));
+                    li += 1;
+                    ri += 1;
+                    next_shared = shared.pop_front();
+                    continue;
                 }
-                Some(pos) => emit_applied_through(pos, &mut out, &mut emitted, &mut next_applied),
+                // A shared element out of the applied order waits for its turn.
+                if in_rhs(pe) && next_shared.is_some_and(|n| n != pe) {
+                    li += 1;
+                    continue;
+                }
+            }
+            if li < lhs.len() {
+                let pe = &lhs[li].0;
+                if !in_rhs(pe) {
+                    out.push(lhs[li].1.clone());
+                    li += 1;
+                    continue;
+                } else if merged_rhs.contains(&pe) {
+                    li += 1;
+                }
+            }
+            if ri < rhs.len() {
+                let pe = &rhs[ri].0;
+                merged_rhs.push(pe);
+                out.extend(self.merge(&elem_ty, live_of(pe), &rhs[ri].1));
+                ri += 1;
+                if next_shared == Some(pe) {
+                    next_shared = shared.pop_front();
+                }
             }
         }
-        emit_applied_through(usize::MAX, &mut out, &mut emitted, &mut next_applied);
         out
     }
 
@@ -1699,6 +1721,53 @@ mod tests {
         assert!(set.has(&[f("metadata"), f("labels"), f("l1")]));
         assert!(entry(&obj, "creator").is_none());
         assert!(entry(&obj, "writer-12").is_some());
+    }
+
+    #[test]
+    fn keyed_lists_merge_in_applied_order_keeping_live_only_elements() {
+        let with_containers = |names: &[&str]| {
+            let mut m = manifest(1, "x");
+            m["spec"]["template"]["spec"]["containers"] = Value::Array(
+                names
+                    .iter()
+                    .map(|n| json!({"name": n, "image": n}))
+                    .collect(),
+            );
+            m
+        };
+        let live = apply(
+            None,
+            &with_containers(&["a", "b", "c"]),
+            "kubectl",
+            false,
+            T0,
+        )
+        .unwrap();
+        // Another manager's container "s" sits between "b" and "c".
+        let mut edited = live.clone();
+        edited["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .insert(2, json!({"name": "s", "image": "s"}));
+        update(Some(&live), &mut edited, "injector", T1);
+
+        let out = apply(
+            Some(&edited),
+            &with_containers(&["c", "a", "b", "d"]),
+            "kubectl",
+            false,
+            T2,
+        )
+        .unwrap();
+        let names: Vec<&str> = out["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        // As structured-merge-diff orders it: "s" keeps its place before "c",
+        // its live successor, and the applied elements follow in applied order.
+        assert_eq!(names, vec!["s", "c", "a", "b", "d"]);
     }
 
     #[test]
