@@ -12,9 +12,6 @@ use crate::error::ApiError;
 use crate::registry::ResourceDef;
 use serde_json::{Map, Value, json};
 
-/// `Status.details.causes[].reason` Kubernetes uses for apply conflicts.
-pub const FIELD_MANAGER_CONFLICT: &str = "FieldManagerConflict";
-
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const APPLY: &str = "Apply";
 
@@ -536,11 +533,22 @@ impl<L: PatchMetaLookup + ?Sized> Tracker<'_, L> {
                 (Some(l), Some(r)) if l != r => out.modified.insert(path),
                 _ => {}
             }
+        } else if Self::is_struct_field(ty, path, lhs.or(rhs)) {
+            // Kubernetes' typed objects always hold their (non-pointer) structs,
+            // so adding one never makes its writer own the struct itself.
         } else if lhs.is_none() {
             out.added.insert(path);
         } else if rhs.is_none() {
             out.removed.insert(path);
         }
+    }
+
+    /// A field whose value is an object of a known type (a struct, as opposed
+    /// to a map like labels or a list element).
+    fn is_struct_field(ty: &FieldType, path: &[PathElement], v: Option<&Value>) -> bool {
+        ty.schema.is_some()
+            && matches!(path.last(), Some(PathElement::Field(_)))
+            && v.is_some_and(Value::is_object)
     }
 
     /// Merges an applied configuration into the live value (structured-merge-diff's Merge):
@@ -809,8 +817,7 @@ pub fn server_side_apply_with<L: PatchMetaLookup + ?Sized>(
     if live.is_some() && entries.is_empty() {
         // Fields of an object nobody owns yet belong to "before-first-apply",
         // so applying over them is a conflict like any other.
-        let mut existing = tracker.compare_objects(&json!({}), &scope.trackable(live_obj));
-        existing.added.forget_members_with_children();
+        let existing = tracker.compare_objects(&json!({}), &scope.trackable(live_obj));
         entries.push(Entry {
             manager: "before-first-apply".into(),
             operation: "Update".into(),
@@ -961,10 +968,7 @@ pub fn update_managed_fields_with<L: PatchMetaLookup + ?Sized>(
         encode_entries(new, entries);
         return;
     }
-    let mut cmp = tracker.compare_objects(&scope.trackable(old_obj), &scope.trackable(new));
-    // Top-level fields such as spec always exist in Kubernetes' typed objects,
-    // so a write never owns them as a whole, only what is inside.
-    cmp.added.forget_members_with_children();
+    let cmp = tracker.compare_objects(&scope.trackable(old_obj), &scope.trackable(new));
     let changed = cmp.changed();
 
     let mine = entries
@@ -1580,8 +1584,18 @@ mod tests {
         let e = entry(&created, "kubectl-create").unwrap();
         assert_eq!(e["operation"], "Update");
         assert_eq!(e["time"], T0);
-        // Top-level containers are not owned as a whole.
+        // Structs are not owned as a whole, maps (labels) and list elements are.
         assert!(e["fieldsV1"]["f:spec"].get(".").is_none());
+        assert!(e["fieldsV1"]["f:spec"]["f:template"].get(".").is_none());
+        assert_eq!(
+            e["fieldsV1"]["f:metadata"]["f:labels"],
+            json!({".": {}, "f:app": {}})
+        );
+        assert_eq!(
+            e["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]
+                ["."],
+            json!({})
+        );
 
         let mut edited = created.clone();
         edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:2");

@@ -150,13 +150,6 @@ impl FieldSet {
         }
     }
 
-    /// Drops this level's members that also have children: a container owned
-    /// only through its contents.
-    pub(crate) fn forget_members_with_children(&mut self) {
-        let children = &self.children;
-        self.members.retain(|m| !children.contains_key(m));
-    }
-
     /// The paths below `pe`, relative to it.
     pub fn child(&self, pe: &PathElement) -> Option<&FieldSet> {
         self.children.get(pe)

@@ -12,8 +12,8 @@ mod strategic;
 mod table;
 
 pub use apply::{
-    FIELD_MANAGER_CONFLICT, decode_apply_patch, server_side_apply, server_side_apply_with,
-    update_managed_fields, update_managed_fields_with, update_subresource_managed_fields,
+    decode_apply_patch, server_side_apply, server_side_apply_with, update_managed_fields,
+    update_managed_fields_with, update_subresource_managed_fields,
 };
 pub use fieldset::{FieldSet, PathElement};
 pub use json::json_patch;
