@@ -92,14 +92,14 @@ struct Merger<'l, L: ?Sized> {
 }
 
 /// What a field's patch metadata says, resolved for one merge.
-struct FieldMeta<'s> {
-    schema: Option<&'s str>,
+struct FieldMeta {
+    schema: Option<&'static str>,
     strategy: &'static str,
     merge_key: Option<&'static str>,
 }
 
 impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
-    fn field(&self, schema: Option<&str>, field: &str) -> FieldMeta<'static> {
+    fn field(&self, schema: Option<&str>, field: &str) -> FieldMeta {
         let Some(schema) = schema else {
             return FieldMeta {
                 schema: None,
@@ -256,7 +256,7 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
 
     fn merge_list_field(
         &self,
-        meta: &FieldMeta<'_>,
+        meta: &FieldMeta,
         is_delete_list: bool,
         original: Vec<Value>,
         patch: Vec<Value>,
@@ -270,7 +270,7 @@ impl<L: PatchMetaLookup + ?Sized> Merger<'_, L> {
 
     fn merge_list(
         &self,
-        meta: &FieldMeta<'_>,
+        meta: &FieldMeta,
         is_delete_list: bool,
         original: Vec<Value>,
         patch: Vec<Value>,
