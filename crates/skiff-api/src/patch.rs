@@ -8,9 +8,7 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     let p: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &p).map_err(|e| ApiError::UnprocessableEntity {
-        message: e.to_string(),
-    })?;
+    json_patch::patch(&mut out, &p).map_err(|e| ApiError::UnprocessableEntity { message: e.to_string() })?;
     Ok(out)
 }
 
@@ -20,10 +18,6 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     Ok(out)
 }
 
-pub fn strategic_merge_patch(
-    _def: &ResourceDef,
-    doc: &Value,
-    patch: &Value,
-) -> Result<Value, ApiError> {
+pub fn strategic_merge_patch(_def: &ResourceDef, doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     merge_patch(doc, patch)
 }

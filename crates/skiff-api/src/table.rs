@@ -31,20 +31,8 @@ impl Column {
 
 pub fn columns(_def: &ResourceDef) -> Vec<Column> {
     vec![
-        Column {
-            name: "Name",
-            type_: "string",
-            format: "name",
-            description: "Name",
-            priority: 0,
-        },
-        Column {
-            name: "Age",
-            type_: "string",
-            format: "",
-            description: "Age",
-            priority: 0,
-        },
+        Column { name: "Name", type_: "string", format: "name", description: "Name", priority: 0 },
+        Column { name: "Age", type_: "string", format: "", description: "Age", priority: 0 },
     ]
 }
 
