@@ -1,6 +1,7 @@
 //! Kubernetes API semantics without IO: the resource registry, defaulting, validation,
 //! patching, field schemas, OpenAPI documents, Table output and Status errors.
 
+pub mod cron;
 pub mod defaults;
 pub mod error;
 pub mod meta;

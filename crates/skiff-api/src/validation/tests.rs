@@ -1,0 +1,1 @@
+//! Validation tests: each rule with its exact field path and wording.
