@@ -32,15 +32,33 @@ struct Bounds {
     names: &'static [&'static str],
 }
 
-const MINUTES: Bounds = Bounds { min: 0, max: 59, names: &[] };
-const HOURS: Bounds = Bounds { min: 0, max: 23, names: &[] };
-const DOM: Bounds = Bounds { min: 1, max: 31, names: &[] };
+const MINUTES: Bounds = Bounds {
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOURS: Bounds = Bounds {
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Bounds = Bounds {
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTHS: Bounds = Bounds {
     min: 1,
     max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
 };
-const DOW: Bounds = Bounds { min: 0, max: 6, names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"] };
+const DOW: Bounds = Bounds {
+    min: 0,
+    max: 6,
+    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+};
 
 impl Schedule {
     /// Parses a standard cron spec (`*/5 * * * *`, `0 3 * * mon-fri`, `@daily`).
@@ -52,7 +70,10 @@ impl Schedule {
         // A leading time zone (`TZ=UTC 0 * * * *`) is accepted by the parser; the CronJob
         // validation rejects it separately in favour of spec.timeZone.
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
-            spec = spec.split_once(' ').map(|(_, rest)| rest.trim()).unwrap_or("");
+            spec = spec
+                .split_once(' ')
+                .map(|(_, rest)| rest.trim())
+                .unwrap_or("");
         }
         if spec.starts_with('@') {
             return descriptor(spec);
@@ -86,20 +107,38 @@ impl Schedule {
                 let rounded = t.with_nanosecond(0)?;
                 Some(rounded + d)
             }
-            Schedule::Fields { minutes, hours, days_of_month, months, days_of_week, dom_star, dow_star } => {
+            Schedule::Fields {
+                minutes,
+                hours,
+                days_of_month,
+                months,
+                days_of_week,
+                dom_star,
+                dow_star,
+            } => {
                 let mut cur = t.with_nanosecond(0)?.with_second(0)? + Duration::minutes(1);
                 let limit = t + Duration::days(366 * 5);
                 while cur <= limit {
                     if months & (1 << cur.month()) == 0 {
-                        let (y, m) = if cur.month() == 12 { (cur.year() + 1, 1) } else { (cur.year(), cur.month() + 1) };
+                        let (y, m) = if cur.month() == 12 {
+                            (cur.year() + 1, 1)
+                        } else {
+                            (cur.year(), cur.month() + 1)
+                        };
                         cur = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single()?;
                         continue;
                     }
                     let dom_ok = days_of_month & (1 << cur.day()) != 0;
                     let dow_ok = days_of_week & (1 << cur.weekday().num_days_from_sunday()) != 0;
-                    let day_ok = if *dom_star || *dow_star { dom_ok && dow_ok } else { dom_ok || dow_ok };
+                    let day_ok = if *dom_star || *dow_star {
+                        dom_ok && dow_ok
+                    } else {
+                        dom_ok || dow_ok
+                    };
                     if !day_ok {
-                        cur = Utc.with_ymd_and_hms(cur.year(), cur.month(), cur.day(), 0, 0, 0).single()?
+                        cur = Utc
+                            .with_ymd_and_hms(cur.year(), cur.month(), cur.day(), 0, 0, 0)
+                            .single()?
                             + Duration::days(1);
                         continue;
                     }
@@ -124,26 +163,39 @@ fn all(b: &Bounds) -> u64 {
 }
 
 fn descriptor(spec: &str) -> Result<Schedule, CronError> {
-    let fixed = |min: u64, hour: u64, dom: u64, month: u64, dow: u64, dom_star: bool, dow_star: bool| Schedule::Fields {
-        minutes: min,
-        hours: hour,
-        days_of_month: dom,
-        months: month,
-        days_of_week: dow,
-        dom_star,
-        dow_star,
-    };
+    let fixed =
+        |min: u64, hour: u64, dom: u64, month: u64, dow: u64, dom_star: bool, dow_star: bool| {
+            Schedule::Fields {
+                minutes: min,
+                hours: hour,
+                days_of_month: dom,
+                months: month,
+                days_of_week: dow,
+                dom_star,
+                dow_star,
+            }
+        };
     Ok(match spec {
         "@yearly" | "@annually" => fixed(1, 1, 1 << 1, 1 << 1, all(&DOW), false, true),
         "@monthly" => fixed(1, 1, 1 << 1, all(&MONTHS), all(&DOW), false, true),
         "@weekly" => fixed(1, 1, all(&DOM), all(&MONTHS), 1, true, false),
         "@daily" | "@midnight" => fixed(1, 1, all(&DOM), all(&MONTHS), all(&DOW), true, true),
-        "@hourly" => fixed(1, all(&HOURS), all(&DOM), all(&MONTHS), all(&DOW), true, true),
+        "@hourly" => fixed(
+            1,
+            all(&HOURS),
+            all(&DOM),
+            all(&MONTHS),
+            all(&DOW),
+            true,
+            true,
+        ),
         other => match other.strip_prefix("@every ") {
-            Some(d) => Schedule::Every(
-                parse_duration(d.trim())
-                    .ok_or_else(|| CronError(format!("failed to parse duration {other}: time: invalid duration {:?}", d.trim())))?,
-            ),
+            Some(d) => Schedule::Every(parse_duration(d.trim()).ok_or_else(|| {
+                CronError(format!(
+                    "failed to parse duration {other}: time: invalid duration {:?}",
+                    d.trim()
+                ))
+            })?),
             None => return Err(CronError(format!("unrecognized descriptor: {other}"))),
         },
     })
@@ -160,7 +212,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (num, tail) = rest.split_at(num_end);
         let n: f64 = num.parse().ok()?;
-        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_end);
         let secs = match unit {
             "ns" => 1e-9,
@@ -226,16 +280,26 @@ fn range(expr: &str, b: &Bounds) -> Result<u64, CronError> {
         }
     }
     if start < b.min {
-        return Err(CronError(format!("beginning of range ({start}) below minimum ({}): {expr}", b.min)));
+        return Err(CronError(format!(
+            "beginning of range ({start}) below minimum ({}): {expr}",
+            b.min
+        )));
     }
     if end > b.max {
-        return Err(CronError(format!("end of range ({end}) above maximum ({}): {expr}", b.max)));
+        return Err(CronError(format!(
+            "end of range ({end}) above maximum ({}): {expr}",
+            b.max
+        )));
     }
     if start > end {
-        return Err(CronError(format!("beginning of range ({start}) beyond end of range ({end}): {expr}")));
+        return Err(CronError(format!(
+            "beginning of range ({start}) beyond end of range ({end}): {expr}"
+        )));
     }
     if step == 0 {
-        return Err(CronError(format!("step of range should be a positive number: {expr}")));
+        return Err(CronError(format!(
+            "step of range should be a positive number: {expr}"
+        )));
     }
     let mut bits = 0u64;
     while start <= end {
@@ -256,9 +320,13 @@ fn int_or_name(s: &str, b: &Bounds) -> Result<u32, CronError> {
 fn must_parse_int(s: &str) -> Result<u32, CronError> {
     match s.parse::<i64>() {
         Ok(n) if n < 0 => Err(CronError(format!("negative number ({n}) not allowed: {s}"))),
-        Ok(n) if n > 1000 => Err(CronError(format!("failed to parse int from {s}: value out of range"))),
+        Ok(n) if n > 1000 => Err(CronError(format!(
+            "failed to parse int from {s}: value out of range"
+        ))),
         Ok(n) => Ok(n as u32),
-        Err(_) => Err(CronError(format!("failed to parse int from {s}: strconv.Atoi: parsing {s:?}: invalid syntax"))),
+        Err(_) => Err(CronError(format!(
+            "failed to parse int from {s}: strconv.Atoi: parsing {s:?}: invalid syntax"
+        ))),
     }
 }
 
@@ -267,12 +335,23 @@ mod tests {
     use super::*;
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .expect("valid time")
     }
 
     #[test]
     fn parses_common_schedules() {
-        for ok in ["*/5 * * * *", "0 3 * * mon-fri", "0 0 1 jan *", "15,45 */2 1-15 * 0", "@hourly", "@daily", "@every 1h30m", "5/15 * * * ?"] {
+        for ok in [
+            "*/5 * * * *",
+            "0 3 * * mon-fri",
+            "0 0 1 jan *",
+            "15,45 */2 1-15 * 0",
+            "@hourly",
+            "@daily",
+            "@every 1h30m",
+            "5/15 * * * ?",
+        ] {
             assert!(Schedule::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -282,10 +361,22 @@ mod tests {
         let e = |s: &str| Schedule::parse(s).unwrap_err().0;
         assert_eq!(e("* * *"), "expected exactly 5 fields, found 3: [* * *]");
         assert_eq!(e("@fortnightly"), "unrecognized descriptor: @fortnightly");
-        assert_eq!(e("0-70 * * * *"), "end of range (70) above maximum (59): 0-70");
-        assert_eq!(e("* * 0 * *"), "beginning of range (0) below minimum (1): 0");
-        assert_eq!(e("5-2 * * * *"), "beginning of range (5) beyond end of range (2): 5-2");
-        assert_eq!(e("*/0 * * * *"), "step of range should be a positive number: */0");
+        assert_eq!(
+            e("0-70 * * * *"),
+            "end of range (70) above maximum (59): 0-70"
+        );
+        assert_eq!(
+            e("* * 0 * *"),
+            "beginning of range (0) below minimum (1): 0"
+        );
+        assert_eq!(
+            e("5-2 * * * *"),
+            "beginning of range (5) beyond end of range (2): 5-2"
+        );
+        assert_eq!(
+            e("*/0 * * * *"),
+            "step of range should be a positive number: */0"
+        );
         assert_eq!(e("1-2-3 * * * *"), "too many hyphens: 1-2-3");
         assert!(e("x * * * *").starts_with("failed to parse int from x"));
     }
@@ -293,15 +384,30 @@ mod tests {
     #[test]
     fn next_runs() {
         let s = Schedule::parse("*/15 * * * *").unwrap();
-        assert_eq!(s.next_after(at(2026, 1, 1, 10, 7)), Some(at(2026, 1, 1, 10, 15)));
-        assert_eq!(s.next_after(at(2026, 1, 1, 10, 45)), Some(at(2026, 1, 1, 11, 0)));
+        assert_eq!(
+            s.next_after(at(2026, 1, 1, 10, 7)),
+            Some(at(2026, 1, 1, 10, 15))
+        );
+        assert_eq!(
+            s.next_after(at(2026, 1, 1, 10, 45)),
+            Some(at(2026, 1, 1, 11, 0))
+        );
         let daily = Schedule::parse("@daily").unwrap();
-        assert_eq!(daily.next_after(at(2026, 12, 31, 0, 0)), Some(at(2027, 1, 1, 0, 0)));
+        assert_eq!(
+            daily.next_after(at(2026, 12, 31, 0, 0)),
+            Some(at(2027, 1, 1, 0, 0))
+        );
         let weekday = Schedule::parse("30 9 * * mon").unwrap();
         // 2026-01-01 is a Thursday; the next Monday is the 5th.
-        assert_eq!(weekday.next_after(at(2026, 1, 1, 12, 0)), Some(at(2026, 1, 5, 9, 30)));
+        assert_eq!(
+            weekday.next_after(at(2026, 1, 1, 12, 0)),
+            Some(at(2026, 1, 5, 9, 30))
+        );
         let every = Schedule::parse("@every 90s").unwrap();
-        assert_eq!(every.next_after(at(2026, 1, 1, 0, 0)), Some(at(2026, 1, 1, 0, 0) + Duration::seconds(90)));
+        assert_eq!(
+            every.next_after(at(2026, 1, 1, 0, 0)),
+            Some(at(2026, 1, 1, 0, 0) + Duration::seconds(90))
+        );
         let feb30 = Schedule::parse("0 0 30 2 *").unwrap();
         assert_eq!(feb30.next_after(at(2026, 1, 1, 0, 0)), None);
     }

@@ -244,7 +244,7 @@ impl fmt::Display for Quantity {
         let abs = self.nanos.unsigned_abs();
         let mut format = self.format;
         if format == QuantityFormat::BinarySI
-            && (abs % NANO as u128 != 0 || abs < 1024 * NANO as u128)
+            && (!abs.is_multiple_of(NANO as u128) || abs < 1024 * NANO as u128)
         {
             // Fractions and small values print as decimal, which avoids rounding.
             format = QuantityFormat::DecimalSI;
@@ -254,7 +254,7 @@ impl fmt::Display for Quantity {
                 let mut units = abs / NANO as u128;
                 let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
                 let mut i = 0;
-                while i + 1 < suffixes.len() && units % 1024 == 0 {
+                while i + 1 < suffixes.len() && units.is_multiple_of(1024) {
                     units /= 1024;
                     i += 1;
                 }
@@ -264,7 +264,7 @@ impl fmt::Display for Quantity {
                 // Largest power of 1000 (from nano up) that divides the value exactly.
                 let mut mantissa = abs;
                 let mut exp: i32 = -9;
-                while exp < 18 && mantissa % 1000 == 0 {
+                while exp < 18 && mantissa.is_multiple_of(1000) {
                     mantissa /= 1000;
                     exp += 3;
                 }

@@ -175,10 +175,11 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
     default_str(c, "terminationMessagePolicy", "File");
     for p in each_obj(c, "ports") {
         default_str(p, "protocol", "TCP");
-        if host_network && p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0 {
-            if let Some(cp) = p.get("containerPort").cloned() {
-                p.insert("hostPort".into(), cp);
-            }
+        if host_network
+            && p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) == 0
+            && let Some(cp) = p.get("containerPort").cloned()
+        {
+            p.insert("hostPort".into(), cp);
         }
     }
     for env in each_obj(c, "env") {

@@ -11,7 +11,9 @@ mod batch;
 mod core;
 mod discovery;
 
-pub use batch::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL};
+pub use batch::{
+    CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+};
 pub use core::qos_class;
 
 use crate::registry::ResourceDef;

@@ -4,8 +4,8 @@ use super::meta::{self, object_meta, selector_is_empty, selector_matches};
 use super::names;
 use super::pod::pod_template;
 use super::{
-    arr, child, get, go_map, go_selector, int, int_or_percent_value, nonnegative, not_more_than_100_percent, obj,
-    positive_int_or_percent, quote, render_int_or_string, s,
+    arr, child, get, go_map, go_selector, int, int_or_percent_value, nonnegative,
+    not_more_than_100_percent, obj, positive_int_or_percent, quote, render_int_or_string, s,
 };
 use crate::error::FieldError;
 use serde_json::Value;
@@ -30,7 +30,9 @@ fn workload_selector(spec: &Value, kind_word: &str, errs: &mut Vec<FieldError>) 
 /// The template's labels must be selected by the selector; a missing selector selects
 /// nothing, so it never matches (Kubernetes reports both problems).
 fn selector_matches_template(spec: &Value, errs: &mut Vec<FieldError>) {
-    let template_labels = get(spec, "template").and_then(|t| get(t, "metadata")).and_then(|m| obj(m, "labels"));
+    let template_labels = get(spec, "template")
+        .and_then(|t| get(t, "metadata"))
+        .and_then(|m| obj(m, "labels"));
     let matches = match get(spec, "selector") {
         None => Some(false),
         Some(sel) if selector_is_empty(sel) => Some(true),
@@ -47,7 +49,12 @@ fn selector_matches_template(spec: &Value, errs: &mut Vec<FieldError>) {
 
 /// ValidatePodTemplateSpecForReplicaSet and friends: template valid, restartPolicy Always,
 /// no activeDeadlineSeconds.
-fn always_restarting_template(spec: &Value, kind: &str, extra_volumes: &[String], errs: &mut Vec<FieldError>) {
+fn always_restarting_template(
+    spec: &Value,
+    kind: &str,
+    extra_volumes: &[String],
+    errs: &mut Vec<FieldError>,
+) {
     selector_matches_template(spec, errs);
     let template = get(spec, "template");
     pod_template(template, "spec.template", extra_volumes, errs);
@@ -56,7 +63,11 @@ fn always_restarting_template(spec: &Value, kind: &str, extra_volumes: &[String]
     let pod = get(t, "spec").unwrap_or(&null);
     let rp = s(pod, "restartPolicy");
     if rp != "Always" && !rp.is_empty() {
-        errs.push(FieldError::not_supported("spec.template.spec.restartPolicy", quote(rp), &["Always"]));
+        errs.push(FieldError::not_supported(
+            "spec.template.spec.restartPolicy",
+            quote(rp),
+            &["Always"],
+        ));
     }
     if let Some(ads) = int(pod, "activeDeadlineSeconds") {
         if kind == "DaemonSet" {
@@ -79,7 +90,11 @@ fn selector_immutable(spec: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
     let old_sel = get(old, "spec").and_then(|sp| get(sp, "selector"));
     let new_sel = get(spec, "selector");
     if old_sel != new_sel {
-        errs.push(FieldError::invalid("spec.selector", go_selector(new_sel), "field is immutable"));
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            go_selector(new_sel),
+            "field is immutable",
+        ));
     }
 }
 
@@ -109,8 +124,16 @@ pub(crate) fn deployment(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
                 Some(ru) => {
                     let mu = get(ru, "maxUnavailable");
                     let ms = get(ru, "maxSurge");
-                    positive_int_or_percent(mu, "spec.strategy.rollingUpdate.maxUnavailable".into(), errs);
-                    positive_int_or_percent(ms, "spec.strategy.rollingUpdate.maxSurge".into(), errs);
+                    positive_int_or_percent(
+                        mu,
+                        "spec.strategy.rollingUpdate.maxUnavailable".into(),
+                        errs,
+                    );
+                    positive_int_or_percent(
+                        ms,
+                        "spec.strategy.rollingUpdate.maxSurge".into(),
+                        errs,
+                    );
                     if int_or_percent_value(mu) == 0 && int_or_percent_value(ms) == 0 {
                         errs.push(FieldError::invalid(
                             "spec.strategy.rollingUpdate.maxUnavailable",
@@ -118,19 +141,35 @@ pub(crate) fn deployment(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
                             "may not be 0 when `maxSurge` is 0",
                         ));
                     }
-                    not_more_than_100_percent(mu, "spec.strategy.rollingUpdate.maxUnavailable".into(), errs);
+                    not_more_than_100_percent(
+                        mu,
+                        "spec.strategy.rollingUpdate.maxUnavailable".into(),
+                        errs,
+                    );
                 }
             },
-            other => errs.push(FieldError::not_supported("spec.strategy", quote(other), &["Recreate", "RollingUpdate"])),
+            other => errs.push(FieldError::not_supported(
+                "spec.strategy",
+                quote(other),
+                &["Recreate", "RollingUpdate"],
+            )),
         }
     }
     let min_ready = int(spec, "minReadySeconds").unwrap_or(0);
     nonnegative("spec.minReadySeconds".into(), Some(min_ready), errs);
-    nonnegative("spec.revisionHistoryLimit".into(), int(spec, "revisionHistoryLimit"), errs);
+    nonnegative(
+        "spec.revisionHistoryLimit".into(),
+        int(spec, "revisionHistoryLimit"),
+        errs,
+    );
     if let Some(pd) = int(spec, "progressDeadlineSeconds") {
         nonnegative("spec.progressDeadlineSeconds".into(), Some(pd), errs);
         if pd <= min_ready {
-            errs.push(FieldError::invalid("spec.progressDeadlineSeconds", pd, "must be greater than minReadySeconds"));
+            errs.push(FieldError::invalid(
+                "spec.progressDeadlineSeconds",
+                pd,
+                "must be greater than minReadySeconds",
+            ));
         }
     }
     if let Some(rb) = get(spec, "rollbackTo") {
@@ -144,7 +183,11 @@ pub(crate) fn replica_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldEr
     let null = Value::Null;
     let spec = get(o, "spec").unwrap_or(&null);
     nonnegative("spec.replicas".into(), int(spec, "replicas"), errs);
-    nonnegative("spec.minReadySeconds".into(), int(spec, "minReadySeconds"), errs);
+    nonnegative(
+        "spec.minReadySeconds".into(),
+        int(spec, "minReadySeconds"),
+        errs,
+    );
     // Kubernetes words the ReplicaSet's empty-selector error like the Deployment's.
     workload_selector(spec, "deployment", errs);
     always_restarting_template(spec, "ReplicaSet", &[], errs);
@@ -178,9 +221,17 @@ pub(crate) fn stateful_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
         }
         "RollingUpdate" => {
             if let Some(ru) = strategy.and_then(|st| get(st, "rollingUpdate")) {
-                nonnegative("spec.updateStrategy.rollingUpdate.partition".into(), int(ru, "partition"), errs);
+                nonnegative(
+                    "spec.updateStrategy.rollingUpdate.partition".into(),
+                    int(ru, "partition"),
+                    errs,
+                );
                 if let Some(mu) = get(ru, "maxUnavailable") {
-                    positive_int_or_percent(Some(mu), "spec.updateStrategy.rollingUpdate.maxUnavailable".into(), errs);
+                    positive_int_or_percent(
+                        Some(mu),
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable".into(),
+                        errs,
+                    );
                     if int_or_percent_value(Some(mu)) == 0 {
                         errs.push(FieldError::invalid(
                             "spec.updateStrategy.rollingUpdate.maxUnavailable",
@@ -188,7 +239,11 @@ pub(crate) fn stateful_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
                             "must be greater than 0",
                         ));
                     }
-                    not_more_than_100_percent(Some(mu), "spec.updateStrategy.rollingUpdate.maxUnavailable".into(), errs);
+                    not_more_than_100_percent(
+                        Some(mu),
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable".into(),
+                        errs,
+                    );
                 }
             }
         }
@@ -214,22 +269,37 @@ pub(crate) fn stateful_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
     if let Some(ord) = get(spec, "ordinals") {
         nonnegative("spec.ordinals.start".into(), int(ord, "start"), errs);
     }
-    nonnegative("spec.minReadySeconds".into(), int(spec, "minReadySeconds"), errs);
+    nonnegative(
+        "spec.minReadySeconds".into(),
+        int(spec, "minReadySeconds"),
+        errs,
+    );
     workload_selector(spec, "statefulset", errs);
     let mut claim_names = Vec::new();
     for (i, claim) in arr(spec, "volumeClaimTemplates").iter().enumerate() {
         let cp = super::index("spec.volumeClaimTemplates", i);
         let name = get(claim, "metadata").map(|m| s(m, "name")).unwrap_or("");
         if name.is_empty() {
-            errs.push(FieldError::required(child(&child(&cp, "metadata"), "name"), ""));
+            errs.push(FieldError::required(
+                child(&child(&cp, "metadata"), "name"),
+                "",
+            ));
         } else {
             for msg in names::dns1123_subdomain(name) {
-                errs.push(FieldError::invalid(child(&child(&cp, "metadata"), "name"), quote(name), msg));
+                errs.push(FieldError::invalid(
+                    child(&child(&cp, "metadata"), "name"),
+                    quote(name),
+                    msg,
+                ));
             }
             claim_names.push(name.to_string());
         }
         let null = Value::Null;
-        super::core::claim_spec(get(claim, "spec").unwrap_or(&null), &child(&cp, "spec"), errs);
+        super::core::claim_spec(
+            get(claim, "spec").unwrap_or(&null),
+            &child(&cp, "spec"),
+            errs,
+        );
     }
     always_restarting_template(spec, "StatefulSet", &claim_names, errs);
 
@@ -272,19 +342,38 @@ pub(crate) fn daemon_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
         Some(sel) => {
             meta::label_selector(sel, "spec.selector", errs);
             if selector_is_empty(sel) {
-                errs.push(FieldError::invalid("spec.selector", go_selector(Some(sel)), "empty selector is invalid for daemonset"));
+                errs.push(FieldError::invalid(
+                    "spec.selector",
+                    go_selector(Some(sel)),
+                    "empty selector is invalid for daemonset",
+                ));
             }
         }
     }
     always_restarting_template(spec, "DaemonSet", &[], errs);
-    nonnegative("spec.minReadySeconds".into(), int(spec, "minReadySeconds"), errs);
-    nonnegative("spec.templateGeneration".into(), int(spec, "templateGeneration"), errs);
-    nonnegative("spec.revisionHistoryLimit".into(), int(spec, "revisionHistoryLimit"), errs);
+    nonnegative(
+        "spec.minReadySeconds".into(),
+        int(spec, "minReadySeconds"),
+        errs,
+    );
+    nonnegative(
+        "spec.templateGeneration".into(),
+        int(spec, "templateGeneration"),
+        errs,
+    );
+    nonnegative(
+        "spec.revisionHistoryLimit".into(),
+        int(spec, "revisionHistoryLimit"),
+        errs,
+    );
     if let Some(strategy) = get(spec, "updateStrategy") {
         match s(strategy, "type") {
             "OnDelete" => {}
             "RollingUpdate" => match get(strategy, "rollingUpdate") {
-                None => errs.push(FieldError::required("spec.updateStrategy.rollingUpdate", "")),
+                None => errs.push(FieldError::required(
+                    "spec.updateStrategy.rollingUpdate",
+                    "",
+                )),
                 Some(ru) => {
                     let base = "spec.updateStrategy.rollingUpdate";
                     let mu = get(ru, "maxUnavailable");
@@ -302,11 +391,18 @@ pub(crate) fn daemon_set(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
                             "may not be set when maxUnavailable is non-zero",
                         ));
                     } else if !has_unavailable && !has_surge {
-                        errs.push(FieldError::required(child(base, "maxUnavailable"), "cannot be 0 when maxSurge is 0"));
+                        errs.push(FieldError::required(
+                            child(base, "maxUnavailable"),
+                            "cannot be 0 when maxSurge is 0",
+                        ));
                     }
                 }
             },
-            other => errs.push(FieldError::not_supported("spec.updateStrategy", quote(other), &["RollingUpdate", "OnDelete"])),
+            other => errs.push(FieldError::not_supported(
+                "spec.updateStrategy",
+                quote(other),
+                &["RollingUpdate", "OnDelete"],
+            )),
         }
     }
     selector_immutable(spec, old, errs);

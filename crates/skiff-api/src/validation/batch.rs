@@ -3,24 +3,44 @@
 use super::meta::{self, object_meta, selector_matches};
 use super::names;
 use super::pod::pod_template;
-use super::{child, get, go_map, go_selector, immutable, int, nonnegative, obj, one_of, opt_str, quote, render, s};
-use crate::defaults::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL};
+use super::{
+    child, get, go_map, go_selector, immutable, int, nonnegative, obj, one_of, opt_str, quote,
+    render, s,
+};
+use crate::defaults::{
+    CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL,
+};
 use crate::error::FieldError;
 use serde_json::{Map, Value};
 
 /// validateJobSpec, at `path` (`spec` or `spec.jobTemplate.spec`).
 fn job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
-    for f in ["parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished", "backoffLimitPerIndex", "maxFailedIndexes"] {
+    for f in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "backoffLimitPerIndex",
+        "maxFailedIndexes",
+    ] {
         nonnegative(child(path, f), int(spec, f), errs);
     }
     let mode = opt_str(spec, "completionMode");
     if let Some(m) = mode {
         if m != "NonIndexed" && m != "Indexed" {
-            errs.push(FieldError::not_supported(child(path, "completionMode"), quote(m), &["NonIndexed", "Indexed"]));
+            errs.push(FieldError::not_supported(
+                child(path, "completionMode"),
+                quote(m),
+                &["NonIndexed", "Indexed"],
+            ));
         }
         if m == "Indexed" {
             if int(spec, "completions").is_none() {
-                errs.push(FieldError::required(child(path, "completions"), "when completion mode is Indexed"));
+                errs.push(FieldError::required(
+                    child(path, "completions"),
+                    "when completion mode is Indexed",
+                ));
             }
             if let Some(p) = int(spec, "parallelism")
                 && p > 100_000
@@ -43,7 +63,11 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(p) = opt_str(spec, "podReplacementPolicy") {
         if get(spec, "podFailurePolicy").is_some() {
             if p != "Failed" {
-                errs.push(FieldError::not_supported(child(path, "podReplacementPolicy"), quote(p), &["Failed"]));
+                errs.push(FieldError::not_supported(
+                    child(path, "podReplacementPolicy"),
+                    quote(p),
+                    &["Failed"],
+                ));
             }
         } else if p != "TerminatingOrFailed" && p != "Failed" {
             errs.push(FieldError::not_supported(
@@ -60,7 +84,9 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let template = get(spec, "template");
     pod_template(template, &tp, &[], errs);
     if let Some(t) = template {
-        let rp = get(t, "spec").map(|sp| s(sp, "restartPolicy")).unwrap_or("");
+        let rp = get(t, "spec")
+            .map(|sp| s(sp, "restartPolicy"))
+            .unwrap_or("");
         if rp != "OnFailure" && rp != "Never" {
             if rp.is_empty() {
                 errs.push(FieldError::required(
@@ -88,7 +114,12 @@ fn job_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
 fn pod_failure_policy(pfp: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for (i, rule) in super::arr(pfp, "rules").iter().enumerate() {
         let rp = super::index(&child(path, "rules"), i);
-        one_of(child(&rp, "action"), s(rule, "action"), &["Count", "FailIndex", "FailJob", "Ignore"], errs);
+        one_of(
+            child(&rp, "action"),
+            s(rule, "action"),
+            &["Count", "FailIndex", "FailJob", "Ignore"],
+            errs,
+        );
         let has_exit = get(rule, "onExitCodes").is_some();
         let has_cond = get(rule, "onPodConditions").is_some();
         if has_exit == has_cond {
@@ -103,7 +134,9 @@ fn pod_failure_policy(pfp: &Value, path: &str, errs: &mut Vec<FieldError>) {
 
 /// The job's template labels must be selected by its selector.
 fn selector_matches_template(spec: &Value, errs: &mut Vec<FieldError>) {
-    let template_labels = get(spec, "template").and_then(|t| get(t, "metadata")).and_then(|m| obj(m, "labels"));
+    let template_labels = get(spec, "template")
+        .and_then(|t| get(t, "metadata"))
+        .and_then(|m| obj(m, "labels"));
     let matches = match get(spec, "selector") {
         None => Some(false),
         Some(sel) if meta::selector_is_empty(sel) => Some(true),
@@ -127,27 +160,40 @@ fn generated_selector(o: &Value, spec: &Value, errs: &mut Vec<FieldError>) {
     if uid.is_empty() {
         errs.push(FieldError::required("metadata.uid", ""));
     }
-    let labels = get(spec, "template").and_then(|t| get(t, "metadata")).and_then(|tm| obj(tm, "labels"));
-    let mut has = |label: &str, want: &str| match labels.and_then(|l| l.get(label)).and_then(Value::as_str) {
-        None => errs.push(FieldError::required(format!("spec.template.metadata.labels[{label}]"), "")),
-        Some(v) if v != want => errs.push(FieldError::invalid(
-            format!("spec.template.metadata.labels[{label}]"),
-            go_map(labels),
-            format!("must be '{want}'"),
-        )),
-        _ => {}
-    };
+    let labels = get(spec, "template")
+        .and_then(|t| get(t, "metadata"))
+        .and_then(|tm| obj(tm, "labels"));
+    let mut has =
+        |label: &str, want: &str| match labels.and_then(|l| l.get(label)).and_then(Value::as_str) {
+            None => errs.push(FieldError::required(
+                format!("spec.template.metadata.labels[{label}]"),
+                "",
+            )),
+            Some(v) if v != want => errs.push(FieldError::invalid(
+                format!("spec.template.metadata.labels[{label}]"),
+                go_map(labels),
+                format!("must be '{want}'"),
+            )),
+            _ => {}
+        };
     has(LEGACY_CONTROLLER_UID_LABEL, uid);
     has(LEGACY_JOB_NAME_LABEL, name);
     has(CONTROLLER_UID_LABEL, uid);
     has(JOB_NAME_LABEL, name);
     let mut expected = Map::new();
     expected.insert(CONTROLLER_UID_LABEL.into(), Value::String(uid.into()));
-    expected.insert(LEGACY_CONTROLLER_UID_LABEL.into(), Value::String(uid.into()));
+    expected.insert(
+        LEGACY_CONTROLLER_UID_LABEL.into(),
+        Value::String(uid.into()),
+    );
     if let Some(sel) = get(spec, "selector")
         && selector_matches(sel, Some(&expected)) == Some(false)
     {
-        errs.push(FieldError::invalid("spec.selector", go_selector(Some(sel)), "`selector` not auto-generated"));
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            go_selector(Some(sel)),
+            "`selector` not auto-generated",
+        ));
     }
 }
 
@@ -160,7 +206,10 @@ pub(crate) fn job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         Some(sel) => meta::label_selector(sel, "spec.selector", errs),
     }
     selector_matches_template(spec, errs);
-    let manual = spec.get("manualSelector").and_then(Value::as_bool).unwrap_or(false);
+    let manual = spec
+        .get("manualSelector")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     if !manual {
         generated_selector(o, spec, errs);
     }
@@ -168,8 +217,20 @@ pub(crate) fn job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
 
     let Some(old) = old else { return };
     let old_spec = get(old, "spec").unwrap_or(&null);
-    immutable("spec.selector".into(), get(spec, "selector"), get(old_spec, "selector"), errs);
-    for f in ["completionMode", "podFailurePolicy", "backoffLimitPerIndex", "manualSelector", "successPolicy", "managedBy"] {
+    immutable(
+        "spec.selector".into(),
+        get(spec, "selector"),
+        get(old_spec, "selector"),
+        errs,
+    );
+    for f in [
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "manualSelector",
+        "successPolicy",
+        "managedBy",
+    ] {
         immutable(child("spec", f), get(spec, f), get(old_spec, f), errs);
     }
     // Completions may change only for Indexed jobs scaled elastically (with parallelism).
@@ -177,7 +238,12 @@ pub(crate) fn job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         && int(spec, "completions") == int(spec, "parallelism")
         && int(old_spec, "completions") == int(old_spec, "parallelism");
     if !indexed_scale {
-        immutable("spec.completions".into(), get(spec, "completions"), get(old_spec, "completions"), errs);
+        immutable(
+            "spec.completions".into(),
+            get(spec, "completions"),
+            get(old_spec, "completions"),
+            errs,
+        );
     }
     // A suspended Job that never ran may still have its scheduling directives changed.
     let suspended_unstarted = old_spec.get("suspend").and_then(Value::as_bool) == Some(true)
@@ -198,7 +264,11 @@ pub(crate) fn job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         Some(t)
     };
     if template_view(spec) != template_view(old_spec) {
-        errs.push(FieldError::invalid("spec.template", "<pod template>", "field is immutable"));
+        errs.push(FieldError::invalid(
+            "spec.template",
+            "<pod template>",
+            "field is immutable",
+        ));
     }
 }
 
@@ -207,7 +277,11 @@ pub(crate) fn cron_job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError
     let name = get(o, "metadata").map(|m| s(m, "name")).unwrap_or("");
     // The controller appends an 11-character suffix to make Job names, which are labels.
     if old.is_none() && name.len() > 52 {
-        errs.push(FieldError::invalid("metadata.name", quote(name), "must be no more than 52 characters"));
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            quote(name),
+            "must be no more than 52 characters",
+        ));
     }
     let null = Value::Null;
     let spec = get(o, "spec").unwrap_or(&null);
@@ -218,7 +292,9 @@ pub(crate) fn cron_job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError
         if let Err(e) = crate::cron::Schedule::parse(schedule) {
             errs.push(FieldError::invalid("spec.schedule", quote(schedule), e.0));
         }
-        let allow_tz = old.and_then(|o| get(o, "spec")).is_some_and(|sp| s(sp, "schedule").contains("TZ"));
+        let allow_tz = old
+            .and_then(|o| get(o, "spec"))
+            .is_some_and(|sp| s(sp, "schedule").contains("TZ"));
         if schedule.contains("TZ") {
             if !allow_tz {
                 errs.push(FieldError::invalid(
@@ -238,17 +314,40 @@ pub(crate) fn cron_job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError
     if let Some(tz) = opt_str(spec, "timeZone") {
         let ok = !tz.is_empty()
             && tz != "Local"
-            && tz.bytes().all(|c| c.is_ascii_alphanumeric() || b"/_-+".contains(&c))
+            && tz
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"/_-+".contains(&c))
             && !tz.starts_with('/')
             && !tz.contains("..");
         if !ok {
-            errs.push(FieldError::invalid("spec.timeZone", quote(tz), format!("unknown time zone {tz}")));
+            errs.push(FieldError::invalid(
+                "spec.timeZone",
+                quote(tz),
+                format!("unknown time zone {tz}"),
+            ));
         }
     }
-    nonnegative("spec.startingDeadlineSeconds".into(), int(spec, "startingDeadlineSeconds"), errs);
-    one_of("spec.concurrencyPolicy".into(), s(spec, "concurrencyPolicy"), &["Allow", "Forbid", "Replace"], errs);
-    nonnegative("spec.successfulJobsHistoryLimit".into(), int(spec, "successfulJobsHistoryLimit"), errs);
-    nonnegative("spec.failedJobsHistoryLimit".into(), int(spec, "failedJobsHistoryLimit"), errs);
+    nonnegative(
+        "spec.startingDeadlineSeconds".into(),
+        int(spec, "startingDeadlineSeconds"),
+        errs,
+    );
+    one_of(
+        "spec.concurrencyPolicy".into(),
+        s(spec, "concurrencyPolicy"),
+        &["Allow", "Forbid", "Replace"],
+        errs,
+    );
+    nonnegative(
+        "spec.successfulJobsHistoryLimit".into(),
+        int(spec, "successfulJobsHistoryLimit"),
+        errs,
+    );
+    nonnegative(
+        "spec.failedJobsHistoryLimit".into(),
+        int(spec, "failedJobsHistoryLimit"),
+        errs,
+    );
     let jt = get(spec, "jobTemplate").unwrap_or(&null);
     meta::template_meta(jt, "spec.jobTemplate", errs);
     let js = get(jt, "spec").unwrap_or(&null);
@@ -261,6 +360,10 @@ pub(crate) fn cron_job(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError
         ));
     }
     if js.get("manualSelector").and_then(Value::as_bool) == Some(true) {
-        errs.push(FieldError::not_supported("spec.jobTemplate.spec.manualSelector", "true", &["nil", "false"]));
+        errs.push(FieldError::not_supported(
+            "spec.jobTemplate.spec.manualSelector",
+            "true",
+            &["nil", "false"],
+        ));
     }
 }

@@ -5,8 +5,8 @@ use super::meta::{self, labels, object_meta};
 use super::names;
 use super::pod::{protocol, resource_quantity};
 use super::{
-    NODE_PORT_RANGE, arr, child, get, go_strs, immutable, index, int, key, obj, one_of, opt_str, port_num_or_name,
-    quantity, quote, render, s,
+    NODE_PORT_RANGE, arr, child, get, go_strs, immutable, index, int, key, obj, one_of, opt_str,
+    port_num_or_name, quantity, quote, render, s,
 };
 use crate::error::FieldError;
 use base64::Engine;
@@ -36,18 +36,30 @@ pub(crate) fn namespace(o: &Value, errs: &mut Vec<FieldError>) {
     if let Some(phase) = get(o, "status").and_then(|st| opt_str(st, "phase"))
         && !phase.is_empty()
     {
-        one_of("status.phase".into(), phase, &["Active", "Terminating"], errs);
+        one_of(
+            "status.phase".into(),
+            phase,
+            &["Active", "Terminating"],
+            errs,
+        );
     }
 }
 
 pub(crate) fn service_account(o: &Value, errs: &mut Vec<FieldError>) {
     object_meta(o, true, names::dns1123_subdomain, errs);
-    for (field, list) in [("secrets", arr(o, "secrets")), ("imagePullSecrets", arr(o, "imagePullSecrets"))] {
+    for (field, list) in [
+        ("secrets", arr(o, "secrets")),
+        ("imagePullSecrets", arr(o, "imagePullSecrets")),
+    ] {
         for (i, r) in list.iter().enumerate() {
             let n = s(r, "name");
             if !n.is_empty() {
                 for msg in names::dns1123_subdomain(n) {
-                    errs.push(FieldError::invalid(child(&index(field, i), "name"), quote(n), msg));
+                    errs.push(FieldError::invalid(
+                        child(&index(field, i), "name"),
+                        quote(n),
+                        msg,
+                    ));
                 }
             }
         }
@@ -77,13 +89,22 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         )),
         "ExternalName" => {
             if !arr(spec, "clusterIPs").is_empty() {
-                errs.push(FieldError::forbidden("spec.clusterIPs", "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    "spec.clusterIPs",
+                    "may not be set for ExternalName services",
+                ));
             }
             if !arr(spec, "ipFamilies").is_empty() {
-                errs.push(FieldError::forbidden("spec.ipFamilies", "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    "spec.ipFamilies",
+                    "may not be set for ExternalName services",
+                ));
             }
             if get(spec, "ipFamilyPolicy").is_some() {
-                errs.push(FieldError::forbidden("spec.ipFamilyPolicy", "may not be set for ExternalName services"));
+                errs.push(FieldError::forbidden(
+                    "spec.ipFamilyPolicy",
+                    "may not be set for ExternalName services",
+                ));
             }
             let cname = s(spec, "externalName").trim_end_matches('.');
             if cname.is_empty() {
@@ -133,14 +154,23 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         port_num_or_name(get(p, "targetPort"), child(&pp, "targetPort"), errs);
         if let Some(ap) = opt_str(p, "appProtocol") {
             for msg in names::qualified_name(ap) {
-                errs.push(FieldError::invalid(child(&pp, "appProtocol"), quote(ap), msg));
+                errs.push(FieldError::invalid(
+                    child(&pp, "appProtocol"),
+                    quote(ap),
+                    msg,
+                ));
             }
         }
         let node_port = int(p, "nodePort").unwrap_or(0);
         if node_port != 0 {
             if ty == "ClusterIP" {
-                errs.push(FieldError::forbidden(child(&pp, "nodePort"), "may not be used when `type` is 'ClusterIP'"));
-            } else if ty != "ExternalName" && !(NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&node_port) {
+                errs.push(FieldError::forbidden(
+                    child(&pp, "nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
+            } else if ty != "ExternalName"
+                && !(NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&node_port)
+            {
                 errs.push(FieldError::invalid(
                     child(&pp, "nodePort"),
                     node_port,
@@ -170,11 +200,21 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         labels(Some(sel), "spec.selector", errs);
     }
     let affinity = s(spec, "sessionAffinity");
-    one_of("spec.sessionAffinity".into(), affinity, &["ClientIP", "None"], errs);
+    one_of(
+        "spec.sessionAffinity".into(),
+        affinity,
+        &["ClientIP", "None"],
+        errs,
+    );
     if affinity == "ClientIP" {
-        let t = get(spec, "sessionAffinityConfig").and_then(|c| get(c, "clientIP")).and_then(|c| int(c, "timeoutSeconds"));
+        let t = get(spec, "sessionAffinityConfig")
+            .and_then(|c| get(c, "clientIP"))
+            .and_then(|c| int(c, "timeoutSeconds"));
         match t {
-            None => errs.push(FieldError::required("spec.sessionAffinityConfig.clientIP.timeoutSeconds", "")),
+            None => errs.push(FieldError::required(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                "",
+            )),
             Some(t) if !(1..=86400).contains(&t) => errs.push(FieldError::invalid(
                 "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                 t,
@@ -183,7 +223,10 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
             _ => {}
         }
     } else if affinity == "None" && get(spec, "sessionAffinityConfig").is_some() {
-        errs.push(FieldError::forbidden("spec.sessionAffinityConfig", "must not be set when session affinity is None"));
+        errs.push(FieldError::forbidden(
+            "spec.sessionAffinityConfig",
+            "must not be set when session affinity is None",
+        ));
     }
 
     if ty != "ExternalName" {
@@ -192,19 +235,33 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     for (i, ip) in arr(spec, "externalIPs").iter().enumerate() {
         let ip = ip.as_str().unwrap_or("");
         if !names::is_ip(ip) {
-            errs.push(FieldError::invalid(index("spec.externalIPs", i), quote(ip), names::IP_MSG));
+            errs.push(FieldError::invalid(
+                index("spec.externalIPs", i),
+                quote(ip),
+                names::IP_MSG,
+            ));
         }
     }
     for (i, r) in arr(spec, "loadBalancerSourceRanges").iter().enumerate() {
         let r = r.as_str().unwrap_or("");
         if !names::is_cidr(r.trim()) {
-            errs.push(FieldError::invalid(index("spec.loadBalancerSourceRanges", i), quote(r), names::CIDR_MSG));
+            errs.push(FieldError::invalid(
+                index("spec.loadBalancerSourceRanges", i),
+                quote(r),
+                names::CIDR_MSG,
+            ));
         }
     }
-    one_of("spec.type".into(), ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"], errs);
+    one_of(
+        "spec.type".into(),
+        ty,
+        &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        errs,
+    );
 
-    let externally_accessible =
-        ty == "LoadBalancer" || ty == "NodePort" || (ty == "ClusterIP" && !arr(spec, "externalIPs").is_empty());
+    let externally_accessible = ty == "LoadBalancer"
+        || ty == "NodePort"
+        || (ty == "ClusterIP" && !arr(spec, "externalIPs").is_empty());
     let etp = s(spec, "externalTrafficPolicy");
     if !externally_accessible {
         if !etp.is_empty() {
@@ -215,9 +272,16 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
             ));
         }
     } else {
-        one_of("spec.externalTrafficPolicy".into(), etp, &["Cluster", "Local"], errs);
+        one_of(
+            "spec.externalTrafficPolicy".into(),
+            etp,
+            &["Cluster", "Local"],
+            errs,
+        );
     }
-    if int(spec, "healthCheckNodePort").unwrap_or(0) != 0 && !(ty == "LoadBalancer" && etp == "Local") {
+    if int(spec, "healthCheckNodePort").unwrap_or(0) != 0
+        && !(ty == "LoadBalancer" && etp == "Local")
+    {
         errs.push(FieldError::invalid(
             "spec.healthCheckNodePort",
             int(spec, "healthCheckNodePort").unwrap_or(0),
@@ -225,7 +289,12 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         ));
     }
     if let Some(itp) = opt_str(spec, "internalTrafficPolicy") {
-        one_of("spec.internalTrafficPolicy".into(), itp, &["Cluster", "Local"], errs);
+        one_of(
+            "spec.internalTrafficPolicy".into(),
+            itp,
+            &["Cluster", "Local"],
+            errs,
+        );
     } else if matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer") {
         errs.push(FieldError::required("spec.internalTrafficPolicy", ""));
     }
@@ -235,7 +304,11 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
         let old_ty = s(old_spec, "type");
         if ty != "ExternalName" && old_ty != "ExternalName" {
             let first = |sp: &Value| -> String {
-                arr(sp, "clusterIPs").first().and_then(Value::as_str).unwrap_or(s(sp, "clusterIP")).to_string()
+                arr(sp, "clusterIPs")
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or(s(sp, "clusterIP"))
+                    .to_string()
             };
             let (n, o) = (first(spec), first(old_spec));
             if !n.is_empty() && !o.is_empty() && n != o {
@@ -244,9 +317,19 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
                 } else {
                     go_strs(arr(spec, "clusterIPs"))
                 };
-                errs.push(FieldError::invalid("spec.clusterIPs[0]", shown, "may not change once set"));
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    shown,
+                    "may not change once set",
+                ));
             }
-            let fam = |sp: &Value| arr(sp, "ipFamilies").first().and_then(Value::as_str).unwrap_or("").to_string();
+            let fam = |sp: &Value| {
+                arr(sp, "ipFamilies")
+                    .first()
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
             let (nf, of) = (fam(spec), fam(old_spec));
             if !nf.is_empty() && !of.is_empty() && nf != of {
                 errs.push(FieldError::invalid(
@@ -274,14 +357,22 @@ fn cluster_ips(spec: &Value, errs: &mut Vec<FieldError>) {
     } else if let Some(first) = ips.first()
         && first.as_str() != Some(ip)
     {
-        errs.push(FieldError::invalid("spec.clusterIPs", go_strs(ips), "first value must match `clusterIP`"));
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs",
+            go_strs(ips),
+            "first value must match `clusterIP`",
+        ));
     }
     let mut seen = HashSet::new();
     for (i, f) in arr(spec, "ipFamilies").iter().enumerate() {
         let f = f.as_str().unwrap_or("");
         let p = index("spec.ipFamilies", i);
         if f != "IPv4" && f != "IPv6" {
-            errs.push(FieldError::not_supported(p.clone(), quote(f), &["IPv4", "IPv6"]));
+            errs.push(FieldError::not_supported(
+                p.clone(),
+                quote(f),
+                &["IPv4", "IPv6"],
+            ));
         }
         if !seen.insert(f) {
             errs.push(FieldError::duplicate(p, quote(f)));
@@ -299,19 +390,35 @@ fn cluster_ips(spec: &Value, errs: &mut Vec<FieldError>) {
         let v = v.as_str().unwrap_or("");
         if i == 0 && v == "None" {
             if ips.len() > 1 {
-                errs.push(FieldError::invalid("spec.clusterIPs", go_strs(ips), "'None' must be the first and only value"));
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs",
+                    go_strs(ips),
+                    "'None' must be the first and only value",
+                ));
             }
             continue;
         }
         if !names::is_ip(v) {
-            errs.push(FieldError::invalid(index("spec.clusterIPs", i), quote(v), names::IP_MSG));
+            errs.push(FieldError::invalid(
+                index("spec.clusterIPs", i),
+                quote(v),
+                names::IP_MSG,
+            ));
         }
     }
     if ips.len() > 2 {
-        errs.push(FieldError::invalid("spec.clusterIPs", go_strs(ips), "may only hold up to 2 values"));
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs",
+            go_strs(ips),
+            "may only hold up to 2 values",
+        ));
     }
     if ips.is_empty() && !ip.is_empty() && ip != "None" && !names::is_ip(ip) {
-        errs.push(FieldError::invalid("spec.clusterIP", quote(ip), names::IP_MSG));
+        errs.push(FieldError::invalid(
+            "spec.clusterIP",
+            quote(ip),
+            names::IP_MSG,
+        ));
     }
 }
 
@@ -320,16 +427,27 @@ pub(crate) fn endpoints(o: &Value, errs: &mut Vec<FieldError>) {
     for (i, ss) in arr(o, "subsets").iter().enumerate() {
         let sp = index("subsets", i);
         if arr(ss, "addresses").is_empty() && arr(ss, "notReadyAddresses").is_empty() {
-            errs.push(FieldError::required(sp.clone(), "must specify `addresses` or `notReadyAddresses`"));
+            errs.push(FieldError::required(
+                sp.clone(),
+                "must specify `addresses` or `notReadyAddresses`",
+            ));
         }
         for list in ["addresses", "notReadyAddresses"] {
             for (j, a) in arr(ss, list).iter().enumerate() {
                 let ap = index(&child(&sp, list), j);
                 let ip = s(a, "ip");
                 if !names::is_ip(ip) {
-                    errs.push(FieldError::invalid(child(&ap, "ip"), quote(ip), names::IP_MSG));
+                    errs.push(FieldError::invalid(
+                        child(&ap, "ip"),
+                        quote(ip),
+                        names::IP_MSG,
+                    ));
                 } else if ip == "0.0.0.0" || ip == "::" {
-                    errs.push(FieldError::invalid(child(&ap, "ip"), quote(ip), "may not be unspecified (0.0.0.0)"));
+                    errs.push(FieldError::invalid(
+                        child(&ap, "ip"),
+                        quote(ip),
+                        "may not be unspecified (0.0.0.0)",
+                    ));
                 }
                 let h = s(a, "hostname");
                 if !h.is_empty() {
@@ -376,7 +494,11 @@ pub(crate) fn config_map(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
                 errs.push(FieldError::invalid(key("data", k), quote(k), msg));
             }
             if binary.is_some_and(|b| b.contains_key(k)) {
-                errs.push(FieldError::invalid(key("data", k), quote(k), "duplicate of key present in binaryData"));
+                errs.push(FieldError::invalid(
+                    key("data", k),
+                    quote(k),
+                    "duplicate of key present in binaryData",
+                ));
             }
             total += v.as_str().map(str::len).unwrap_or(0);
         }
@@ -400,13 +522,21 @@ pub(crate) fn config_map(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldErr
 /// The size of a base64 value as stored (Secret `data`, ConfigMap `binaryData`).
 fn decoded_len(v: &Value, path: &str, errs: &mut Vec<FieldError>) -> usize {
     let Some(text) = v.as_str() else {
-        errs.push(FieldError::invalid(path, render(v), "must be a base64-encoded string"));
+        errs.push(FieldError::invalid(
+            path,
+            render(v),
+            "must be a base64-encoded string",
+        ));
         return 0;
     };
     match base64::engine::general_purpose::STANDARD.decode(text) {
         Ok(bytes) => bytes.len(),
         Err(_) => {
-            errs.push(FieldError::invalid(path, "<secret contents redacted>", "illegal base64 data"));
+            errs.push(FieldError::invalid(
+                path,
+                "<secret contents redacted>",
+                "illegal base64 data",
+            ));
             0
         }
     }
@@ -418,12 +548,22 @@ fn immutable_data(new: &Value, old: &Value, fields: &[&str], errs: &mut Vec<Fiel
         return;
     }
     if new.get("immutable").and_then(Value::as_bool) != Some(true) {
-        errs.push(FieldError::forbidden("immutable", "field is immutable when `immutable` is set"));
+        errs.push(FieldError::forbidden(
+            "immutable",
+            "field is immutable when `immutable` is set",
+        ));
     }
     for f in fields {
-        let norm = |v: &Value| get(v, f).cloned().filter(|x| x.as_object().is_none_or(|m| !m.is_empty()));
+        let norm = |v: &Value| {
+            get(v, f)
+                .cloned()
+                .filter(|x| x.as_object().is_none_or(|m| !m.is_empty()))
+        };
         if norm(new) != norm(old) {
-            errs.push(FieldError::forbidden(*f, "field is immutable when `immutable` is set"));
+            errs.push(FieldError::forbidden(
+                *f,
+                "field is immutable when `immutable` is set",
+            ));
         }
     }
 }
@@ -454,7 +594,9 @@ pub(crate) fn secret(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
         if let Some(v) = string_data.get(k).and_then(Value::as_str) {
             return Some(v.as_bytes().to_vec());
         }
-        data.get(k).and_then(Value::as_str).and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        data.get(k)
+            .and_then(Value::as_str)
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
     };
     match s(o, "type") {
         "kubernetes.io/service-account-token" => {
@@ -464,31 +606,40 @@ pub(crate) fn secret(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if sa.is_empty() {
-                errs.push(FieldError::required("metadata.annotations[kubernetes.io/service-account.name]", ""));
+                errs.push(FieldError::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "",
+                ));
             }
         }
         t @ ("kubernetes.io/dockercfg" | "kubernetes.io/dockerconfigjson") => {
-            let k = if t == "kubernetes.io/dockercfg" { ".dockercfg" } else { ".dockerconfigjson" };
+            let k = if t == "kubernetes.io/dockercfg" {
+                ".dockercfg"
+            } else {
+                ".dockerconfigjson"
+            };
             match value_of(k) {
                 None if !has(k) => errs.push(FieldError::required(key("data", k), "")),
                 v => {
-                    let ok = v.and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok()).is_some();
+                    let ok = v
+                        .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
+                        .is_some();
                     if !ok {
-                        errs.push(FieldError::invalid(key("data", k), "<secret contents redacted>", "must be a valid JSON object"));
+                        errs.push(FieldError::invalid(
+                            key("data", k),
+                            "<secret contents redacted>",
+                            "must be a valid JSON object",
+                        ));
                     }
                 }
             }
         }
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                errs.push(FieldError::required("data[username]", ""));
-                errs.push(FieldError::required("data[password]", ""));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required("data[username]", ""));
+            errs.push(FieldError::required("data[password]", ""));
         }
-        "kubernetes.io/ssh-auth" => {
-            if value_of("ssh-privatekey").is_none_or(|v| v.is_empty()) {
-                errs.push(FieldError::required("data[ssh-privatekey]", ""));
-            }
+        "kubernetes.io/ssh-auth" if value_of("ssh-privatekey").is_none_or(|v| v.is_empty()) => {
+            errs.push(FieldError::required("data[ssh-privatekey]", ""));
         }
         "kubernetes.io/tls" => {
             for k in ["tls.crt", "tls.key"] {
@@ -501,7 +652,11 @@ pub(crate) fn secret(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>)
     }
     if let Some(old) = old {
         if s(o, "type") != s(old, "type") {
-            errs.push(FieldError::invalid("type", quote(s(o, "type")), "field is immutable"));
+            errs.push(FieldError::invalid(
+                "type",
+                quote(s(o, "type")),
+                "field is immutable",
+            ));
         }
         immutable_data(o, old, &["data"], errs);
     }
@@ -517,15 +672,27 @@ pub(crate) fn node(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     for (i, c) in cidrs.iter().enumerate() {
         let c = c.as_str().unwrap_or("");
         if !names::is_cidr(c) {
-            errs.push(FieldError::invalid(index("spec.podCIDRs", i), quote(c), names::CIDR_MSG));
+            errs.push(FieldError::invalid(
+                index("spec.podCIDRs", i),
+                quote(c),
+                names::CIDR_MSG,
+            ));
         }
     }
     if cidrs.len() > 2 {
-        errs.push(FieldError::invalid("spec.podCIDRs", go_strs(cidrs), "may specify no more than one CIDR for each IP family"));
+        errs.push(FieldError::invalid(
+            "spec.podCIDRs",
+            go_strs(cidrs),
+            "may specify no more than one CIDR for each IP family",
+        ));
     }
     let pod_cidr = s(spec, "podCIDR");
     if !pod_cidr.is_empty() && !names::is_cidr(pod_cidr) {
-        errs.push(FieldError::invalid("spec.podCIDR", quote(pod_cidr), names::CIDR_MSG));
+        errs.push(FieldError::invalid(
+            "spec.podCIDR",
+            quote(pod_cidr),
+            names::CIDR_MSG,
+        ));
     }
     let mut seen = HashSet::new();
     for (i, t) in arr(spec, "taints").iter().enumerate() {
@@ -534,7 +701,10 @@ pub(crate) fn node(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         if k.is_empty() {
             errs.push(FieldError::required(child(&tp, "key"), ""));
         }
-        for msg in names::qualified_name(k).into_iter().filter(|_| !k.is_empty()) {
+        for msg in names::qualified_name(k)
+            .into_iter()
+            .filter(|_| !k.is_empty())
+        {
             errs.push(FieldError::invalid(child(&tp, "key"), quote(k), msg));
         }
         let v = s(t, "value");
@@ -542,9 +712,17 @@ pub(crate) fn node(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
             errs.push(FieldError::invalid(child(&tp, "value"), quote(v), msg));
         }
         let effect = s(t, "effect");
-        one_of(child(&tp, "effect"), effect, &["NoSchedule", "PreferNoSchedule", "NoExecute"], errs);
+        one_of(
+            child(&tp, "effect"),
+            effect,
+            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            errs,
+        );
         if !seen.insert((k.to_string(), effect.to_string())) {
-            errs.push(FieldError::duplicate(tp, format!("{}:{}", quote(k), quote(effect))));
+            errs.push(FieldError::duplicate(
+                tp,
+                format!("{}:{}", quote(k), quote(effect)),
+            ));
         }
     }
     if let Some(status) = get(o, "status") {
@@ -560,18 +738,29 @@ pub(crate) fn node(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
         let old_spec = get(old, "spec").unwrap_or(&null);
         let old_cidrs = arr(old_spec, "podCIDRs");
         if !old_cidrs.is_empty() && old_cidrs != cidrs {
-            errs.push(FieldError::forbidden("spec.podCIDRs", "node updates may not change podCIDR except from \"\" to valid"));
+            errs.push(FieldError::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            ));
         }
         let old_provider = s(old_spec, "providerID");
         if !old_provider.is_empty() && old_provider != s(spec, "providerID") {
-            errs.push(FieldError::forbidden("spec.providerID", "node updates may not change providerID except from \"\" to valid"));
+            errs.push(FieldError::forbidden(
+                "spec.providerID",
+                "node updates may not change providerID except from \"\" to valid",
+            ));
         }
     }
 }
 
 // ---- PersistentVolume and PersistentVolumeClaim -------------------------------------------
 
-const ACCESS_MODES: &[&str] = &["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"];
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
 
 fn access_modes(spec: &Value, path: &str, detail: &str, errs: &mut Vec<FieldError>) {
     let modes = arr(spec, "accessModes");
@@ -583,12 +772,19 @@ fn access_modes(spec: &Value, path: &str, detail: &str, errs: &mut Vec<FieldErro
     for m in modes {
         let m = m.as_str().unwrap_or("");
         if !ACCESS_MODES.contains(&m) {
-            errs.push(FieldError::not_supported(ap.clone(), quote(m), ACCESS_MODES));
+            errs.push(FieldError::not_supported(
+                ap.clone(),
+                quote(m),
+                ACCESS_MODES,
+            ));
         }
         rwop |= m == "ReadWriteOncePod";
     }
     if rwop && modes.len() > 1 {
-        errs.push(FieldError::forbidden(ap, "may not use ReadWriteOncePod with other access modes"));
+        errs.push(FieldError::forbidden(
+            ap,
+            "may not use ReadWriteOncePod with other access modes",
+        ));
     }
 }
 
@@ -597,13 +793,21 @@ fn storage_class_and_mode(spec: &Value, path: &str, errs: &mut Vec<FieldError>) 
         && !sc.is_empty()
     {
         for msg in names::dns1123_subdomain(sc) {
-            errs.push(FieldError::invalid(child(path, "storageClassName"), quote(sc), msg));
+            errs.push(FieldError::invalid(
+                child(path, "storageClassName"),
+                quote(sc),
+                msg,
+            ));
         }
     }
-    if let Some(m) = opt_str(spec, "volumeMode") {
-        if !["Block", "Filesystem"].contains(&m) {
-            errs.push(FieldError::not_supported(child(path, "volumeMode"), quote(m), &["Block", "Filesystem"]));
-        }
+    if let Some(m) = opt_str(spec, "volumeMode")
+        && !["Block", "Filesystem"].contains(&m)
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "volumeMode"),
+            quote(m),
+            &["Block", "Filesystem"],
+        ));
     }
 }
 
@@ -615,20 +819,30 @@ pub(crate) fn claim_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
     // Kubernetes names the storage request `spec.resources[storage]`.
     let storage_path = key(&child(path, "resources"), "storage");
-    match get(spec, "resources").and_then(|r| get(r, "requests")).and_then(|r| get(r, "storage")) {
+    match get(spec, "resources")
+        .and_then(|r| get(r, "requests"))
+        .and_then(|r| get(r, "storage"))
+    {
         None => errs.push(FieldError::required(storage_path, "")),
         Some(v) => {
             if let Some(q) = quantity(v, &storage_path, errs)
                 && q.nanos() <= 0
             {
-                errs.push(FieldError::invalid(storage_path, quote(&q.to_string()), "must be greater than zero"));
+                errs.push(FieldError::invalid(
+                    storage_path,
+                    quote(&q.to_string()),
+                    "must be greater than zero",
+                ));
             }
         }
     }
     if let Some(res) = get(spec, "resources") {
         for f in ["requests", "limits"] {
             if let Some(m) = obj(res, f) {
-                for (r, v) in m.iter().filter(|(r, _)| r.as_str() != "storage" || f == "limits") {
+                for (r, v) in m
+                    .iter()
+                    .filter(|(r, _)| r.as_str() != "storage" || f == "limits")
+                {
                     resource_quantity(r, v, &key(&child(&child(path, "resources"), f), r), errs);
                 }
             }
@@ -655,7 +869,9 @@ pub(crate) fn persistent_volume_claim(o: &Value, old: Option<&Value>, errs: &mut
     claim_spec(spec, "spec", errs);
     let Some(old) = old else { return };
     let old_spec = get(old, "spec").unwrap_or(&null);
-    let (Some(mut new_clone), Some(mut old_clone)) = (spec.as_object().cloned(), old_spec.as_object().cloned()) else {
+    let (Some(mut new_clone), Some(mut old_clone)) =
+        (spec.as_object().cloned(), old_spec.as_object().cloned())
+    else {
         return;
     };
     // The binder sets volumeName once; a bound claim may change its storage request.
@@ -665,16 +881,20 @@ pub(crate) fn persistent_volume_claim(o: &Value, old: Option<&Value>, errs: &mut
             None => old_clone.remove("volumeName"),
         };
     }
-    for f in ["volumeAttributesClassName"] {
-        match new_clone.get(f) {
-            Some(v) => old_clone.insert(f.into(), v.clone()),
-            None => old_clone.remove(f),
-        };
-    }
-    let old_storage = get(old_spec, "resources").and_then(|r| get(r, "requests")).and_then(|r| get(r, "storage")).cloned();
+    match new_clone.get("volumeAttributesClassName") {
+        Some(v) => old_clone.insert("volumeAttributesClassName".into(), v.clone()),
+        None => old_clone.remove("volumeAttributesClassName"),
+    };
+    let old_storage = get(old_spec, "resources")
+        .and_then(|r| get(r, "requests"))
+        .and_then(|r| get(r, "storage"))
+        .cloned();
     let bound = get(o, "status").map(|st| s(st, "phase")) == Some("Bound");
     if bound
-        && let Some(req) = new_clone.get_mut("resources").and_then(|r| r.get_mut("requests")).and_then(Value::as_object_mut)
+        && let Some(req) = new_clone
+            .get_mut("resources")
+            .and_then(|r| r.get_mut("requests"))
+            .and_then(Value::as_object_mut)
         && let Some(os) = &old_storage
     {
         req.insert("storage".into(), os.clone());
@@ -685,24 +905,58 @@ pub(crate) fn persistent_volume_claim(o: &Value, old: Option<&Value>, errs: &mut
             "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
         ));
     }
-    let new_storage = get(spec, "resources").and_then(|r| get(r, "requests")).and_then(|r| get(r, "storage"));
-    let parse = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|t| crate::quantity::parse_quantity(t).ok());
+    let new_storage = get(spec, "resources")
+        .and_then(|r| get(r, "requests"))
+        .and_then(|r| get(r, "storage"));
+    let parse = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|t| crate::quantity::parse_quantity(t).ok())
+    };
     if let (Some(n), Some(o_)) = (parse(new_storage), parse(old_storage.as_ref()))
         && n < o_
     {
-        let capacity = get(old, "status").and_then(|st| get(st, "capacity")).and_then(|c| get(c, "storage"));
+        let capacity = get(old, "status")
+            .and_then(|st| get(st, "capacity"))
+            .and_then(|c| get(c, "storage"));
         if parse(capacity).is_some_and(|c| n <= c) {
-            errs.push(FieldError::forbidden("spec.resources.requests.storage", "field can not be less than status.capacity"));
+            errs.push(FieldError::forbidden(
+                "spec.resources.requests.storage",
+                "field can not be less than status.capacity",
+            ));
         }
     }
-    immutable("volumeMode".into(), get(spec, "volumeMode"), get(old_spec, "volumeMode"), errs);
+    immutable(
+        "volumeMode".into(),
+        get(spec, "volumeMode"),
+        get(old_spec, "volumeMode"),
+        errs,
+    );
 }
 
 /// Volume sources a PersistentVolume may use.
 const PV_SOURCES: &[&str] = &[
-    "hostPath", "gcePersistentDisk", "awsElasticBlockStore", "glusterfs", "flocker", "nfs", "rbd", "quobyte",
-    "cephfs", "iscsi", "cinder", "fc", "flexVolume", "azureFile", "vsphereVolume", "photonPersistentDisk",
-    "portworxVolume", "azureDisk", "scaleIO", "local", "storageos", "csi",
+    "hostPath",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "glusterfs",
+    "flocker",
+    "nfs",
+    "rbd",
+    "quobyte",
+    "cephfs",
+    "iscsi",
+    "cinder",
+    "fc",
+    "flexVolume",
+    "azureFile",
+    "vsphereVolume",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "azureDisk",
+    "scaleIO",
+    "local",
+    "storageos",
+    "csi",
 ];
 
 pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
@@ -719,14 +973,22 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
     if let Some(c) = cap {
         if !c.contains_key("storage") || c.len() > 1 {
             let keys: Vec<String> = c.keys().cloned().collect();
-            errs.push(FieldError::not_supported("spec.capacity", format!("{keys:?}"), &["storage"]));
+            errs.push(FieldError::not_supported(
+                "spec.capacity",
+                format!("{keys:?}"),
+                &["storage"],
+            ));
         }
         for (r, v) in c {
             let p = key("spec.capacity", r);
             if let Some(q) = quantity(v, &p, errs)
                 && q.nanos() <= 0
             {
-                errs.push(FieldError::invalid(p, quote(&q.to_string()), "must be greater than zero"));
+                errs.push(FieldError::invalid(
+                    p,
+                    quote(&q.to_string()),
+                    "must be greater than zero",
+                ));
             }
         }
     }
@@ -734,7 +996,11 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
         && !p.is_empty()
         && !["Delete", "Recycle", "Retain"].contains(&p)
     {
-        errs.push(FieldError::not_supported("spec.persistentVolumeReclaimPolicy", quote(p), &["Delete", "Recycle", "Retain"]));
+        errs.push(FieldError::not_supported(
+            "spec.persistentVolumeReclaimPolicy",
+            quote(p),
+            &["Delete", "Recycle", "Retain"],
+        ));
     }
     storage_class_and_mode(spec, "spec", errs);
     let mut count = 0;
@@ -742,7 +1008,10 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
         let Some(sv) = get(spec, src) else { continue };
         let sp = child("spec", src);
         if count > 0 {
-            errs.push(FieldError::forbidden(sp, "may not specify more than 1 volume type"));
+            errs.push(FieldError::forbidden(
+                sp,
+                "may not specify more than 1 volume type",
+            ));
             continue;
         }
         count += 1;
@@ -752,10 +1021,17 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
                 if p.is_empty() {
                     errs.push(FieldError::required(child(&sp, "path"), ""));
                 } else if p.split('/').any(|c| c == "..") {
-                    errs.push(FieldError::invalid(child(&sp, "path"), quote(p), "must not contain '..'"));
+                    errs.push(FieldError::invalid(
+                        child(&sp, "path"),
+                        quote(p),
+                        "must not contain '..'",
+                    ));
                 }
                 if *src == "local" && get(spec, "nodeAffinity").is_none() {
-                    errs.push(FieldError::required("spec.nodeAffinity", "Local volume requires node affinity"));
+                    errs.push(FieldError::required(
+                        "spec.nodeAffinity",
+                        "Local volume requires node affinity",
+                    ));
                 }
                 if *src == "hostPath"
                     && p.trim_end_matches('/').is_empty()
@@ -776,7 +1052,11 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
                 if p.is_empty() {
                     errs.push(FieldError::required(child(&sp, "path"), ""));
                 } else if !p.starts_with('/') {
-                    errs.push(FieldError::invalid(child(&sp, "path"), quote(p), "must be an absolute path"));
+                    errs.push(FieldError::invalid(
+                        child(&sp, "path"),
+                        quote(p),
+                        "must be an absolute path",
+                    ));
                 }
             }
             "csi" => {
@@ -796,7 +1076,10 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
     if let Some(old) = old {
         let old_spec = get(old, "spec").unwrap_or(&null);
         let source = |sp: &Value| -> Vec<(String, Value)> {
-            PV_SOURCES.iter().filter_map(|k| get(sp, k).map(|v| (k.to_string(), v.clone()))).collect()
+            PV_SOURCES
+                .iter()
+                .filter_map(|k| get(sp, k).map(|v| (k.to_string(), v.clone())))
+                .collect()
         };
         if source(spec) != source(old_spec) {
             errs.push(FieldError::forbidden(
@@ -804,9 +1087,19 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
                 "spec.persistentvolumesource is immutable after creation",
             ));
         }
-        immutable("volumeMode".into(), get(spec, "volumeMode"), get(old_spec, "volumeMode"), errs);
+        immutable(
+            "volumeMode".into(),
+            get(spec, "volumeMode"),
+            get(old_spec, "volumeMode"),
+            errs,
+        );
         if get(old_spec, "nodeAffinity").is_some() {
-            immutable("nodeAffinity".into(), get(spec, "nodeAffinity"), get(old_spec, "nodeAffinity"), errs);
+            immutable(
+                "nodeAffinity".into(),
+                get(spec, "nodeAffinity"),
+                get(old_spec, "nodeAffinity"),
+                errs,
+            );
         }
     }
 }

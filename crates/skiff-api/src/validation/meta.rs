@@ -11,24 +11,40 @@ pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
 pub(crate) type NameFn = fn(&str) -> Vec<String>;
 
 /// ValidateObjectMeta: names, namespace, labels, annotations, owner references, finalizers.
-pub(crate) fn object_meta(o: &Value, namespaced: bool, name_fn: NameFn, errs: &mut Vec<FieldError>) {
+pub(crate) fn object_meta(
+    o: &Value,
+    namespaced: bool,
+    name_fn: NameFn,
+    errs: &mut Vec<FieldError>,
+) {
     let empty = Value::Object(Map::new());
     let m = get(o, "metadata").unwrap_or(&empty);
     if !m.is_object() {
-        errs.push(FieldError::invalid("metadata", super::render(m), "must be an object"));
+        errs.push(FieldError::invalid(
+            "metadata",
+            super::render(m),
+            "must be an object",
+        ));
         return;
     }
     let generate_name = s(m, "generateName");
     if !generate_name.is_empty() {
         for msg in name_fn(&mask_trailing_dash(generate_name)) {
-            errs.push(FieldError::invalid("metadata.generateName", quote(generate_name), msg));
+            errs.push(FieldError::invalid(
+                "metadata.generateName",
+                quote(generate_name),
+                msg,
+            ));
         }
     }
     let name = s(m, "name");
     if name.is_empty() {
         // With generateName the apiserver picks the name before storing.
         if generate_name.is_empty() {
-            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+            errs.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
         }
     } else {
         for msg in name_fn(name) {
@@ -41,13 +57,24 @@ pub(crate) fn object_meta(o: &Value, namespaced: bool, name_fn: NameFn, errs: &m
             errs.push(FieldError::required("metadata.namespace", ""));
         } else {
             for msg in names::dns1123_label(namespace) {
-                errs.push(FieldError::invalid("metadata.namespace", quote(namespace), msg));
+                errs.push(FieldError::invalid(
+                    "metadata.namespace",
+                    quote(namespace),
+                    msg,
+                ));
             }
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            "metadata.namespace",
+            "not allowed on this type",
+        ));
     }
-    super::nonnegative("metadata.generation".into(), super::int(m, "generation"), errs);
+    super::nonnegative(
+        "metadata.generation".into(),
+        super::int(m, "generation"),
+        errs,
+    );
     labels(obj(m, "labels"), "metadata.labels", errs);
     annotations(obj(m, "annotations"), "metadata.annotations", errs);
     owner_references(arr(m, "ownerReferences"), errs);
@@ -61,23 +88,38 @@ pub(crate) fn object_meta_update(new: &Value, old: &Value, errs: &mut Vec<FieldE
     let om = get(old, "metadata").unwrap_or(&null);
     for f in ["name", "namespace"] {
         if s(nm, f) != s(om, f) {
-            errs.push(FieldError::invalid(format!("metadata.{f}"), quote(s(nm, f)), "field is immutable"));
+            errs.push(FieldError::invalid(
+                format!("metadata.{f}"),
+                quote(s(nm, f)),
+                "field is immutable",
+            ));
         }
     }
     // An update that leaves these out keeps the stored values (the REST layer copies them).
     for f in ["uid", "creationTimestamp"] {
         let (n, o) = (s(nm, f), s(om, f));
         if !n.is_empty() && !o.is_empty() && n != o {
-            errs.push(FieldError::invalid(format!("metadata.{f}"), quote(n), "field is immutable"));
+            errs.push(FieldError::invalid(
+                format!("metadata.{f}"),
+                quote(n),
+                "field is immutable",
+            ));
         }
     }
     let old_deletion = s(om, "deletionTimestamp");
     if !old_deletion.is_empty() {
         let new_deletion = s(nm, "deletionTimestamp");
         if !new_deletion.is_empty() && new_deletion != old_deletion {
-            errs.push(FieldError::invalid("metadata.deletionTimestamp", quote(new_deletion), "field is immutable"));
+            errs.push(FieldError::invalid(
+                "metadata.deletionTimestamp",
+                quote(new_deletion),
+                "field is immutable",
+            ));
         }
-        let old_f: Vec<&str> = arr(om, "finalizers").iter().filter_map(Value::as_str).collect();
+        let old_f: Vec<&str> = arr(om, "finalizers")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let added: Vec<Value> = arr(nm, "finalizers")
             .iter()
             .filter(|f| f.as_str().is_some_and(|f| !old_f.contains(&f)))
@@ -105,7 +147,11 @@ pub(crate) fn labels(m: Option<&Map<String, Value>>, path: &str, errs: &mut Vec<
                     errs.push(FieldError::invalid(path, quote(v), msg));
                 }
             }
-            None => errs.push(FieldError::invalid(super::key(path, k), super::render(v), "must be a string")),
+            None => errs.push(FieldError::invalid(
+                super::key(path, k),
+                super::render(v),
+                "must be a string",
+            )),
         }
     }
 }
@@ -120,7 +166,11 @@ pub(crate) fn annotations(m: Option<&Map<String, Value>>, path: &str, errs: &mut
         }
         total += k.len() + v.as_str().map(str::len).unwrap_or(0);
         if !v.is_string() {
-            errs.push(FieldError::invalid(super::key(path, k), super::render(v), "must be a string"));
+            errs.push(FieldError::invalid(
+                super::key(path, k),
+                super::render(v),
+                "must be a string",
+            ));
         }
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
@@ -135,15 +185,30 @@ fn owner_references(refs: &[Value], errs: &mut Vec<FieldError>) {
         let api_version = s(r, "apiVersion");
         let version = api_version.rsplit('/').next().unwrap_or("");
         if version.is_empty() {
-            errs.push(FieldError::invalid(child(path, "apiVersion"), quote(api_version), "version must not be empty"));
+            errs.push(FieldError::invalid(
+                child(path, "apiVersion"),
+                quote(api_version),
+                "version must not be empty",
+            ));
         }
         for f in ["kind", "name", "uid"] {
             if s(r, f).is_empty() {
-                errs.push(FieldError::invalid(child(path, f), quote(""), "must not be empty"));
+                errs.push(FieldError::invalid(
+                    child(path, f),
+                    quote(""),
+                    "must not be empty",
+                ));
             }
         }
         if r.get("controller").and_then(Value::as_bool) == Some(true) {
-            controllers.push(format!("{}/{}, Kind={}, Name={}, UID={}", api_version, "", s(r, "kind"), s(r, "name"), s(r, "uid")));
+            controllers.push(format!(
+                "{}/{}, Kind={}, Name={}, UID={}",
+                api_version,
+                "",
+                s(r, "kind"),
+                s(r, "name"),
+                s(r, "uid")
+            ));
         }
     }
     if controllers.len() > 1 {
@@ -160,7 +225,11 @@ fn finalizers(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
     let mut has_foreground = false;
     for f in list {
         let Some(f) = f.as_str() else {
-            errs.push(FieldError::invalid(path, super::render(f), "must be a string"));
+            errs.push(FieldError::invalid(
+                path,
+                super::render(f),
+                "must be a string",
+            ));
             continue;
         };
         for msg in names::qualified_name(f) {
@@ -181,8 +250,16 @@ fn finalizers(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
 /// The metadata of a pod template: only labels and annotations are checked.
 pub(crate) fn template_meta(template: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(m) = get(template, "metadata") {
-        labels(obj(m, "labels"), &child(&child(path, "metadata"), "labels"), errs);
-        annotations(obj(m, "annotations"), &child(&child(path, "metadata"), "annotations"), errs);
+        labels(
+            obj(m, "labels"),
+            &child(&child(path, "metadata"), "labels"),
+            errs,
+        );
+        annotations(
+            obj(m, "annotations"),
+            &child(&child(path, "metadata"), "annotations"),
+            errs,
+        );
     }
 }
 
@@ -210,7 +287,11 @@ pub(crate) fn label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>
                     ));
                 }
             }
-            op => errs.push(FieldError::invalid(child(&p, "operator"), quote(op), "not a valid selector operator")),
+            op => errs.push(FieldError::invalid(
+                child(&p, "operator"),
+                quote(op),
+                "not a valid selector operator",
+            )),
         }
         let k = s(e, "key");
         for msg in names::qualified_name(k) {
@@ -219,7 +300,11 @@ pub(crate) fn label_selector(sel: &Value, path: &str, errs: &mut Vec<FieldError>
         for (j, v) in values.iter().enumerate() {
             let v = v.as_str().unwrap_or("");
             for msg in names::label_value(v) {
-                errs.push(FieldError::invalid(index(&child(&p, "values"), j), quote(v), msg));
+                errs.push(FieldError::invalid(
+                    index(&child(&p, "values"), j),
+                    quote(v),
+                    msg,
+                ));
             }
         }
     }

@@ -25,7 +25,11 @@ pub const NODE_PORT_RANGE: (i64, i64) = (30000, 32767);
 pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if !obj.is_object() {
-        errs.push(FieldError::invalid("", "<non-object>", "must be a JSON object"));
+        errs.push(FieldError::invalid(
+            "",
+            "<non-object>",
+            "must be a JSON object",
+        ));
         return errs;
     }
     let old = old.filter(|o| o.is_object());
@@ -49,7 +53,9 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
         ("apps", "ControllerRevision") => other::controller_revision(obj, old, e),
         ("batch", "Job") => batch::job(obj, old, e),
         ("batch", "CronJob") => batch::cron_job(obj, old, e),
-        ("autoscaling", "HorizontalPodAutoscaler") => autoscaling::horizontal_pod_autoscaler(obj, e),
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            autoscaling::horizontal_pod_autoscaler(obj, e)
+        }
         ("coordination.k8s.io", "Lease") => other::lease(obj, e),
         ("discovery.k8s.io", "EndpointSlice") => other::endpoint_slice(obj, old, e),
         ("events.k8s.io", "Event") => other::events_event(obj, old, e),
@@ -64,7 +70,11 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
 // ---- field paths -------------------------------------------------------------------------
 
 pub(crate) fn child(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
 }
 
 pub(crate) fn index(path: &str, i: usize) -> String {
@@ -93,11 +103,15 @@ pub(crate) fn opt_str<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 pub(crate) fn int(v: &Value, k: &str) -> Option<i64> {
     let x = get(v, k)?;
-    x.as_i64().or_else(|| x.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+    x.as_i64()
+        .or_else(|| x.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
 }
 
 pub(crate) fn arr<'a>(v: &'a Value, k: &str) -> &'a [Value] {
-    v.get(k).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(k)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 pub(crate) fn obj<'a>(v: &'a Value, k: &str) -> Option<&'a Map<String, Value>> {
@@ -127,18 +141,27 @@ pub(crate) fn quote(s: &str) -> String {
 
 /// `map[string]string{"a":"b"}` with sorted keys, as Go's `%#v` prints labels.
 pub(crate) fn go_map(m: Option<&Map<String, Value>>) -> String {
-    let Some(m) = m else { return "map[string]string(nil)".into() };
-    let mut pairs: Vec<(&String, String)> =
-        m.iter().map(|(k, v)| (k, v.as_str().map(quote).unwrap_or_else(|| v.to_string()))).collect();
+    let Some(m) = m else {
+        return "map[string]string(nil)".into();
+    };
+    let mut pairs: Vec<(&String, String)> = m
+        .iter()
+        .map(|(k, v)| (k, v.as_str().map(quote).unwrap_or_else(|| v.to_string())))
+        .collect();
     pairs.sort();
-    let body: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{}:{}", quote(k), v)).collect();
+    let body: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{}:{}", quote(k), v))
+        .collect();
     format!("map[string]string{{{}}}", body.join(", "))
 }
 
 /// `[]string{"a", "b"}`.
 pub(crate) fn go_strs(items: &[Value]) -> String {
-    let body: Vec<String> =
-        items.iter().map(|v| v.as_str().map(quote).unwrap_or_else(|| v.to_string())).collect();
+    let body: Vec<String> = items
+        .iter()
+        .map(|v| v.as_str().map(quote).unwrap_or_else(|| v.to_string()))
+        .collect();
     format!("[]string{{{}}}", body.join(", "))
 }
 
@@ -162,7 +185,11 @@ pub(crate) fn go_selector(sel: Option<&Value>) -> String {
             .collect();
         format!("[]v1.LabelSelectorRequirement{{{}}}", items.join(", "))
     };
-    format!("v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{}}}", go_map(obj(sel, "matchLabels")), exprs)
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{}}}",
+        go_map(obj(sel, "matchLabels")),
+        exprs
+    )
 }
 
 /// Any other value: strings quoted, numbers and booleans bare, objects as compact JSON.
@@ -188,12 +215,21 @@ pub(crate) fn nonnegative(path: String, v: Option<i64>, errs: &mut Vec<FieldErro
     if let Some(v) = v
         && v < 0
     {
-        errs.push(FieldError::invalid(path, v, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path,
+            v,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
 /// `field is immutable` when the value changed.
-pub(crate) fn immutable(path: String, new: Option<&Value>, old: Option<&Value>, errs: &mut Vec<FieldError>) {
+pub(crate) fn immutable(
+    path: String,
+    new: Option<&Value>,
+    old: Option<&Value>,
+    errs: &mut Vec<FieldError>,
+) {
     let norm = |v: Option<&Value>| v.filter(|x| !x.is_null()).cloned();
     let (n, o) = (norm(new), norm(old));
     if n != o {
@@ -243,7 +279,11 @@ pub(crate) fn port_num_or_name(v: Option<&Value>, path: String, errs: &mut Vec<F
                 errs.push(FieldError::invalid(path.clone(), quote(s), msg));
             }
         }
-        Some(other) => errs.push(FieldError::invalid(path, render(other), "must be an integer or a string")),
+        Some(other) => errs.push(FieldError::invalid(
+            path,
+            render(other),
+            "must be an integer or a string",
+        )),
     }
 }
 
@@ -263,18 +303,29 @@ pub(crate) fn positive_int_or_percent(v: Option<&Value>, path: String, errs: &mu
 /// The numeric value of an int-or-percent (percent as its number), 0 when unparseable.
 pub(crate) fn int_or_percent_value(v: Option<&Value>) -> i64 {
     match v {
-        Some(Value::String(s)) => s.strip_suffix('%').and_then(|n| n.parse().ok()).unwrap_or(0),
+        Some(Value::String(s)) => s
+            .strip_suffix('%')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
         _ => 0,
     }
 }
 
-pub(crate) fn not_more_than_100_percent(v: Option<&Value>, path: String, errs: &mut Vec<FieldError>) {
+pub(crate) fn not_more_than_100_percent(
+    v: Option<&Value>,
+    path: String,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(Value::String(s)) = v
         && let Some(n) = s.strip_suffix('%').and_then(|n| n.parse::<i64>().ok())
         && n > 100
     {
-        errs.push(FieldError::invalid(path, s, "must not be greater than 100%"));
+        errs.push(FieldError::invalid(
+            path,
+            s,
+            "must not be greater than 100%",
+        ));
     }
 }
 

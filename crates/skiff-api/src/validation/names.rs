@@ -92,8 +92,7 @@ pub fn dns1035_label(s: &str) -> Vec<String> {
     errs
 }
 
-const QUALIFIED_NAME_MSG: &str =
-    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
 
 fn matches_qualified_name_part(s: &str) -> bool {
@@ -101,7 +100,8 @@ fn matches_qualified_name_part(s: &str) -> bool {
     !b.is_empty()
         && is_alnum(b[0])
         && is_alnum(b[b.len() - 1])
-        && b.iter().all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
+        && b.iter()
+            .all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
 }
 
 /// `[prefix/]name`: label and annotation keys, finalizers, resource names.
@@ -123,7 +123,11 @@ pub fn qualified_name(s: &str) -> Vec<String> {
         _ => {
             return vec![format!(
                 "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+                regex_error(
+                    QUALIFIED_NAME_MSG,
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
             )];
         }
     };
@@ -135,7 +139,11 @@ pub fn qualified_name(s: &str) -> Vec<String> {
     if !name.is_empty() && !matches_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_MSG, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_MSG,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -163,7 +171,9 @@ pub fn config_map_key(s: &str) -> Vec<String> {
     if s.len() > DNS1123_SUBDOMAIN_MAX {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX));
     }
-    let ok = !s.is_empty() && s.bytes().all(|c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.');
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.');
     if !ok {
         errs.push(regex_error(
             "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
@@ -212,7 +222,11 @@ pub fn port_name(s: &str) -> Vec<String> {
 }
 
 pub fn port_num(p: i64) -> Vec<String> {
-    if (1..=65535).contains(&p) { Vec::new() } else { vec![inclusive_range(1, 65535)] }
+    if (1..=65535).contains(&p) {
+        Vec::new()
+    } else {
+        vec![inclusive_range(1, 65535)]
+    }
 }
 
 pub fn inclusive_range(lo: i64, hi: i64) -> String {
@@ -227,15 +241,23 @@ pub const IP_MSG: &str = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8
 pub const CIDR_MSG: &str = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)";
 
 pub fn is_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else { return false };
-    let Ok(ip) = ip.parse::<IpAddr>() else { return false };
-    let Ok(bits) = bits.parse::<u8>() else { return false };
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
     bits <= if ip.is_ipv4() { 32 } else { 128 }
 }
 
 /// `25%` style values of rolling-update fields.
 pub fn percent(s: &str) -> Vec<String> {
-    let ok = s.strip_suffix('%').is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+    let ok = s
+        .strip_suffix('%')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
     if ok {
         Vec::new()
     } else {
@@ -249,7 +271,11 @@ pub fn percent(s: &str) -> Vec<String> {
 
 /// Name validation for `generateName` prefixes: a trailing dash is fine there.
 pub fn mask_trailing_dash(s: &str) -> String {
-    if s.len() > 1 && s.ends_with('-') { format!("{}a", &s[..s.len() - 1]) } else { s.to_string() }
+    if s.len() > 1 && s.ends_with('-') {
+        format!("{}a", &s[..s.len() - 1])
+    } else {
+        s.to_string()
+    }
 }
 
 /// Names that appear as URL path segments (HPA scale target names and kinds).
@@ -287,9 +313,14 @@ mod tests {
         assert!(dns1123_label("my-app-1").is_empty());
         assert_eq!(
             dns1123_label("My_App"),
-            vec!["a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"]
+            vec![
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ]
         );
-        assert_eq!(dns1123_label(&"a".repeat(64)), vec!["must be no more than 63 characters"]);
+        assert_eq!(
+            dns1123_label(&"a".repeat(64)),
+            vec!["must be no more than 63 characters"]
+        );
         assert!(dns1123_subdomain("web.example.com").is_empty());
         assert_eq!(dns1123_subdomain("a..b").len(), 1);
         assert_eq!(dns1123_subdomain("-a").len(), 1);
@@ -305,7 +336,10 @@ mod tests {
         assert_eq!(qualified_name("/b"), vec!["prefix part must be non-empty"]);
         assert_eq!(qualified_name("x/"), vec!["name part must be non-empty"]);
         assert!(qualified_name("bad key")[0].starts_with("name part must consist"));
-        assert!(qualified_name("Bad.Prefix/x")[0].starts_with("prefix part a lowercase RFC 1123 subdomain"));
+        assert!(
+            qualified_name("Bad.Prefix/x")[0]
+                .starts_with("prefix part a lowercase RFC 1123 subdomain")
+        );
         assert!(label_value("").is_empty());
         assert!(label_value("v1.2_3").is_empty());
         assert_eq!(label_value("-x").len(), 1);
@@ -320,15 +354,30 @@ mod tests {
         assert!(env_var_name("MY.VAR-1").is_empty());
         assert_eq!(env_var_name("A=B").len(), 1);
         assert!(port_name("http").is_empty());
-        assert_eq!(port_name("8080"), vec!["must contain at least one letter (a-z)"]);
-        assert_eq!(port_name("a--b"), vec!["must not contain consecutive hyphens"]);
-        assert_eq!(port_num(70000), vec!["must be between 1 and 65535, inclusive"]);
+        assert_eq!(
+            port_name("8080"),
+            vec!["must contain at least one letter (a-z)"]
+        );
+        assert_eq!(
+            port_name("a--b"),
+            vec!["must not contain consecutive hyphens"]
+        );
+        assert_eq!(
+            port_num(70000),
+            vec!["must be between 1 and 65535, inclusive"]
+        );
         assert!(is_ip("10.0.0.1") && is_ip("::1") && !is_ip("10.0.0"));
         assert!(is_cidr("10.42.0.0/16") && !is_cidr("10.42.0.0/33") && !is_cidr("10.42.0.0"));
         assert!(percent("25%").is_empty());
         assert_eq!(percent("25").len(), 1);
         assert_eq!(mask_trailing_dash("web-"), "weba");
-        assert_eq!(local_descending_path("/etc"), vec!["must be a relative path"]);
-        assert_eq!(local_descending_path("a/../b"), vec!["must not contain '..'"]);
+        assert_eq!(
+            local_descending_path("/etc"),
+            vec!["must be a relative path"]
+        );
+        assert_eq!(
+            local_descending_path("a/../b"),
+            vec!["must not contain '..'"]
+        );
     }
 }

@@ -33,20 +33,39 @@ fn legacy_event(e: &EventView, reporting_field: &str, errs: &mut Vec<FieldError>
             e.namespace == e.involved_namespace
         };
         if !ok {
-            errs.push(FieldError::invalid("involvedObject.namespace", quote(e.involved_namespace), "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                "involvedObject.namespace",
+                quote(e.involved_namespace),
+                "does not match event.namespace",
+            ));
         }
     } else {
-        if e.involved_namespace.is_empty() && e.namespace != "default" && e.namespace != "kube-system" {
-            errs.push(FieldError::invalid("involvedObject.namespace", quote(e.involved_namespace), "does not match event.namespace"));
+        if e.involved_namespace.is_empty()
+            && e.namespace != "default"
+            && e.namespace != "kube-system"
+        {
+            errs.push(FieldError::invalid(
+                "involvedObject.namespace",
+                quote(e.involved_namespace),
+                "does not match event.namespace",
+            ));
         }
         if e.reporting_controller.is_empty() {
             errs.push(FieldError::required(reporting_field, ""));
         }
         for msg in names::qualified_name(e.reporting_controller) {
-            errs.push(FieldError::invalid(reporting_field, quote(e.reporting_controller), msg));
+            errs.push(FieldError::invalid(
+                reporting_field,
+                quote(e.reporting_controller),
+                msg,
+            ));
         }
         for (path, v, max) in [
-            ("reportingInstance", e.reporting_instance, REPORTING_INSTANCE_MAX),
+            (
+                "reportingInstance",
+                e.reporting_instance,
+                REPORTING_INSTANCE_MAX,
+            ),
             ("action", e.action, ACTION_MAX),
             ("reason", e.reason, REASON_MAX),
         ] {
@@ -54,11 +73,19 @@ fn legacy_event(e: &EventView, reporting_field: &str, errs: &mut Vec<FieldError>
                 errs.push(FieldError::required(path, ""));
             }
             if v.len() > max {
-                errs.push(FieldError::invalid(path, quote(""), format!("can have at most {max} characters")));
+                errs.push(FieldError::invalid(
+                    path,
+                    quote(""),
+                    format!("can have at most {max} characters"),
+                ));
             }
         }
         if e.message.len() > NOTE_MAX {
-            errs.push(FieldError::invalid("message", quote(""), format!("can have at most {NOTE_MAX} characters")));
+            errs.push(FieldError::invalid(
+                "message",
+                quote(""),
+                format!("can have at most {NOTE_MAX} characters"),
+            ));
         }
     }
     for msg in names::dns1123_subdomain(e.namespace) {
@@ -85,7 +112,10 @@ pub(crate) fn core_event(o: &Value, errs: &mut Vec<FieldError>) {
     };
     legacy_event(&view, "reportingComponent", errs);
     if meta_str(o, "name").is_empty() && meta_str(o, "generateName").is_empty() {
-        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     }
 }
 
@@ -106,7 +136,11 @@ pub(crate) fn events_event(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
     object_meta(o, true, names::dns1123_subdomain, errs);
     if let Some(series) = get(o, "series") {
         if int(series, "count").unwrap_or(0) < 2 {
-            errs.push(FieldError::invalid("series.count", int(series, "count").unwrap_or(0), "should be at least 2"));
+            errs.push(FieldError::invalid(
+                "series.count",
+                int(series, "count").unwrap_or(0),
+                "should be at least 2",
+            ));
         }
         if s(series, "lastObservedTime").is_empty() {
             errs.push(FieldError::required("series.lastObservedTime", ""));
@@ -117,9 +151,16 @@ pub(crate) fn events_event(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
     }
     let ty = s(o, "type");
     if ty != "Normal" && ty != "Warning" {
-        errs.push(FieldError::invalid("type", quote(""), format!("has invalid value: {ty}")));
+        errs.push(FieldError::invalid(
+            "type",
+            quote(""),
+            format!("has invalid value: {ty}"),
+        ));
     }
-    for (f, path) in [("deprecatedFirstTimestamp", "firstTimestamp"), ("deprecatedLastTimestamp", "lastTimestamp")] {
+    for (f, path) in [
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+    ] {
         if !s(o, f).is_empty() {
             errs.push(FieldError::invalid(path, quote(""), "needs to be unset"));
         }
@@ -127,8 +168,14 @@ pub(crate) fn events_event(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldE
     if int(o, "deprecatedCount").unwrap_or(0) != 0 {
         errs.push(FieldError::invalid("count", quote(""), "needs to be unset"));
     }
-    if get(o, "deprecatedSource").is_some_and(|src| !s(src, "component").is_empty() || !s(src, "host").is_empty()) {
-        errs.push(FieldError::invalid("source", quote(""), "needs to be unset"));
+    if get(o, "deprecatedSource")
+        .is_some_and(|src| !s(src, "component").is_empty() || !s(src, "host").is_empty())
+    {
+        errs.push(FieldError::invalid(
+            "source",
+            quote(""),
+            "needs to be unset",
+        ));
     }
     if let Some(old) = old {
         for (f, path) in [
@@ -153,23 +200,42 @@ pub(crate) fn lease(o: &Value, errs: &mut Vec<FieldError>) {
     if let Some(d) = int(spec, "leaseDurationSeconds")
         && d <= 0
     {
-        errs.push(FieldError::invalid("spec.leaseDurationSeconds", d, "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            d,
+            "must be greater than 0",
+        ));
     }
-    nonnegative("spec.leaseTransitions".into(), int(spec, "leaseTransitions"), errs);
+    nonnegative(
+        "spec.leaseTransitions".into(),
+        int(spec, "leaseTransitions"),
+        errs,
+    );
     for f in ["acquireTime", "renewTime"] {
         let t = s(spec, f);
         if !t.is_empty() && chrono::DateTime::parse_from_rfc3339(t).is_err() {
-            errs.push(FieldError::invalid(child("spec", f), quote(t), "must be an RFC 3339 time with microseconds"));
+            errs.push(FieldError::invalid(
+                child("spec", f),
+                quote(t),
+                "must be an RFC 3339 time with microseconds",
+            ));
         }
     }
     if let Some(st) = super::opt_str(spec, "strategy")
         && !st.is_empty()
         && st != "OldestEmulationVersion"
     {
-        errs.push(FieldError::not_supported("spec.strategy", quote(st), &["OldestEmulationVersion"]));
+        errs.push(FieldError::not_supported(
+            "spec.strategy",
+            quote(st),
+            &["OldestEmulationVersion"],
+        ));
     }
     if !s(spec, "preferredHolder").is_empty() && s(spec, "strategy").is_empty() {
-        errs.push(FieldError::forbidden("spec.preferredHolder", "may only be specified if `strategy` is defined"));
+        errs.push(FieldError::forbidden(
+            "spec.preferredHolder",
+            "may only be specified if `strategy` is defined",
+        ));
     }
 }
 
@@ -183,34 +249,53 @@ pub(crate) fn endpoint_slice(o: &Value, old: Option<&Value>, errs: &mut Vec<Fiel
     if address_type.is_empty() {
         errs.push(FieldError::required("addressType", ""));
     } else if !["FQDN", "IPv4", "IPv6"].contains(&address_type) {
-        errs.push(FieldError::not_supported("addressType", quote(address_type), &["FQDN", "IPv4", "IPv6"]));
+        errs.push(FieldError::not_supported(
+            "addressType",
+            quote(address_type),
+            &["FQDN", "IPv4", "IPv6"],
+        ));
     }
     let endpoints = arr(o, "endpoints");
     if endpoints.len() > MAX_ENDPOINTS {
-        errs.push(FieldError::too_many("endpoints", endpoints.len(), MAX_ENDPOINTS));
+        errs.push(FieldError::too_many(
+            "endpoints",
+            endpoints.len(),
+            MAX_ENDPOINTS,
+        ));
     }
     for (i, ep) in endpoints.iter().enumerate() {
         let ep_path = index("endpoints", i);
         let ap = child(&ep_path, "addresses");
         let addresses = arr(ep, "addresses");
         if addresses.is_empty() {
-            errs.push(FieldError::required(ap.clone(), "must contain at least 1 address"));
+            errs.push(FieldError::required(
+                ap.clone(),
+                "must contain at least 1 address",
+            ));
         } else if addresses.len() > MAX_ADDRESSES {
-            errs.push(FieldError::too_many(ap.clone(), addresses.len(), MAX_ADDRESSES));
+            errs.push(FieldError::too_many(
+                ap.clone(),
+                addresses.len(),
+                MAX_ADDRESSES,
+            ));
         }
         for (j, a) in addresses.iter().enumerate() {
             let a = a.as_str().unwrap_or("");
             let p = index(&ap, j);
             match address_type {
-                "IPv4" => {
-                    if a.parse::<std::net::Ipv4Addr>().is_err() {
-                        errs.push(FieldError::invalid(p, quote(a), "must be a valid IPv4 address"));
-                    }
+                "IPv4" if a.parse::<std::net::Ipv4Addr>().is_err() => {
+                    errs.push(FieldError::invalid(
+                        p,
+                        quote(a),
+                        "must be a valid IPv4 address",
+                    ));
                 }
-                "IPv6" => {
-                    if a.parse::<std::net::Ipv6Addr>().is_err() {
-                        errs.push(FieldError::invalid(p, quote(a), "must be a valid IPv6 address"));
-                    }
+                "IPv6" if a.parse::<std::net::Ipv6Addr>().is_err() => {
+                    errs.push(FieldError::invalid(
+                        p,
+                        quote(a),
+                        "must be a valid IPv6 address",
+                    ));
                 }
                 "FQDN" => {
                     for msg in names::dns1123_subdomain(a) {
@@ -222,12 +307,20 @@ pub(crate) fn endpoint_slice(o: &Value, old: Option<&Value>, errs: &mut Vec<Fiel
         }
         if let Some(n) = super::opt_str(ep, "nodeName") {
             for msg in names::dns1123_subdomain(n) {
-                errs.push(FieldError::invalid(child(&ep_path, "nodeName"), quote(n), msg));
+                errs.push(FieldError::invalid(
+                    child(&ep_path, "nodeName"),
+                    quote(n),
+                    msg,
+                ));
             }
         }
         if let Some(h) = super::opt_str(ep, "hostname") {
             for msg in names::dns1123_label(h) {
-                errs.push(FieldError::invalid(child(&ep_path, "hostname"), quote(h), msg));
+                errs.push(FieldError::invalid(
+                    child(&ep_path, "hostname"),
+                    quote(h),
+                    msg,
+                ));
             }
         }
     }
@@ -255,12 +348,21 @@ pub(crate) fn endpoint_slice(o: &Value, old: Option<&Value>, errs: &mut Vec<Fiel
         }
         if let Some(ap) = super::opt_str(p, "appProtocol") {
             for msg in names::qualified_name(ap) {
-                errs.push(FieldError::invalid(child(&pp, "appProtocol"), quote(ap), msg));
+                errs.push(FieldError::invalid(
+                    child(&pp, "appProtocol"),
+                    quote(ap),
+                    msg,
+                ));
             }
         }
     }
     if let Some(old) = old {
-        immutable("addressType".into(), get(o, "addressType"), get(old, "addressType"), errs);
+        immutable(
+            "addressType".into(),
+            get(o, "addressType"),
+            get(old, "addressType"),
+            errs,
+        );
     }
 }
 

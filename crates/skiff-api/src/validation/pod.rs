@@ -3,7 +3,8 @@
 use super::meta::{self, labels, object_meta};
 use super::names;
 use super::{
-    arr, child, get, index, int, key, nonnegative, obj, one_of, opt_str, port_num_or_name, quantity, quote, render, s,
+    arr, child, get, index, int, key, nonnegative, obj, one_of, opt_str, port_num_or_name,
+    quantity, quote, render, s,
 };
 use crate::error::FieldError;
 use serde_json::{Map, Value};
@@ -17,7 +18,10 @@ pub(crate) fn pod(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
     match old {
         None => {
             if !arr(spec, "ephemeralContainers").is_empty() {
-                errs.push(FieldError::forbidden("spec.ephemeralContainers", "cannot be set on create"));
+                errs.push(FieldError::forbidden(
+                    "spec.ephemeralContainers",
+                    "cannot be set on create",
+                ));
             }
         }
         Some(old) => pod_update(spec, get(old, "spec").unwrap_or(&null), errs),
@@ -28,14 +32,22 @@ pub(crate) fn pod(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
 /// added tolerations and removed scheduling gates. Binding (setting nodeName once) and the
 /// ephemeral-containers subresource are allowed through here as well.
 fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
-    let (Some(n), Some(o)) = (new.as_object(), old.as_object()) else { return };
+    let (Some(n), Some(o)) = (new.as_object(), old.as_object()) else {
+        return;
+    };
     if arr(new, "containers").len() != arr(old, "containers").len() {
-        errs.push(FieldError::forbidden("spec.containers", "pod updates may not add or remove containers"));
+        errs.push(FieldError::forbidden(
+            "spec.containers",
+            "pod updates may not add or remove containers",
+        ));
         return;
     }
     let mut munged: Map<String, Value> = n.clone();
     for k in ["containers", "initContainers"] {
-        if let (Some(nc), Some(oc)) = (munged.get_mut(k).and_then(Value::as_array_mut), o.get(k).and_then(Value::as_array)) {
+        if let (Some(nc), Some(oc)) = (
+            munged.get_mut(k).and_then(Value::as_array_mut),
+            o.get(k).and_then(Value::as_array),
+        ) {
             for (c, oldc) in nc.iter_mut().zip(oc) {
                 if let (Some(c), Some(img)) = (c.as_object_mut(), oldc.get("image")) {
                     c.insert("image".into(), img.clone());
@@ -43,7 +55,11 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
             }
         }
     }
-    for k in ["activeDeadlineSeconds", "ephemeralContainers", "schedulingGates"] {
+    for k in [
+        "activeDeadlineSeconds",
+        "ephemeralContainers",
+        "schedulingGates",
+    ] {
         copy_field(&mut munged, o, k);
     }
     // Tolerations may only be added to.
@@ -52,14 +68,21 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     if old_tol.iter().all(|t| new_tol.contains(t)) {
         copy_field(&mut munged, o, "tolerations");
     }
-    if o.get("nodeName").and_then(Value::as_str).unwrap_or("").is_empty() {
+    if o.get("nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
         copy_field(&mut munged, o, "nodeName");
     }
     if int(old, "terminationGracePeriodSeconds").is_some_and(|g| g < 0) {
         copy_field(&mut munged, o, "terminationGracePeriodSeconds");
     }
     let strip_nulls = |m: &Map<String, Value>| -> Map<String, Value> {
-        m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+        m.iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     if strip_nulls(&munged) != strip_nulls(o) {
         errs.push(FieldError::forbidden(
@@ -81,23 +104,42 @@ fn copy_field(dst: &mut Map<String, Value>, src: &Map<String, Value>, k: &str) {
 }
 
 /// A pod template of a workload: template labels/annotations and the pod spec.
-pub(crate) fn pod_template(template: Option<&Value>, path: &str, extra_volumes: &[String], errs: &mut Vec<FieldError>) {
+pub(crate) fn pod_template(
+    template: Option<&Value>,
+    path: &str,
+    extra_volumes: &[String],
+    errs: &mut Vec<FieldError>,
+) {
     let Some(t) = template else {
         errs.push(FieldError::required(path, ""));
         return;
     };
     meta::template_meta(t, path, errs);
     let null = Value::Null;
-    pod_spec(get(t, "spec").unwrap_or(&null), &child(path, "spec"), extra_volumes, errs);
+    pod_spec(
+        get(t, "spec").unwrap_or(&null),
+        &child(path, "spec"),
+        extra_volumes,
+        errs,
+    );
 }
 
 /// ValidatePodSpec. `extra_volumes` are names mounts may use besides `volumes`
 /// (a StatefulSet's claim templates).
-pub(crate) fn pod_spec(spec: &Value, path: &str, extra_volumes: &[String], errs: &mut Vec<FieldError>) {
-    let mut volume_names: HashSet<String> = volumes(arr(spec, "volumes"), &child(path, "volumes"), errs);
+pub(crate) fn pod_spec(
+    spec: &Value,
+    path: &str,
+    extra_volumes: &[String],
+    errs: &mut Vec<FieldError>,
+) {
+    let mut volume_names: HashSet<String> =
+        volumes(arr(spec, "volumes"), &child(path, "volumes"), errs);
     volume_names.extend(extra_volumes.iter().cloned());
 
-    let host_network = spec.get("hostNetwork").and_then(Value::as_bool).unwrap_or(false);
+    let host_network = spec
+        .get("hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut all_names = HashSet::new();
     let containers = arr(spec, "containers");
     if containers.is_empty() {
@@ -106,22 +148,47 @@ pub(crate) fn pod_spec(spec: &Value, path: &str, extra_volumes: &[String], errs:
     for key_ in ["initContainers", "containers", "ephemeralContainers"] {
         let list_path = child(path, key_);
         for (i, c) in arr(spec, key_).iter().enumerate() {
-            container(c, &index(&list_path, i), key_, &volume_names, host_network, &mut all_names, errs);
+            container(
+                c,
+                &index(&list_path, i),
+                key_,
+                &volume_names,
+                host_network,
+                &mut all_names,
+                errs,
+            );
         }
     }
 
-    one_of(child(path, "restartPolicy"), s(spec, "restartPolicy"), &["Always", "OnFailure", "Never"], errs);
+    one_of(
+        child(path, "restartPolicy"),
+        s(spec, "restartPolicy"),
+        &["Always", "OnFailure", "Never"],
+        errs,
+    );
     let dns = s(spec, "dnsPolicy");
-    one_of(child(path, "dnsPolicy"), dns, &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"], errs);
+    one_of(
+        child(path, "dnsPolicy"),
+        dns,
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        errs,
+    );
     if dns == "None" && get(spec, "dnsConfig").is_none() {
         errs.push(FieldError::required(
             child(path, "dnsConfig"),
             "must provide `dnsConfig` when `dnsPolicy` is None",
         ));
     }
-    labels(obj(spec, "nodeSelector"), &child(path, "nodeSelector"), errs);
+    labels(
+        obj(spec, "nodeSelector"),
+        &child(path, "nodeSelector"),
+        errs,
+    );
     for (field, f) in [
-        ("serviceAccountName", names::dns1123_subdomain as fn(&str) -> Vec<String>),
+        (
+            "serviceAccountName",
+            names::dns1123_subdomain as fn(&str) -> Vec<String>,
+        ),
         ("priorityClassName", names::dns1123_subdomain),
         ("nodeName", names::dns1123_subdomain),
         ("hostname", names::dns1123_label),
@@ -147,17 +214,28 @@ pub(crate) fn pod_spec(spec: &Value, path: &str, extra_volumes: &[String], errs:
     for (i, g) in arr(spec, "schedulingGates").iter().enumerate() {
         let n = s(g, "name");
         for msg in names::qualified_name(n) {
-            errs.push(FieldError::invalid(child(&index(&child(path, "schedulingGates"), i), "name"), quote(n), msg));
+            errs.push(FieldError::invalid(
+                child(&index(&child(path, "schedulingGates"), i), "name"),
+                quote(n),
+                msg,
+            ));
         }
     }
-    topology_spread(arr(spec, "topologySpreadConstraints"), &child(path, "topologySpreadConstraints"), errs);
+    topology_spread(
+        arr(spec, "topologySpreadConstraints"),
+        &child(path, "topologySpreadConstraints"),
+        errs,
+    );
     if let Some(aff) = get(spec, "affinity") {
         affinity(aff, &child(path, "affinity"), errs);
     }
     for (i, sec) in arr(spec, "imagePullSecrets").iter().enumerate() {
         let n = s(sec, "name");
         if n.is_empty() {
-            errs.push(FieldError::required(child(&index(&child(path, "imagePullSecrets"), i), "name"), ""));
+            errs.push(FieldError::required(
+                child(&index(&child(path, "imagePullSecrets"), i), "name"),
+                "",
+            ));
         }
     }
 }
@@ -188,9 +266,18 @@ fn container(
     if image.is_empty() {
         errs.push(FieldError::required(child(path, "image"), ""));
     } else if image.trim() != image {
-        errs.push(FieldError::invalid(child(path, "image"), quote(image), "must not have leading or trailing whitespace"));
+        errs.push(FieldError::invalid(
+            child(path, "image"),
+            quote(image),
+            "must not have leading or trailing whitespace",
+        ));
     }
-    one_of(child(path, "imagePullPolicy"), s(c, "imagePullPolicy"), &["Always", "IfNotPresent", "Never"], errs);
+    one_of(
+        child(path, "imagePullPolicy"),
+        s(c, "imagePullPolicy"),
+        &["Always", "IfNotPresent", "Never"],
+        errs,
+    );
     one_of(
         child(path, "terminationMessagePolicy"),
         s(c, "terminationMessagePolicy"),
@@ -201,12 +288,21 @@ fn container(
         && let Some(rp) = opt_str(c, "restartPolicy")
         && rp != "Always"
     {
-        errs.push(FieldError::not_supported(child(path, "restartPolicy"), quote(rp), &["Always"]));
+        errs.push(FieldError::not_supported(
+            child(path, "restartPolicy"),
+            quote(rp),
+            &["Always"],
+        ));
     }
     ports(arr(c, "ports"), &child(path, "ports"), host_network, errs);
     env(arr(c, "env"), &child(path, "env"), errs);
     env_from(arr(c, "envFrom"), &child(path, "envFrom"), errs);
-    volume_mounts(arr(c, "volumeMounts"), &child(path, "volumeMounts"), volume_names, errs);
+    volume_mounts(
+        arr(c, "volumeMounts"),
+        &child(path, "volumeMounts"),
+        volume_names,
+        errs,
+    );
     if let Some(r) = get(c, "resources") {
         resource_requirements(r, &child(path, "resources"), errs);
     }
@@ -292,7 +388,9 @@ fn env(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
                 errs.push(FieldError::invalid(child(&ep, "name"), quote(name), msg));
             }
         }
-        let Some(from) = get(e, "valueFrom") else { continue };
+        let Some(from) = get(e, "valueFrom") else {
+            continue;
+        };
         let fp = child(&ep, "valueFrom");
         let mut sources = 0;
         if let Some(f) = get(from, "fieldRef") {
@@ -327,9 +425,17 @@ fn env(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
                 "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`",
             ));
         } else if !s(e, "value").is_empty() {
-            errs.push(FieldError::invalid(fp, quote(""), "may not be specified when `value` is not empty"));
+            errs.push(FieldError::invalid(
+                fp,
+                quote(""),
+                "may not be specified when `value` is not empty",
+            ));
         } else if sources > 1 {
-            errs.push(FieldError::invalid(fp, quote(""), "may not have more than one field specified at a time"));
+            errs.push(FieldError::invalid(
+                fp,
+                quote(""),
+                "may not have more than one field specified at a time",
+            ));
         }
     }
 }
@@ -347,8 +453,15 @@ fn field_selector(f: &Value, path: &str, supported: &[&str], errs: &mut Vec<Fiel
         .iter()
         .any(|p| fp.starts_with(p) && fp.ends_with("']") && fp.len() > p.len() + 2);
     let whole_map = fp == "metadata.labels" || fp == "metadata.annotations";
-    if !(subscripted || (whole_map && supported.len() > ENV_FIELD_PATHS.len()) || supported.contains(&fp)) {
-        errs.push(FieldError::not_supported(child(path, "fieldPath"), quote(fp), supported));
+    if !(subscripted
+        || (whole_map && supported.len() > ENV_FIELD_PATHS.len())
+        || supported.contains(&fp))
+    {
+        errs.push(FieldError::not_supported(
+            child(path, "fieldPath"),
+            quote(fp),
+            supported,
+        ));
     }
 }
 
@@ -366,7 +479,11 @@ fn resource_field_selector(r: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if res.is_empty() {
         errs.push(FieldError::required(child(path, "resource"), ""));
     } else if !RESOURCE_FIELD_REFS.contains(&res) && !res.contains("hugepages-") {
-        errs.push(FieldError::not_supported(child(path, "resource"), quote(res), RESOURCE_FIELD_REFS));
+        errs.push(FieldError::not_supported(
+            child(path, "resource"),
+            quote(res),
+            RESOURCE_FIELD_REFS,
+        ));
     }
     if let Some(d) = get(r, "divisor") {
         quantity(d, &child(path, "divisor"), errs);
@@ -379,7 +496,11 @@ fn env_from(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
         let prefix = s(e, "prefix");
         if !prefix.is_empty() {
             for msg in names::env_var_name(prefix) {
-                errs.push(FieldError::invalid(child(&ep, "prefix"), quote(prefix), msg));
+                errs.push(FieldError::invalid(
+                    child(&ep, "prefix"),
+                    quote(prefix),
+                    msg,
+                ));
             }
         }
         let mut sources = 0;
@@ -391,20 +512,37 @@ fn env_from(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
                     errs.push(FieldError::required(child(&child(&ep, k), "name"), ""));
                 } else {
                     for msg in names::dns1123_subdomain(n) {
-                        errs.push(FieldError::invalid(child(&child(&ep, k), "name"), quote(n), msg));
+                        errs.push(FieldError::invalid(
+                            child(&child(&ep, k), "name"),
+                            quote(n),
+                            msg,
+                        ));
                     }
                 }
             }
         }
         if sources == 0 {
-            errs.push(FieldError::invalid(ep, quote(""), "must specify one of: `configMapRef` or `secretRef`"));
+            errs.push(FieldError::invalid(
+                ep,
+                quote(""),
+                "must specify one of: `configMapRef` or `secretRef`",
+            ));
         } else if sources > 1 {
-            errs.push(FieldError::invalid(ep, quote(""), "may not have more than one field specified at a time"));
+            errs.push(FieldError::invalid(
+                ep,
+                quote(""),
+                "may not have more than one field specified at a time",
+            ));
         }
     }
 }
 
-fn volume_mounts(list: &[Value], path: &str, volume_names: &HashSet<String>, errs: &mut Vec<FieldError>) {
+fn volume_mounts(
+    list: &[Value],
+    path: &str,
+    volume_names: &HashSet<String>,
+    errs: &mut Vec<FieldError>,
+) {
     let mut mount_paths = HashSet::new();
     for (i, m) in list.iter().enumerate() {
         let mp = index(path, i);
@@ -418,7 +556,11 @@ fn volume_mounts(list: &[Value], path: &str, volume_names: &HashSet<String>, err
         if mount_path.is_empty() {
             errs.push(FieldError::required(child(&mp, "mountPath"), ""));
         } else if !mount_paths.insert(mount_path.to_string()) {
-            errs.push(FieldError::invalid(child(&mp, "mountPath"), quote(mount_path), "must be unique"));
+            errs.push(FieldError::invalid(
+                child(&mp, "mountPath"),
+                quote(mount_path),
+                "must be unique",
+            ));
         }
         let sub = s(m, "subPath");
         if !sub.is_empty() {
@@ -436,11 +578,20 @@ fn volume_mounts(list: &[Value], path: &str, volume_names: &HashSet<String>, err
                 ));
             }
             for msg in names::local_descending_path(sub_expr) {
-                errs.push(FieldError::invalid(child(&mp, "subPathExpr"), quote(sub_expr), msg));
+                errs.push(FieldError::invalid(
+                    child(&mp, "subPathExpr"),
+                    quote(sub_expr),
+                    msg,
+                ));
             }
         }
         if let Some(p) = opt_str(m, "mountPropagation") {
-            one_of(child(&mp, "mountPropagation"), p, &["Bidirectional", "HostToContainer", "None"], errs);
+            one_of(
+                child(&mp, "mountPropagation"),
+                p,
+                &["Bidirectional", "HostToContainer", "None"],
+                errs,
+            );
         }
     }
 }
@@ -502,13 +653,19 @@ pub(crate) fn resource_requirements(r: &Value, path: &str, errs: &mut Vec<FieldE
                 }
             }
             (_, None) if !limits.contains_key(name) && !overcommit_allowed(name) => {
-                errs.push(FieldError::required(lim_path.clone(), "Limit must be set for non overcommitable resources"));
+                errs.push(FieldError::required(
+                    lim_path.clone(),
+                    "Limit must be set for non overcommitable resources",
+                ));
             }
             _ => {}
         }
     }
     if hugepages && !cpu_or_memory {
-        errs.push(FieldError::forbidden(path, "HugePages require cpu or memory"));
+        errs.push(FieldError::forbidden(
+            path,
+            "HugePages require cpu or memory",
+        ));
     }
 }
 
@@ -518,10 +675,18 @@ fn resource_name(name: &str, path: &str, errs: &mut Vec<FieldError>) {
     }
     if !name.contains('/') {
         if !is_standard_container_resource(name) {
-            errs.push(FieldError::invalid(path, quote(name), "must be a standard resource for containers"));
+            errs.push(FieldError::invalid(
+                path,
+                quote(name),
+                "must be a standard resource for containers",
+            ));
         }
     } else if !is_native_resource(name) && name.starts_with("requests.") {
-        errs.push(FieldError::invalid(path, quote(name), "doesn't follow extended resource name standard"));
+        errs.push(FieldError::invalid(
+            path,
+            quote(name),
+            "doesn't follow extended resource name standard",
+        ));
     }
 }
 
@@ -534,24 +699,42 @@ pub(crate) fn resource_quantity(
 ) -> Option<crate::quantity::Quantity> {
     let q = quantity(v, path, errs)?;
     if q.is_negative() {
-        errs.push(FieldError::invalid(path, quote(&q.to_string()), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path,
+            quote(&q.to_string()),
+            "must be greater than or equal to 0",
+        ));
     }
     if !is_native_resource(name) && !q.is_integer() {
-        errs.push(FieldError::invalid(path, q.to_string(), "must be an integer"));
+        errs.push(FieldError::invalid(
+            path,
+            q.to_string(),
+            "must be an integer",
+        ));
     }
     Some(q)
 }
 
 fn probe(p: &Value, path: &str, which: &str, errs: &mut Vec<FieldError>) {
     handler(p, path, false, errs);
-    for f in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+    for f in [
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+    ] {
         nonnegative(child(path, f), int(p, f), errs);
     }
     if which != "readinessProbe"
         && let Some(st) = int(p, "successThreshold")
         && st != 1
     {
-        errs.push(FieldError::invalid(child(path, "successThreshold"), st, "must be 1"));
+        errs.push(FieldError::invalid(
+            child(path, "successThreshold"),
+            st,
+            "must be 1",
+        ));
     }
     if let Some(g) = int(p, "terminationGracePeriodSeconds") {
         if which == "readinessProbe" {
@@ -561,36 +744,49 @@ fn probe(p: &Value, path: &str, which: &str, errs: &mut Vec<FieldError>) {
                 "must not be set for readinessProbes",
             ));
         } else if g <= 0 {
-            errs.push(FieldError::invalid(child(path, "terminationGracePeriodSeconds"), g, "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                child(path, "terminationGracePeriodSeconds"),
+                g,
+                "must be greater than 0",
+            ));
         }
     }
 }
 
 /// A probe or lifecycle handler: exactly one action.
 fn handler(h: &Value, path: &str, lifecycle: bool, errs: &mut Vec<FieldError>) {
-    let kinds: &[&str] =
-        if lifecycle { &["exec", "httpGet", "tcpSocket", "sleep"] } else { &["exec", "httpGet", "tcpSocket", "grpc"] };
+    let kinds: &[&str] = if lifecycle {
+        &["exec", "httpGet", "tcpSocket", "sleep"]
+    } else {
+        &["exec", "httpGet", "tcpSocket", "grpc"]
+    };
     let mut count = 0;
     for k in kinds {
         let Some(a) = get(h, k) else { continue };
         if count > 0 {
-            errs.push(FieldError::forbidden(child(path, k), "may not specify more than 1 handler type"));
+            errs.push(FieldError::forbidden(
+                child(path, k),
+                "may not specify more than 1 handler type",
+            ));
             continue;
         }
         count += 1;
         let ap = child(path, k);
         match *k {
-            "exec" => {
-                if arr(a, "command").is_empty() {
-                    errs.push(FieldError::required(child(&ap, "command"), ""));
-                }
+            "exec" if arr(a, "command").is_empty() => {
+                errs.push(FieldError::required(child(&ap, "command"), ""));
             }
             "httpGet" => {
                 if s(a, "path").is_empty() {
                     errs.push(FieldError::required(child(&ap, "path"), ""));
                 }
                 port_num_or_name(get(a, "port"), child(&ap, "port"), errs);
-                one_of(child(&ap, "scheme"), s(a, "scheme"), &["HTTP", "HTTPS"], errs);
+                one_of(
+                    child(&ap, "scheme"),
+                    s(a, "scheme"),
+                    &["HTTP", "HTTPS"],
+                    errs,
+                );
             }
             "tcpSocket" => port_num_or_name(get(a, "port"), child(&ap, "port"), errs),
             "grpc" => {
@@ -643,11 +839,20 @@ fn tolerations(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
                     ));
                 }
             }
-            other => errs.push(FieldError::not_supported(child(&tp, "operator"), quote(other), &["Equal", "Exists"])),
+            other => errs.push(FieldError::not_supported(
+                child(&tp, "operator"),
+                quote(other),
+                &["Equal", "Exists"],
+            )),
         }
         let effect = s(t, "effect");
         if !effect.is_empty() {
-            one_of(child(&tp, "effect"), effect, &["NoSchedule", "PreferNoSchedule", "NoExecute"], errs);
+            one_of(
+                child(&tp, "effect"),
+                effect,
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                errs,
+            );
         }
         if get(t, "tolerationSeconds").is_some() && effect != "NoExecute" {
             errs.push(FieldError::invalid(
@@ -664,13 +869,25 @@ fn topology_spread(list: &[Value], path: &str, errs: &mut Vec<FieldError>) {
         let cp = index(path, i);
         let skew = int(c, "maxSkew").unwrap_or(0);
         if skew <= 0 {
-            errs.push(FieldError::invalid(child(&cp, "maxSkew"), skew, "must be greater than zero"));
+            errs.push(FieldError::invalid(
+                child(&cp, "maxSkew"),
+                skew,
+                "must be greater than zero",
+            ));
         }
         if s(c, "topologyKey").is_empty() {
-            errs.push(FieldError::required(child(&cp, "topologyKey"), "can not be empty"));
+            errs.push(FieldError::required(
+                child(&cp, "topologyKey"),
+                "can not be empty",
+            ));
         }
         let w = s(c, "whenUnsatisfiable");
-        one_of(child(&cp, "whenUnsatisfiable"), w, &["DoNotSchedule", "ScheduleAnyway"], errs);
+        one_of(
+            child(&cp, "whenUnsatisfiable"),
+            w,
+            &["DoNotSchedule", "ScheduleAnyway"],
+            errs,
+        );
         if let Some(sel) = get(c, "labelSelector") {
             meta::label_selector(sel, &child(&cp, "labelSelector"), errs);
         }
@@ -681,13 +898,27 @@ fn affinity(a: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if let Some(na) = get(a, "nodeAffinity") {
         let np = child(path, "nodeAffinity");
         if let Some(req) = get(na, "requiredDuringSchedulingIgnoredDuringExecution") {
-            node_selector(req, &child(&np, "requiredDuringSchedulingIgnoredDuringExecution"), errs);
+            node_selector(
+                req,
+                &child(&np, "requiredDuringSchedulingIgnoredDuringExecution"),
+                errs,
+            );
         }
-        for (i, t) in arr(na, "preferredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
-            let tp = index(&child(&np, "preferredDuringSchedulingIgnoredDuringExecution"), i);
+        for (i, t) in arr(na, "preferredDuringSchedulingIgnoredDuringExecution")
+            .iter()
+            .enumerate()
+        {
+            let tp = index(
+                &child(&np, "preferredDuringSchedulingIgnoredDuringExecution"),
+                i,
+            );
             let w = int(t, "weight").unwrap_or(0);
             if !(1..=100).contains(&w) {
-                errs.push(FieldError::invalid(child(&tp, "weight"), w, "must be in the range 1-100"));
+                errs.push(FieldError::invalid(
+                    child(&tp, "weight"),
+                    w,
+                    "must be in the range 1-100",
+                ));
             }
             if let Some(pref) = get(t, "preference") {
                 node_selector_term(pref, &child(&tp, "preference"), errs);
@@ -697,14 +928,34 @@ fn affinity(a: &Value, path: &str, errs: &mut Vec<FieldError>) {
     for kind in ["podAffinity", "podAntiAffinity"] {
         let Some(pa) = get(a, kind) else { continue };
         let pp = child(path, kind);
-        for (i, t) in arr(pa, "requiredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
-            pod_affinity_term(t, &index(&child(&pp, "requiredDuringSchedulingIgnoredDuringExecution"), i), errs);
+        for (i, t) in arr(pa, "requiredDuringSchedulingIgnoredDuringExecution")
+            .iter()
+            .enumerate()
+        {
+            pod_affinity_term(
+                t,
+                &index(
+                    &child(&pp, "requiredDuringSchedulingIgnoredDuringExecution"),
+                    i,
+                ),
+                errs,
+            );
         }
-        for (i, t) in arr(pa, "preferredDuringSchedulingIgnoredDuringExecution").iter().enumerate() {
-            let tp = index(&child(&pp, "preferredDuringSchedulingIgnoredDuringExecution"), i);
+        for (i, t) in arr(pa, "preferredDuringSchedulingIgnoredDuringExecution")
+            .iter()
+            .enumerate()
+        {
+            let tp = index(
+                &child(&pp, "preferredDuringSchedulingIgnoredDuringExecution"),
+                i,
+            );
             let w = int(t, "weight").unwrap_or(0);
             if !(1..=100).contains(&w) {
-                errs.push(FieldError::invalid(child(&tp, "weight"), w, "must be in the range 1-100"));
+                errs.push(FieldError::invalid(
+                    child(&tp, "weight"),
+                    w,
+                    "must be in the range 1-100",
+                ));
             }
             if let Some(term) = get(t, "podAffinityTerm") {
                 pod_affinity_term(term, &child(&tp, "podAffinityTerm"), errs);
@@ -716,10 +967,17 @@ fn affinity(a: &Value, path: &str, errs: &mut Vec<FieldError>) {
 fn pod_affinity_term(t: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let tk = s(t, "topologyKey");
     if tk.is_empty() {
-        errs.push(FieldError::required(child(path, "topologyKey"), "can not be empty"));
+        errs.push(FieldError::required(
+            child(path, "topologyKey"),
+            "can not be empty",
+        ));
     } else {
         for msg in names::qualified_name(tk) {
-            errs.push(FieldError::invalid(child(path, "topologyKey"), quote(tk), msg));
+            errs.push(FieldError::invalid(
+                child(path, "topologyKey"),
+                quote(tk),
+                msg,
+            ));
         }
     }
     if let Some(sel) = get(t, "labelSelector") {
@@ -730,7 +988,10 @@ fn pod_affinity_term(t: &Value, path: &str, errs: &mut Vec<FieldError>) {
 fn node_selector(ns: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let terms = arr(ns, "nodeSelectorTerms");
     if terms.is_empty() {
-        errs.push(FieldError::required(child(path, "nodeSelectorTerms"), "must have at least one node selector term"));
+        errs.push(FieldError::required(
+            child(path, "nodeSelectorTerms"),
+            "must have at least one node selector term",
+        ));
     }
     for (i, t) in terms.iter().enumerate() {
         node_selector_term(t, &index(&child(path, "nodeSelectorTerms"), i), errs);
@@ -781,10 +1042,36 @@ fn node_selector_term(t: &Value, path: &str, errs: &mut Vec<FieldError>) {
 
 /// Volume sources in the order Kubernetes checks them (the first one set wins).
 const VOLUME_SOURCES: &[&str] = &[
-    "hostPath", "emptyDir", "gitRepo", "gcePersistentDisk", "awsElasticBlockStore", "secret", "nfs", "iscsi",
-    "glusterfs", "flocker", "persistentVolumeClaim", "rbd", "quobyte", "cephfs", "cinder", "downwardAPI", "fc",
-    "flexVolume", "configMap", "azureFile", "vsphereVolume", "photonPersistentDisk", "portworxVolume", "azureDisk",
-    "storageos", "projected", "scaleIO", "csi", "ephemeral", "image",
+    "hostPath",
+    "emptyDir",
+    "gitRepo",
+    "gcePersistentDisk",
+    "awsElasticBlockStore",
+    "secret",
+    "nfs",
+    "iscsi",
+    "glusterfs",
+    "flocker",
+    "persistentVolumeClaim",
+    "rbd",
+    "quobyte",
+    "cephfs",
+    "cinder",
+    "downwardAPI",
+    "fc",
+    "flexVolume",
+    "configMap",
+    "azureFile",
+    "vsphereVolume",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "azureDisk",
+    "storageos",
+    "projected",
+    "scaleIO",
+    "csi",
+    "ephemeral",
+    "image",
 ];
 
 const FILE_MODE_MSG: &str = "must be a number between 0 and 0777 (octal), both inclusive";
@@ -817,7 +1104,10 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
         let Some(sv) = get(v, src) else { continue };
         let sp = child(path, src);
         if count > 0 {
-            errs.push(FieldError::forbidden(sp, "may not specify more than 1 volume type"));
+            errs.push(FieldError::forbidden(
+                sp,
+                "may not specify more than 1 volume type",
+            ));
             continue;
         }
         count += 1;
@@ -827,15 +1117,29 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 if p.is_empty() {
                     errs.push(FieldError::required(child(&sp, "path"), ""));
                 } else if p.split('/').any(|c| c == "..") {
-                    errs.push(FieldError::invalid(child(&sp, "path"), quote(p), "must not contain '..'"));
+                    errs.push(FieldError::invalid(
+                        child(&sp, "path"),
+                        quote(p),
+                        "must not contain '..'",
+                    ));
                 }
                 if let Some(t) = opt_str(sv, "type") {
                     let supported = [
-                        "", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                        "",
+                        "DirectoryOrCreate",
+                        "Directory",
+                        "FileOrCreate",
+                        "File",
+                        "Socket",
+                        "CharDevice",
                         "BlockDevice",
                     ];
                     if !supported.contains(&t) {
-                        errs.push(FieldError::not_supported(child(&sp, "type"), quote(t), &supported));
+                        errs.push(FieldError::not_supported(
+                            child(&sp, "type"),
+                            quote(t),
+                            &supported,
+                        ));
                     }
                 }
             }
@@ -852,7 +1156,11 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 if let Some(m) = opt_str(sv, "medium") {
                     let ok = m.is_empty() || m == "Memory" || m.starts_with("HugePages");
                     if !ok {
-                        errs.push(FieldError::not_supported(child(&sp, "medium"), quote(m), &["", "Memory", "HugePages"]));
+                        errs.push(FieldError::not_supported(
+                            child(&sp, "medium"),
+                            quote(m),
+                            &["", "Memory", "HugePages"],
+                        ));
                     }
                 }
             }
@@ -868,10 +1176,8 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 }
                 key_to_paths(sv, &sp, errs);
             }
-            "persistentVolumeClaim" => {
-                if s(sv, "claimName").is_empty() {
-                    errs.push(FieldError::required(child(&sp, "claimName"), ""));
-                }
+            "persistentVolumeClaim" if s(sv, "claimName").is_empty() => {
+                errs.push(FieldError::required(child(&sp, "claimName"), ""));
             }
             "nfs" => {
                 if s(sv, "server").is_empty() {
@@ -881,7 +1187,11 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 if p.is_empty() {
                     errs.push(FieldError::required(child(&sp, "path"), ""));
                 } else if !p.starts_with('/') {
-                    errs.push(FieldError::invalid(child(&sp, "path"), quote(p), "must be an absolute path"));
+                    errs.push(FieldError::invalid(
+                        child(&sp, "path"),
+                        quote(p),
+                        "must be an absolute path",
+                    ));
                 }
             }
             "downwardAPI" => {
@@ -892,15 +1202,11 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 file_mode(sv, "defaultMode", &sp, errs);
                 projected_sources(arr(sv, "sources"), &child(&sp, "sources"), errs);
             }
-            "csi" => {
-                if s(sv, "driver").is_empty() {
-                    errs.push(FieldError::required(child(&sp, "driver"), ""));
-                }
+            "csi" if s(sv, "driver").is_empty() => {
+                errs.push(FieldError::required(child(&sp, "driver"), ""));
             }
-            "image" => {
-                if s(sv, "reference").is_empty() {
-                    errs.push(FieldError::required(child(&sp, "reference"), ""));
-                }
+            "image" if s(sv, "reference").is_empty() => {
+                errs.push(FieldError::required(child(&sp, "reference"), ""));
             }
             "ephemeral" => match get(sv, "volumeClaimTemplate") {
                 None => errs.push(FieldError::required(child(&sp, "volumeClaimTemplate"), "")),
@@ -908,7 +1214,11 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     let tp = child(&sp, "volumeClaimTemplate");
                     meta::template_meta(t, &tp, errs);
                     let null = Value::Null;
-                    super::core::claim_spec(get(t, "spec").unwrap_or(&null), &child(&tp, "spec"), errs);
+                    super::core::claim_spec(
+                        get(t, "spec").unwrap_or(&null),
+                        &child(&tp, "spec"),
+                        errs,
+                    );
                 }
             },
             _ => {}
@@ -950,7 +1260,11 @@ fn item_path(item: &Value, ip: &str, errs: &mut Vec<FieldError>) {
         errs.push(FieldError::invalid(child(ip, "path"), quote(p), msg));
     }
     if p.starts_with("..") {
-        errs.push(FieldError::invalid(child(ip, "path"), quote(p), "must not start with '..'"));
+        errs.push(FieldError::invalid(
+            child(ip, "path"),
+            quote(p),
+            "must not start with '..'",
+        ));
     }
 }
 
@@ -971,7 +1285,11 @@ fn downward_items(items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
             resource_field_selector(r, &child(&ip, "resourceFieldRef"), errs);
         }
         if f.is_some() && r.is_some() {
-            errs.push(FieldError::invalid(ip, render(item), "fieldRef and resourceFieldRef can not be specified simultaneously"));
+            errs.push(FieldError::invalid(
+                ip,
+                render(item),
+                "fieldRef and resourceFieldRef can not be specified simultaneously",
+            ));
         }
     }
 }
@@ -979,26 +1297,51 @@ fn downward_items(items: &[Value], path: &str, errs: &mut Vec<FieldError>) {
 fn projected_sources(sources: &[Value], path: &str, errs: &mut Vec<FieldError>) {
     for (i, src) in sources.iter().enumerate() {
         let sp = index(path, i);
-        let kinds = ["secret", "configMap", "downwardAPI", "serviceAccountToken", "clusterTrustBundle"];
-        let set: Vec<&str> = kinds.iter().copied().filter(|k| get(src, k).is_some()).collect();
+        let kinds = [
+            "secret",
+            "configMap",
+            "downwardAPI",
+            "serviceAccountToken",
+            "clusterTrustBundle",
+        ];
+        let set: Vec<&str> = kinds
+            .iter()
+            .copied()
+            .filter(|k| get(src, k).is_some())
+            .collect();
         if set.is_empty() {
             errs.push(FieldError::required(sp.clone(), "must specify exactly 1 of secret, configMap, downwardAPI, serviceAccountToken, clusterTrustBundle"));
         }
         for extra in set.iter().skip(1) {
-            errs.push(FieldError::forbidden(child(&sp, extra), "may not specify more than 1 volume type per source"));
+            errs.push(FieldError::forbidden(
+                child(&sp, extra),
+                "may not specify more than 1 volume type per source",
+            ));
         }
         if let Some(sec) = get(src, "secret") {
             for (j, item) in arr(sec, "items").iter().enumerate() {
-                item_path(item, &index(&child(&child(&sp, "secret"), "items"), j), errs);
+                item_path(
+                    item,
+                    &index(&child(&child(&sp, "secret"), "items"), j),
+                    errs,
+                );
             }
         }
         if let Some(cm) = get(src, "configMap") {
             for (j, item) in arr(cm, "items").iter().enumerate() {
-                item_path(item, &index(&child(&child(&sp, "configMap"), "items"), j), errs);
+                item_path(
+                    item,
+                    &index(&child(&child(&sp, "configMap"), "items"), j),
+                    errs,
+                );
             }
         }
         if let Some(d) = get(src, "downwardAPI") {
-            downward_items(arr(d, "items"), &child(&child(&sp, "downwardAPI"), "items"), errs);
+            downward_items(
+                arr(d, "items"),
+                &child(&child(&sp, "downwardAPI"), "items"),
+                errs,
+            );
         }
         if let Some(t) = get(src, "serviceAccountToken") {
             let tp = child(&sp, "serviceAccountToken");
@@ -1007,9 +1350,17 @@ fn projected_sources(sources: &[Value], path: &str, errs: &mut Vec<FieldError>) 
             }
             if let Some(e) = int(t, "expirationSeconds") {
                 if e < 600 {
-                    errs.push(FieldError::invalid(child(&tp, "expirationSeconds"), e, "may not specify a duration less than 10 minutes"));
+                    errs.push(FieldError::invalid(
+                        child(&tp, "expirationSeconds"),
+                        e,
+                        "may not specify a duration less than 10 minutes",
+                    ));
                 } else if e > 1 << 32 {
-                    errs.push(FieldError::invalid(child(&tp, "expirationSeconds"), e, "may not specify a duration larger than 2^32 seconds"));
+                    errs.push(FieldError::invalid(
+                        child(&tp, "expirationSeconds"),
+                        e,
+                        "may not specify a duration larger than 2^32 seconds",
+                    ));
                 }
             }
         }
