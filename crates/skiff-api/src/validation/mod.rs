@@ -8,6 +8,7 @@ mod apps;
 mod autoscaling;
 mod batch;
 mod core;
+mod decode;
 mod meta;
 pub mod names;
 mod other;
@@ -30,6 +31,10 @@ pub fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Vec<Fiel
             "<non-object>",
             "must be a JSON object",
         ));
+        return errs;
+    }
+    if let Some(e) = decode::type_error(def, obj) {
+        errs.push(e);
         return errs;
     }
     let old = old.filter(|o| o.is_object());
