@@ -195,6 +195,14 @@ impl Quantity {
         self.nanos % NANO == 0
     }
 
+    /// Rounded up to a whole thousandth, as Kubernetes stores resource lists.
+    pub fn round_up_to_milli(&self) -> Quantity {
+        Quantity {
+            nanos: div_ceil(self.nanos, 1_000_000) * 1_000_000,
+            format: self.format,
+        }
+    }
+
     pub fn add(&self, other: &Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos.saturating_add(other.nanos),
@@ -378,5 +386,7 @@ mod tests {
         assert_eq!(format_bytes(3 << 30), "3Gi");
         assert_eq!(format_milli_cpu(2000), "2");
         assert_eq!(format_milli_cpu(250), "250m");
+        assert_eq!(q("0.1m").round_up_to_milli().to_string(), "1m");
+        assert_eq!(q("1.0001").round_up_to_milli().to_string(), "1001m");
     }
 }

@@ -1,6 +1,6 @@
 //! Defaults of autoscaling/v2 HorizontalPodAutoscaler.
 
-use super::{default, default_str, obj_entry, obj_mut};
+use super::{canonical_quantity, default, default_str, each_obj, obj_entry, obj_mut};
 use serde_json::{Map, Value, json};
 
 pub(super) fn horizontal_pod_autoscaler(obj: &mut Value) {
@@ -20,6 +20,23 @@ pub(super) fn horizontal_pod_autoscaler(obj: &mut Value) {
                 "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } }
             }]),
         );
+    }
+    for m in each_obj(spec, "metrics") {
+        for source in [
+            "resource",
+            "containerResource",
+            "pods",
+            "object",
+            "external",
+        ] {
+            if let Some(t) = obj_mut(m, source).and_then(|s| obj_mut(s, "target")) {
+                for f in ["value", "averageValue"] {
+                    if let Some(v) = t.get_mut(f) {
+                        canonical_quantity(v, false);
+                    }
+                }
+            }
+        }
     }
     // Behavior is only filled in when the user gave one; otherwise the controller's
     // built-in behavior applies and the object stays as written.

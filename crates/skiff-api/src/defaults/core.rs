@@ -1,6 +1,9 @@
 //! Defaults of the core (v1) group: pods and pod templates, services, storage, namespaces, nodes.
 
-use super::{default, default_str, each_obj, obj_entry, obj_mut, str_field};
+use super::{
+    canonical_quantity, canonical_requirements, canonical_resource_list, default, default_str,
+    each_obj, obj_entry, obj_mut, str_field,
+};
 use serde_json::{Map, Value, json};
 
 /// Pods get the pod-spec defaults plus what only pods (not templates) get: service links,
@@ -152,6 +155,8 @@ pub(super) fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "securityContext", json!({}));
     default(spec, "terminationGracePeriodSeconds", json!(30));
     default_str(spec, "schedulerName", "default-scheduler");
+    canonical_resource_list(spec, "overhead");
+    canonical_requirements(spec, "resources");
     let host_network = spec
         .get("hostNetwork")
         .and_then(Value::as_bool)
@@ -171,6 +176,7 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
         let policy = image_pull_policy(str_field(c, "image"));
         c.insert("imagePullPolicy".into(), json!(policy));
     }
+    canonical_requirements(c, "resources");
     default_str(c, "terminationMessagePath", "/dev/termination-log");
     default_str(c, "terminationMessagePolicy", "File");
     for p in each_obj(c, "ports") {
@@ -189,6 +195,9 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
             }
             if let Some(r) = obj_mut(from, "resourceFieldRef") {
                 default(r, "divisor", json!("0"));
+                if let Some(d) = r.get_mut("divisor") {
+                    canonical_quantity(d, false);
+                }
             }
         }
     }
@@ -278,6 +287,11 @@ fn volume(v: &mut Map<String, Value>) {
     if let Some(hp) = obj_mut(v, "hostPath") {
         default(hp, "type", json!(""));
     }
+    if let Some(e) = obj_mut(v, "emptyDir")
+        && let Some(limit) = e.get_mut("sizeLimit")
+    {
+        canonical_quantity(limit, false);
+    }
     if let Some(d) = obj_mut(v, "downwardAPI") {
         downward_items(d);
     }
@@ -306,6 +320,12 @@ fn downward_items(d: &mut Map<String, Value>) {
     for item in each_obj(d, "items") {
         if let Some(f) = obj_mut(item, "fieldRef") {
             default_str(f, "apiVersion", "v1");
+        }
+        if let Some(r) = obj_mut(item, "resourceFieldRef") {
+            default(r, "divisor", json!("0"));
+            if let Some(d) = r.get_mut("divisor") {
+                canonical_quantity(d, false);
+            }
         }
     }
 }
@@ -439,10 +459,12 @@ pub(super) fn node(obj: &mut Value) {
     let Some(root) = obj.as_object_mut() else {
         return;
     };
-    if let Some(status) = obj_mut(root, "status")
-        && let Some(cap) = status.get("capacity").cloned()
-    {
-        default(status, "allocatable", cap);
+    if let Some(status) = obj_mut(root, "status") {
+        canonical_resource_list(status, "capacity");
+        canonical_resource_list(status, "allocatable");
+        if let Some(cap) = status.get("capacity").cloned() {
+            default(status, "allocatable", cap);
+        }
     }
 }
 
@@ -451,6 +473,7 @@ pub(super) fn persistent_volume(obj: &mut Value) {
         return;
     };
     if let Some(spec) = obj_entry(root, "spec") {
+        canonical_resource_list(spec, "capacity");
         default_str(spec, "persistentVolumeReclaimPolicy", "Retain");
         default_str(spec, "volumeMode", "Filesystem");
         if let Some(hp) = obj_mut(spec, "hostPath") {
@@ -471,12 +494,15 @@ pub(super) fn persistent_volume_claim(obj: &mut Value) {
     }
     if let Some(status) = obj_entry(root, "status") {
         default_str(status, "phase", "Pending");
+        canonical_resource_list(status, "capacity");
+        canonical_resource_list(status, "allocatedResources");
     }
 }
 
 /// SetDefaults_PersistentVolumeClaimSpec (also used by claim templates).
 pub(super) fn claim_spec(spec: &mut Map<String, Value>) {
     default_str(spec, "volumeMode", "Filesystem");
+    canonical_requirements(spec, "resources");
 }
 
 #[cfg(test)]

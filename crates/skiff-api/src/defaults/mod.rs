@@ -97,6 +97,42 @@ fn each_obj<'a>(
         .filter_map(Value::as_object_mut)
 }
 
+/// Rewrites a quantity in the canonical form Kubernetes stores (`0.5` -> `500m`,
+/// `1024Mi` -> `1Gi`, the number 2 -> `"2"`). Unparseable values are left for validation.
+fn canonical_quantity(v: &mut Value, round_to_milli: bool) {
+    let parsed = match v {
+        Value::String(s) => crate::quantity::parse_quantity(s),
+        Value::Number(n) => crate::quantity::parse_quantity(&n.to_string()),
+        _ => return,
+    };
+    if let Ok(q) = parsed {
+        let q = if round_to_milli {
+            q.round_up_to_milli()
+        } else {
+            q
+        };
+        *v = Value::String(q.to_string());
+    }
+}
+
+/// Canonicalizes every quantity of the resource list at `map[key]` (rounded up to milli
+/// units, as SetDefaults_ResourceList does).
+fn canonical_resource_list(map: &mut Map<String, Value>, key: &str) {
+    if let Some(list) = obj_mut(map, key) {
+        for v in list.values_mut() {
+            canonical_quantity(v, true);
+        }
+    }
+}
+
+/// `requests` and `limits` of a ResourceRequirements object at `map[key]`.
+fn canonical_requirements(map: &mut Map<String, Value>, key: &str) {
+    if let Some(r) = obj_mut(map, key) {
+        canonical_resource_list(r, "requests");
+        canonical_resource_list(r, "limits");
+    }
+}
+
 fn str_field<'a>(map: &'a Map<String, Value>, key: &str) -> &'a str {
     map.get(key).and_then(Value::as_str).unwrap_or("")
 }

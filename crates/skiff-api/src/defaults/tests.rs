@@ -408,3 +408,47 @@ fn hpa_defaults() {
     assert_eq!(b["scaleDown"]["stabilizationWindowSeconds"], 60);
     assert_eq!(b["scaleDown"]["selectPolicy"], "Max");
 }
+
+#[test]
+fn quantities_are_stored_canonically() {
+    let d = defaulted(
+        "apps/v1",
+        "Deployment",
+        json!({ "spec": { "template": { "spec": {
+            "containers": [{ "name": "model", "image": "server:1", "resources": {
+                "limits": { "cpu": 0.5, "memory": "1024Mi", "nvidia.com/gpu": 1 },
+                "requests": { "cpu": "0.1m", "memory": "bad" } } }],
+            "volumes": [{ "name": "scratch", "emptyDir": { "sizeLimit": "2048Mi" } }]
+        } } } }),
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        c["limits"],
+        json!({ "cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1" })
+    );
+    // Resource lists round up to milli units; what does not parse is left for validation.
+    assert_eq!(c["requests"], json!({ "cpu": "1m", "memory": "bad" }));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["sizeLimit"],
+        "2Gi"
+    );
+    let pvc = defaulted(
+        "v1",
+        "PersistentVolumeClaim",
+        json!({ "spec": { "resources": { "requests": { "storage": "5000Mi" } } } }),
+    );
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "5000Mi");
+    let node = defaulted(
+        "v1",
+        "Node",
+        json!({ "status": { "capacity": { "memory": "16777216Ki", "cpu": 8 } } }),
+    );
+    assert_eq!(
+        node["status"]["capacity"],
+        json!({ "memory": "16Gi", "cpu": "8" })
+    );
+    assert_eq!(
+        node["status"]["allocatable"],
+        json!({ "memory": "16Gi", "cpu": "8" })
+    );
+}
