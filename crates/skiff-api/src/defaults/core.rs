@@ -22,7 +22,13 @@ pub(super) fn pod(obj: &mut Value) {
     if let Some(sa) = spec.get("serviceAccountName").cloned() {
         default(spec, "serviceAccount", sa);
     }
-    default(spec, "priority", json!(0));
+    // The Priority admission plugin: the two built-in classes have fixed values.
+    let priority = match str_field(spec, "priorityClassName") {
+        "system-node-critical" => 2_000_001_000,
+        "system-cluster-critical" => 2_000_000_000,
+        _ => 0,
+    };
+    default(spec, "priority", json!(priority));
     default_str(spec, "preemptionPolicy", "PreemptLowerPriority");
     for key in ["containers", "initContainers"] {
         for c in each_obj(spec, key) {

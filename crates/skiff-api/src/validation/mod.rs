@@ -308,10 +308,8 @@ pub(crate) fn positive_int_or_percent(v: Option<&Value>, path: String, errs: &mu
 /// The numeric value of an int-or-percent (percent as its number), 0 when unparseable.
 pub(crate) fn int_or_percent_value(v: Option<&Value>) -> i64 {
     match v {
-        Some(Value::String(s)) => s
-            .strip_suffix('%')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
+        // A bare numeric string counts as its number, as intstr's IntValue reads it.
+        Some(Value::String(s)) => s.strip_suffix('%').unwrap_or(s).parse().unwrap_or(0),
         Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
         _ => 0,
     }

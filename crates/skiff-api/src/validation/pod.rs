@@ -24,14 +24,19 @@ pub(crate) fn pod(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>) {
                 ));
             }
         }
-        Some(old) => pod_update(spec, get(old, "spec").unwrap_or(&null), errs),
+        Some(old) => {
+            let deleting =
+                get(o, "metadata").is_some_and(|m| !s(m, "deletionTimestamp").is_empty());
+            pod_update(spec, get(old, "spec").unwrap_or(&null), deleting, errs)
+        }
     }
 }
 
 /// ValidatePodUpdate: a running pod's spec is fixed except images, activeDeadlineSeconds,
 /// added tolerations and removed scheduling gates. Binding (setting nodeName once) and the
 /// ephemeral-containers subresource are allowed through here as well.
-fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+/// A graceful delete may shorten `terminationGracePeriodSeconds` to the requested period.
+fn pod_update(new: &Value, old: &Value, deleting: bool, errs: &mut Vec<FieldError>) {
     let (Some(n), Some(o)) = (new.as_object(), old.as_object()) else {
         return;
     };
@@ -75,7 +80,7 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     {
         copy_field(&mut munged, o, "nodeName");
     }
-    if int(old, "terminationGracePeriodSeconds").is_some_and(|g| g < 0) {
+    if deleting || int(old, "terminationGracePeriodSeconds").is_some_and(|g| g < 0) {
         copy_field(&mut munged, o, "terminationGracePeriodSeconds");
     }
     let strip_nulls = |m: &Map<String, Value>| -> Map<String, Value> {

@@ -972,6 +972,35 @@ fn stateful_set_rules() {
 }
 
 #[test]
+fn bare_numeric_strings_count_as_numbers_in_rolling_updates() {
+    let mut d = valid_deployment();
+    d["spec"]["strategy"] = json!({ "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 0, "maxUnavailable": "2" } });
+    let errs = create("apps/v1", "Deployment", d);
+    assert!(!errs.iter().any(|e| e.contains("may not be 0")), "{errs:?}");
+    assert_has_prefix(
+        &errs,
+        "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 2: a valid percent string",
+    );
+}
+
+#[test]
+fn graceful_pod_deletion_may_shorten_the_grace_period() {
+    let old =
+        json!({ "metadata": meta("p"), "spec": { "containers": [{ "name": "c", "image": "i" }] } });
+    let mut deleting = old.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    deleting["metadata"]["deletionGracePeriodSeconds"] = json!(5);
+    deleting["spec"]["terminationGracePeriodSeconds"] = json!(5);
+    assert_clean(&update("v1", "Pod", old.clone(), deleting));
+    let mut shortened = old.clone();
+    shortened["spec"]["terminationGracePeriodSeconds"] = json!(5);
+    assert_has_prefix(
+        &update("v1", "Pod", old, shortened),
+        "spec: Forbidden: pod updates may not change fields",
+    );
+}
+
+#[test]
 fn daemon_set_rules() {
     let ds = json!({ "metadata": meta("agent"), "spec": { "selector": { "matchLabels": { "app": "agent" } },
         "template": { "metadata": { "labels": { "app": "agent" } }, "spec": { "containers": [{ "name": "a", "image": "agent:1" }] } } } });
