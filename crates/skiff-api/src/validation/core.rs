@@ -298,10 +298,44 @@ pub(crate) fn service(o: &Value, old: Option<&Value>, errs: &mut Vec<FieldError>
     } else if matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer") {
         errs.push(FieldError::required("spec.internalTrafficPolicy", ""));
     }
+    if let Some(td) = opt_str(spec, "trafficDistribution") {
+        one_of(
+            "spec.trafficDistribution".into(),
+            td,
+            &["PreferClose", "PreferSameZone", "PreferSameNode"],
+            errs,
+        );
+    }
+    let lb_class = opt_str(spec, "loadBalancerClass");
+    if let Some(class) = lb_class {
+        if ty != "LoadBalancer" {
+            errs.push(FieldError::forbidden(
+                "spec.loadBalancerClass",
+                "may only be used when `type` is 'LoadBalancer'",
+            ));
+        }
+        for msg in names::qualified_name(class) {
+            errs.push(FieldError::invalid(
+                "spec.loadBalancerClass",
+                quote(class),
+                msg,
+            ));
+        }
+    }
 
     if let Some(old) = old {
         let old_spec = get(old, "spec").unwrap_or(&null);
         let old_ty = s(old_spec, "type");
+        if ty == "LoadBalancer" && old_ty == "LoadBalancer" {
+            let old_class = opt_str(old_spec, "loadBalancerClass");
+            if old_class != lb_class {
+                errs.push(FieldError::invalid(
+                    "spec.loadBalancerClass",
+                    lb_class.map(quote).unwrap_or_else(|| "null".into()),
+                    "may not change once set",
+                ));
+            }
+        }
         if ty != "ExternalName" && old_ty != "ExternalName" {
             let first = |sp: &Value| -> String {
                 arr(sp, "clusterIPs")

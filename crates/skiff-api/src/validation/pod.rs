@@ -234,6 +234,22 @@ pub(crate) fn pod_spec(
     if let Some(aff) = get(spec, "affinity") {
         affinity(aff, &child(path, "affinity"), errs);
     }
+    if let Some(sc) = get(spec, "securityContext") {
+        security_context(sc, &child(path, "securityContext"), false, errs);
+    }
+    if let Some(dc) = get(spec, "dnsConfig") {
+        dns_config(dc, &child(path, "dnsConfig"), errs);
+    }
+    for (i, alias) in arr(spec, "hostAliases").iter().enumerate() {
+        let ip = s(alias, "ip");
+        if !names::is_ip(ip) {
+            errs.push(FieldError::invalid(
+                child(&index(&child(path, "hostAliases"), i), "ip"),
+                quote(ip),
+                names::IP_MSG,
+            ));
+        }
+    }
     for (i, sec) in arr(spec, "imagePullSecrets").iter().enumerate() {
         let n = s(sec, "name");
         if n.is_empty() {
@@ -311,13 +327,31 @@ fn container(
     if let Some(r) = get(c, "resources") {
         resource_requirements(r, &child(path, "resources"), errs);
     }
-    // Ephemeral containers may not have probes, ports or resources; their checks differ.
-    if list != "ephemeralContainers" {
-        for p in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            if let Some(probe_v) = get(c, p) {
-                probe(probe_v, &child(path, p), p, errs);
-            }
+    // Init containers run to completion, so only sidecars (restartPolicy Always) may have
+    // probes or lifecycle hooks; ephemeral containers may have neither.
+    let sidecar = opt_str(c, "restartPolicy") == Some("Always");
+    for p in [
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+    ] {
+        let Some(v) = get(c, p) else { continue };
+        match list {
+            "initContainers" if !sidecar => errs.push(FieldError::forbidden(
+                child(path, p),
+                "may not be set for init containers without restartPolicy=Always",
+            )),
+            "ephemeralContainers" => errs.push(FieldError::forbidden(
+                child(path, p),
+                format!("{p} is not allowed for ephemeral containers"),
+            )),
+            _ if p != "lifecycle" => probe(v, &child(path, p), p, errs),
+            _ => {}
         }
+    }
+    if let Some(sc) = get(c, "securityContext") {
+        security_context(sc, &child(path, "securityContext"), true, errs);
     }
     if let Some(lc) = get(c, "lifecycle") {
         for hook in ["postStart", "preStop"] {
@@ -1368,6 +1402,114 @@ fn projected_sources(sources: &[Value], path: &str, errs: &mut Vec<FieldError>) 
                     ));
                 }
             }
+        }
+    }
+}
+
+/// Pod and container security contexts: ids in range, known seccomp profiles, and no
+/// privileged container that forbids privilege escalation.
+fn security_context(sc: &Value, path: &str, container: bool, errs: &mut Vec<FieldError>) {
+    let id_fields: &[&str] = if container {
+        &["runAsUser", "runAsGroup"]
+    } else {
+        &["runAsUser", "runAsGroup", "fsGroup"]
+    };
+    for f in id_fields {
+        if let Some(id) = int(sc, f)
+            && !(0..=i64::from(i32::MAX)).contains(&id)
+        {
+            errs.push(FieldError::invalid(
+                child(path, f),
+                id,
+                names::inclusive_range(0, i64::from(i32::MAX)),
+            ));
+        }
+    }
+    for (i, g) in arr(sc, "supplementalGroups").iter().enumerate() {
+        let g = g.as_i64().unwrap_or(-1);
+        if !(0..=i64::from(i32::MAX)).contains(&g) {
+            errs.push(FieldError::invalid(
+                index(&child(path, "supplementalGroups"), i),
+                g,
+                names::inclusive_range(0, i64::from(i32::MAX)),
+            ));
+        }
+    }
+    if let Some(sp) = get(sc, "seccompProfile") {
+        let ty = s(sp, "type");
+        let sp_path = child(path, "seccompProfile");
+        one_of(
+            child(&sp_path, "type"),
+            ty,
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+            errs,
+        );
+        let localhost = s(sp, "localhostProfile");
+        if ty == "Localhost" && localhost.is_empty() {
+            errs.push(FieldError::required(
+                child(&sp_path, "localhostProfile"),
+                "must be set when seccomp type is Localhost",
+            ));
+        } else if ty != "Localhost" && !localhost.is_empty() {
+            errs.push(FieldError::invalid(
+                child(&sp_path, "localhostProfile"),
+                quote(localhost),
+                "can only be set when seccomp type is Localhost",
+            ));
+        }
+    }
+    if container
+        && sc.get("privileged").and_then(Value::as_bool) == Some(true)
+        && sc.get("allowPrivilegeEscalation").and_then(Value::as_bool) == Some(false)
+    {
+        errs.push(FieldError::invalid(
+            path,
+            "<security context>",
+            "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+        ));
+    }
+    if let Some(pm) = opt_str(sc, "procMount") {
+        one_of(child(path, "procMount"), pm, &["Default", "Unmasked"], errs);
+    }
+}
+
+/// At most 3 nameservers (valid IPs) and 32 search domains.
+fn dns_config(dc: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let servers = arr(dc, "nameservers");
+    if servers.len() > 3 {
+        errs.push(FieldError::invalid(
+            child(path, "nameservers"),
+            super::go_strs(servers),
+            "must not have more than 3 nameservers",
+        ));
+    }
+    for (i, ns) in servers.iter().enumerate() {
+        let ns = ns.as_str().unwrap_or("");
+        if !names::is_ip(ns) {
+            errs.push(FieldError::invalid(
+                index(&child(path, "nameservers"), i),
+                quote(ns),
+                "must be valid IP address",
+            ));
+        }
+    }
+    let searches = arr(dc, "searches");
+    if searches.len() > 32 {
+        errs.push(FieldError::invalid(
+            child(path, "searches"),
+            super::go_strs(searches),
+            "must not have more than 32 search paths",
+        ));
+    }
+    for (i, d) in searches.iter().enumerate() {
+        let d = d.as_str().unwrap_or("");
+        let d = d.strip_suffix('.').unwrap_or(d);
+        for msg in names::dns1123_subdomain(d) {
+            errs.push(FieldError::invalid(
+                index(&child(path, "searches"), i),
+                quote(d),
+                msg,
+            ));
         }
     }
 }

@@ -1304,6 +1304,73 @@ fn service_types_and_node_ports() {
 }
 
 #[test]
+fn service_load_balancer_class_and_traffic_fields() {
+    let errs = create(
+        "v1",
+        "Service",
+        service(
+            json!({ "ports": [{ "port": 80 }], "loadBalancerClass": "example.com/lb", "trafficDistribution": "Anywhere" }),
+        ),
+    );
+    assert_has(
+        &errs,
+        "spec.loadBalancerClass: Forbidden: may only be used when `type` is 'LoadBalancer'",
+    );
+    assert_has_prefix(
+        &errs,
+        "spec.trafficDistribution: Unsupported value: \"Anywhere\"",
+    );
+    let old = service(
+        json!({ "type": "LoadBalancer", "loadBalancerClass": "example.com/lb", "ports": [{ "port": 80 }] }),
+    );
+    let new = service(json!({ "type": "LoadBalancer", "ports": [{ "port": 80 }] }));
+    assert_eq!(
+        update("v1", "Service", old, new),
+        vec!["spec.loadBalancerClass: Invalid value: null: may not change once set"]
+    );
+}
+
+#[test]
+fn security_context_dns_and_init_container_rules() {
+    let errs = create(
+        "v1",
+        "Pod",
+        json!({ "metadata": meta("p"), "spec": {
+        "securityContext": { "runAsUser": -1, "seccompProfile": { "type": "Localhost" } },
+        "dnsConfig": { "nameservers": ["1.1.1.1", "x"] },
+        "initContainers": [
+            { "name": "init", "image": "i", "livenessProbe": { "exec": { "command": ["true"] } } },
+            { "name": "sidecar", "image": "i", "restartPolicy": "Always", "readinessProbe": { "exec": { "command": ["true"] } } }
+        ],
+        "containers": [{ "name": "c", "image": "i", "securityContext": { "privileged": true, "allowPrivilegeEscalation": false } }] } }),
+    );
+    assert_has(
+        &errs,
+        "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+    );
+    assert_has(
+        &errs,
+        "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+    );
+    assert_has(
+        &errs,
+        "spec.dnsConfig.nameservers[1]: Invalid value: \"x\": must be valid IP address",
+    );
+    assert_has(
+        &errs,
+        "spec.initContainers[0].livenessProbe: Forbidden: may not be set for init containers without restartPolicy=Always",
+    );
+    assert!(
+        !errs.iter().any(|e| e.starts_with("spec.initContainers[1]")),
+        "{errs:?}"
+    );
+    assert_has(
+        &errs,
+        "spec.containers[0].securityContext: Invalid value: <security context>: cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+    );
+}
+
+#[test]
 fn service_cluster_ip_is_immutable() {
     let old = service(json!({ "clusterIP": "10.43.0.10", "ports": [{ "port": 80 }] }));
     let new = service(json!({ "clusterIP": "10.43.0.11", "ports": [{ "port": 80 }] }));
