@@ -195,6 +195,16 @@ impl Quantity {
         self.nanos % NANO == 0
     }
 
+    /// The value as a float (for ratios such as utilization), exact up to f64 precision.
+    pub fn as_f64(&self) -> f64 {
+        self.nanos as f64 / NANO as f64
+    }
+
+    /// A quantity of `nanos` billionths.
+    pub fn from_nanos(nanos: i128, format: QuantityFormat) -> Self {
+        Quantity { nanos, format }
+    }
+
     /// Rounded up to a whole thousandth, as Kubernetes stores resource lists.
     pub fn round_up_to_milli(&self) -> Quantity {
         Quantity {
@@ -387,6 +397,11 @@ mod tests {
         assert_eq!(format_milli_cpu(2000), "2");
         assert_eq!(format_milli_cpu(250), "250m");
         assert_eq!(q("0.1m").round_up_to_milli().to_string(), "1m");
+        assert_eq!(q("250m").as_f64(), 0.25);
+        assert_eq!(
+            Quantity::from_nanos(1, QuantityFormat::DecimalSI).to_string(),
+            "1n"
+        );
         assert_eq!(q("1.0001").round_up_to_milli().to_string(), "1001m");
     }
 }

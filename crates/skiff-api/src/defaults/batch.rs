@@ -99,6 +99,7 @@ fn job_spec(spec: &mut Map<String, Value>) {
         spec.insert("backoffLimit".into(), json!(limit));
     }
     default_str(spec, "completionMode", "NonIndexed");
+    default(spec, "manualSelector", json!(false));
     default(spec, "suspend", json!(false));
     let has_failure_policy = !unset(spec, "podFailurePolicy");
     if let Some(pfp) = obj_mut(spec, "podFailurePolicy") {

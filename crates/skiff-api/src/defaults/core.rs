@@ -182,6 +182,8 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
         let policy = image_pull_policy(str_field(c, "image"));
         c.insert("imagePullPolicy".into(), json!(policy));
     }
+    // Kubernetes always shows `resources: {}` on a container that sets none.
+    default(c, "resources", json!({}));
     canonical_requirements(c, "resources");
     default_str(c, "terminationMessagePath", "/dev/termination-log");
     default_str(c, "terminationMessagePolicy", "File");

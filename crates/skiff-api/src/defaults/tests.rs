@@ -44,6 +44,7 @@ fn minimal_deployment_gets_what_kubectl_shows() {
                         "imagePullPolicy": "IfNotPresent",
                         "name": "nginx",
                         "ports": [{ "containerPort": 80, "protocol": "TCP" }],
+                        "resources": {},
                         "terminationMessagePath": "/dev/termination-log",
                         "terminationMessagePolicy": "File"
                     }],
@@ -237,6 +238,7 @@ fn job_generates_selector_and_defaults() {
     assert_eq!(s["completionMode"], "NonIndexed");
     assert_eq!(s["suspend"], false);
     assert_eq!(s["podReplacementPolicy"], "TerminatingOrFailed");
+    assert_eq!(s["manualSelector"], false);
     assert_eq!(
         s["selector"],
         json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": "abc-123" } })
