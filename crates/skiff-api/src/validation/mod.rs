@@ -259,7 +259,7 @@ pub(crate) fn quantity(v: &Value, path: &str, errs: &mut Vec<FieldError>) -> Opt
     }
 }
 
-/// Both the deprecated-but-common `[a, b]` style and `"a"` name lists for NotSupported.
+/// An enum field: Required when empty, NotSupported (listing `supported` in order) otherwise.
 pub(crate) fn one_of(path: String, value: &str, supported: &[&str], errs: &mut Vec<FieldError>) {
     if value.is_empty() {
         errs.push(FieldError::required(path, ""));

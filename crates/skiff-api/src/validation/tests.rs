@@ -1877,3 +1877,121 @@ fn malformed_input_never_panics() {
         }
     }
 }
+
+/// Every sub-value of realistic objects replaced by every kind of odd value: defaulting
+/// stays idempotent and neither defaulting nor validation panics.
+#[test]
+fn mutated_objects_never_panic_and_default_idempotently() {
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    pointers(
+                        x,
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        out,
+                    );
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    pointers(x, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut pod = json!({ "metadata": meta("p"), "spec": { "containers": [web_container()],
+        "initContainers": [{ "name": "init", "image": "i", "restartPolicy": "Always", "startupProbe": { "grpc": { "port": 9000 } } }],
+        "volumes": [{ "name": "cache", "emptyDir": { "sizeLimit": "1Gi" } }, { "name": "cfg", "configMap": { "name": "c", "items": [{ "key": "k", "path": "p" }] } },
+            { "name": "proj", "projected": { "sources": [{ "serviceAccountToken": { "path": "t" } }, { "downwardAPI": { "items": [{ "path": "l", "fieldRef": { "fieldPath": "metadata.labels" } }] } }] } }],
+        "tolerations": [{ "key": "gpu", "operator": "Exists", "effect": "NoSchedule" }],
+        "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": { "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "k", "operator": "In", "values": ["v"] }] }] } } },
+        "securityContext": { "runAsUser": 1000, "seccompProfile": { "type": "RuntimeDefault" } },
+        "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule" }] } });
+    pod["spec"]["containers"][0]["env"] =
+        json!([{ "name": "A", "valueFrom": { "resourceFieldRef": { "resource": "limits.cpu" } } }]);
+    let samples: Vec<(&str, &str, Value)> = vec![
+        ("v1", "Pod", pod),
+        ("apps/v1", "Deployment", valid_deployment()),
+        ("apps/v1", "StatefulSet", stateful_set()),
+        ("batch/v1", "Job", job()),
+        ("batch/v1", "CronJob", cron_job("*/5 * * * *")),
+        (
+            "v1",
+            "Service",
+            service(
+                json!({ "type": "NodePort", "clusterIP": "10.43.0.5", "ports": [{ "name": "a", "port": 80, "nodePort": 30001 }, { "name": "b", "port": 81 }] }),
+            ),
+        ),
+        (
+            "v1",
+            "PersistentVolumeClaim",
+            pvc(
+                json!({ "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }),
+            ),
+        ),
+        (
+            "v1",
+            "Secret",
+            json!({ "metadata": meta("s"), "type": "kubernetes.io/tls", "data": { "tls.crt": "eA==", "tls.key": "eA==" } }),
+        ),
+        (
+            "v1",
+            "Node",
+            json!({ "metadata": { "name": "n" }, "spec": { "taints": [{ "key": "k", "effect": "NoSchedule" }] }, "status": { "capacity": { "cpu": "4" } } }),
+        ),
+        (
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            json!({ "metadata": meta("h"), "spec": { "scaleTargetRef": { "kind": "Deployment", "name": "web" }, "maxReplicas": 3,
+            "behavior": { "scaleUp": { "policies": [{ "type": "Pods", "value": 1, "periodSeconds": 60 }] } } } }),
+        ),
+        (
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            json!({ "metadata": meta("e"), "addressType": "IPv4", "endpoints": [{ "addresses": ["10.0.0.1"] }], "ports": [{ "port": 80 }] }),
+        ),
+        (
+            "events.k8s.io/v1",
+            "Event",
+            json!({ "metadata": meta("ev"), "eventTime": "2026-01-01T00:00:00.000000Z", "type": "Normal", "regarding": { "namespace": "default" } }),
+        ),
+    ];
+    let odd = [
+        json!(null),
+        json!("x"),
+        json!(-1),
+        json!(70000),
+        json!(1.5),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!([null, 1]),
+    ];
+    for (api_version, kind, sample) in samples {
+        let def = lookup_kind(api_version, kind).unwrap();
+        let mut ptrs = Vec::new();
+        pointers(&sample, String::new(), &mut ptrs);
+        for p in ptrs.iter().filter(|p| !p.is_empty()) {
+            for o in &odd {
+                let mut v = sample.clone();
+                if let Some(slot) = v.pointer_mut(p) {
+                    *slot = o.clone();
+                }
+                let mut once = v.clone();
+                defaults::apply(def, &mut once);
+                let mut twice = once.clone();
+                defaults::apply(def, &mut twice);
+                assert_eq!(
+                    once, twice,
+                    "{kind} {p} = {o}: defaulting is not idempotent"
+                );
+                let _ = validate(def, &once, None);
+                let _ = validate(def, &once, Some(&sample));
+                let _ = validate(def, &sample, Some(&once));
+            }
+        }
+    }
+}
