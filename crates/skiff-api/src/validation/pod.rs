@@ -491,11 +491,7 @@ fn field_selector(f: &Value, path: &str, supported: &[&str], errs: &mut Vec<Fiel
     let subscripted = ["metadata.labels['", "metadata.annotations['"]
         .iter()
         .any(|p| fp.starts_with(p) && fp.ends_with("']") && fp.len() > p.len() + 2);
-    let whole_map = fp == "metadata.labels" || fp == "metadata.annotations";
-    if !(subscripted
-        || (whole_map && supported.len() > ENV_FIELD_PATHS.len())
-        || supported.contains(&fp))
-    {
+    if !(subscripted || supported.contains(&fp)) {
         errs.push(FieldError::not_supported(
             child(path, "fieldPath"),
             quote(fp),
