@@ -77,6 +77,19 @@ impl FieldError {
             detail: format!("must have at most {max} bytes"),
         }
     }
+    /// A reference to something that does not exist (`volumeMounts[0].name: Not found: "data"`).
+    pub fn not_found(path: impl Into<String>, value: impl std::fmt::Display) -> Self {
+        FieldError { kind: FieldErrorKind::NotFound, path: path.into(), value: Some(value.to_string()), detail: String::new() }
+    }
+    /// A list longer than allowed; Kubernetes' TooMany, reported as an invalid value.
+    pub fn too_many(path: impl Into<String>, actual: usize, max: usize) -> Self {
+        FieldError {
+            kind: FieldErrorKind::Invalid,
+            path: path.into(),
+            value: Some(actual.to_string()),
+            detail: format!("must have at most {max} items"),
+        }
+    }
     pub fn unknown(path: impl Into<String>) -> Self {
         FieldError { kind: FieldErrorKind::Unknown, path: path.into(), value: None, detail: String::new() }
     }

@@ -1,12 +1,14 @@
 //! Kubernetes API semantics without IO: the resource registry, defaulting, validation,
 //! patching, field schemas, OpenAPI documents, Table output and Status errors.
 
+pub mod cron;
 pub mod defaults;
 pub mod error;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod table;
