@@ -44,9 +44,18 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(path: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { kind: FieldErrorKind::Required, path: path.into(), value: None, detail: detail.into() }
+        FieldError {
+            kind: FieldErrorKind::Required,
+            path: path.into(),
+            value: None,
+            detail: detail.into(),
+        }
     }
-    pub fn invalid(path: impl Into<String>, value: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        path: impl Into<String>,
+        value: impl std::fmt::Display,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             kind: FieldErrorKind::Invalid,
             path: path.into(),
@@ -54,7 +63,11 @@ impl FieldError {
             detail: detail.into(),
         }
     }
-    pub fn not_supported(path: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        path: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         FieldError {
             kind: FieldErrorKind::NotSupported,
@@ -64,10 +77,20 @@ impl FieldError {
         }
     }
     pub fn duplicate(path: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        FieldError { kind: FieldErrorKind::Duplicate, path: path.into(), value: Some(value.to_string()), detail: String::new() }
+        FieldError {
+            kind: FieldErrorKind::Duplicate,
+            path: path.into(),
+            value: Some(value.to_string()),
+            detail: String::new(),
+        }
     }
     pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { kind: FieldErrorKind::Forbidden, path: path.into(), value: None, detail: detail.into() }
+        FieldError {
+            kind: FieldErrorKind::Forbidden,
+            path: path.into(),
+            value: None,
+            detail: detail.into(),
+        }
     }
     pub fn too_long(path: impl Into<String>, max: usize) -> Self {
         FieldError {
@@ -79,7 +102,12 @@ impl FieldError {
     }
     /// A reference to something that does not exist (`volumeMounts[0].name: Not found: "data"`).
     pub fn not_found(path: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        FieldError { kind: FieldErrorKind::NotFound, path: path.into(), value: Some(value.to_string()), detail: String::new() }
+        FieldError {
+            kind: FieldErrorKind::NotFound,
+            path: path.into(),
+            value: Some(value.to_string()),
+            detail: String::new(),
+        }
     }
     /// A list longer than allowed; Kubernetes' TooMany, reported as an invalid value.
     pub fn too_many(path: impl Into<String>, actual: usize, max: usize) -> Self {
@@ -91,7 +119,12 @@ impl FieldError {
         }
     }
     pub fn unknown(path: impl Into<String>) -> Self {
-        FieldError { kind: FieldErrorKind::Unknown, path: path.into(), value: None, detail: String::new() }
+        FieldError {
+            kind: FieldErrorKind::Unknown,
+            path: path.into(),
+            value: None,
+            detail: String::new(),
+        }
     }
 
     /// The message Kubernetes prints for this error, e.g.
@@ -99,12 +132,22 @@ impl FieldError {
     pub fn message(&self) -> String {
         let head = match self.kind {
             FieldErrorKind::Required => "Required value".to_string(),
-            FieldErrorKind::Invalid => format!("Invalid value: {}", self.value.as_deref().unwrap_or("null")),
-            FieldErrorKind::NotSupported => format!("Unsupported value: {}", self.value.as_deref().unwrap_or("null")),
-            FieldErrorKind::Duplicate => format!("Duplicate value: {}", self.value.as_deref().unwrap_or("null")),
+            FieldErrorKind::Invalid => {
+                format!("Invalid value: {}", self.value.as_deref().unwrap_or("null"))
+            }
+            FieldErrorKind::NotSupported => format!(
+                "Unsupported value: {}",
+                self.value.as_deref().unwrap_or("null")
+            ),
+            FieldErrorKind::Duplicate => format!(
+                "Duplicate value: {}",
+                self.value.as_deref().unwrap_or("null")
+            ),
             FieldErrorKind::Forbidden => "Forbidden".to_string(),
             FieldErrorKind::TooLong => "Too long".to_string(),
-            FieldErrorKind::NotFound => format!("Not found: {}", self.value.as_deref().unwrap_or("null")),
+            FieldErrorKind::NotFound => {
+                format!("Not found: {}", self.value.as_deref().unwrap_or("null"))
+            }
             FieldErrorKind::Unknown => return format!("unknown field \"{}\"", self.path),
         };
         if self.detail.is_empty() {
@@ -126,15 +169,33 @@ pub enum ApiError {
     #[error("{message}")]
     Forbidden { message: String },
     #[error("{} \"{name}\" not found", qualified(.group, .resource))]
-    NotFound { group: String, resource: String, name: String },
+    NotFound {
+        group: String,
+        resource: String,
+        name: String,
+    },
     #[error("the server could not find the requested resource")]
     NoRoute,
     #[error("{} \"{name}\" already exists", qualified(.group, .resource))]
-    AlreadyExists { group: String, resource: String, name: String },
+    AlreadyExists {
+        group: String,
+        resource: String,
+        name: String,
+    },
     #[error("{message}")]
-    Conflict { group: String, resource: String, name: String, message: String },
+    Conflict {
+        group: String,
+        resource: String,
+        name: String,
+        message: String,
+    },
     #[error("{kind} \"{name}\" is invalid: {}", join_causes(causes))]
-    Invalid { group: String, kind: String, name: String, causes: Vec<FieldError> },
+    Invalid {
+        group: String,
+        kind: String,
+        name: String,
+        causes: Vec<FieldError>,
+    },
     #[error("{message}")]
     Gone { message: String },
     #[error("the server does not allow this method on the requested resource")]
@@ -155,21 +216,37 @@ pub enum ApiError {
 
 fn join_causes(causes: &[FieldError]) -> String {
     let msgs: Vec<String> = causes.iter().map(FieldError::message).collect();
-    if msgs.len() == 1 { msgs[0].clone() } else { format!("[{}]", msgs.join(", ")) }
+    if msgs.len() == 1 {
+        msgs[0].clone()
+    } else {
+        format!("[{}]", msgs.join(", "))
+    }
 }
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::BadRequest { message: message.into() }
+        ApiError::BadRequest {
+            message: message.into(),
+        }
     }
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        ApiError::Internal { message: message.to_string() }
+        ApiError::Internal {
+            message: message.to_string(),
+        }
     }
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        ApiError::NotFound { group: group.into(), resource: resource.into(), name: name.into() }
+        ApiError::NotFound {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        ApiError::AlreadyExists { group: group.into(), resource: resource.into(), name: name.into() }
+        ApiError::AlreadyExists {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
     /// The optimistic-concurrency conflict, worded like Kubernetes.
     pub fn conflict(group: &str, resource: &str, name: &str) -> Self {
@@ -184,7 +261,12 @@ impl ApiError {
         }
     }
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
-        ApiError::Invalid { group: group.into(), kind: kind.into(), name: name.into(), causes }
+        ApiError::Invalid {
+            group: group.into(),
+            kind: kind.into(),
+            name: name.into(),
+            causes,
+        }
     }
 
     /// HTTP status code.
@@ -238,16 +320,34 @@ impl ApiError {
             "code": self.code(),
         });
         let details = match self {
-            ApiError::NotFound { group, resource, name }
-            | ApiError::AlreadyExists { group, resource, name }
-            | ApiError::Conflict { group, resource, name, .. } => {
+            ApiError::NotFound {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::AlreadyExists {
+                group,
+                resource,
+                name,
+            }
+            | ApiError::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            } => {
                 let mut d = json!({ "name": name, "kind": resource });
                 if !group.is_empty() {
                     d["group"] = json!(group);
                 }
                 Some(d)
             }
-            ApiError::Invalid { group, kind, name, causes } => {
+            ApiError::Invalid {
+                group,
+                kind,
+                name,
+                causes,
+            } => {
                 let causes: Vec<Value> = causes
                     .iter()
                     .map(|c| {
@@ -274,12 +374,17 @@ impl ApiError {
 }
 
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 /// A success `Status` (as returned by some deletes).
 pub fn success_status(details: Option<Value>) -> Value {
-    let mut s = json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" });
+    let mut s =
+        json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success" });
     if let Some(d) = details {
         s["details"] = d;
     }
@@ -304,7 +409,10 @@ mod tests {
         let s = e.status();
         assert_eq!(s["code"], 422);
         assert_eq!(s["reason"], "Invalid");
-        assert_eq!(s["details"]["causes"][0]["field"], "spec.template.spec.containers[0].image");
+        assert_eq!(
+            s["details"]["causes"][0]["field"],
+            "spec.template.spec.containers[0].image"
+        );
         assert_eq!(
             s["message"],
             "Deployment \"web\" is invalid: [spec.template.spec.containers[0].image: Required value, spec.replicas: Invalid value: -1: must be greater than or equal to 0]"

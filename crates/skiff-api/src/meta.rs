@@ -30,7 +30,9 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
         *obj = Value::Object(Map::new());
     }
     let map = obj.as_object_mut().expect("object");
-    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -49,7 +51,11 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -62,7 +68,11 @@ pub fn owner_uids(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("ownerReferences"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| r.get("uid")?.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("uid")?.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -99,23 +109,42 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(ml) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in ml {
-                reqs.push(Requirement::Equals(k.clone(), v.as_str().unwrap_or_default().to_string()));
+                reqs.push(Requirement::Equals(
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let req = match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                let req = match e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                {
                     "In" => Requirement::In(key, values),
                     "NotIn" => Requirement::NotIn(key, values),
                     "Exists" => Requirement::Exists(key),
                     "DoesNotExist" => Requirement::DoesNotExist(key),
-                    op => return Err(ApiError::bad_request(format!("{op:?} is not a valid label selector operator"))),
+                    op => {
+                        return Err(ApiError::bad_request(format!(
+                            "{op:?} is not a valid label selector operator"
+                        )));
+                    }
                 };
                 reqs.push(req);
             }
@@ -163,13 +192,19 @@ fn split_top_level(s: &str) -> Vec<&str> {
 fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
     let bad = || ApiError::bad_request(format!("unable to parse requirement: {part:?}"));
     if let Some(key) = part.strip_prefix('!') {
-        return Ok(Requirement::DoesNotExist(valid_key(key.trim()).ok_or_else(bad)?));
+        return Ok(Requirement::DoesNotExist(
+            valid_key(key.trim()).ok_or_else(bad)?,
+        ));
     }
     for (op, neg) in [("!=", true), ("==", false), ("=", false)] {
         if let Some((k, v)) = part.split_once(op) {
             let k = valid_key(k.trim()).ok_or_else(bad)?;
             let v = v.trim().to_string();
-            return Ok(if neg { Requirement::NotEquals(k, v) } else { Requirement::Equals(k, v) });
+            return Ok(if neg {
+                Requirement::NotEquals(k, v)
+            } else {
+                Requirement::Equals(k, v)
+            });
         }
     }
     let lower = part.to_string();
@@ -177,9 +212,20 @@ fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
         if let Some(idx) = lower.find(op) {
             let k = valid_key(lower[..idx].trim()).ok_or_else(bad)?;
             let rest = lower[idx + op.len()..].trim();
-            let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
-            let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
-            return Ok(if neg { Requirement::NotIn(k, vals) } else { Requirement::In(k, vals) });
+            let inner = rest
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(bad)?;
+            let vals: Vec<String> = inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect();
+            return Ok(if neg {
+                Requirement::NotIn(k, vals)
+            } else {
+                Requirement::In(k, vals)
+            });
         }
     }
     Ok(Requirement::Exists(valid_key(part).ok_or_else(bad)?))
@@ -188,7 +234,8 @@ fn parse_requirement(part: &str) -> Result<Requirement, ApiError> {
 fn valid_key(k: &str) -> Option<String> {
     let ok = !k.is_empty()
         && k.len() <= 317
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
     ok.then(|| k.to_string())
 }
 
@@ -213,7 +260,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, false, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{part}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
             };
             let field = field.trim();
             if !field_supported(kind, field) {
@@ -241,15 +290,32 @@ fn field_supported(kind: &str, field: &str) -> bool {
     match kind {
         "Pod" => matches!(
             field,
-            "spec.nodeName" | "spec.restartPolicy" | "spec.schedulerName" | "spec.serviceAccountName"
-                | "spec.hostNetwork" | "status.phase" | "status.podIP" | "status.nominatedNodeName"
+            "spec.nodeName"
+                | "spec.restartPolicy"
+                | "spec.schedulerName"
+                | "spec.serviceAccountName"
+                | "spec.hostNetwork"
+                | "status.phase"
+                | "status.podIP"
+                | "status.nominatedNodeName"
         ),
         "Event" => matches!(
             field,
-            "involvedObject.kind" | "involvedObject.namespace" | "involvedObject.name" | "involvedObject.uid"
-                | "involvedObject.apiVersion" | "involvedObject.resourceVersion" | "involvedObject.fieldPath"
-                | "reason" | "reportingComponent" | "source" | "type" | "regarding.kind" | "regarding.name"
-                | "regarding.namespace" | "regarding.uid"
+            "involvedObject.kind"
+                | "involvedObject.namespace"
+                | "involvedObject.name"
+                | "involvedObject.uid"
+                | "involvedObject.apiVersion"
+                | "involvedObject.resourceVersion"
+                | "involvedObject.fieldPath"
+                | "reason"
+                | "reportingComponent"
+                | "source"
+                | "type"
+                | "regarding.kind"
+                | "regarding.name"
+                | "regarding.namespace"
+                | "regarding.uid"
         ),
         "Secret" => field == "type",
         "Node" => field == "spec.unschedulable",
@@ -282,9 +348,21 @@ mod tests {
         let l = json!({"app": "web", "tier": "front"});
         let l = l.as_object();
         assert!(LabelSelector::parse("app=web").unwrap().matches(l));
-        assert!(LabelSelector::parse("app==web,tier!=db").unwrap().matches(l));
-        assert!(LabelSelector::parse("tier in (front, back)").unwrap().matches(l));
-        assert!(!LabelSelector::parse("tier notin (front)").unwrap().matches(l));
+        assert!(
+            LabelSelector::parse("app==web,tier!=db")
+                .unwrap()
+                .matches(l)
+        );
+        assert!(
+            LabelSelector::parse("tier in (front, back)")
+                .unwrap()
+                .matches(l)
+        );
+        assert!(
+            !LabelSelector::parse("tier notin (front)")
+                .unwrap()
+                .matches(l)
+        );
         assert!(LabelSelector::parse("!legacy,app").unwrap().matches(l));
         assert!(!LabelSelector::parse("app=db").unwrap().matches(l));
         assert!(LabelSelector::parse("a b=c").is_err());
@@ -293,8 +371,16 @@ mod tests {
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("status.phase=Running", "Pod").unwrap().matches(&pod));
-        assert!(!FieldSelector::parse("metadata.name!=p", "Pod").unwrap().matches(&pod));
+        assert!(
+            FieldSelector::parse("status.phase=Running", "Pod")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.name!=p", "Pod")
+                .unwrap()
+                .matches(&pod)
+        );
         assert!(FieldSelector::parse("spec.foo=x", "Pod").is_err());
     }
 }

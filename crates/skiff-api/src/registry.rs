@@ -94,28 +94,292 @@ macro_rules! res {
 
 /// Every built-in resource, in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
-    res!("", "v1", "Namespace", "namespaces", "namespace", ["ns"], ns=false, status=true, scale=false, [], "io.k8s.api.core.v1.Namespace"),
-    res!("", "v1", "Pod", "pods", "pod", ["po"], ns=true, status=true, scale=false, ["all"], "io.k8s.api.core.v1.Pod"),
-    res!("", "v1", "Service", "services", "service", ["svc"], ns=true, status=true, scale=false, ["all"], "io.k8s.api.core.v1.Service"),
-    res!("", "v1", "Endpoints", "endpoints", "endpoints", ["ep"], ns=true, status=false, scale=false, [], "io.k8s.api.core.v1.Endpoints"),
-    res!("", "v1", "ConfigMap", "configmaps", "configmap", ["cm"], ns=true, status=false, scale=false, [], "io.k8s.api.core.v1.ConfigMap"),
-    res!("", "v1", "Secret", "secrets", "secret", [], ns=true, status=false, scale=false, [], "io.k8s.api.core.v1.Secret"),
-    res!("", "v1", "Node", "nodes", "node", ["no"], ns=false, status=true, scale=false, [], "io.k8s.api.core.v1.Node"),
-    res!("", "v1", "Event", "events", "event", ["ev"], ns=true, status=false, scale=false, [], "io.k8s.api.core.v1.Event"),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", ["sa"], ns=true, status=false, scale=false, [], "io.k8s.api.core.v1.ServiceAccount"),
-    res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", ["pv"], ns=false, status=true, scale=false, [], "io.k8s.api.core.v1.PersistentVolume"),
-    res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", ["pvc"], ns=true, status=true, scale=false, [], "io.k8s.api.core.v1.PersistentVolumeClaim"),
-    res!("apps", "v1", "Deployment", "deployments", "deployment", ["deploy"], ns=true, status=true, scale=true, ["all"], "io.k8s.api.apps.v1.Deployment"),
-    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", ["rs"], ns=true, status=true, scale=true, ["all"], "io.k8s.api.apps.v1.ReplicaSet"),
-    res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", ["sts"], ns=true, status=true, scale=true, ["all"], "io.k8s.api.apps.v1.StatefulSet"),
-    res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", ["ds"], ns=true, status=true, scale=false, ["all"], "io.k8s.api.apps.v1.DaemonSet"),
-    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", [], ns=true, status=false, scale=false, [], "io.k8s.api.apps.v1.ControllerRevision"),
-    res!("batch", "v1", "Job", "jobs", "job", [], ns=true, status=true, scale=false, ["all"], "io.k8s.api.batch.v1.Job"),
-    res!("batch", "v1", "CronJob", "cronjobs", "cronjob", ["cj"], ns=true, status=true, scale=false, ["all"], "io.k8s.api.batch.v1.CronJob"),
-    res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", ["hpa"], ns=true, status=true, scale=false, ["all"], "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
-    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", [], ns=true, status=false, scale=false, [], "io.k8s.api.coordination.v1.Lease"),
-    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", [], ns=true, status=false, scale=false, [], "io.k8s.api.discovery.v1.EndpointSlice"),
-    res!("events.k8s.io", "v1", "Event", "events", "event", ["ev"], ns=true, status=false, scale=false, [], "io.k8s.api.events.v1.Event"),
+    res!(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        ["ns"],
+        ns = false,
+        status = true,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.Namespace"
+    ),
+    res!(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        ["po"],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.core.v1.Pod"
+    ),
+    res!(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        ["svc"],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.core.v1.Service"
+    ),
+    res!(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        ["ep"],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.Endpoints"
+    ),
+    res!(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        ["cm"],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.ConfigMap"
+    ),
+    res!(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        [],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.Secret"
+    ),
+    res!(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        ["no"],
+        ns = false,
+        status = true,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.Node"
+    ),
+    res!(
+        "",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        ["ev"],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.Event"
+    ),
+    res!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        ["sa"],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.ServiceAccount"
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        ["pv"],
+        ns = false,
+        status = true,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.PersistentVolume"
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        ["pvc"],
+        ns = true,
+        status = true,
+        scale = false,
+        [],
+        "io.k8s.api.core.v1.PersistentVolumeClaim"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        ["deploy"],
+        ns = true,
+        status = true,
+        scale = true,
+        ["all"],
+        "io.k8s.api.apps.v1.Deployment"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        ["rs"],
+        ns = true,
+        status = true,
+        scale = true,
+        ["all"],
+        "io.k8s.api.apps.v1.ReplicaSet"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        ["sts"],
+        ns = true,
+        status = true,
+        scale = true,
+        ["all"],
+        "io.k8s.api.apps.v1.StatefulSet"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        ["ds"],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.apps.v1.DaemonSet"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        [],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.apps.v1.ControllerRevision"
+    ),
+    res!(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        [],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.batch.v1.Job"
+    ),
+    res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        ["cj"],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.batch.v1.CronJob"
+    ),
+    res!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        ["hpa"],
+        ns = true,
+        status = true,
+        scale = false,
+        ["all"],
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"
+    ),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        [],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.coordination.v1.Lease"
+    ),
+    res!(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        [],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.discovery.v1.EndpointSlice"
+    ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        ["ev"],
+        ns = true,
+        status = false,
+        scale = false,
+        [],
+        "io.k8s.api.events.v1.Event"
+    ),
 ];
 
 /// Group versions in discovery order: (group, version), core first.
@@ -172,10 +436,15 @@ mod tests {
     fn lookups() {
         let d = lookup("apps", "v1", "deployments").unwrap();
         assert_eq!(d.kind, "Deployment");
-        assert_eq!(d.key(Some("default"), "web"), "/registry/apps/deployments/default/web");
+        assert_eq!(
+            d.key(Some("default"), "web"),
+            "/registry/apps/deployments/default/web"
+        );
         assert_eq!(lookup_kind("v1", "Pod").unwrap().plural, "pods");
         assert_eq!(
-            lookup_kind("events.k8s.io/v1", "Event").unwrap().key_prefix(),
+            lookup_kind("events.k8s.io/v1", "Event")
+                .unwrap()
+                .key_prefix(),
             "/registry/events.k8s.io/events/"
         );
     }

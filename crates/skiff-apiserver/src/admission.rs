@@ -36,7 +36,10 @@ pub fn now() -> String {
 /// Checks `apiVersion`/`kind` against the resource and fills them in when absent.
 pub fn check_type(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
     let Some(map) = obj.as_object_mut() else {
-        return Err(ApiError::bad_request(format!("the body must be a JSON object describing a {}", def.kind)));
+        return Err(ApiError::bad_request(format!(
+            "the body must be a JSON object describing a {}",
+            def.kind
+        )));
     };
     let want_av = def.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
@@ -62,7 +65,10 @@ pub fn check_type(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
             )));
         }
     }
-    if map.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
+    if map
+        .get("metadata")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
         return Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: metadata must be an object",
             def.kind, def.version, def.kind
@@ -73,9 +79,28 @@ pub fn check_type(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
 
 /// Applies `fieldValidation`: unknown fields fail (Strict), warn (Warn) or are dropped
 /// silently (Ignore). Returns the warnings.
-pub fn field_validation(def: &ResourceDef, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
-    let unknown = schema::unknown_fields(def, obj);
-    let warnings: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+pub fn field_validation(
+    def: &ResourceDef,
+    obj: &mut Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let report = schema::check_fields(def, obj);
+    // A value of the wrong type cannot be decoded at all, whatever the validation mode.
+    if !report.type_errors.is_empty() {
+        let msgs: Vec<String> = report.type_errors.iter().map(|e| e.message()).collect();
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {}",
+            def.kind,
+            def.version,
+            def.kind,
+            msgs.join(", ")
+        )));
+    }
+    let warnings: Vec<String> = report
+        .unknown
+        .iter()
+        .map(|p| format!("unknown field \"{p}\""))
+        .collect();
     if mode == FieldValidation::Strict && !warnings.is_empty() {
         return Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
@@ -85,10 +110,14 @@ pub fn field_validation(def: &ResourceDef, obj: &mut Value, mode: FieldValidatio
             warnings.join(", ")
         )));
     }
-    if !unknown.is_empty() {
+    if !report.unknown.is_empty() {
         schema::prune_unknown(def, obj);
     }
-    Ok(if mode == FieldValidation::Warn { warnings } else { Vec::new() })
+    Ok(if mode == FieldValidation::Warn {
+        warnings
+    } else {
+        Vec::new()
+    })
 }
 
 /// Resources whose spec changes bump `metadata.generation`.
@@ -98,13 +127,25 @@ pub fn has_generation(def: &ResourceDef) -> bool {
 
 /// Sets the system metadata of a new object and resets its status the way each resource's
 /// create strategy does.
-pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: Option<&str>) -> Result<(), ApiError> {
+pub fn prepare_create(
+    def: &ResourceDef,
+    obj: &mut Value,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
     let m = meta::metadata_mut(obj);
-    if m.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    if m.get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     m.remove("resourceVersion");
-    m.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+    m.insert(
+        "uid".into(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
     m.insert("creationTimestamp".into(), Value::String(now()));
     m.remove("deletionTimestamp");
     m.remove("deletionGracePeriodSeconds");
@@ -126,7 +167,9 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, namespace: Option<&str
 }
 
 fn reset_status_on_create(def: &ResourceDef, obj: &mut Value) {
-    let Some(map) = obj.as_object_mut() else { return };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
     match (def.group, def.kind) {
         ("", "Pod") => {
             map.insert("status".into(), json!({ "phase": "Pending" }));
@@ -165,9 +208,20 @@ pub fn prepare_update(def: &ResourceDef, new: &mut Value, old: &Value, status_on
         }
         return;
     }
-    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_meta = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let m = meta::metadata_mut(new);
-    for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
         match old_meta.get(k) {
             Some(v) => m.insert(k.into(), v.clone()),
             None => m.remove(k),
@@ -195,7 +249,11 @@ pub fn finish(def: &ResourceDef, obj: &mut Value, old: Option<&Value>) -> Result
         && let Some(old) = old
         && spec_of(old) != spec_of(obj)
     {
-        let g = old.get("metadata").and_then(|m| m.get("generation")).and_then(Value::as_i64).unwrap_or(0);
+        let g = old
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         meta::set_meta(obj, "generation", json!(g + 1));
     }
     let errors = validation::validate(def, obj, old);
@@ -244,5 +302,7 @@ pub fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }

@@ -14,7 +14,10 @@ pub struct InUse {
 
 impl InUse {
     /// Collects what `services` use, skipping the Service named `skip` (the one being updated).
-    pub fn from_services<'a>(services: impl Iterator<Item = &'a Value>, skip: Option<(&str, &str)>) -> Self {
+    pub fn from_services<'a>(
+        services: impl Iterator<Item = &'a Value>,
+        skip: Option<(&str, &str)>,
+    ) -> Self {
         let mut u = InUse::default();
         for s in services {
             let id = (
@@ -24,10 +27,19 @@ impl InUse {
             if Some(id) == skip {
                 continue;
             }
-            if let Some(ip) = s.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|i| i.parse().ok()) {
+            if let Some(ip) = s
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .and_then(|i| i.parse().ok())
+            {
                 u.ips.insert(ip);
             }
-            for p in s.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            for p in s
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
                     u.node_ports.insert(np as u16);
                 }
@@ -43,7 +55,11 @@ pub fn first_service_ip(cidr: (Ipv4Addr, u8)) -> Ipv4Addr {
 }
 
 fn in_cidr(ip: Ipv4Addr, cidr: (Ipv4Addr, u8)) -> bool {
-    let mask = if cidr.1 == 0 { 0 } else { u32::MAX << (32 - cidr.1) };
+    let mask = if cidr.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - cidr.1)
+    };
     (u32::from(ip) & mask) == (u32::from(cidr.0) & mask)
 }
 
@@ -58,30 +74,54 @@ pub fn allocate(
 ) -> Result<(), ApiError> {
     let name = skiff_api::meta::name(svc).unwrap_or_default().to_string();
     let invalid = |e: FieldError| ApiError::invalid("", "Service", &name, vec![e]);
-    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if ty == "ExternalName" {
         spec.remove("clusterIP");
         spec.remove("clusterIPs");
         return Ok(());
     }
-    let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).and_then(Value::as_str).map(String::from);
-    let requested = spec.get("clusterIP").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+    let old_ip = old
+        .and_then(|o| o.pointer("/spec/clusterIP"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let requested = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     let ip = match (requested, old_ip) {
         (Some(r), Some(o)) if r != o => {
-            return Err(invalid(FieldError::invalid("spec.clusterIPs[0]", format!("[]string{{\"{r}\"}}"), "may not change once set")));
+            return Err(invalid(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                format!("[]string{{\"{r}\"}}"),
+                "may not change once set",
+            )));
         }
         (Some(r), _) if r == "None" => "None".to_string(),
         (Some(r), old) => {
-            let parsed: Ipv4Addr = r
-                .parse()
-                .map_err(|_| invalid(FieldError::invalid("spec.clusterIPs[0]", &r, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")))?;
+            let parsed: Ipv4Addr = r.parse().map_err(|_| {
+                invalid(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    &r,
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ))
+            })?;
             if old.is_none() {
                 if !in_cidr(parsed, cidr) {
                     return Err(invalid(FieldError::invalid(
                         "spec.clusterIPs",
                         &r,
-                        format!("failed to allocate IP {r}: provided IP is not in the valid range. The range of valid IPs is {}/{}", cidr.0, cidr.1),
+                        format!(
+                            "failed to allocate IP {r}: provided IP is not in the valid range. The range of valid IPs is {}/{}",
+                            cidr.0, cidr.1
+                        ),
                     )));
                 }
                 if in_use.ips.contains(&parsed) {
@@ -118,7 +158,9 @@ pub fn allocate(
             }
             if let Some(np) = p.get("nodePort").and_then(Value::as_u64) {
                 let np = np as u16;
-                let was_ours = old_ports.iter().any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(np as u64));
+                let was_ours = old_ports
+                    .iter()
+                    .any(|op| op.get("nodePort").and_then(Value::as_u64) == Some(np as u64));
                 if !was_ours && taken.contains(&np) {
                     return Err(invalid(FieldError::invalid(
                         format!("spec.ports[{i}].nodePort"),
@@ -138,8 +180,9 @@ pub fn allocate(
                 .and_then(Value::as_u64);
             let np = match reuse {
                 Some(np) => np as u16,
-                None => pick_port(&taken, node_ports)
-                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?,
+                None => pick_port(&taken, node_ports).ok_or_else(|| {
+                    ApiError::internal("failed to allocate a nodePort: range is full")
+                })?,
             };
             taken.insert(np);
             p.insert("nodePort".into(), json!(np));
@@ -167,7 +210,9 @@ fn pick_port(taken: &HashSet<u16>, range: (u16, u16)) -> Option<u16> {
     use rand::Rng;
     let n = (range.1 - range.0) as u32 + 1;
     let start = rand::rng().random_range(0..n);
-    (0..n).map(|i| range.0 + ((start + i) % n) as u16).find(|p| !taken.contains(p))
+    (0..n)
+        .map(|i| range.0 + ((start + i) % n) as u16)
+        .find(|p| !taken.contains(p))
 }
 
 #[cfg(test)]
@@ -185,7 +230,14 @@ mod tests {
         let np = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
         assert!((30000..=32767).contains(&np));
         let mut update = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
-        allocate(&mut update, Some(&svc), &InUse::default(), CIDR, (30000, 32767)).unwrap();
+        allocate(
+            &mut update,
+            Some(&svc),
+            &InUse::default(),
+            CIDR,
+            (30000, 32767),
+        )
+        .unwrap();
         assert_eq!(update["spec"], svc["spec"]);
     }
 
@@ -198,7 +250,8 @@ mod tests {
         assert!(allocate(&mut a, None, &in_use, CIDR, (30000, 32767)).is_err());
         let mut b = json!({"spec": {"clusterIP": "192.168.0.1"}});
         assert!(allocate(&mut b, None, &in_use, CIDR, (30000, 32767)).is_err());
-        let mut c = json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 30080}]}});
+        let mut c =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 1, "nodePort": 30080}]}});
         assert!(allocate(&mut c, None, &in_use, CIDR, (30000, 32767)).is_err());
         let mut d = json!({"spec": {"clusterIP": "None"}});
         allocate(&mut d, None, &in_use, CIDR, (30000, 32767)).unwrap();

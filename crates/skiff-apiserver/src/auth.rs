@@ -53,7 +53,9 @@ impl TokenAuthenticator {
                 continue;
             }
             let mut parts = line.splitn(4, ',');
-            let (Some(token), Some(user)) = (parts.next(), parts.next()) else { continue };
+            let (Some(token), Some(user)) = (parts.next(), parts.next()) else {
+                continue;
+            };
             let uid = parts.next().unwrap_or_default();
             let groups: Vec<String> = parts
                 .next()
@@ -65,7 +67,11 @@ impl TokenAuthenticator {
                 .collect();
             a.tokens.insert(
                 token.to_string(),
-                UserInfo { name: user.to_string(), uid: uid.to_string(), groups },
+                UserInfo {
+                    name: user.to_string(),
+                    uid: uid.to_string(),
+                    groups,
+                },
             );
         }
         a
@@ -140,7 +146,10 @@ impl Authorizer for MastersOnly {
             } else {
                 format!("{}/{}", attrs.resource, attrs.subresource)
             };
-            format!("cannot {} resource \"{resource}\" in API group \"{}\" {scope}", attrs.verb, attrs.group)
+            format!(
+                "cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+                attrs.verb, attrs.group
+            )
         } else {
             format!("cannot {} path \"{}\"", attrs.verb, attrs.path)
         };
@@ -176,7 +185,10 @@ mod tests {
             path: String::new(),
             resource_request: true,
         };
-        assert_eq!(MastersOnly.authorize(&UserInfo::new("a", &[SYSTEM_MASTERS]), &attrs), Decision::Allow);
+        assert_eq!(
+            MastersOnly.authorize(&UserInfo::new("a", &[SYSTEM_MASTERS]), &attrs),
+            Decision::Allow
+        );
         match MastersOnly.authorize(&UserInfo::new("bob", &[]), &attrs) {
             Decision::Deny(m) => assert_eq!(
                 m,

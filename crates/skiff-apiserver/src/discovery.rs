@@ -11,7 +11,8 @@ use skiff_api::{ApiError, openapi};
 use std::sync::Arc;
 
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+const AGGREGATED_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 pub async fn version() -> Response {
     response::json(
@@ -100,12 +101,18 @@ pub async fn api_groups(headers: HeaderMap) -> Response {
         return aggregated_list(v, false);
     }
     let gs: Vec<Value> = groups().iter().map(|(n, vs)| group_json(n, vs)).collect();
-    response::json(StatusCode::OK, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}))
+    response::json(
+        StatusCode::OK,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs}),
+    )
 }
 
 /// `GET /apis/<group>`.
 pub fn group(name: &str) -> Result<Response, ApiError> {
-    let (n, vs) = groups().into_iter().find(|(n, _)| *n == name).ok_or(ApiError::NoRoute)?;
+    let (n, vs) = groups()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .ok_or(ApiError::NoRoute)?;
     let mut g = group_json(n, &vs);
     g["kind"] = json!("APIGroup");
     g["apiVersion"] = json!("v1");
@@ -113,7 +120,9 @@ pub fn group(name: &str) -> Result<Response, ApiError> {
 }
 
 fn resources_of(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceDef> {
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 fn storage_version_hash(r: &ResourceDef) -> String {
@@ -157,7 +166,11 @@ pub fn resource_list(group: &str, version: &str) -> Response {
             list.push(s);
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     response::json(
         StatusCode::OK,
         &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
@@ -188,8 +201,11 @@ fn sub_verbs(sub: &str) -> Vec<&'static str> {
 
 fn aggregated_list(version: &'static str, core: bool) -> Response {
     let mut items = Vec::new();
-    let group_names: Vec<(&str, Vec<&str>)> =
-        if core { vec![("", vec!["v1"])] } else { groups() };
+    let group_names: Vec<(&str, Vec<&str>)> = if core {
+        vec![("", vec!["v1"])]
+    } else {
+        groups()
+    };
     for (g, vs) in group_names {
         let versions: Vec<Value> = vs
             .iter()
@@ -228,16 +244,26 @@ fn aggregated_list(version: &'static str, core: bool) -> Response {
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        items.push(json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}));
+        items.push(
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": versions}),
+        );
     }
-    let ct = if version == "v2" { AGGREGATED_V2 } else { AGGREGATED_V2BETA1 };
+    let ct = if version == "v2" {
+        AGGREGATED_V2
+    } else {
+        AGGREGATED_V2BETA1
+    };
     let body = json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": format!("apidiscovery.k8s.io/{version}"),
         "metadata": {},
         "items": items,
     });
-    response::bytes(StatusCode::OK, ct, serde_json::to_vec(&body).unwrap_or_default())
+    response::bytes(
+        StatusCode::OK,
+        ct,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 pub async fn openapi_v3_root() -> Response {
@@ -251,12 +277,30 @@ pub async fn openapi_v3_doc(Path(path): Path<String>) -> Response {
         ["apis", g, v] => Some((*g, *v)),
         _ => None,
     };
-    match gv.and_then(|(g, v)| openapi::v3_group_version(g, v)) {
-        Some(doc) => response::json(StatusCode::OK, &doc),
+    match gv.and_then(|(g, v)| openapi::v3_group_version_bytes(g, v)) {
+        Some(doc) => response::bytes(StatusCode::OK, "application/json", doc.as_ref().clone()),
         None => response::error(ApiError::NoRoute),
     }
 }
 
-pub async fn openapi_v2() -> Response {
-    response::error(ApiError::NoRoute)
+pub async fn openapi_v2(headers: HeaderMap) -> Response {
+    // kubectl asks for protobuf first; we only have JSON, and 406 makes it use v3.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let json_ok = accept.split(',').any(|a| {
+        let m = a.split(';').next().unwrap_or_default().trim();
+        matches!(m, "application/json" | "*/*" | "application/*")
+    });
+    if !json_ok {
+        return response::error(ApiError::NotAcceptable {
+            message: "only application/json is available for /openapi/v2".into(),
+        });
+    }
+    response::bytes(
+        StatusCode::OK,
+        "application/json",
+        openapi::v2().as_ref().clone(),
+    )
 }

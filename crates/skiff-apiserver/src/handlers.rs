@@ -74,11 +74,32 @@ async fn dispatch(api: Arc<ApiServer>, req: Request) -> HandlerResult {
             return Err(ApiError::NoRoute.into());
         }
     }
-    let output = request::negotiate(req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()), &query);
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
-    let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(String::from);
+    let output = request::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+        &query,
+    );
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let body = read_body(req.into_body(), api.config.max_body_bytes).await?;
-    let ctx = Ctx { api, rp, query, output, user, content_type, user_agent };
+    let ctx = Ctx {
+        api,
+        rp,
+        query,
+        output,
+        user,
+        content_type,
+        user_agent,
+    };
     match verb {
         "get" => ctx.get().await,
         "list" => ctx.list().await,
@@ -139,10 +160,15 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::RequestEntityTooLarge)
         }
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
@@ -165,7 +191,11 @@ impl DeleteOptions {
             ..Default::default()
         };
         if let Some(orphan) = query.get("orphanDependents") {
-            o.propagation.get_or_insert(if orphan == "true" { "Orphan".into() } else { "Background".into() });
+            o.propagation.get_or_insert(if orphan == "true" {
+                "Orphan".into()
+            } else {
+                "Background".into()
+            });
         }
         if !body.is_empty() {
             let b: Value = serde_json::from_slice(body)
@@ -174,14 +204,27 @@ impl DeleteOptions {
                 o.propagation = Some(p.into());
             }
             if let Some(orphan) = b.get("orphanDependents").and_then(Value::as_bool) {
-                o.propagation.get_or_insert(if orphan { "Orphan".into() } else { "Background".into() });
+                o.propagation.get_or_insert(if orphan {
+                    "Orphan".into()
+                } else {
+                    "Background".into()
+                });
             }
             if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
                 o.grace_period = Some(g);
             }
-            o.precondition_uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
-            o.precondition_rv = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from);
-            if b.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All")) {
+            o.precondition_uid = b
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(String::from);
+            o.precondition_rv = b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(String::from);
+            if b.get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "All"))
+            {
                 o.dry_run = true;
             }
         }
@@ -192,7 +235,11 @@ impl DeleteOptions {
                 "",
                 "DeleteOptions",
                 "",
-                vec![skiff_api::FieldError::not_supported("propagationPolicy", p, &["Foreground", "Background", "Orphan"])],
+                vec![skiff_api::FieldError::not_supported(
+                    "propagationPolicy",
+                    p,
+                    &["Foreground", "Background", "Orphan"],
+                )],
             ));
         }
         if o.grace_period.is_some_and(|g| g < 0) {
@@ -243,7 +290,11 @@ impl Ctx {
         let key = self.key(name);
         match self.api.store.get(&key).await {
             Ok(Some(kv)) => Ok((storage::decode(&kv)?, kv)),
-            Ok(None) => Err(ApiError::not_found(self.def().group, self.def().plural, name)),
+            Ok(None) => Err(ApiError::not_found(
+                self.def().group,
+                self.def().plural,
+                name,
+            )),
             Err(e) => Err(storage::store_error(self.def(), name, e)),
         }
     }
@@ -258,7 +309,10 @@ impl Ctx {
             Output::Metadata => response::json(code, &partial_metadata(obj)),
             Output::Table(inc) => {
                 let rv = meta::resource_version(obj).unwrap_or_default().to_string();
-                response::json(code, &build_table(self.def(), std::slice::from_ref(obj), inc, &rv, None, true))
+                response::json(
+                    code,
+                    &build_table(self.def(), std::slice::from_ref(obj), inc, &rv, None, true),
+                )
             }
         }
     }
@@ -270,7 +324,10 @@ impl Ctx {
 
     fn selectors(&self) -> Result<(LabelSelector, FieldSelector), ApiError> {
         let ls = LabelSelector::parse(self.query.get("labelSelector").unwrap_or_default())?;
-        let fs = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or_default(), self.def().kind)?;
+        let fs = FieldSelector::parse(
+            self.query.get("fieldSelector").unwrap_or_default(),
+            self.def().kind,
+        )?;
         Ok((ls, fs))
     }
 
@@ -283,7 +340,11 @@ impl Ctx {
 
     async fn list(&self) -> HandlerResult {
         let (ls, fs) = self.selectors()?;
-        let limit = self.query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+        let limit = self
+            .query
+            .int("limit")?
+            .filter(|l| *l > 0)
+            .map(|l| l as usize);
         let (mut start_after, mut at_rev) = (None, 0);
         if let Some(token) = self.query.get("continue") {
             let (s, r) = decode_continue(token)?;
@@ -299,7 +360,14 @@ impl Ctx {
             let res = self
                 .api
                 .store
-                .range(&prefix, RangeOptions { start_after: start_after.clone(), limit: page, revision: at_rev })
+                .range(
+                    &prefix,
+                    RangeOptions {
+                        start_after: start_after.clone(),
+                        limit: page,
+                        revision: at_rev,
+                    },
+                )
                 .await
                 .map_err(|e| storage::store_error(self.def(), "", e))?;
             revision = res.revision;
@@ -358,7 +426,11 @@ impl Ctx {
         if let Some(name) = &self.rp.name {
             fs.0.push(("metadata.name".into(), false, name.clone()));
         }
-        let timeout = self.query.int("timeoutSeconds")?.filter(|t| *t > 0).map(|t| std::time::Duration::from_secs(t as u64));
+        let timeout = self
+            .query
+            .int("timeoutSeconds")?
+            .filter(|t| *t > 0)
+            .map(|t| std::time::Duration::from_secs(t as u64));
         let spec = watch::WatchSpec {
             def: self.def(),
             prefix: self.prefix(),
@@ -367,7 +439,9 @@ impl Ctx {
             resource_version: self.query.get("resourceVersion").map(String::from),
             send_initial_events: self.query.flag("sendInitialEvents"),
             bookmarks: self.query.flag("allowWatchBookmarks"),
-            timeout: timeout.unwrap_or(self.api.config.max_watch).min(self.api.config.max_watch),
+            timeout: timeout
+                .unwrap_or(self.api.config.max_watch)
+                .min(self.api.config.max_watch),
             bookmark_interval: self.api.config.bookmark_interval,
             output: self.output,
         };
@@ -380,7 +454,14 @@ impl Ctx {
 
     /// Checks that the namespace exists and is not terminating (for creates).
     async fn check_namespace(&self) -> Result<(), ApiError> {
-        let Some(ns) = self.rp.namespace.as_deref().filter(|_| self.def().namespaced) else { return Ok(()) };
+        let Some(ns) = self
+            .rp
+            .namespace
+            .as_deref()
+            .filter(|_| self.def().namespaced)
+        else {
+            return Ok(());
+        };
         let nsdef = registry::lookup("", "v1", "namespaces").expect("namespaces registered");
         match self.api.store.get(&nsdef.key(None, ns)).await {
             Ok(Some(kv)) => {
@@ -405,8 +486,10 @@ impl Ctx {
         if !self.def().namespaced {
             return Ok(());
         }
-        if let (Some(body_ns), Some(url_ns)) = (meta::namespace(obj).filter(|s| !s.is_empty()), self.rp.namespace.as_deref())
-            && body_ns != url_ns
+        if let (Some(body_ns), Some(url_ns)) = (
+            meta::namespace(obj).filter(|s| !s.is_empty()),
+            self.rp.namespace.as_deref(),
+        ) && body_ns != url_ns
         {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
@@ -426,10 +509,25 @@ impl Ctx {
             .range(&self.def().key_prefix(), RangeOptions::default())
             .await
             .map_err(|e| storage::store_error(self.def(), "", e))?;
-        let services: Vec<Value> = all.kvs.iter().filter_map(|kv| storage::decode(kv).ok()).collect();
-        let skip = old.map(|o| (meta::namespace(o).unwrap_or_default(), meta::name(o).unwrap_or_default()));
+        let services: Vec<Value> = all
+            .kvs
+            .iter()
+            .filter_map(|kv| storage::decode(kv).ok())
+            .collect();
+        let skip = old.map(|o| {
+            (
+                meta::namespace(o).unwrap_or_default(),
+                meta::name(o).unwrap_or_default(),
+            )
+        });
         let in_use = alloc::InUse::from_services(services.iter(), skip);
-        alloc::allocate(obj, old, &in_use, self.api.config.service_cidr, self.api.config.node_port_range)
+        alloc::allocate(
+            obj,
+            old,
+            &in_use,
+            self.api.config.service_cidr,
+            self.api.config.node_port_range,
+        )
     }
 
     async fn create(&self, body: &[u8]) -> HandlerResult {
@@ -447,27 +545,40 @@ impl Ctx {
         let generate = meta::meta_str(&obj, "generateName").map(String::from);
         let explicit = meta::name(&obj).filter(|n| !n.is_empty()).map(String::from);
         if explicit.is_none() && generate.is_none() {
-            let err = skiff_api::FieldError::required("metadata.name", "name or generateName is required");
+            let err = skiff_api::FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            );
             return Err(ApiError::invalid(def.group, def.kind, "", vec![err]).into());
         }
         self.allocate(&mut obj, None).await?;
         let manager = self.field_manager();
         for attempt in 0..8 {
             if explicit.is_none() {
-                let name = format!("{}{}", generate.as_deref().unwrap_or_default(), admission::random_suffix());
+                let name = format!(
+                    "{}{}",
+                    generate.as_deref().unwrap_or_default(),
+                    admission::random_suffix()
+                );
                 meta::set_meta(&mut obj, "name", Value::String(name));
             }
             admission::finish(def, &mut obj, None)?;
             record_update(def, None, &mut obj, &manager);
             let name = meta::name(&obj).unwrap_or_default().to_string();
             if self.query.dry_run() {
-                return Ok(response::with_warnings(self.render(StatusCode::CREATED, &obj), &warnings));
+                return Ok(response::with_warnings(
+                    self.render(StatusCode::CREATED, &obj),
+                    &warnings,
+                ));
             }
             let key = self.key(&name);
             match self.api.store.create(&key, storage::encode(&obj)?).await {
                 Ok(rev) => {
                     meta::set_meta(&mut obj, "resourceVersion", Value::String(rev.to_string()));
-                    return Ok(response::with_warnings(self.render(StatusCode::CREATED, &obj), &warnings));
+                    return Ok(response::with_warnings(
+                        self.render(StatusCode::CREATED, &obj),
+                        &warnings,
+                    ));
                 }
                 Err(StoreError::AlreadyExists(_)) if explicit.is_none() && attempt < 7 => continue,
                 Err(e) => return Err(storage::store_error(def, &name, e).into()),
@@ -497,8 +608,13 @@ impl Ctx {
                 .into());
             }
             None => {
-                let err = skiff_api::FieldError::required("metadata.name", "name or generateName is required");
-                return Err(ApiError::invalid(self.def().group, self.def().kind, "", vec![err]).into());
+                let err = skiff_api::FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
+                );
+                return Err(
+                    ApiError::invalid(self.def().group, self.def().kind, "", vec![err]).into(),
+                );
             }
         }
         let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
@@ -509,7 +625,13 @@ impl Ctx {
 
     /// The common tail of update and patch: preconditions, admission, and the guarded write.
     /// Returns the object as stored (or deleted, when the last finalizer went away).
-    async fn write(&self, mut new: Value, old: &Value, kv: &KeyValue, check_rv: bool) -> Result<(Value, StatusCode), ApiError> {
+    async fn write(
+        &self,
+        mut new: Value,
+        old: &Value,
+        kv: &KeyValue,
+        check_rv: bool,
+    ) -> Result<(Value, StatusCode), ApiError> {
         let def = self.def();
         let name = self.name().to_string();
         self.check_body_namespace(&new)?;
@@ -546,8 +668,16 @@ impl Ctx {
         }
         let key = self.key(&name);
         // An object being deleted whose last finalizer was just removed goes away now.
-        if meta::deletion_timestamp(&new).is_some() && meta::finalizers(&new).is_empty() && !namespace_finalizers_pending(def, &new) {
-            let (_, rev) = self.api.store.delete(&key, kv.mod_revision).await.map_err(|e| storage::store_error(def, &name, e))?;
+        if meta::deletion_timestamp(&new).is_some()
+            && meta::finalizers(&new).is_empty()
+            && !namespace_finalizers_pending(def, &new)
+        {
+            let (_, rev) = self
+                .api
+                .store
+                .delete(&key, kv.mod_revision)
+                .await
+                .map_err(|e| storage::store_error(def, &name, e))?;
             meta::set_meta(&mut new, "resourceVersion", Value::String(rev.to_string()));
             return Ok((new, StatusCode::OK));
         }
@@ -569,7 +699,11 @@ impl Ctx {
             return Err(ApiError::invalid("autoscaling", "Scale", &name, vec![err]).into());
         };
         if replicas < 0 {
-            let err = skiff_api::FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0");
+            let err = skiff_api::FieldError::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            );
             return Err(ApiError::invalid("autoscaling", "Scale", &name, vec![err]).into());
         }
         for _ in 0..5 {
@@ -593,7 +727,12 @@ impl Ctx {
     }
 
     /// Writes a change of the main resource on behalf of a subresource (scale).
-    async fn write_main(&self, mut new: Value, old: &Value, kv: &KeyValue) -> Result<Value, ApiError> {
+    async fn write_main(
+        &self,
+        mut new: Value,
+        old: &Value,
+        kv: &KeyValue,
+    ) -> Result<Value, ApiError> {
         let def = self.def();
         admission::finish(def, &mut new, Some(old))?;
         record_update(def, Some(old), &mut new, &self.field_manager());
@@ -613,23 +752,44 @@ impl Ctx {
     async fn patch(&self, body: &[u8]) -> HandlerResult {
         let def = self.def();
         let name = self.name().to_string();
-        let ct = self.content_type.as_deref().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_string();
+        let ct = self
+            .content_type
+            .as_deref()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let patch_doc: Value = match ct.as_str() {
-            "application/apply-patch+yaml" | "application/apply-patch+yml" => request::decode_body(Some(&ct), body)?,
-            _ => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+            "application/apply-patch+yaml" | "application/apply-patch+yml" => {
+                request::decode_body(Some(&ct), body)?
+            }
+            _ => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         };
         let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
-        let patch_rv = patch_doc.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(String::from);
+        let patch_rv = patch_doc
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
         for _ in 0..8 {
             let loaded = self.load(&name).await;
             let (old, kv) = match loaded {
                 Ok(x) => x,
-                Err(ApiError::NotFound { .. }) if ct.starts_with("application/apply-patch") && self.rp.subresource.is_none() => {
+                Err(ApiError::NotFound { .. })
+                    if ct.starts_with("application/apply-patch")
+                        && self.rp.subresource.is_none() =>
+                {
                     return self.apply_create(&patch_doc, mode).await;
                 }
                 Err(e) => return Err(e.into()),
             };
-            let base = if self.rp.subresource.as_deref() == Some("scale") { to_scale(&old) } else { old.clone() };
+            let base = if self.rp.subresource.as_deref() == Some("scale") {
+                to_scale(&old)
+            } else {
+                old.clone()
+            };
             let mut patched = match ct.as_str() {
                 "application/json-patch+json" => patch::json_patch(&base, &patch_doc)?,
                 "application/merge-patch+json" => patch::merge_patch(&base, &patch_doc)?,
@@ -640,9 +800,13 @@ impl Ctx {
                         patch::strategic_merge_patch(def, &base, &patch_doc)?
                     }
                 }
-                "application/apply-patch+yaml" | "application/apply-patch+yml" => {
-                    apply_patch(def, &base, &patch_doc, &self.field_manager(), self.query.flag("force"))?
-                }
+                "application/apply-patch+yaml" | "application/apply-patch+yml" => apply_patch(
+                    def,
+                    &base,
+                    &patch_doc,
+                    &self.field_manager(),
+                    self.query.flag("force"),
+                )?,
                 other => {
                     return Err(ApiError::UnsupportedMediaType {
                         message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
@@ -656,11 +820,15 @@ impl Ctx {
             }
             admission::check_type(def, &mut patched)?;
             if meta::name(&patched) != Some(name.as_str()) {
-                return Err(ApiError::bad_request("metadata.name cannot be changed by a patch").into());
+                return Err(
+                    ApiError::bad_request("metadata.name cannot be changed by a patch").into(),
+                );
             }
             let warnings = admission::field_validation(def, &mut patched, mode)?;
             match self.write(patched, &old, &kv, patch_rv.is_some()).await {
-                Ok((obj, code)) => return Ok(response::with_warnings(self.render(code, &obj), &warnings)),
+                Ok((obj, code)) => {
+                    return Ok(response::with_warnings(self.render(code, &obj), &warnings));
+                }
                 Err(ApiError::Conflict { .. }) if patch_rv.is_none() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -670,7 +838,13 @@ impl Ctx {
 
     /// Server-side apply of an object that does not exist yet: a create.
     async fn apply_create(&self, applied: &Value, mode: FieldValidation) -> HandlerResult {
-        let mut obj = apply_patch(self.def(), &Value::Null, applied, &self.field_manager(), true)?;
+        let mut obj = apply_patch(
+            self.def(),
+            &Value::Null,
+            applied,
+            &self.field_manager(),
+            true,
+        )?;
         if meta::name(&obj).is_none() {
             meta::set_meta(&mut obj, "name", Value::String(self.name().to_string()));
         }
@@ -678,7 +852,10 @@ impl Ctx {
         let _ = mode;
         let inner = Ctx {
             api: self.api.clone(),
-            rp: ResourcePath { name: None, ..self.rp.clone() },
+            rp: ResourcePath {
+                name: None,
+                ..self.rp.clone()
+            },
             query: self.query.clone(),
             output: self.output,
             user: self.user.clone(),
@@ -705,7 +882,12 @@ impl Ctx {
 
     /// Deletes one loaded object: at once, or by marking it (finalizers, graceful pods,
     /// namespaces) for the controllers and the node agent to finish.
-    async fn delete_one(&self, old: &Value, kv: &KeyValue, opts: &DeleteOptions) -> Result<Value, ApiError> {
+    async fn delete_one(
+        &self,
+        old: &Value,
+        kv: &KeyValue,
+        opts: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
         let def = self.def();
         let name = meta::name(old).unwrap_or_default().to_string();
         if let Some(uid) = &opts.precondition_uid
@@ -747,11 +929,20 @@ impl Ctx {
             _ => {}
         }
         let is_pod = def.group.is_empty() && def.kind == "Pod";
-        let bound = old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let terminal = matches!(old.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        let bound = old
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let terminal = matches!(
+            old.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
         let grace = if is_pod && bound && !terminal {
             opts.grace_period
-                .or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                .or_else(|| {
+                    old.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
                 .unwrap_or(30)
         } else {
             0
@@ -761,26 +952,44 @@ impl Ctx {
         let now = chrono::Utc::now();
         if already {
             // A repeated delete can only shorten a pod's grace period or add a finalizer.
-            let cur_grace = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+            let cur_grace = old
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if is_pod && grace < cur_grace {
                 meta::set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
             }
         }
-        let must_wait = !finalizers.is_empty() || grace > 0 || (is_ns && namespace_finalizers_pending(def, old)) || (already && is_pod && grace > 0);
+        let must_wait = !finalizers.is_empty()
+            || grace > 0
+            || (is_ns && namespace_finalizers_pending(def, old))
+            || (already && is_pod && grace > 0);
         if !must_wait || (already && is_pod && opts.grace_period == Some(0)) {
             if opts.dry_run {
                 return Ok(old.clone());
             }
-            let (_, rev) = self.api.store.delete(&kv.key, kv.mod_revision).await.map_err(|e| storage::store_error(def, &name, e))?;
+            let (_, rev) = self
+                .api
+                .store
+                .delete(&kv.key, kv.mod_revision)
+                .await
+                .map_err(|e| storage::store_error(def, &name, e))?;
             meta::set_meta(&mut new, "resourceVersion", Value::String(rev.to_string()));
             return Ok(new);
         }
         if !already {
             let ts = now + chrono::Duration::seconds(grace);
-            meta::set_meta(&mut new, "deletionTimestamp", json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+            meta::set_meta(
+                &mut new,
+                "deletionTimestamp",
+                json!(ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            );
             meta::set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
             if admission::has_generation(def) {
-                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 meta::set_meta(&mut new, "generation", json!(g + 1));
             }
             if is_ns && let Some(status) = new.get_mut("status").and_then(Value::as_object_mut) {
@@ -840,7 +1049,10 @@ impl Ctx {
 fn namespace_finalizers_pending(def: &ResourceDef, obj: &Value) -> bool {
     def.group.is_empty()
         && def.kind == "Namespace"
-        && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+        && obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
 }
 
 /// Records the writer of an ordinary (non-apply) write in managedFields.
@@ -848,7 +1060,13 @@ fn record_update(def: &ResourceDef, old: Option<&Value>, new: &mut Value, manage
     patch::update_managed_fields(def, old, new, manager, "Update", &admission::now());
 }
 
-fn apply_patch(def: &ResourceDef, live: &Value, applied: &Value, manager: &str, force: bool) -> Result<Value, ApiError> {
+fn apply_patch(
+    def: &ResourceDef,
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApiError> {
     let live = if live.is_null() { None } else { Some(live) };
     patch::server_side_apply(def, live, applied, manager, force, &admission::now())
 }
@@ -867,8 +1085,14 @@ fn encode_continue(key: &str, rev: Revision) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(String, Revision), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let rev = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
@@ -884,9 +1108,20 @@ fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// Builds a `meta.k8s.io/v1` Table for `objs`.
-pub fn build_table(def: &ResourceDef, objs: &[Value], inc: IncludeObject, rv: &str, next: Option<&str>, headers: bool) -> Value {
+pub fn build_table(
+    def: &ResourceDef,
+    objs: &[Value],
+    inc: IncludeObject,
+    rv: &str,
+    next: Option<&str>,
+    headers: bool,
+) -> Value {
     let now = chrono::Utc::now();
-    let cols: Vec<Value> = if headers { table::columns(def).iter().map(|c| c.to_json()).collect() } else { Vec::new() };
+    let cols: Vec<Value> = if headers {
+        table::columns(def).iter().map(|c| c.to_json()).collect()
+    } else {
+        Vec::new()
+    };
     let rows: Vec<Value> = objs
         .iter()
         .map(|o| {
@@ -940,16 +1175,33 @@ pub fn selector_string(sel: &Value) -> String {
             parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
         }
     }
-    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+    for e in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let vals: Vec<&str> = e.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        parts.push(match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
-            "In" => format!("{key} in ({})", vals.join(",")),
-            "NotIn" => format!("{key} notin ({})", vals.join(",")),
-            "Exists" => key.to_string(),
-            "DoesNotExist" => format!("!{key}"),
-            _ => continue,
-        });
+        let vals: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(
+            match e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+            {
+                "In" => format!("{key} in ({})", vals.join(",")),
+                "NotIn" => format!("{key} notin ({})", vals.join(",")),
+                "Exists" => key.to_string(),
+                "DoesNotExist" => format!("!{key}"),
+                _ => continue,
+            },
+        );
     }
     parts.join(",")
 }

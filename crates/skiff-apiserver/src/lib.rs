@@ -72,7 +72,13 @@ impl ApiServer {
         authorizer: SharedAuthorizer,
         config: ApiConfig,
     ) -> Arc<Self> {
-        Arc::new(ApiServer { store, tokens, authorizer, config, alloc_lock: tokio::sync::Mutex::new(()) })
+        Arc::new(ApiServer {
+            store,
+            tokens,
+            authorizer,
+            config,
+            alloc_lock: tokio::sync::Mutex::new(()),
+        })
     }
 }
 
@@ -89,7 +95,10 @@ pub fn router(api: Arc<ApiServer>) -> Router {
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3_doc))
         .route("/openapi/v2", get(discovery::openapi_v2))
         .fallback(handlers::resource)
-        .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            authenticate,
+        ))
         .with_state(api)
 }
 
@@ -105,7 +114,9 @@ fn is_public(path: &str) -> bool {
 async fn authenticate(State(api): State<Arc<ApiServer>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let user = bearer_user(&api, &req).or_else(|| {
-        req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone())
+        req.extensions()
+            .get::<PeerIdentity>()
+            .and_then(|p| p.0.clone())
     });
     match user {
         Some(u) => {
@@ -118,8 +129,14 @@ async fn authenticate(State(api): State<Arc<ApiServer>>, mut req: Request, next:
 }
 
 fn bearer_user(api: &ApiServer, req: &Request) -> Option<UserInfo> {
-    let header = req.headers().get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?;
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?;
     api.tokens.authenticate(token.trim())
 }
 

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -45,8 +45,14 @@ impl Pki {
             }
         };
         let wanted = sans.join("\n");
-        let serving = match (read(dir, SERVING_CERT), read(dir, SERVING_KEY), read(dir, SERVING_SANS)) {
-            (Some(cert_pem), Some(key_pem), Some(old)) if old == wanted => CertAndKey { cert_pem, key_pem },
+        let serving = match (
+            read(dir, SERVING_CERT),
+            read(dir, SERVING_KEY),
+            read(dir, SERVING_SANS),
+        ) {
+            (Some(cert_pem), Some(key_pem), Some(old)) if old == wanted => {
+                CertAndKey { cert_pem, key_pem }
+            }
             _ => {
                 let s = issue(&ca, "kube-apiserver", &[], sans, true)?;
                 write_private(dir, SERVING_KEY, &s.key_pem)?;
@@ -55,7 +61,11 @@ impl Pki {
                 s
             }
         };
-        Ok(Pki { ca, serving, dir: dir.to_path_buf() })
+        Ok(Pki {
+            ca,
+            serving,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Issues a client certificate for `user` in `groups` (CN = user, O = groups), signed by the CA.
@@ -94,16 +104,30 @@ fn new_ca() -> Result<CertAndKey> {
     dn.push(DnType::CommonName, "skiff-ca");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2034, 1, 1);
     let cert = params.self_signed(&key)?;
-    Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
-fn issue(ca: &CertAndKey, cn: &str, orgs: &[&str], sans: &[String], server: bool) -> Result<CertAndKey> {
+fn issue(
+    ca: &CertAndKey,
+    cn: &str,
+    orgs: &[&str],
+    sans: &[String],
+    server: bool,
+) -> Result<CertAndKey> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).context("parsing the CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).context("parsing the CA certificate")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).context("parsing the CA certificate")?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -114,7 +138,10 @@ fn issue(ca: &CertAndKey, cn: &str, orgs: &[&str], sans: &[String], server: bool
     params.distinguished_name = dn;
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2034, 1, 1);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     if server {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         for san in sans {
@@ -127,7 +154,10 @@ fn issue(ca: &CertAndKey, cn: &str, orgs: &[&str], sans: &[String], server: bool
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     }
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 #[cfg(test)]

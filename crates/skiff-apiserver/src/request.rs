@@ -9,9 +9,14 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `/api/v1` or `/apis/<group>/<version>`: the resource list of a group version.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     /// `/apis/<group>`: one API group.
-    Group { group: String },
+    Group {
+        group: String,
+    },
     Resource(ResourcePath),
 }
 
@@ -28,7 +33,11 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
-        ["apis", group] => return Ok(Target::Group { group: group.to_string() }),
+        ["apis", group] => {
+            return Ok(Target::Group {
+                group: group.to_string(),
+            });
+        }
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(ApiError::NoRoute),
     };
@@ -36,7 +45,10 @@ pub fn parse_path(path: &str) -> Result<Target, ApiError> {
         return Err(ApiError::NoRoute);
     }
     if rest.is_empty() {
-        return Ok(Target::GroupVersion { group: group.into(), version: version.into() });
+        return Ok(Target::GroupVersion {
+            group: group.into(),
+            version: version.into(),
+        });
     }
     let find = |plural: &str| registry::lookup(group, version, plural).ok_or(ApiError::NoRoute);
     let segment = |s: &str| -> Result<String, ApiError> {
@@ -92,7 +104,11 @@ pub struct Query(pub HashMap<String, String>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Self {
-        Query(url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
+        Query(
+            url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
@@ -102,7 +118,10 @@ impl Query {
     }
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         self.get(k)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?}"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?}")))
+            })
             .transpose()
     }
     pub fn dry_run(&self) -> bool {
@@ -129,7 +148,9 @@ pub enum IncludeObject {
 
 /// Picks the first acceptable representation from an `Accept` header.
 pub fn negotiate(accept: Option<&str>, query: &Query) -> Output {
-    let Some(accept) = accept else { return Output::Json };
+    let Some(accept) = accept else {
+        return Output::Json;
+    };
     for part in accept.split(',') {
         let params: HashMap<String, String> = part
             .split(';')
@@ -138,9 +159,14 @@ pub fn negotiate(accept: Option<&str>, query: &Query) -> Output {
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
         let media = part.split(';').next().unwrap_or_default().trim();
-        let json_like = matches!(media, "application/json" | "*/*" | "application/*" | "application/yaml");
+        let json_like = matches!(
+            media,
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        );
         match params.get("as").map(String::as_str) {
-            Some("Table") if params.get("g").map(String::as_str) == Some("meta.k8s.io") && json_like => {
+            Some("Table")
+                if params.get("g").map(String::as_str) == Some("meta.k8s.io") && json_like =>
+            {
                 let inc = match query.get("includeObject") {
                     Some("None") => IncludeObject::None,
                     Some("Object") => IncludeObject::Object,
@@ -154,7 +180,9 @@ pub fn negotiate(accept: Option<&str>, query: &Query) -> Output {
                 return Output::Metadata;
             }
             Some(_) => continue,
-            None if json_like || media.starts_with("application/vnd.kubernetes.protobuf") => return Output::Json,
+            None if json_like || media.starts_with("application/vnd.kubernetes.protobuf") => {
+                return Output::Json;
+            }
             None => continue,
         }
     }
@@ -163,7 +191,12 @@ pub fn negotiate(accept: Option<&str>, query: &Query) -> Output {
 
 /// Decodes a request body by content type (JSON, YAML, Kubernetes protobuf).
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type.unwrap_or("application/json").split(';').next().unwrap_or_default().trim();
+    let media = content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     if body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -172,7 +205,8 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Api
         "application/yaml" | "application/apply-patch+yaml" | "application/apply-patch+yml" => {
             let v: serde_yaml::Value = serde_yaml::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            serde_json::to_value(v).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            serde_json::to_value(v)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
         _ => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("error decoding request body as JSON: {e}"))
@@ -186,25 +220,37 @@ mod tests {
 
     #[test]
     fn paths() {
-        let Target::Resource(r) = parse_path("/apis/apps/v1/namespaces/default/deployments/web/scale").unwrap() else {
+        let Target::Resource(r) =
+            parse_path("/apis/apps/v1/namespaces/default/deployments/web/scale").unwrap()
+        else {
             panic!()
         };
         assert_eq!(r.def.kind, "Deployment");
         assert_eq!(r.namespace.as_deref(), Some("default"));
         assert_eq!(r.name.as_deref(), Some("web"));
         assert_eq!(r.subresource.as_deref(), Some("scale"));
-        let Target::Resource(r) = parse_path("/api/v1/namespaces/kube-system/status").unwrap() else { panic!() };
+        let Target::Resource(r) = parse_path("/api/v1/namespaces/kube-system/status").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(r.def.kind, "Namespace");
         assert_eq!(r.name.as_deref(), Some("kube-system"));
-        let Target::Resource(r) = parse_path("/api/v1/namespaces/x").unwrap() else { panic!() };
+        let Target::Resource(r) = parse_path("/api/v1/namespaces/x").unwrap() else {
+            panic!()
+        };
         assert_eq!((r.def.kind, r.name.as_deref()), ("Namespace", Some("x")));
-        let Target::Resource(r) = parse_path("/api/v1/pods").unwrap() else { panic!() };
+        let Target::Resource(r) = parse_path("/api/v1/pods").unwrap() else {
+            panic!()
+        };
         assert!(r.namespace.is_none() && r.name.is_none());
         assert!(parse_path("/api/v1/namespaces/x/nodes").is_err());
         assert!(parse_path("/apis/nope/v1/things").is_err());
         assert_eq!(
             parse_path("/apis/apps/v1").unwrap(),
-            Target::GroupVersion { group: "apps".into(), version: "v1".into() }
+            Target::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into()
+            }
         );
     }
 
@@ -212,10 +258,18 @@ mod tests {
     fn accept() {
         let q = Query::default();
         assert_eq!(
-            negotiate(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"), &q),
+            negotiate(
+                Some(
+                    "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+                ),
+                &q
+            ),
             Output::Table(IncludeObject::Metadata)
         );
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf, */*"), &q), Output::Json);
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf, */*"), &q),
+            Output::Json
+        );
         assert_eq!(negotiate(None, &q), Output::Json);
     }
 }

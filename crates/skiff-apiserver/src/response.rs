@@ -20,7 +20,11 @@ pub type HandlerResult = Result<Response, Failure>;
 
 /// A JSON response with the given code.
 pub fn json(code: StatusCode, body: &Value) -> Response {
-    bytes(code, "application/json", serde_json::to_vec(body).unwrap_or_default())
+    bytes(
+        code,
+        "application/json",
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
 }
 
 pub fn bytes(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response {

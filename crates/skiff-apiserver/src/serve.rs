@@ -20,12 +20,14 @@ use tower::ServiceExt;
 /// the cluster CA accepted (but not required: bearer tokens are the other way in).
 pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pki.serving.cert_pem.as_bytes())
-        .collect::<std::result::Result<_, _>>()
-        .context("parsing the serving certificate")?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pki.serving.key_pem.as_bytes())
-        .context("parsing the serving key")?
-        .context("no private key in the serving key file")?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pki.serving.cert_pem.as_bytes())
+            .collect::<std::result::Result<_, _>>()
+            .context("parsing the serving certificate")?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut pki.serving.key_pem.as_bytes())
+            .context("parsing the serving key")?
+            .context("no private key in the serving key file")?;
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pki.ca.cert_pem.as_bytes()) {
         roots.add(c.context("parsing the CA certificate")?)?;
@@ -47,12 +49,21 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {
 pub fn identity_from_cert(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(String::from))
         .collect();
-    Some(UserInfo { name, uid: String::new(), groups })
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+    })
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves.
@@ -87,13 +98,20 @@ pub async fn serve_tls(
     }
 }
 
-async fn serve_connection(mut tcp: tokio::net::TcpStream, acceptor: TlsAcceptor, router: Router) -> Result<()> {
+async fn serve_connection(
+    mut tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    router: Router,
+) -> Result<()> {
     // A TLS ClientHello starts with the handshake record type 0x16; anything else is a
     // client speaking plain HTTP to the HTTPS port.
     let mut first = [0u8; 1];
     let n = tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await??;
     if n == 1 && first[0] != 0x16 {
-        tcp.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n").await?;
+        tcp.write_all(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .await?;
         return Ok(());
     }
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await??;

@@ -11,7 +11,11 @@ use skiff_store::{KeyValue, Revision, StoreError};
 pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("corrupt object at {}: {e}", kv.key)))?;
-    meta::set_meta(&mut obj, "resourceVersion", Value::String(kv.mod_revision.to_string()));
+    meta::set_meta(
+        &mut obj,
+        "resourceVersion",
+        Value::String(kv.mod_revision.to_string()),
+    );
     Ok(obj)
 }
 
@@ -46,6 +50,8 @@ pub fn store_error(def: &ResourceDef, name: &str, e: StoreError) -> ApiError {
             message: format!("Too large resource version: {r}"),
         },
         StoreError::Backend(m) => ApiError::internal(m),
-        StoreError::Closed => ApiError::ServiceUnavailable { message: "the store is shutting down".into() },
+        StoreError::Closed => ApiError::ServiceUnavailable {
+            message: "the store is shutting down".into(),
+        },
     }
 }

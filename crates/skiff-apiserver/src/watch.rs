@@ -71,7 +71,9 @@ pub async fn serve(store: Arc<dyn Store>, spec: WatchSpec) -> HandlerResult {
         Err(e @ (StoreError::Compacted { .. } | StoreError::FutureRevision(_))) => {
             // Kubernetes answers 200 and an ERROR event carrying 410 Expired.
             let status = storage::store_error(spec.def, "", e).status();
-            let _ = tx.send(line(&json!({"type": "ERROR", "object": status}))).await;
+            let _ = tx
+                .send(line(&json!({"type": "ERROR", "object": status})))
+                .await;
             None
         }
         Err(e) => return Err(Failure(storage::store_error(spec.def, "", e))),
@@ -80,8 +82,14 @@ pub async fn serve(store: Arc<dyn Store>, spec: WatchSpec) -> HandlerResult {
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<Bytes, std::io::Error>);
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static header"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, "no-cache, private".parse().expect("static header"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        "no-cache, private".parse().expect("static header"),
+    );
     Ok(resp)
 }
 
@@ -102,7 +110,14 @@ impl Encoder {
         let object = match self.output {
             Output::Table(inc) => {
                 let rv = meta::resource_version(obj).unwrap_or_default();
-                let t = build_table(self.def, std::slice::from_ref(obj), inc, rv, None, !self.headers_sent);
+                let t = build_table(
+                    self.def,
+                    std::slice::from_ref(obj),
+                    inc,
+                    rv,
+                    None,
+                    !self.headers_sent,
+                );
                 self.headers_sent = true;
                 t
             }
@@ -136,19 +151,29 @@ async fn pump(
     events: Option<skiff_store::WatchStream>,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let mut enc = Encoder { output: spec.output, def: spec.def, headers_sent: false };
+    let mut enc = Encoder {
+        output: spec.output,
+        def: spec.def,
+        headers_sent: false,
+    };
     for obj in &initial {
         if tx.send(enc.event("ADDED", obj)).await.is_err() {
             return;
         }
     }
-    if spec.send_initial_events && spec.bookmarks && tx.send(enc.bookmark(start, true)).await.is_err() {
+    if spec.send_initial_events
+        && spec.bookmarks
+        && tx.send(enc.bookmark(start, true)).await.is_err()
+    {
         return;
     }
     let Some(mut events) = events else { return };
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let mut last_rev = start;
-    let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + spec.bookmark_interval, spec.bookmark_interval);
+    let mut bookmark = tokio::time::interval_at(
+        tokio::time::Instant::now() + spec.bookmark_interval,
+        spec.bookmark_interval,
+    );
     loop {
         let next = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return,
@@ -169,7 +194,9 @@ async fn pump(
                     StoreError::Compacted { .. } => storage::store_error(spec.def, "", e).status(),
                     other => ApiError::internal(other).status(),
                 };
-                let _ = tx.send(line(&json!({"type": "ERROR", "object": status}))).await;
+                let _ = tx
+                    .send(line(&json!({"type": "ERROR", "object": status})))
+                    .await;
                 return;
             }
         };
@@ -208,7 +235,11 @@ fn translate(spec: &WatchSpec, ev: Event) -> Result<Option<(&'static str, Value)
             if !spec.matches(&obj) {
                 return Ok(None);
             }
-            meta::set_meta(&mut obj, "resourceVersion", Value::String(revision.to_string()));
+            meta::set_meta(
+                &mut obj,
+                "resourceVersion",
+                Value::String(revision.to_string()),
+            );
             Ok(Some(("DELETED", obj)))
         }
     }

@@ -4,10 +4,14 @@
 use anyhow::{Context, Result};
 use axum::Router;
 use serde_json::{Value, json};
-use skiff_apiserver::auth::{MastersOnly, PeerIdentity, SYSTEM_MASTERS, TokenAuthenticator, UserInfo};
+use skiff_apiserver::auth::{
+    MastersOnly, PeerIdentity, SYSTEM_MASTERS, TokenAuthenticator, UserInfo,
+};
 use skiff_apiserver::pki::{Pki, write_private};
 use skiff_apiserver::{ApiConfig, ApiServer};
-use skiff_store::{EncryptingStore, EncryptionConfig, EncryptionKey, SqliteOptions, SqliteStore, Store};
+use skiff_store::{
+    EncryptingStore, EncryptionConfig, EncryptionKey, SqliteOptions, SqliteStore, Store,
+};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,17 +91,21 @@ impl Running {
 /// Starts the control plane and returns once it is ready (`/readyz` answers).
 pub async fn start(config: ServerConfig) -> Result<Running> {
     let data = &config.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("creating the data directory {}", data.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
     restrict_dir(data)?;
 
     // 1. The store: nothing is served before it is open.
     let db_path = data.join("state.db");
-    let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, SqliteOptions::default()))
-        .await?
-        .context("opening the store (is another skiff using this data directory?)")?;
+    let sqlite =
+        tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, SqliteOptions::default()))
+            .await?
+            .context("opening the store (is another skiff using this data directory?)")?;
     skiff_store::spawn_auto_compaction(&sqlite, skiff_store::AutoCompaction::default());
-    let key = EncryptionKey::load_or_create(&data.join("encryption.key")).context("loading the encryption key")?;
-    let store: Arc<dyn Store> = Arc::new(EncryptingStore::new(sqlite, EncryptionConfig::secrets(key)));
+    let key = EncryptionKey::load_or_create(&data.join("encryption.key"))
+        .context("loading the encryption key")?;
+    let store: Arc<dyn Store> =
+        Arc::new(EncryptingStore::new(sqlite, EncryptionConfig::secrets(key)));
 
     // 2. Credentials.
     let admin_token = load_or_create_admin_token(data)?;
@@ -135,7 +143,11 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         .await
         .with_context(|| format!("listening on {}:{}", config.bind, config.port))?;
     let addr = listener.local_addr()?;
-    let client_host = if config.bind.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { config.bind };
+    let client_host = if config.bind.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        config.bind
+    };
     let advertise = SocketAddr::new(client_host, addr.port());
     let api_config = ApiConfig {
         service_cidr: config.service_cidr,
@@ -146,12 +158,20 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     let api = ApiServer::new(store, tokens, Arc::new(MastersOnly), api_config);
     let router = skiff_apiserver::router(api.clone());
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
-    let serve = tokio::spawn(skiff_apiserver::serve::serve_tls(listener, tls, router.clone(), async move {
-        let _ = shutdown_rx.wait_for(|s| *s).await;
-    }));
+    let serve = tokio::spawn(skiff_apiserver::serve::serve_tls(
+        listener,
+        tls,
+        router.clone(),
+        async move {
+            let _ = shutdown_rx.wait_for(|s| *s).await;
+        },
+    ));
 
     // 4. Built-in objects, written through the API like any client would.
-    let client = in_process_client(router, UserInfo::new("system:skiff-controller-manager", &[SYSTEM_MASTERS]));
+    let client = in_process_client(
+        router,
+        UserInfo::new("system:skiff-controller-manager", &[SYSTEM_MASTERS]),
+    );
     bootstrap(&client, advertise, config.service_cidr).await?;
 
     // 5. Controllers.
@@ -161,9 +181,21 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     }
 
     let kubeconfig = kubeconfig_path(data);
-    let kc = kubeconfig_yaml(&format!("https://{advertise}"), &pki.ca.cert_pem, &admin_token);
+    let kc = kubeconfig_yaml(
+        &format!("https://{advertise}"),
+        &pki.ca.cert_pem,
+        &admin_token,
+    );
     write_private(data, "kubeconfig.yaml", &kc)?;
-    Ok(Running { addr, kubeconfig, api, client, shutdown, serve, tasks })
+    Ok(Running {
+        addr,
+        kubeconfig,
+        api,
+        client,
+        shutdown,
+        serve,
+        tasks,
+    })
 }
 
 fn restrict_dir(dir: &Path) -> Result<()> {
@@ -210,17 +242,28 @@ pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
 /// A kube-rs client that calls the router directly as `user`.
 pub fn in_process_client(router: Router, user: UserInfo) -> skiff_client::Client {
     let identity = PeerIdentity(Some(user));
-    let svc = router.map_request(move |mut req: http::Request<skiff_client::kube::client::Body>| {
-        req.extensions_mut().insert(identity.clone());
-        req
-    });
+    let svc = router.map_request(
+        move |mut req: http::Request<skiff_client::kube::client::Body>| {
+            req.extensions_mut().insert(identity.clone());
+            req
+        },
+    );
     skiff_client::from_service(svc)
 }
 
 /// Creates the built-in namespaces and the `kubernetes` Service if they are missing.
-async fn bootstrap(client: &skiff_client::Client, advertise: SocketAddr, cidr: (Ipv4Addr, u8)) -> Result<()> {
+async fn bootstrap(
+    client: &skiff_client::Client,
+    advertise: SocketAddr,
+    cidr: (Ipv4Addr, u8),
+) -> Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        create_if_missing(client, "/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await?;
+        create_if_missing(
+            client,
+            "/api/v1/namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     let ip = skiff_apiserver::alloc::first_service_ip(cidr).to_string();
     create_if_missing(

@@ -6,7 +6,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "A Kubernetes-compatible cluster for ML workloads in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A Kubernetes-compatible cluster for ML workloads in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,8 @@ struct KubeconfigArgs {
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| "warn,skiff=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| "warn,skiff=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -63,10 +68,14 @@ fn main() -> Result<()> {
 }
 
 fn up(args: UpArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let started = std::time::Instant::now();
-        let mut config = skiff_server::ServerConfig::new(args.data_dir.unwrap_or_else(skiff_server::default_data_dir));
+        let mut config = skiff_server::ServerConfig::new(
+            args.data_dir.unwrap_or_else(skiff_server::default_data_dir),
+        );
         config.bind = args.bind;
         config.port = args.port;
         config.tls_sans = args.tls_san;
@@ -98,10 +107,17 @@ fn kubeconfig(args: KubeconfigArgs) -> Result<()> {
     let dir = args.data_dir.unwrap_or_else(skiff_server::default_data_dir);
     let path = skiff_server::kubeconfig_path(&dir);
     if !path.exists() {
-        anyhow::bail!("no kubeconfig at {}: start the cluster first with `skiff up`", path.display());
+        anyhow::bail!(
+            "no kubeconfig at {}: start the cluster first with `skiff up`",
+            path.display()
+        );
     }
     if args.raw {
-        print!("{}", std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?);
+        print!(
+            "{}",
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+        );
     } else {
         println!("export KUBECONFIG={}", path.display());
     }

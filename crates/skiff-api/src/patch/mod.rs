@@ -25,18 +25,7 @@ use crate::error::ApiError;
 use crate::registry::ResourceDef;
 use serde_json::Value;
 
-/// How a field takes part in a strategic merge patch (the Go struct tags
-/// `patchStrategy` and `patchMergeKey`, or `x-kubernetes-patch-strategy` and
-/// `x-kubernetes-patch-merge-key` in OpenAPI).
-///
-/// MERGE: `crate::schema` defines the same struct; at merge, replace this
-/// definition with `pub use crate::schema::PatchMeta;`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PatchMeta {
-    /// Comma-separated strategies: "merge", "replace", "retainKeys", "merge,retainKeys".
-    pub strategy: &'static str,
-    pub merge_key: Option<&'static str>,
-}
+pub use crate::schema::PatchMeta;
 
 impl PatchMeta {
     /// The strategy other than `retainKeys` ("" when there is none).
@@ -82,20 +71,19 @@ pub trait PatchMetaLookup {
 
 /// The patch metadata the API server uses.
 ///
-/// MERGE: once `crate::schema::patch_meta` and `crate::schema::field_schema_name`
-/// exist, answer from them first and keep [`BuiltinTable`] as the fallback.
+/// Answers from the OpenAPI-derived tables in `crate::schema`, with [`BuiltinTable`] as
+/// the fallback for anything they do not describe.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SchemaLookup;
 
 impl PatchMetaLookup for SchemaLookup {
     fn patch_meta(&self, schema: &str, field: &str) -> Option<PatchMeta> {
-        // MERGE: crate::schema::patch_meta(schema, field).or_else(|| BuiltinTable.patch_meta(schema, field))
-        BuiltinTable.patch_meta(schema, field)
+        crate::schema::patch_meta(schema, field).or_else(|| BuiltinTable.patch_meta(schema, field))
     }
 
     fn field_schema(&self, schema: &str, field: &str) -> Option<&'static str> {
-        // MERGE: crate::schema::field_schema_name(schema, field).or_else(|| BuiltinTable.field_schema(schema, field))
-        BuiltinTable.field_schema(schema, field)
+        crate::schema::field_schema_name(schema, field)
+            .or_else(|| BuiltinTable.field_schema(schema, field))
     }
 
     fn is_atomic_map(&self, schema: &str, field: &str) -> bool {
