@@ -26,13 +26,15 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # requirements change.
 REQ=scripts/requirements.txt
 STAMP=.venv/.requirements.sha256
-want=$(cat "$REQ" crates/*/requirements.txt 2>/dev/null | sha256sum | cut -d' ' -f1)
+shopt -s nullglob
+REQ_FILES=("$REQ" crates/*/requirements.txt)
+want=$(cat "${REQ_FILES[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "setup: preparing the Python venv (.venv)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  reqs=(-r "$REQ")
-  for r in crates/*/requirements.txt; do [ -f "$r" ] && reqs+=(-r "$r"); done
+  reqs=()
+  for r in "${REQ_FILES[@]}"; do reqs+=(-r "$r"); done
   .venv/bin/pip install -q --disable-pip-version-check "${reqs[@]}"
   echo "$want" > "$STAMP"
 fi

@@ -113,8 +113,9 @@ impl Query {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
+    /// A boolean parameter, parsed like Go's strconv.ParseBool (clients send `true`, `True`, `1`).
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true" | "1"))
+        matches!(self.get(k), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
     }
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         self.get(k)
