@@ -499,7 +499,7 @@ impl Ctx {
     }
 
     async fn allocate(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-        if self.def().kind != "Service" || self.def().group != "" {
+        if self.def().kind != "Service" || !self.def().group.is_empty() {
             return Ok(());
         }
         let _guard = self.api.alloc_lock.lock().await;
@@ -962,9 +962,8 @@ impl Ctx {
         }
         let must_wait = !finalizers.is_empty()
             || grace > 0
-            || (is_ns && namespace_finalizers_pending(def, old))
-            || (already && is_pod && grace > 0);
-        if !must_wait || (already && is_pod && opts.grace_period == Some(0)) {
+            || (is_ns && namespace_finalizers_pending(def, old));
+        if !must_wait {
             if opts.dry_run {
                 return Ok(old.clone());
             }
