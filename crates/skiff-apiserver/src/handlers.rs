@@ -68,6 +68,7 @@ async fn dispatch(api: Arc<ApiServer>, req: Request) -> HandlerResult {
             "status" => rp.def.status,
             "scale" => rp.def.scale,
             "finalize" => rp.def.kind == "Namespace",
+            "binding" | "eviction" => rp.def.kind == "Pod" && rp.def.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -142,6 +143,9 @@ fn verb_of(method: &Method, rp: &ResourcePath, query: &Query) -> Result<&'static
         ("GET", true) if query.flag("watch") => "watch",
         ("GET", true) => "get",
         ("POST", false) => "create",
+        ("POST", true) if matches!(rp.subresource.as_deref(), Some("binding" | "eviction")) => {
+            "create"
+        }
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
@@ -531,8 +535,11 @@ impl Ctx {
     }
 
     async fn create(&self, body: &[u8]) -> HandlerResult {
-        if self.rp.subresource.is_some() {
-            return Err(ApiError::MethodNotAllowed.into());
+        match self.rp.subresource.as_deref() {
+            None => {}
+            Some("binding") => return self.bind(body).await,
+            Some("eviction") => return self.evict(body).await,
+            Some(_) => return Err(ApiError::MethodNotAllowed.into()),
         }
         let mut obj = self.decode(body)?;
         let def = self.def();
@@ -585,6 +592,96 @@ impl Ctx {
             }
         }
         Err(ApiError::internal("could not generate a unique name").into())
+    }
+
+    /// `pods/<name>/binding`: assigns an unbound pod to a node (what the scheduler does).
+    async fn bind(&self, body: &[u8]) -> HandlerResult {
+        let binding = self.decode(body)?;
+        let name = self.name().to_string();
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                let err = skiff_api::FieldError::required("target.name", "");
+                ApiError::invalid("", "Binding", &name, vec![err])
+            })?
+            .to_string();
+        if let Some(n) = meta::name(&binding).filter(|n| *n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            ))
+            .into());
+        }
+        for _ in 0..8 {
+            let (old, kv) = self.load(&name).await?;
+            if meta::deletion_timestamp(&old).is_some() {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.clone(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                }
+                .into());
+            }
+            if let Some(current) = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.clone(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
+                }
+                .into());
+            }
+            let mut new = old.clone();
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": admission::now()});
+            let status = new
+                .as_object_mut()
+                .map(|m| m.entry("status").or_insert_with(|| json!({})))
+                .and_then(Value::as_object_mut);
+            if let Some(status) = status {
+                let conds = status.entry("conditions").or_insert_with(|| json!([]));
+                if let Some(list) = conds.as_array_mut() {
+                    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                    list.push(condition);
+                }
+            }
+            match self.write_main(new, &old, &kv).await {
+                Ok(_) => {
+                    return Ok(response::json(
+                        StatusCode::CREATED,
+                        &skiff_api::error::success_status(None),
+                    ));
+                }
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::conflict("", "pods", &name).into())
+    }
+
+    /// `pods/<name>/eviction`: a graceful delete on behalf of an Eviction (no disruption
+    /// budgets exist yet, so every eviction is allowed).
+    async fn evict(&self, body: &[u8]) -> HandlerResult {
+        let eviction = self.decode(body)?;
+        let opts_body = eviction
+            .get("deleteOptions")
+            .map(|o| serde_json::to_vec(o).unwrap_or_default())
+            .unwrap_or_default();
+        let opts = DeleteOptions::parse(&opts_body, &self.query)?;
+        let (old, kv) = self.load(self.name()).await?;
+        self.delete_one(&old, &kv, &opts).await?;
+        Ok(response::json(
+            StatusCode::CREATED,
+            &skiff_api::error::success_status(None),
+        ))
     }
 
     async fn update(&self, body: &[u8]) -> HandlerResult {
