@@ -376,6 +376,7 @@ async fn writes_acknowledged_before_a_kill_mid_burst_survive() {
     );
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() < WRITERS * PER_WRITER);
+    eprintln!("killed after {} acknowledged creates; {failed} writers saw the kill", acked.len());
 
     tokio::task::block_in_place(|| c.restart());
     let present = list_all(&client(&c).await, &ns).await;
