@@ -376,7 +376,10 @@ async fn writes_acknowledged_before_a_kill_mid_burst_survive() {
     );
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() < WRITERS * PER_WRITER);
-    eprintln!("killed after {} acknowledged creates; {failed} writers saw the kill", acked.len());
+    eprintln!(
+        "killed after {} acknowledged creates; {failed} writers saw the kill",
+        acked.len()
+    );
 
     tokio::task::block_in_place(|| c.restart());
     let present = list_all(&client(&c).await, &ns).await;
@@ -415,4 +418,63 @@ async fn writes_acknowledged_before_a_kill_mid_burst_survive() {
         .await
         .expect("create after restart");
     assert!(rv_of(&cm.metadata) > max_acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_secrets_survive_kill9_and_still_decrypt() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let mut c = tokio::task::block_in_place(cluster);
+    let ns = "secrets";
+    create_namespace(&client(&c).await, ns).await;
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let api: Api<Secret> = Api::namespaced(client(&c).await, ns);
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..50 {
+                let name = format!("s-{w}-{i}");
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([(
+                        "token".to_string(),
+                        ByteString(format!("value-{w}-{i}").into_bytes()),
+                    )])),
+                    ..Default::default()
+                };
+                let created = api
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .expect("creating a secret");
+                acked.push((name, rv_of(&created.metadata)));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("secret writer"));
+    }
+    tokio::task::block_in_place(|| c.restart());
+    let api: Api<Secret> = Api::namespaced(client(&c).await, ns);
+    for (name, rv) in &acked {
+        let s = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("secret {name} lost by kill -9: {e}"));
+        assert_eq!(rv_of(&s.metadata), *rv, "{name}");
+        let (w, i) = name
+            .strip_prefix("s-")
+            .and_then(|r| r.split_once('-'))
+            .expect("name");
+        let value = s.data.and_then(|d| d.get("token").cloned()).map(|b| b.0);
+        assert_eq!(
+            value,
+            Some(format!("value-{w}-{i}").into_bytes()),
+            "{name} did not decrypt to its value"
+        );
+    }
 }

@@ -21,11 +21,46 @@ fn up_is_ready_quickly_and_sigterm_exits_cleanly() {
     );
     let readyz = c.kubectl_ok(&["get", "--raw", "/readyz"]);
     assert_eq!(readyz.trim(), "ok");
+    // A client streaming a watch must not hold the shutdown up.
+    let mut watcher = c
+        .kubectl_cmd()
+        .args(["get", "configmaps", "-A", "-w"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    c.kubectl_ok(&["create", "configmap", "during-watch", "--from-literal=a=b"]);
+    let asked = Instant::now();
     assert!(c.terminate(), "skiff did not exit 0 on SIGTERM");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        asked.elapsed()
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
     // The port is closed once it has exited.
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", c.port)).is_err(),
         "still listening after SIGTERM"
+    );
+    // Starting again on an existing data dir is as quick (nothing is regenerated).
+    let again = Instant::now();
+    c.restart();
+    assert!(
+        again.elapsed() < Duration::from_secs(5),
+        "restart took {:?}",
+        again.elapsed()
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "configmap",
+            "during-watch",
+            "-o",
+            "jsonpath={.data.a}"
+        ]),
+        "b"
     );
 }
 

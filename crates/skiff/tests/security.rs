@@ -250,29 +250,43 @@ fn client_certificates_from_the_cluster_ca_only() {
         .push(rcgen::DnType::OrganizationName, "system:masters");
     leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &foreign_ca).expect("signing");
-    let (evil_cert, evil_key) = (leaf_cert.pem(), leaf_key.serialize_pem());
-    let user = format!(
-        "    client-certificate-data: {}\n    client-key-data: {}",
-        b64(evil_cert.as_bytes()),
-        b64(evil_key.as_bytes())
-    );
-    let evil = kubeconfig_with_user(&c, "evil", &user);
-    let out = kubectl_with(&evil, &["get", "namespaces"]);
-    assert!(
-        !out.status.success(),
-        "a certificate from a foreign CA was accepted: {}",
-        stdout(&out)
-    );
-    // Either the handshake is refused or the request is anonymous; never data.
-    match https_get(
-        c.port,
-        "localhost",
-        tls_client(&read(&c.ca_path()), Some((&evil_cert, &evil_key))),
-        "/api/v1/namespaces",
-        None,
-    ) {
-        Err(_) => {}
-        Ok(resp) => assert_status_401(&resp, "foreign client certificate"),
+    // And a plain self-signed one with that identity.
+    let self_key = rcgen::KeyPair::generate().expect("key");
+    let mut self_params = rcgen::CertificateParams::default();
+    self_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "admin");
+    self_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:masters");
+    let self_signed = self_params.self_signed(&self_key).expect("self-signing");
+    for (label, cert, key) in [
+        ("foreign-ca", leaf_cert.pem(), leaf_key.serialize_pem()),
+        ("self-signed", self_signed.pem(), self_key.serialize_pem()),
+    ] {
+        let user = format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(cert.as_bytes()),
+            b64(key.as_bytes())
+        );
+        let kc = kubeconfig_with_user(&c, label, &user);
+        let out = kubectl_with(&kc, &["get", "namespaces"]);
+        assert!(
+            !out.status.success(),
+            "a {label} client certificate was accepted: {}",
+            stdout(&out)
+        );
+        // Either the handshake is refused or the request is anonymous; never data.
+        match https_get(
+            c.port,
+            "localhost",
+            tls_client(&read(&c.ca_path()), Some((&cert, &key))),
+            "/api/v1/namespaces",
+            None,
+        ) {
+            Err(_) => {}
+            Ok(resp) => assert_status_401(&resp, label),
+        }
     }
 }
 
