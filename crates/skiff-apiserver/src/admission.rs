@@ -163,7 +163,45 @@ pub fn prepare_create(
         m.remove("generation");
     }
     reset_status_on_create(def, obj);
+    merge_string_data(def, obj);
     Ok(())
+}
+
+/// Folds a Secret's write-only `stringData` into `data` (base64), as Kubernetes' Secret
+/// strategy does before storing: `stringData` keys win over `data` keys and are never stored.
+pub fn merge_string_data(def: &ResourceDef, obj: &mut Value) {
+    use base64::Engine;
+    if !def.group.is_empty() || def.kind != "Secret" {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(string_data) = map.remove("stringData") else {
+        return;
+    };
+    let Value::Object(string_data) = string_data else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            data.insert(k, Value::String(encoded));
+        }
+    }
 }
 
 fn reset_status_on_create(def: &ResourceDef, obj: &mut Value) {
@@ -228,6 +266,8 @@ pub fn prepare_update(def: &ResourceDef, new: &mut Value, old: &Value, status_on
         };
     }
     m.remove("selfLink");
+    merge_string_data(def, new);
+    let m = meta::metadata_mut(new);
     if let Some(g) = old_meta.get("generation") {
         m.insert("generation".into(), g.clone());
     }
@@ -305,4 +345,40 @@ pub fn random_suffix() -> String {
     (0..5)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::registry;
+
+    fn secret_def() -> &'static ResourceDef {
+        registry::lookup("", "v1", "secrets").expect("secrets are served")
+    }
+
+    #[test]
+    fn string_data_is_merged_into_data_on_create() {
+        let mut obj = json!({
+            "metadata": {"name": "s"},
+            "data": {"a": "eA==", "b": "eQ=="},
+            "stringData": {"b": "two", "c": "three"}
+        });
+        prepare_create(secret_def(), &mut obj, Some("default")).unwrap();
+        assert!(obj.get("stringData").is_none());
+        assert_eq!(
+            obj["data"],
+            json!({"a": "eA==", "b": "dHdv", "c": "dGhyZWU="})
+        );
+    }
+
+    #[test]
+    fn string_data_is_merged_into_data_on_update() {
+        let old = json!({"metadata": {"name": "s", "uid": "u"}, "data": {"a": "eA=="}});
+        let mut new =
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"a": "z"}});
+        prepare_update(secret_def(), &mut new, &old, false);
+        assert!(new.get("stringData").is_none());
+        assert_eq!(new["data"], json!({"a": "eg=="}));
+        assert_eq!(new["metadata"]["uid"], "u");
+    }
 }
