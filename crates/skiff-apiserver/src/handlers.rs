@@ -591,7 +591,7 @@ impl Ctx {
         let mut new = self.decode(body)?;
         let name = self.name().to_string();
         if self.rp.subresource.as_deref() == Some("scale") {
-            let replicas = new.pointer("/spec/replicas").and_then(Value::as_i64);
+            let replicas = scale_replicas(&new);
             let rv = meta::resource_version(&new).map(String::from);
             return self.write_scale(replicas, rv).await;
         }
@@ -815,7 +815,7 @@ impl Ctx {
                 }
             };
             if self.rp.subresource.as_deref() == Some("scale") {
-                let replicas = patched.pointer("/spec/replicas").and_then(Value::as_i64);
+                let replicas = scale_replicas(&patched);
                 return self.write_scale(replicas, patch_rv.clone()).await;
             }
             admission::check_type(def, &mut patched)?;
@@ -1167,6 +1167,15 @@ fn to_scale(obj: &Value) -> Value {
     })
 }
 
+/// The replicas a Scale asks for. `spec.replicas` is `omitempty` in autoscaling/v1, so Go
+/// clients (`kubectl scale --replicas=0`) leave it out to mean 0; `None` when it is not an integer.
+fn scale_replicas(scale: &Value) -> Option<i64> {
+    match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => Some(0),
+        Some(v) => v.as_i64(),
+    }
+}
+
 /// A LabelSelector object in its string form (`app=web,tier in (a,b)`).
 pub fn selector_string(sel: &Value) -> String {
     let mut parts = Vec::new();
@@ -1204,4 +1213,17 @@ pub fn selector_string(sel: &Value) -> String {
         );
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    #[test]
+    fn absent_scale_replicas_mean_zero() {
+        assert_eq!(scale_replicas(&json!({"kind": "Scale", "spec": {}})), Some(0));
+        assert_eq!(scale_replicas(&json!({"kind": "Scale"})), Some(0));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": 3}})), Some(3));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": "3"}})), None);
+    }
 }
