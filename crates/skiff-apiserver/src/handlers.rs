@@ -452,8 +452,8 @@ impl Ctx {
         request::decode_body(self.content_type.as_deref(), body)
     }
 
-    /// Checks that the namespace exists and is not terminating (for creates).
-    async fn check_namespace(&self) -> Result<(), ApiError> {
+    /// Checks that the namespace exists and is not terminating (for creates of `name`).
+    async fn check_namespace(&self, name: &str) -> Result<(), ApiError> {
         let Some(ns) = self
             .rp
             .namespace
@@ -471,7 +471,7 @@ impl Ctx {
                         message: format!(
                             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                             self.def().plural,
-                            "",
+                            name,
                         ),
                     });
                 }
@@ -540,7 +540,8 @@ impl Ctx {
         let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
         let warnings = admission::field_validation(def, &mut obj, mode)?;
         self.check_body_namespace(&obj)?;
-        self.check_namespace().await?;
+        self.check_namespace(meta::name(&obj).unwrap_or_default())
+            .await?;
         admission::prepare_create(def, &mut obj, self.rp.namespace.as_deref())?;
         let generate = meta::meta_str(&obj, "generateName").map(String::from);
         let explicit = meta::name(&obj).filter(|n| !n.is_empty()).map(String::from);
