@@ -533,3 +533,31 @@ fn get_json_list_of_several_kinds() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn reapply_of_a_secret_updates_data_from_string_data() {
+    let c = cluster();
+    c.apply(SECRET);
+    let out = c.apply(&SECRET.replace("API_KEY: s3cr3t", "API_KEY: rotated"));
+    assert!(out.contains("secret/ml-api-secret configured"), "{out}");
+    let s = c.get_json(&["secret", "ml-api-secret"]);
+    assert_eq!(s["data"]["API_KEY"], "cm90YXRlZA==", "{s}");
+    assert_eq!(s["data"]["DB_PASSWORD"], "cGFzc3dvcmQ=");
+    assert!(s.get("stringData").is_none(), "{s}");
+    let decoded = c.kubectl_ok(&[
+        "get",
+        "secret",
+        "ml-api-secret",
+        "-o",
+        "jsonpath={.data.API_KEY}",
+    ]);
+    assert_eq!(decoded, "cm90YXRlZA==");
+    // Applying the same manifest again writes nothing. kubectl still says "configured", as
+    // against Kubernetes: its patch always carries the write-only stringData.
+    c.apply(&SECRET.replace("API_KEY: s3cr3t", "API_KEY: rotated"));
+    let again = c.get_json(&["secret", "ml-api-secret"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        s["metadata"]["resourceVersion"]
+    );
+}
