@@ -190,3 +190,91 @@ fn create_existing_is_already_exists_and_get_missing_is_not_found() {
         stderr(&out)
     );
 }
+
+#[test]
+fn create_other_kinds_and_server_dry_run() {
+    let c = cluster();
+    assert_eq!(
+        c.kubectl_ok(&["create", "serviceaccount", "bot"]).trim(),
+        "serviceaccount/bot created"
+    );
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "reg",
+        "--docker-server=r.example",
+        "--docker-username=u",
+        "--docker-password=p",
+    ]);
+    let reg = c.get_json(&["secret", "reg"]);
+    assert_eq!(reg["type"], "kubernetes.io/dockerconfigjson");
+    assert!(reg["data"][".dockerconfigjson"].is_string(), "{reg}");
+    c.kubectl_ok(&[
+        "create",
+        "service",
+        "externalname",
+        "db",
+        "--external-name=db.example.com",
+    ]);
+    let table = c.kubectl_ok(&["get", "svc", "db"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[1..5],
+        ["ExternalName", "<none>", "db.example.com", "<none>"],
+        "{table}"
+    );
+    let file = c.data_dir().join("model.txt");
+    std::fs::write(&file, "weights\n").unwrap();
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "files",
+        &format!("--from-file={}", file.display()),
+    ]);
+    assert_eq!(
+        c.get_json(&["cm", "files"])["data"]["model.txt"],
+        "weights\n"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["run", "p", "--image=nginx", "--env=A=1", "--port=80"])
+            .trim(),
+        "pod/p created"
+    );
+    let pod = c.get_json(&["pod", "p"]);
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert_eq!(pod["spec"]["restartPolicy"], "Always");
+    assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "A");
+
+    // Names are validated like Kubernetes does.
+    let out = c.kubectl(&["create", "namespace", "bad_name"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("metadata.name: Invalid value: \"bad_name\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // A server-side dry run goes through admission but stores nothing.
+    let out = c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "dry",
+        "--from-literal=a=b",
+        "--dry-run=server",
+        "-o",
+        "json",
+    ]);
+    let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(dry["metadata"]["uid"].is_string(), "{dry}");
+    let out = c.kubectl(&["get", "cm", "dry"]);
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+    let out = c.kubectl_ok(&["delete", "cm", "files", "--dry-run=server"]);
+    assert_eq!(out.trim(), "configmap \"files\" deleted (server dry run)");
+    assert_eq!(c.get_json(&["cm", "files"])["metadata"]["name"], "files");
+}
