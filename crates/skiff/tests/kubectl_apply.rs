@@ -561,3 +561,48 @@ fn reapply_of_a_secret_updates_data_from_string_data() {
         s["metadata"]["resourceVersion"]
     );
 }
+
+#[test]
+fn reapply_of_a_service_with_another_type() {
+    let c = cluster();
+    c.apply(SERVICE);
+    let lb = c.get_json(&["svc", "ml-api"]);
+    let ip = lb["spec"]["clusterIP"].clone();
+    let np = lb["spec"]["ports"][0]["nodePort"].clone();
+    assert_eq!(lb["spec"]["allocateLoadBalancerNodePorts"], true, "{lb}");
+
+    c.apply(&SERVICE.replace("LoadBalancer", "NodePort"));
+    let s = c.get_json(&["svc", "ml-api"]);
+    assert_eq!(s["spec"]["type"], "NodePort");
+    assert_eq!(
+        s["spec"]["ports"][0]["nodePort"], np,
+        "the node port is kept"
+    );
+    assert_eq!(s["spec"]["externalTrafficPolicy"], "Cluster");
+    assert!(
+        s["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+        "{s}"
+    );
+
+    let out = c.apply(&SERVICE.replace("LoadBalancer", "ClusterIP"));
+    assert!(out.contains("service/ml-api configured"), "{out}");
+    let s = c.get_json(&["svc", "ml-api"]);
+    assert_eq!(s["spec"]["type"], "ClusterIP");
+    assert_eq!(s["spec"]["clusterIP"], ip, "the cluster IP is kept");
+    assert!(s["spec"]["ports"][0].get("nodePort").is_none(), "{s}");
+    assert!(s["spec"].get("externalTrafficPolicy").is_none(), "{s}");
+    let table = c.kubectl_ok(&["get", "svc", "ml-api"]);
+    assert!(
+        table.contains("80/TCP") && table.contains("<none>"),
+        "{table}"
+    );
+
+    c.apply(SERVICE);
+    let s = c.get_json(&["svc", "ml-api"]);
+    assert_eq!(s["spec"]["type"], "LoadBalancer");
+    let np = s["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!((30000..=32767).contains(&np), "{s}");
+    assert_eq!(s["spec"]["externalTrafficPolicy"], "Cluster");
+}
