@@ -392,6 +392,22 @@ fn reapply_with_edits_is_a_strategic_merge_that_keeps_server_fields() {
         d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"],
         "TCP"
     );
+
+    // An env var dropped from the manifest is deleted (kubectl computes that from the
+    // last-applied annotation); the annotation kubectl does not own stays.
+    let without = deployment(5, "debug").replace(
+        "        - name: MODEL_PATH\n          value: /models/model.onnx\n",
+        "",
+    );
+    assert!(!without.contains("MODEL_PATH"));
+    c.apply(&without);
+    let d = c.get_json(&["deploy", "ml-api"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["env"],
+        serde_json::json!([{"name": "LOG_LEVEL", "value": "debug"}])
+    );
+    assert_eq!(d["metadata"]["annotations"]["team"], "vision");
+    assert_eq!(d["metadata"]["generation"], 3);
 }
 
 #[test]
