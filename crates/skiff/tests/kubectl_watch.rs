@@ -126,3 +126,56 @@ fn get_watch_of_one_object_with_a_label_selector() {
     w.expect(&["web", "0/4"]);
     assert!(!w.seen.iter().any(|l| l.starts_with("api")), "{:?}", w.seen);
 }
+
+#[test]
+fn get_watch_of_a_named_object_as_json_events() {
+    let c = cluster();
+    c.kubectl_ok(&["create", "configmap", "one", "--from-literal=a=1"]);
+    c.kubectl_ok(&["create", "configmap", "two", "--from-literal=a=1"]);
+    // `-o json` events are pretty-printed; `-o jsonpath` gives one line per event.
+    let mut w = Watch::start(
+        &c,
+        &[
+            "get",
+            "cm",
+            "one",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            r#"jsonpath={.type} {.object.metadata.name} {.object.data.a} {.object.metadata.resourceVersion}{"\n"}"#,
+        ],
+    );
+    let added = w.expect(&["ADDED", "one", "1"]);
+    let rv0: u64 = added
+        .split_whitespace()
+        .nth(3)
+        .and_then(|r| r.parse().ok())
+        .expect("resourceVersion");
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "two",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"2"}}"#,
+    ]);
+    c.kubectl_ok(&[
+        "patch",
+        "cm",
+        "one",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"3"}}"#,
+    ]);
+    let modified = w.expect(&["MODIFIED", "one", "3"]);
+    let rv1: u64 = modified
+        .split_whitespace()
+        .nth(3)
+        .and_then(|r| r.parse().ok())
+        .expect("resourceVersion");
+    assert!(rv1 > rv0, "{rv0} then {rv1}");
+    c.kubectl_ok(&["delete", "cm", "one"]);
+    w.expect(&["DELETED", "one"]);
+    // Only the named object was watched.
+    assert!(!w.seen.iter().any(|l| l.contains("two")), "{:?}", w.seen);
+}
