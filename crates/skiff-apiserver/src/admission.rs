@@ -307,7 +307,9 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
     let new_ext = externally_accessible(new, &new_type);
     let needs_hc = |o: &Value, t: &str| {
         t == "LoadBalancer"
-            && o.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+            && o.pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local")
     };
     let old_hc = needs_hc(old, &old_type);
     let new_hc = needs_hc(new, &new_type);
@@ -441,7 +443,10 @@ mod tests {
         new["spec"]["type"] = json!("ClusterIP");
         prepare_update(def, &mut new, &old, false);
         assert!(new["spec"].get("externalTrafficPolicy").is_none(), "{new}");
-        assert!(new["spec"].get("allocateLoadBalancerNodePorts").is_none(), "{new}");
+        assert!(
+            new["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+            "{new}"
+        );
         assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
         assert_eq!(new["status"]["loadBalancer"], json!({}));
 
@@ -457,7 +462,10 @@ mod tests {
         new["spec"]["type"] = json!("NodePort");
         prepare_update(def, &mut new, &old, false);
         assert_eq!(new["spec"]["externalTrafficPolicy"], "Cluster");
-        assert!(new["spec"].get("allocateLoadBalancerNodePorts").is_none(), "{new}");
+        assert!(
+            new["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+            "{new}"
+        );
     }
 
     #[test]

@@ -1222,7 +1222,10 @@ mod scale_tests {
 
     #[test]
     fn absent_scale_replicas_mean_zero() {
-        assert_eq!(scale_replicas(&json!({"kind": "Scale", "spec": {}})), Some(0));
+        assert_eq!(
+            scale_replicas(&json!({"kind": "Scale", "spec": {}})),
+            Some(0)
+        );
         assert_eq!(scale_replicas(&json!({"kind": "Scale"})), Some(0));
         assert_eq!(scale_replicas(&json!({"spec": {"replicas": 3}})), Some(3));
         assert_eq!(scale_replicas(&json!({"spec": {"replicas": "3"}})), None);
