@@ -456,8 +456,8 @@ impl Ctx {
         request::decode_body(self.content_type.as_deref(), body)
     }
 
-    /// Checks that the namespace exists and is not terminating (for creates).
-    async fn check_namespace(&self) -> Result<(), ApiError> {
+    /// Checks that the namespace exists and is not terminating (for creates of `name`).
+    async fn check_namespace(&self, name: &str) -> Result<(), ApiError> {
         let Some(ns) = self
             .rp
             .namespace
@@ -475,7 +475,7 @@ impl Ctx {
                         message: format!(
                             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                             self.def().plural,
-                            "",
+                            name,
                         ),
                     });
                 }
@@ -547,7 +547,8 @@ impl Ctx {
         let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
         let warnings = admission::field_validation(def, &mut obj, mode)?;
         self.check_body_namespace(&obj)?;
-        self.check_namespace().await?;
+        self.check_namespace(meta::name(&obj).unwrap_or_default())
+            .await?;
         admission::prepare_create(def, &mut obj, self.rp.namespace.as_deref())?;
         let generate = meta::meta_str(&obj, "generateName").map(String::from);
         let explicit = meta::name(&obj).filter(|n| !n.is_empty()).map(String::from);
@@ -688,7 +689,7 @@ impl Ctx {
         let mut new = self.decode(body)?;
         let name = self.name().to_string();
         if self.rp.subresource.as_deref() == Some("scale") {
-            let replicas = new.pointer("/spec/replicas").and_then(Value::as_i64);
+            let replicas = scale_replicas(&new);
             let rv = meta::resource_version(&new).map(String::from);
             return self.write_scale(replicas, rv).await;
         }
@@ -912,7 +913,7 @@ impl Ctx {
                 }
             };
             if self.rp.subresource.as_deref() == Some("scale") {
-                let replicas = patched.pointer("/spec/replicas").and_then(Value::as_i64);
+                let replicas = scale_replicas(&patched);
                 return self.write_scale(replicas, patch_rv.clone()).await;
             }
             admission::check_type(def, &mut patched)?;
@@ -1263,6 +1264,15 @@ fn to_scale(obj: &Value) -> Value {
     })
 }
 
+/// The replicas a Scale asks for. `spec.replicas` is `omitempty` in autoscaling/v1, so Go
+/// clients (`kubectl scale --replicas=0`) leave it out to mean 0; `None` when it is not an integer.
+fn scale_replicas(scale: &Value) -> Option<i64> {
+    match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => Some(0),
+        Some(v) => v.as_i64(),
+    }
+}
+
 /// A LabelSelector object in its string form (`app=web,tier in (a,b)`).
 pub fn selector_string(sel: &Value) -> String {
     let mut parts = Vec::new();
@@ -1300,4 +1310,20 @@ pub fn selector_string(sel: &Value) -> String {
         );
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    #[test]
+    fn absent_scale_replicas_mean_zero() {
+        assert_eq!(
+            scale_replicas(&json!({"kind": "Scale", "spec": {}})),
+            Some(0)
+        );
+        assert_eq!(scale_replicas(&json!({"kind": "Scale"})), Some(0));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": 3}})), Some(3));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": "3"}})), None);
+    }
 }
