@@ -1,1 +1,15 @@
-fn main() {}
+//! Runs the model server from the command line (`skiff serve` without the rest of skiff), for tests and benchmarks.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "skiff-serve", about = "skiff's model server")]
+struct Cli {
+    #[command(flatten)]
+    serve: skiff_serving::ServeArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    skiff_serving::run(Cli::parse().serve).await
+}
