@@ -146,6 +146,8 @@ async fn infer_json(s: AppState, model: String, version: Option<String>, headers
                 .ok_or_else(|| ServeError::BadRequest("Inference-Header-Content-Length is not a number".into()))?,
         ),
     };
+    // An unknown model is a 404 whatever the body holds.
+    s.repo.get(&model, version.as_deref())?;
     let bytes = read_body(&s, body).await?;
     let req = decode_infer(&bytes, header_len)?;
     let (served, outputs) = infer(

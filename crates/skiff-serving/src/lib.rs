@@ -113,6 +113,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let backend: Arc<dyn Backend> = Arc::new(tokio::task::spawn_blocking(OrtBackend::new).await??);
     let repo = build_repository(&args, backend).await?;

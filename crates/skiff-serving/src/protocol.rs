@@ -282,7 +282,9 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
 /// Splits an output into per-row JSON values for simple-style answers.
 pub fn tensor_rows(t: &Tensor) -> Result<Vec<Value>, ProtocolError> {
     t.data.check_json_encodable(&t.name)?;
-    let flat = serde_json::to_value(&t.data).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    // Through text, so FP32 values keep their shortest FP32 spelling instead of being widened to f64.
+    let text = serde_json::to_string(&t.data).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let flat: Value = serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
     let Value::Array(flat) = flat else {
         return Ok(Vec::new());
     };
@@ -405,6 +407,8 @@ mod tests {
         assert!(rows_to_input(&sig, &json!(5)).is_err());
         let rows = tensor_rows(&Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap()).unwrap();
         assert_eq!(rows, vec![json!([1.0, 2.0]), json!([3.0, 4.0])]);
+        let rows = tensor_rows(&Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap()).unwrap();
+        assert_eq!(serde_json::to_string(&rows).unwrap(), "[0.1]");
     }
 
     #[test]
