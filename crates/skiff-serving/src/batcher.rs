@@ -1,7 +1,7 @@
 //! Inference threads with dynamic batching: requests are merged along dim 0, run once, and split back.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ pub struct BatchPolicy {
 
 /// What a request gets back.
 pub type Reply = Result<Vec<Tensor>, BackendError>;
+
+/// Input names, datatypes and trailing dimensions: requests with equal keys can be merged.
+type GroupKey = Vec<(String, &'static str, Vec<i64>)>;
 
 struct Job {
     inputs: Vec<Tensor>,
@@ -87,7 +90,11 @@ impl Batcher {
     }
 
     /// Queues a request whose inputs were already checked against the signature.
-    pub fn submit(&self, inputs: Vec<Tensor>, outputs: Vec<String>) -> Result<oneshot::Receiver<Reply>, SubmitError> {
+    pub fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: Vec<String>,
+    ) -> Result<oneshot::Receiver<Reply>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         let first = inputs.first().map(Tensor::rows);
         let rows = match first {
@@ -147,10 +154,7 @@ impl Worker {
             let next = if now >= deadline {
                 rx.try_recv().ok()
             } else {
-                match rx.recv_timeout(deadline - now) {
-                    Ok(j) => Some(j),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                rx.recv_timeout(deadline - now).ok()
             };
             let Some(next) = next else { break };
             match next.rows {
@@ -169,12 +173,18 @@ impl Worker {
 
     fn execute(&mut self, jobs: Vec<Job>) {
         // Jobs merge only when their inputs agree on names, datatypes and trailing dimensions.
-        let mut groups: BTreeMap<Vec<(String, &'static str, Vec<i64>)>, Vec<Job>> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, Vec<Job>> = BTreeMap::new();
         for job in jobs {
             let mut key: Vec<_> = job
                 .inputs
                 .iter()
-                .map(|t| (t.name.clone(), t.datatype().as_str(), t.shape.get(1..).unwrap_or(&[]).to_vec()))
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.datatype().as_str(),
+                        t.shape.get(1..).unwrap_or(&[]).to_vec(),
+                    )
+                })
                 .collect();
             key.sort();
             groups.entry(key).or_default().push(job);
@@ -196,7 +206,10 @@ impl Worker {
             .queue_seconds
             .get_or_create(l)
             .observe(started.saturating_duration_since(enqueued).as_secs_f64());
-        self.metrics.compute_seconds.get_or_create(l).observe(compute.as_secs_f64());
+        self.metrics
+            .compute_seconds
+            .get_or_create(l)
+            .observe(compute.as_secs_f64());
     }
 
     fn run_single(&mut self, job: Job) {
@@ -243,12 +256,18 @@ impl Worker {
         let mut split: Vec<Vec<Tensor>> = vec![Vec::new(); jobs.len()];
         for out in &outputs {
             match split_rows(out, &rows) {
-                Ok(pieces) => pieces.into_iter().zip(split.iter_mut()).for_each(|(p, s)| s.push(p)),
+                Ok(pieces) => pieces
+                    .into_iter()
+                    .zip(split.iter_mut())
+                    .for_each(|(p, s)| s.push(p)),
                 // The model does not keep the batch dimension for this output: run requests alone.
                 Err(_) => return jobs.into_iter().for_each(|j| self.run_single(j)),
             }
         }
-        self.metrics.batch_size.get_or_create(&self.labels).observe(total as f64);
+        self.metrics
+            .batch_size
+            .get_or_create(&self.labels)
+            .observe(total as f64);
         for (job, mut produced) in jobs.into_iter().zip(split) {
             self.observe(job.enqueued, started, compute);
             let reply = if job.outputs.is_empty() {
@@ -346,7 +365,8 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let rows = 1 + i % 5;
                 let x: Vec<f32> = (0..rows * 2).map(|k| (i * 100 + k) as f32).collect();
-                let t = Tensor::new("x", vec![rows as i64, 2], TensorData::Fp32(x.clone())).unwrap();
+                let t =
+                    Tensor::new("x", vec![rows as i64, 2], TensorData::Fp32(x.clone())).unwrap();
                 let out = b.submit(vec![t], vec![]).unwrap().await.unwrap().unwrap();
                 assert_eq!(out[0].shape, vec![rows as i64, 2]);
                 let want: Vec<f32> = x.iter().map(|a| a * 2.0).collect();
@@ -359,9 +379,18 @@ mod tests {
         }
         assert_eq!(counter.load(Ordering::Relaxed), 200);
         let seen = seen.lock().unwrap();
-        assert!(seen.iter().all(|&r| r <= 8), "a batch exceeded the limit: {seen:?}");
-        assert!(seen.iter().any(|&r| r > 5), "no request was ever merged: {seen:?}");
-        assert_eq!(seen.iter().sum::<usize>(), (0..200).map(|i| 1 + i % 5).sum::<usize>());
+        assert!(
+            seen.iter().all(|&r| r <= 8),
+            "a batch exceeded the limit: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|&r| r > 5),
+            "no request was ever merged: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter().sum::<usize>(),
+            (0..200).map(|i| 1 + i % 5).sum::<usize>()
+        );
     }
 
     #[tokio::test]
@@ -386,6 +415,9 @@ mod tests {
         let b = Batcher { tx, capacity: 1 };
         let t = || Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0; 2])).unwrap();
         assert!(b.submit(vec![t()], vec![]).is_ok());
-        assert!(matches!(b.submit(vec![t()], vec![]), Err(SubmitError::QueueFull(1))));
+        assert!(matches!(
+            b.submit(vec![t()], vec![]),
+            Err(SubmitError::QueueFull(1))
+        ));
     }
 }

@@ -246,17 +246,26 @@ fn version_opt(v: &str) -> Option<&str> {
     if v.is_empty() { None } else { Some(v) }
 }
 
-async fn server_live(_: Arc<Repository>, _: Request<pb::ServerLiveRequest>) -> Reply<pb::ServerLiveResponse> {
+async fn server_live(
+    _: Arc<Repository>,
+    _: Request<pb::ServerLiveRequest>,
+) -> Reply<pb::ServerLiveResponse> {
     Ok(Response::new(pb::ServerLiveResponse { live: true }))
 }
 
-async fn server_ready(repo: Arc<Repository>, _: Request<pb::ServerReadyRequest>) -> Reply<pb::ServerReadyResponse> {
+async fn server_ready(
+    repo: Arc<Repository>,
+    _: Request<pb::ServerReadyRequest>,
+) -> Reply<pb::ServerReadyResponse> {
     Ok(Response::new(pb::ServerReadyResponse {
         ready: repo.all_ready(),
     }))
 }
 
-async fn model_ready(repo: Arc<Repository>, req: Request<pb::ModelReadyRequest>) -> Reply<pb::ModelReadyResponse> {
+async fn model_ready(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelReadyRequest>,
+) -> Reply<pb::ModelReadyResponse> {
     let r = req.into_inner();
     let ready = match repo.get(&r.name, version_opt(&r.version)) {
         Ok(_) => true,
@@ -266,7 +275,10 @@ async fn model_ready(repo: Arc<Repository>, req: Request<pb::ModelReadyRequest>)
     Ok(Response::new(pb::ModelReadyResponse { ready }))
 }
 
-async fn server_metadata(_: Arc<Repository>, _: Request<pb::ServerMetadataRequest>) -> Reply<pb::ServerMetadataResponse> {
+async fn server_metadata(
+    _: Arc<Repository>,
+    _: Request<pb::ServerMetadataRequest>,
+) -> Reply<pb::ServerMetadataResponse> {
     Ok(Response::new(pb::ServerMetadataResponse {
         name: "skiff".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -285,9 +297,14 @@ fn tensor_meta(specs: &[crate::backend::TensorSpec]) -> Vec<pb::TensorMetadata> 
         .collect()
 }
 
-async fn model_metadata(repo: Arc<Repository>, req: Request<pb::ModelMetadataRequest>) -> Reply<pb::ModelMetadataResponse> {
+async fn model_metadata(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelMetadataRequest>,
+) -> Reply<pb::ModelMetadataResponse> {
     let r = req.into_inner();
-    let served = repo.get(&r.name, version_opt(&r.version)).map_err(ServeError::from)?;
+    let served = repo
+        .get(&r.name, version_opt(&r.version))
+        .map_err(ServeError::from)?;
     let versions = match version_opt(&r.version) {
         Some(v) => vec![v.to_string()],
         None => repo.versions(&r.name),
@@ -304,14 +321,19 @@ async fn model_metadata(repo: Arc<Repository>, req: Request<pb::ModelMetadataReq
 fn narrow<T: TryFrom<i64>>(name: &str, dt: DataType, v: &[i64]) -> Result<Vec<T>, ServeError> {
     v.iter()
         .map(|&x| {
-            T::try_from(x)
-                .map_err(|_| ServeError::BadRequest(format!("input {name:?}: {x} does not fit {dt}")))
+            T::try_from(x).map_err(|_| {
+                ServeError::BadRequest(format!("input {name:?}: {x} does not fit {dt}"))
+            })
         })
         .collect()
 }
 
 /// Decodes typed `contents` of one input.
-fn from_contents(input: &pb::InferInputTensor, dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, ServeError> {
+fn from_contents(
+    input: &pb::InferInputTensor,
+    dt: DataType,
+    c: pb::InferTensorContents,
+) -> Result<TensorData, ServeError> {
     let name = &input.name;
     let ints = |v: Vec<i32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
     let uints = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
@@ -337,7 +359,9 @@ fn from_contents(input: &pb::InferInputTensor, dt: DataType, c: pb::InferTensorC
 }
 
 /// Turns a gRPC request into tensors: all inputs from `raw_input_contents` (in order) or all from `contents`.
-pub fn decode_request(req: pb::ModelInferRequest) -> Result<(Vec<Tensor>, Vec<String>), ServeError> {
+pub fn decode_request(
+    req: pb::ModelInferRequest,
+) -> Result<(Vec<Tensor>, Vec<String>), ServeError> {
     let raw = req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {
         return Err(ServeError::BadRequest(format!(
@@ -359,7 +383,10 @@ pub fn decode_request(req: pb::ModelInferRequest) -> Result<(Vec<Tensor>, Vec<St
             }
         };
         if inputs.iter().any(|t: &Tensor| t.name == input.name) {
-            return Err(ServeError::BadRequest(format!("duplicate input {:?}", input.name)));
+            return Err(ServeError::BadRequest(format!(
+                "duplicate input {:?}",
+                input.name
+            )));
         }
         inputs.push(Tensor::new(input.name, input.shape, data)?);
     }
@@ -367,10 +394,14 @@ pub fn decode_request(req: pb::ModelInferRequest) -> Result<(Vec<Tensor>, Vec<St
     Ok((inputs, outputs))
 }
 
-async fn model_infer(repo: Arc<Repository>, req: Request<pb::ModelInferRequest>) -> Reply<pb::ModelInferResponse> {
+async fn model_infer(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelInferRequest>,
+) -> Reply<pb::ModelInferResponse> {
     let r = req.into_inner();
     let (model, version, id) = (r.model_name.clone(), r.model_version.clone(), r.id.clone());
-    repo.get(&model, version_opt(&version)).map_err(ServeError::from)?;
+    repo.get(&model, version_opt(&version))
+        .map_err(ServeError::from)?;
     let (inputs, outputs) = decode_request(r)?;
     let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
     let mut resp = pb::ModelInferResponse {
@@ -393,7 +424,10 @@ async fn model_infer(repo: Arc<Repository>, req: Request<pb::ModelInferRequest>)
     Ok(Response::new(resp))
 }
 
-async fn repository_index(repo: Arc<Repository>, req: Request<pb::RepositoryIndexRequest>) -> Reply<pb::RepositoryIndexResponse> {
+async fn repository_index(
+    repo: Arc<Repository>,
+    req: Request<pb::RepositoryIndexRequest>,
+) -> Reply<pb::RepositoryIndexResponse> {
     let only_ready = req.into_inner().ready;
     let models = repo
         .index()
@@ -416,7 +450,10 @@ async fn repository_index(repo: Arc<Repository>, req: Request<pb::RepositoryInde
     Ok(Response::new(pb::RepositoryIndexResponse { models }))
 }
 
-async fn repository_load(repo: Arc<Repository>, req: Request<pb::RepositoryModelLoadRequest>) -> Reply<pb::RepositoryModelLoadResponse> {
+async fn repository_load(
+    repo: Arc<Repository>,
+    req: Request<pb::RepositoryModelLoadRequest>,
+) -> Reply<pb::RepositoryModelLoadResponse> {
     let name = req.into_inner().model_name;
     tokio::task::spawn_blocking(move || repo.load(&name))
         .await
@@ -429,7 +466,8 @@ async fn repository_unload(
     repo: Arc<Repository>,
     req: Request<pb::RepositoryModelUnloadRequest>,
 ) -> Reply<pb::RepositoryModelUnloadResponse> {
-    repo.unload(&req.into_inner().model_name).map_err(ServeError::from)?;
+    repo.unload(&req.into_inner().model_name)
+        .map_err(ServeError::from)?;
     Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
 }
 
@@ -452,7 +490,12 @@ async fn dispatch(
     max: usize,
     req: http::Request<axum::body::Body>,
 ) -> http::Response<tonic::body::Body> {
-    let method = req.uri().path().strip_prefix(SERVICE).unwrap_or_default().to_string();
+    let method = req
+        .uri()
+        .path()
+        .strip_prefix(SERVICE)
+        .unwrap_or_default()
+        .to_string();
     match method.as_str() {
         "ServerLive" => unary!(repo, max, req, server_live),
         "ServerReady" => unary!(repo, max, req, server_ready),
@@ -463,7 +506,8 @@ async fn dispatch(
         "RepositoryIndex" => unary!(repo, max, req, repository_index),
         "RepositoryModelLoad" => unary!(repo, max, req, repository_load),
         "RepositoryModelUnload" => unary!(repo, max, req, repository_unload),
-        _ => Status::unimplemented(format!("method {} is not implemented", req.uri().path())).into_http(),
+        _ => Status::unimplemented(format!("method {} is not implemented", req.uri().path()))
+            .into_http(),
     }
 }
 
@@ -485,7 +529,12 @@ mod tests {
     use prost::Message;
     use std::collections::HashMap;
 
-    fn input(name: &str, dt: &str, shape: Vec<i64>, contents: Option<pb::InferTensorContents>) -> pb::InferInputTensor {
+    fn input(
+        name: &str,
+        dt: &str,
+        shape: Vec<i64>,
+        contents: Option<pb::InferTensorContents>,
+    ) -> pb::InferInputTensor {
         pb::InferInputTensor {
             name: name.into(),
             datatype: dt.into(),
@@ -541,19 +590,31 @@ mod tests {
             )],
             ..Default::default()
         };
-        assert!(matches!(decode_request(overflow), Err(ServeError::BadRequest(_))));
+        assert!(matches!(
+            decode_request(overflow),
+            Err(ServeError::BadRequest(_))
+        ));
         let count = pb::ModelInferRequest {
             inputs: vec![input("x", "FP32", vec![3], None)],
             raw_input_contents: vec![vec![0; 8]],
             ..Default::default()
         };
-        assert!(matches!(decode_request(count), Err(ServeError::BadRequest(_))));
+        assert!(matches!(
+            decode_request(count),
+            Err(ServeError::BadRequest(_))
+        ));
         let mismatch = pb::ModelInferRequest {
-            inputs: vec![input("x", "FP32", vec![1], None), input("y", "FP32", vec![1], None)],
+            inputs: vec![
+                input("x", "FP32", vec![1], None),
+                input("y", "FP32", vec![1], None),
+            ],
             raw_input_contents: vec![vec![0; 4]],
             ..Default::default()
         };
-        assert!(matches!(decode_request(mismatch), Err(ServeError::BadRequest(_))));
+        assert!(matches!(
+            decode_request(mismatch),
+            Err(ServeError::BadRequest(_))
+        ));
     }
 
     #[test]
@@ -562,7 +623,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let seed = pb::ModelInferRequest {
             model_name: "m".into(),
-            inputs: vec![input("x", "BYTES", vec![2], None), input("y", "FP16", vec![1, 1], None)],
+            inputs: vec![
+                input("x", "BYTES", vec![2], None),
+                input("y", "FP16", vec![1, 1], None),
+            ],
             raw_input_contents: vec![vec![1, 0, 0, 0, b'a', 0, 0, 0, 0], vec![0, 60]],
             ..Default::default()
         }

@@ -42,18 +42,36 @@ type Result<T> = std::result::Result<T, ServeError>;
 /// All REST routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v2/health/live", get(|| async { axum::Json(json!({ "live": true })) }))
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({ "live": true })) }),
+        )
         .route("/v2/health/ready", get(server_ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(model_metadata_v))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
         .route("/v2/models/{model}/infer", post(infer_v2))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v2_v))
-        .route("/v2/repository/index", post(repository_index).get(repository_index))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_v2_v),
+        )
+        .route(
+            "/v2/repository/index",
+            post(repository_index).get(repository_index),
+        )
         .route("/v2/repository/models/{model}/load", post(repository_load))
-        .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
         .route("/v1/models/{model}", get(v1_model).post(v1_predict))
         .route("/predict", post(simple_predict))
         .route("/health", get(simple_health))
@@ -63,19 +81,25 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes> {
-    axum::body::to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        ServeError::BadRequest(format!(
-            "request body is larger than the {} byte limit (or was cut off)",
-            state.max_body_bytes
-        ))
-    })
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ServeError::BadRequest(format!(
+                "request body is larger than the {} byte limit (or was cut off)",
+                state.max_body_bytes
+            ))
+        })
 }
 
 async fn server_ready(State(s): State<AppState>) -> Response {
     if s.repo.all_ready() {
         axum::Json(json!({ "ready": true })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "ready": false }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false })),
+        )
+            .into_response()
     }
 }
 
@@ -109,7 +133,10 @@ fn metadata(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Js
     })))
 }
 
-async fn model_metadata(State(s): State<AppState>, Path(model): Path<String>) -> Result<axum::Json<Value>> {
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
     metadata(&s, &model, None)
 }
 
@@ -125,7 +152,10 @@ fn ready(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<
     Ok(axum::Json(json!({ "name": model, "ready": true })))
 }
 
-async fn model_ready(State(s): State<AppState>, Path(model): Path<String>) -> Result<axum::Json<Value>> {
+async fn model_ready(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
     ready(&s, &model, None)
 }
 
@@ -136,14 +166,22 @@ async fn model_ready_v(
     ready(&s, &model, Some(&version))
 }
 
-async fn infer_json(s: AppState, model: String, version: Option<String>, headers: HeaderMap, body: Body) -> Result<Response> {
+async fn infer_json(
+    s: AppState,
+    model: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let header_len = match headers.get(HEADER_LEN) {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| ServeError::BadRequest("Inference-Header-Content-Length is not a number".into()))?,
+                .ok_or_else(|| {
+                    ServeError::BadRequest("Inference-Header-Content-Length is not a number".into())
+                })?,
         ),
     };
     // An unknown model is a 404 whatever the body holds.
@@ -163,11 +201,17 @@ async fn infer_json(s: AppState, model: String, version: Option<String>, headers
     let h = resp.headers_mut();
     match enc.header_len {
         Some(n) => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             h.insert(HEADER_LEN, HeaderValue::from(n));
         }
         None => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
         }
     }
     Ok(resp)
@@ -204,7 +248,8 @@ async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum:
     let only_ready = if bytes.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))?;
         v.get("ready").and_then(Value::as_bool).unwrap_or(false)
     };
     let rows: Vec<Value> = s
@@ -224,7 +269,10 @@ async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum:
     Ok(axum::Json(Value::Array(rows)))
 }
 
-async fn repository_load(State(s): State<AppState>, Path(model): Path<String>) -> Result<axum::Json<Value>> {
+async fn repository_load(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
     let repo = s.repo.clone();
     let name = model.clone();
     // Loading reads files and builds sessions: keep it off the async workers.
@@ -234,12 +282,18 @@ async fn repository_load(State(s): State<AppState>, Path(model): Path<String>) -
     Ok(axum::Json(json!({})))
 }
 
-async fn repository_unload(State(s): State<AppState>, Path(model): Path<String>) -> Result<axum::Json<Value>> {
+async fn repository_unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
     s.repo.unload(&model)?;
     Ok(axum::Json(json!({})))
 }
 
-async fn v1_model(State(s): State<AppState>, Path(model): Path<String>) -> Result<axum::Json<Value>> {
+async fn v1_model(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
     let ready = s.repo.get(&model, None).is_ok();
     if !s.repo.model_names().contains(&model) {
         return Err(ServeError::NotFound(format!("unknown model {model:?}")));
@@ -253,10 +307,15 @@ async fn predict_rows(s: &AppState, model: &str, body: &Value) -> Result<axum::J
         .get("instances")
         .or_else(|| body.get("inputs"))
         .or_else(|| body.get("features"))
-        .ok_or_else(|| ServeError::BadRequest("expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into()))?;
+        .ok_or_else(|| {
+            ServeError::BadRequest(
+                "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
+            )
+        })?;
     let served = s.repo.get(model, None)?;
     let input = rows_to_input(&served.signature, rows)?;
-    let (served, outputs) = infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
+    let (served, outputs) =
+        infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
     let mut named = serde_json::Map::new();
     let mut predictions = Value::Array(Vec::new());
     for (i, t) in outputs.iter().enumerate() {
@@ -274,13 +333,20 @@ async fn predict_rows(s: &AppState, model: &str, body: &Value) -> Result<axum::J
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))
 }
 
-async fn v1_predict(State(s): State<AppState>, Path(target): Path<String>, body: Body) -> Result<axum::Json<Value>> {
-    let model = target
-        .strip_suffix(":predict")
-        .ok_or_else(|| ServeError::NotFound(format!("no such endpoint /v1/models/{target}; use :predict")))?;
+async fn v1_predict(
+    State(s): State<AppState>,
+    Path(target): Path<String>,
+    body: Body,
+) -> Result<axum::Json<Value>> {
+    let model = target.strip_suffix(":predict").ok_or_else(|| {
+        ServeError::NotFound(format!(
+            "no such endpoint /v1/models/{target}; use :predict"
+        ))
+    })?;
     let bytes = read_body(&s, body).await?;
     predict_rows(&s, model, &parse_json(&bytes)?).await
 }
@@ -290,17 +356,25 @@ struct PredictQuery {
     model: Option<String>,
 }
 
-async fn simple_predict(State(s): State<AppState>, Query(q): Query<PredictQuery>, body: Body) -> Result<axum::Json<Value>> {
+async fn simple_predict(
+    State(s): State<AppState>,
+    Query(q): Query<PredictQuery>,
+    body: Body,
+) -> Result<axum::Json<Value>> {
     let bytes = read_body(&s, body).await?;
     let v = parse_json(&bytes)?;
-    let model = match q.model.or_else(|| v.get("model").and_then(Value::as_str).map(String::from)) {
+    let model = match q
+        .model
+        .or_else(|| v.get("model").and_then(Value::as_str).map(String::from))
+    {
         Some(m) => m,
         None => match s.repo.model_names().as_slice() {
             [one] => one.clone(),
             [] => return Err(ServeError::NotFound("no model is served".into())),
             _ => {
                 return Err(ServeError::BadRequest(
-                    "several models are served; name one with ?model=NAME or \"model\" in the body".into(),
+                    "several models are served; name one with ?model=NAME or \"model\" in the body"
+                        .into(),
                 ));
             }
         },
@@ -312,13 +386,20 @@ async fn simple_health(State(s): State<AppState>) -> Response {
     if s.repo.all_ready() {
         axum::Json(json!({ "status": "ok" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "loading" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "loading" })),
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.repo.metrics().render(),
     )
         .into_response()

@@ -74,7 +74,10 @@ fn parse_model_flag(s: &str) -> anyhow::Result<(String, PathBuf)> {
 }
 
 /// Builds the repository for `args` and loads every model once.
-pub async fn build_repository(args: &ServeArgs, backend: Arc<dyn Backend>) -> anyhow::Result<Arc<Repository>> {
+pub async fn build_repository(
+    args: &ServeArgs,
+    backend: Arc<dyn Backend>,
+) -> anyhow::Result<Arc<Repository>> {
     let files = args
         .models
         .iter()
@@ -84,7 +87,11 @@ pub async fn build_repository(args: &ServeArgs, backend: Arc<dyn Backend>) -> an
         anyhow::bail!("nothing to serve: give --model-repository DIR or --model NAME=PATH");
     }
     if let Some(dir) = &args.model_repository {
-        anyhow::ensure!(dir.is_dir(), "--model-repository {} is not a directory", dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--model-repository {} is not a directory",
+            dir.display()
+        );
     }
     let threads = args.threads.unwrap_or_else(backend::cpu_quota).max(1);
     let config = ServingConfig {
@@ -152,7 +159,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     _ = stop.changed() => return,
                 }
                 let r = repo.clone();
-                if tokio::task::spawn_blocking(move || r.sync(true)).await.is_err() {
+                if tokio::task::spawn_blocking(move || r.sync(true))
+                    .await
+                    .is_err()
+                {
                     tracing::error!("repository scan panicked");
                 }
             }

@@ -44,12 +44,21 @@ impl Metrics {
         let mut registry = Registry::with_prefix("skiff_inference");
         let requests = Family::<ModelLabels, Counter>::default();
         let failures = Family::<ModelLabels, Counter>::default();
-        let request_seconds = Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        let queue_seconds = Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        let compute_seconds = Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
-        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(batch_sizes as fn() -> Histogram);
+        let request_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let queue_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let compute_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(
+            batch_sizes as fn() -> Histogram,
+        );
         registry.register("requests", "Inference requests received", requests.clone());
-        registry.register("failures", "Inference requests that failed", failures.clone());
+        registry.register(
+            "failures",
+            "Inference requests that failed",
+            failures.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "End-to-end inference latency inside the server",
@@ -104,7 +113,13 @@ mod tests {
         m.requests.get_or_create(&l).inc();
         m.batch_size.get_or_create(&l).observe(4.0);
         let text = m.render();
-        assert!(text.contains("skiff_inference_requests_total{model=\"iris\",version=\"2\"} 1"), "{text}");
-        assert!(text.contains("skiff_inference_batch_size_count{model=\"iris\",version=\"2\"} 1"), "{text}");
+        assert!(
+            text.contains("skiff_inference_requests_total{model=\"iris\",version=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("skiff_inference_batch_size_count{model=\"iris\",version=\"2\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -109,7 +109,8 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: JsonRequest = serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let req: JsonRequest =
+        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
     let mut inputs: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         if inputs.iter().any(|t| t.name == input.name) {
@@ -117,7 +118,11 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         }
         let dt = DataType::parse(&input.datatype)?;
         let count = element_count(&input.name, &input.shape)?;
-        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+        let binary_size = match input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 v.as_u64()
@@ -231,7 +236,10 @@ pub fn encode_infer(
     };
     let mut body = serde_json::to_vec(&resp).map_err(|e| ProtocolError::Json(e.to_string()))?;
     if binary.is_empty() && !outputs.iter().any(|t| req.wants_binary(&t.name)) {
-        return Ok(EncodedResponse { body, header_len: None });
+        return Ok(EncodedResponse {
+            body,
+            header_len: None,
+        });
     }
     let header_len = body.len();
     body.extend_from_slice(&binary);
@@ -263,7 +271,9 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
         }
     }
     if shape.is_empty() {
-        return Err(ProtocolError::Shape("instances must be a JSON array".into()));
+        return Err(ProtocolError::Shape(
+            "instances must be a JSON array".into(),
+        ));
     }
     // A single flat feature vector is one row.
     if shape.len() + 1 == spec.shape.len() {
@@ -284,7 +294,8 @@ pub fn tensor_rows(t: &Tensor) -> Result<Vec<Value>, ProtocolError> {
     t.data.check_json_encodable(&t.name)?;
     // Through text, so FP32 values keep their shortest FP32 spelling instead of being widened to f64.
     let text = serde_json::to_string(&t.data).map_err(|e| ProtocolError::Json(e.to_string()))?;
-    let flat: Value = serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let flat: Value =
+        serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
     let Value::Array(flat) = flat else {
         return Ok(Vec::new());
     };
@@ -295,7 +306,10 @@ pub fn tensor_rows(t: &Tensor) -> Result<Vec<Value>, ProtocolError> {
     if row_len == 0 {
         return Ok(vec![Value::Array(Vec::new()); t.rows()]);
     }
-    Ok(flat.chunks(row_len).map(|c| Value::Array(c.to_vec())).collect())
+    Ok(flat
+        .chunks(row_len)
+        .map(|c| Value::Array(c.to_vec()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -349,10 +363,22 @@ mod tests {
     #[test]
     fn rejects_bad_requests_with_reasons() {
         let cases = [
-            (r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#, "3 elements"),
-            (r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP99", "data": [1]}]}"#, "unknown datatype"),
-            (r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}"#, "no data"),
-            (r#"{"inputs": [{"name": "x", "shape": [-2], "datatype": "FP32", "data": []}]}"#, "invalid shape"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#,
+                "3 elements",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP99", "data": [1]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}"#,
+                "no data",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [-2], "datatype": "FP32", "data": []}]}"#,
+                "invalid shape",
+            ),
             (r#"{"inputs": "#, "malformed JSON"),
             (
                 r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
@@ -385,7 +411,10 @@ mod tests {
         let n = enc.header_len.unwrap();
         let head: Value = serde_json::from_slice(&enc.body[..n]).unwrap();
         assert_eq!(head["outputs"][0]["data"], json!([1, 2]));
-        assert_eq!(head["outputs"][1]["parameters"]["binary_data_size"], json!(4));
+        assert_eq!(
+            head["outputs"][1]["parameters"]["binary_data_size"],
+            json!(4)
+        );
         assert_eq!(&enc.body[n..], &1.5f32.to_le_bytes());
     }
 
@@ -405,9 +434,13 @@ mod tests {
         assert_eq!(t.shape, vec![1, 2]);
         assert!(rows_to_input(&sig, &json!([[1, 2], [3]])).is_err());
         assert!(rows_to_input(&sig, &json!(5)).is_err());
-        let rows = tensor_rows(&Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap()).unwrap();
+        let rows = tensor_rows(
+            &Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap(),
+        )
+        .unwrap();
         assert_eq!(rows, vec![json!([1.0, 2.0]), json!([3.0, 4.0])]);
-        let rows = tensor_rows(&Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap()).unwrap();
+        let rows =
+            tensor_rows(&Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap()).unwrap();
         assert_eq!(serde_json::to_string(&rows).unwrap(), "[0.1]");
     }
 

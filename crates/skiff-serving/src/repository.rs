@@ -332,10 +332,10 @@ impl Repository {
             Ok(w) => w,
             Err(reason) => {
                 let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(e) = models.get_mut(name) {
-                    if e.versions.is_empty() {
-                        e.state = ModelState::Unavailable(reason);
-                    }
+                if let Some(e) = models.get_mut(name)
+                    && e.versions.is_empty()
+                {
+                    e.state = ModelState::Unavailable(reason);
                 }
                 return;
             }
@@ -351,14 +351,17 @@ impl Repository {
             let stamp = stamp_of(path, &source);
             let current = {
                 let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-                models.get(name).and_then(|e| e.versions.get(version).cloned())
+                models
+                    .get(name)
+                    .and_then(|e| e.versions.get(version).cloned())
             };
-            if let Some(cur) = &current {
-                if loaded_stamps.get(version) == Some(&stamp) && !force {
-                    new_versions.insert(*version, cur.clone());
-                    new_stamps.insert(*version, stamp);
-                    continue;
-                }
+            if let Some(cur) = &current
+                && loaded_stamps.get(version) == Some(&stamp)
+                && !force
+            {
+                new_versions.insert(*version, cur.clone());
+                new_stamps.insert(*version, stamp);
+                continue;
             }
             if settle && serving_now {
                 let mut settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
@@ -367,7 +370,10 @@ impl Repository {
                     settling.insert(key, stamp.clone());
                     if let Some(cur) = &current {
                         new_versions.insert(*version, cur.clone());
-                        new_stamps.insert(*version, loaded_stamps.get(version).cloned().unwrap_or_default());
+                        new_stamps.insert(
+                            *version,
+                            loaded_stamps.get(version).cloned().unwrap_or_default(),
+                        );
                     }
                     continue;
                 }
@@ -411,8 +417,17 @@ impl Repository {
         }
     }
 
-    fn load_version(&self, name: &str, version: u64, path: &Path, settings: &ModelSettings) -> Result<Served, String> {
-        let instances = settings.parallel_workers.unwrap_or(self.config.instances).max(1);
+    fn load_version(
+        &self,
+        name: &str,
+        version: u64,
+        path: &Path,
+        settings: &ModelSettings,
+    ) -> Result<Served, String> {
+        let instances = settings
+            .parallel_workers
+            .unwrap_or(self.config.instances)
+            .max(1);
         let opts = LoadOptions {
             intra_op_threads: (self.config.intra_op_threads / instances).max(1),
         };
@@ -424,7 +439,9 @@ impl Repository {
             .map(|m| m.signature().clone())
             .ok_or_else(|| "no instance".to_string())?;
         let policy = BatchPolicy {
-            max_batch_size: settings.max_batch_size.unwrap_or(self.config.max_batch_size),
+            max_batch_size: settings
+                .max_batch_size
+                .unwrap_or(self.config.max_batch_size),
             max_delay: settings
                 .max_batch_time
                 .filter(|t| t.is_finite() && *t >= 0.0)
@@ -514,7 +531,10 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
                     .next_back()
                     .ok_or_else(|| format!("no <version>/{MODEL_FILE} under {}", dir.display()))?,
             };
-            Ok((settings, vec![(chosen, dir.join(chosen.to_string()).join(MODEL_FILE))]))
+            Ok((
+                settings,
+                vec![(chosen, dir.join(chosen.to_string()).join(MODEL_FILE))],
+            ))
         }
     }
 }
@@ -551,12 +571,20 @@ mod tests {
         let src = Source::Directory(m.clone());
         let (_, w) = wanted_versions(&src).unwrap();
         assert_eq!(w.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![3]);
-        std::fs::write(m.join(SETTINGS_FILE), r#"{"name":"iris","parameters":{"version":"2"},"max_batch_size":8}"#).unwrap();
+        std::fs::write(
+            m.join(SETTINGS_FILE),
+            r#"{"name":"iris","parameters":{"version":"2"},"max_batch_size":8}"#,
+        )
+        .unwrap();
         let (s, w) = wanted_versions(&src).unwrap();
         assert_eq!(w[0].0, 2);
         assert_eq!(s.max_batch_size, Some(8));
         std::fs::write(m.join(SETTINGS_FILE), r#"{"parameters":{"version":"9"}}"#).unwrap();
-        assert!(wanted_versions(&src).unwrap_err().contains("pinned version 9"));
+        assert!(
+            wanted_versions(&src)
+                .unwrap_err()
+                .contains("pinned version 9")
+        );
         std::fs::write(m.join(SETTINGS_FILE), "{not json").unwrap();
         assert!(wanted_versions(&src).is_err());
     }

@@ -7,7 +7,9 @@ use serde_json::Value;
 /// Why a tensor could not be decoded or reshaped; the message is shown to the client.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TensorError {
-    #[error("unknown datatype {0:?}; expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES")]
+    #[error(
+        "unknown datatype {0:?}; expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"
+    )]
     UnknownDatatype(String),
     #[error("tensor {name:?}: invalid shape {shape:?} (dimensions must be non-negative)")]
     BadShape { name: String, shape: Vec<i64> },
@@ -25,7 +27,9 @@ pub enum TensorError {
         datatype: DataType,
         found: String,
     },
-    #[error("tensor {name:?}: binary data of {got} bytes is not a whole number of {datatype} elements or does not match shape {shape:?} ({expected} bytes expected)")]
+    #[error(
+        "tensor {name:?}: binary data of {got} bytes is not a whole number of {datatype} elements or does not match shape {shape:?} ({expected} bytes expected)"
+    )]
     BinarySize {
         name: String,
         datatype: DataType,
@@ -35,7 +39,9 @@ pub enum TensorError {
     },
     #[error("tensor {name:?}: malformed BYTES binary data (length prefix runs past the end)")]
     BytesFraming { name: String },
-    #[error("tensor {name:?}: BYTES element {index} is not valid UTF-8 and cannot be shown as JSON")]
+    #[error(
+        "tensor {name:?}: BYTES element {index} is not valid UTF-8 and cannot be shown as JSON"
+    )]
     NotUtf8 { name: String, index: usize },
     #[error("cannot batch tensors {name:?}: {reason}")]
     Batch { name: String, reason: String },
@@ -249,15 +255,33 @@ impl TensorData {
             TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
             TensorData::Uint8(v) => out.extend_from_slice(v),
             TensorData::Int8(v) => out.extend(v.iter().map(|&x| x as u8)),
-            TensorData::Uint16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Uint32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Uint64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Int16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Int32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Int64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::Fp64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             TensorData::Bytes(v) => v.iter().for_each(|x| {
                 out.extend_from_slice(&(x.len() as u32).to_le_bytes());
                 out.extend_from_slice(x);
@@ -273,16 +297,16 @@ impl TensorData {
         count: usize,
         raw: &[u8],
     ) -> Result<TensorData, TensorError> {
-        if let Some(size) = dt.size() {
-            if count.checked_mul(size) != Some(raw.len()) {
-                return Err(TensorError::BinarySize {
-                    name: name.to_string(),
-                    datatype: dt,
-                    shape: shape.to_vec(),
-                    expected: count.saturating_mul(size),
-                    got: raw.len(),
-                });
-            }
+        if let Some(size) = dt.size()
+            && count.checked_mul(size) != Some(raw.len())
+        {
+            return Err(TensorError::BinarySize {
+                name: name.to_string(),
+                datatype: dt,
+                shape: shape.to_vec(),
+                expected: count.saturating_mul(size),
+                got: raw.len(),
+            });
         }
         fn chunks<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
             raw.chunks_exact(N)
@@ -400,7 +424,9 @@ impl TensorData {
             DataType::Fp16 => {
                 TensorData::Fp16(floats(&flat)?.into_iter().map(f16::from_f64).collect())
             }
-            DataType::Fp32 => TensorData::Fp32(floats(&flat)?.into_iter().map(|x| x as f32).collect()),
+            DataType::Fp32 => {
+                TensorData::Fp32(floats(&flat)?.into_iter().map(|x| x as f32).collect())
+            }
             DataType::Fp64 => TensorData::Fp64(floats(&flat)?),
             DataType::Bytes => TensorData::Bytes(
                 flat.iter()
@@ -416,13 +442,13 @@ impl TensorData {
 
     /// Checks that BYTES elements can be written as JSON strings.
     pub fn check_json_encodable(&self, name: &str) -> Result<(), TensorError> {
-        if let TensorData::Bytes(v) = self {
-            if let Some(index) = v.iter().position(|b| std::str::from_utf8(b).is_err()) {
-                return Err(TensorError::NotUtf8 {
-                    name: name.to_string(),
-                    index,
-                });
-            }
+        if let TensorData::Bytes(v) = self
+            && let Some(index) = v.iter().position(|b| std::str::from_utf8(b).is_err())
+        {
+            return Err(TensorError::NotUtf8 {
+                name: name.to_string(),
+                index,
+            });
         }
         Ok(())
     }
@@ -438,7 +464,8 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 40 {
-        format!("{}...", &s[..s.floor_char_boundary(40)])
+        let cut = (0..=40).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        format!("{}...", &s[..cut])
     } else {
         s
     }
@@ -458,7 +485,9 @@ impl Serialize for TensorData {
             TensorData::Int16(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Int32(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Int64(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
-            TensorData::Fp16(v) => v.iter().try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
+            TensorData::Fp16(v) => v
+                .iter()
+                .try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
             TensorData::Fp32(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Fp64(v) => v.iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Bytes(v) => v
@@ -479,7 +508,11 @@ pub struct Tensor {
 
 impl Tensor {
     /// Builds a tensor after checking that the shape is valid and matches the element count.
-    pub fn new(name: impl Into<String>, shape: Vec<i64>, data: TensorData) -> Result<Tensor, TensorError> {
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<i64>,
+        data: TensorData,
+    ) -> Result<Tensor, TensorError> {
         let name = name.into();
         let expected = element_count(&name, &shape)?;
         if expected != data.len() {
@@ -533,7 +566,10 @@ pub fn concat_rows(parts: &[&Tensor]) -> Result<Tensor, TensorError> {
         if p.shape.len() != first.shape.len() || p.shape[1..] != first.shape[1..] {
             return Err(TensorError::Batch {
                 name: first.name.clone(),
-                reason: format!("shape {:?} differs from {:?} past dim 0", p.shape, first.shape),
+                reason: format!(
+                    "shape {:?} differs from {:?} past dim 0",
+                    p.shape, first.shape
+                ),
             });
         }
         if !data.extend_from(&p.data) {
@@ -631,8 +667,16 @@ mod tests {
     #[test]
     fn binary_size_mismatch_is_an_error() {
         let e = TensorData::from_binary("x", DataType::Fp32, &[2], 2, &[0; 7]).unwrap_err();
-        assert!(matches!(e, TensorError::BinarySize { expected: 8, got: 7, .. }));
-        let e = TensorData::from_binary("x", DataType::Bytes, &[1], 1, &[5, 0, 0, 0, 1]).unwrap_err();
+        assert!(matches!(
+            e,
+            TensorError::BinarySize {
+                expected: 8,
+                got: 7,
+                ..
+            }
+        ));
+        let e =
+            TensorData::from_binary("x", DataType::Bytes, &[1], 1, &[5, 0, 0, 0, 1]).unwrap_err();
         assert!(matches!(e, TensorError::BytesFraming { .. }));
     }
 
@@ -641,7 +685,11 @@ mod tests {
         assert!(Tensor::new("x", vec![2, 2], TensorData::Fp32(vec![0.0; 4])).is_ok());
         assert!(matches!(
             Tensor::new("x", vec![2, 3], TensorData::Fp32(vec![0.0; 4])),
-            Err(TensorError::ElementCount { expected: 6, got: 4, .. })
+            Err(TensorError::ElementCount {
+                expected: 6,
+                got: 4,
+                ..
+            })
         ));
         assert!(matches!(
             Tensor::new("x", vec![-1, 4], TensorData::Fp32(vec![])),

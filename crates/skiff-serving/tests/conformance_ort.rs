@@ -4,7 +4,10 @@ use skiff_serving::backend::Backend;
 use skiff_serving::backend::ort::OrtBackend;
 
 fn ort_backend() -> Box<dyn Backend> {
-    Box::new(OrtBackend::new().unwrap_or_else(|e| panic!("ONNX Runtime must be installed for these tests: {e}")))
+    Box::new(
+        OrtBackend::new()
+            .unwrap_or_else(|e| panic!("ONNX Runtime must be installed for these tests: {e}")),
+    )
 }
 
 skiff_serving::conformance_tests!(ort_backend);

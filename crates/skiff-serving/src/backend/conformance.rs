@@ -165,7 +165,10 @@ pub fn identity_model(dtypes: &[DataType]) -> Vec<u8> {
         ..Default::default()
     };
     for dt in dtypes {
-        let (x, y) = (format!("x_{}", dt.as_str().to_lowercase()), format!("y_{}", dt.as_str().to_lowercase()));
+        let (x, y) = (
+            format!("x_{}", dt.as_str().to_lowercase()),
+            format!("y_{}", dt.as_str().to_lowercase()),
+        );
         g.node.push(onnx::NodeProto {
             input: vec![x.clone()],
             output: vec![y.clone()],
@@ -243,14 +246,19 @@ pub fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn opts() -> LoadOptions {
-    LoadOptions { intra_op_threads: 1 }
+    LoadOptions {
+        intra_op_threads: 1,
+    }
 }
 
 fn load(backend: &dyn Backend, bytes: &[u8]) -> Box<dyn Model> {
     let path = write_temp("model.onnx", bytes);
-    backend
-        .load(&path, &opts())
-        .unwrap_or_else(|e| panic!("{} failed to load a valid model: {e}", backend.capabilities().name))
+    backend.load(&path, &opts()).unwrap_or_else(|e| {
+        panic!(
+            "{} failed to load a valid model: {e}",
+            backend.capabilities().name
+        )
+    })
 }
 
 fn sample(dt: DataType) -> TensorData {
@@ -264,10 +272,16 @@ fn sample(dt: DataType) -> TensorData {
         DataType::Int16 => TensorData::Int16(vec![-300, -1, 0, 300]),
         DataType::Int32 => TensorData::Int32(vec![i32::MIN, -1, 0, i32::MAX]),
         DataType::Int64 => TensorData::Int64(vec![i64::MIN, -1, 0, i64::MAX]),
-        DataType::Fp16 => TensorData::Fp16([0.5f32, -1.0, 0.0, 1024.0].map(half::f16::from_f32).to_vec()),
+        DataType::Fp16 => TensorData::Fp16(
+            [0.5f32, -1.0, 0.0, 1024.0]
+                .map(half::f16::from_f32)
+                .to_vec(),
+        ),
         DataType::Fp32 => TensorData::Fp32(vec![0.5, -1.25, 0.0, 3.0e38]),
         DataType::Fp64 => TensorData::Fp64(vec![0.5, -1.25, 0.0, 1e300]),
-        DataType::Bytes => TensorData::Bytes(vec![b"a".to_vec(), vec![], b"hello".to_vec(), "é".into()]),
+        DataType::Bytes => {
+            TensorData::Bytes(vec![b"a".to_vec(), vec![], b"hello".to_vec(), "é".into()])
+        }
     }
 }
 
@@ -295,9 +309,18 @@ pub fn identity_every_datatype(backend: &dyn Backend) {
     assert_eq!(m.signature().inputs.len(), dts.len());
     let inputs: Vec<Tensor> = dts
         .iter()
-        .map(|dt| Tensor::new(format!("x_{}", dt.as_str().to_lowercase()), vec![2, 2], sample(*dt)).unwrap())
+        .map(|dt| {
+            Tensor::new(
+                format!("x_{}", dt.as_str().to_lowercase()),
+                vec![2, 2],
+                sample(*dt),
+            )
+            .unwrap()
+        })
         .collect();
-    m.signature().check_inputs(&inputs).expect("inputs match signature");
+    m.signature()
+        .check_inputs(&inputs)
+        .expect("inputs match signature");
     let out = m.infer(inputs.clone(), &[]).expect("identity runs");
     assert_eq!(out.len(), dts.len());
     for (i, o) in inputs.iter().zip(&out) {
@@ -320,7 +343,11 @@ pub fn add_with_output_selection(backend: &dyn Backend) {
         assert_eq!(out[0].name, "double");
         assert_eq!(out[1].name, "sum");
         assert_eq!(out[1].shape, vec![rows as i64, 2]);
-        let want_sum: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + [10.0, 20.0][i % 2]).collect();
+        let want_sum: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + [10.0, 20.0][i % 2])
+            .collect();
         let want_double: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
         assert_eq!(out[1].data, TensorData::Fp32(want_sum));
         assert_eq!(out[0].data, TensorData::Fp32(want_double));
@@ -338,16 +365,11 @@ pub fn bad_models_fail_to_load(backend: &dyn Backend) {
         Ok(_) => panic!("a graph with an unknown operator loaded"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("SkiffNoSuchOp"), "error does not name the operator: {err}");
+    assert!(
+        err.contains("SkiffNoSuchOp"),
+        "error does not name the operator: {err}"
+    );
 }
-
-/// Runs every check; used by [`conformance_tests!`].
-pub const CHECKS: &[(&str, fn(&dyn Backend))] = &[
-    ("signature_from_graph", signature_from_graph),
-    ("identity_every_datatype", identity_every_datatype),
-    ("add_with_output_selection", add_with_output_selection),
-    ("bad_models_fail_to_load", bad_models_fail_to_load),
-];
 
 /// Expands to one `#[test]` per conformance check for the backend built by `$make`.
 #[macro_export]

@@ -11,7 +11,10 @@ use crate::tensor::{DataType, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("backend {backend} is not available: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
     #[error("cannot load model {path}: {reason}")]
     Load { path: String, reason: String },
     #[error("input {name:?} is not an input of the model (inputs: {known})")]
@@ -108,7 +111,11 @@ impl Signature {
                 });
             }
             let shape_ok = spec.shape.len() == t.shape.len()
-                && spec.shape.iter().zip(&t.shape).all(|(&s, &g)| s < 0 || s == g);
+                && spec
+                    .shape
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(&s, &g)| s < 0 || s == g);
             if !shape_ok {
                 return Err(BackendError::InputShape {
                     name: t.name.clone(),
@@ -165,7 +172,11 @@ pub trait Model: Send {
     fn signature(&self) -> &Signature;
     /// Runs the model on inputs already checked with `Signature::check_inputs`; returns the requested
     /// outputs (all outputs when `outputs` is empty), in the order asked for.
-    fn infer(&mut self, inputs: Vec<Tensor>, outputs: &[String]) -> Result<Vec<Tensor>, BackendError>;
+    fn infer(
+        &mut self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, BackendError>;
 }
 
 /// CPUs this process may use: the cgroup CPU quota (v2 `cpu.max` or v1 CFS files) rounded up,
@@ -252,10 +263,19 @@ mod tests {
         let ok = Tensor::new("x", vec![3, 2], TensorData::Fp32(vec![0.0; 6])).unwrap();
         assert!(s.check_inputs(std::slice::from_ref(&ok)).is_ok());
         let wrong_dim = Tensor::new("x", vec![2, 3], TensorData::Fp32(vec![0.0; 6])).unwrap();
-        assert!(matches!(s.check_inputs(&[wrong_dim]), Err(BackendError::InputShape { .. })));
+        assert!(matches!(
+            s.check_inputs(&[wrong_dim]),
+            Err(BackendError::InputShape { .. })
+        ));
         let wrong_type = Tensor::new("x", vec![1, 2], TensorData::Fp64(vec![0.0; 2])).unwrap();
-        assert!(matches!(s.check_inputs(&[wrong_type]), Err(BackendError::InputDatatype { .. })));
-        assert!(matches!(s.check_inputs(&[]), Err(BackendError::MissingInput(_))));
+        assert!(matches!(
+            s.check_inputs(&[wrong_type]),
+            Err(BackendError::InputDatatype { .. })
+        ));
+        assert!(matches!(
+            s.check_inputs(&[]),
+            Err(BackendError::MissingInput(_))
+        ));
         assert!(s.check_outputs(&["y".into()]).is_ok());
         assert!(s.check_outputs(&["z".into()]).is_err());
     }

@@ -59,7 +59,10 @@ pub fn find_library() -> Result<PathBuf, BackendError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(unavailable(format!("ORT_DYLIB_PATH={} is not a file", p.display())))
+            Err(unavailable(format!(
+                "ORT_DYLIB_PATH={} is not a file",
+                p.display()
+            )))
         };
     }
     let mut tried = Vec::new();
@@ -94,9 +97,10 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n.starts_with("libonnxruntime.") && n.ends_with(".dylib"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || n.starts_with("libonnxruntime.") && n.ends_with(".dylib")
+            })
         })
         .collect();
     found.sort();
@@ -155,7 +159,10 @@ impl Backend for OrtBackend {
                 ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
                     name: o.name().to_string(),
                     datatype: datatype(*ty).ok_or_else(|| {
-                        load_err(format!("{:?} has unsupported element type {ty:?}", o.name()))
+                        load_err(format!(
+                            "{:?} has unsupported element type {ty:?}",
+                            o.name()
+                        ))
                     })?,
                     shape: shape.iter().copied().collect(),
                 }),
@@ -166,8 +173,16 @@ impl Backend for OrtBackend {
             }
         };
         let signature = Signature {
-            inputs: session.inputs().iter().map(spec).collect::<Result<_, _>>()?,
-            outputs: session.outputs().iter().map(spec).collect::<Result<_, _>>()?,
+            inputs: session
+                .inputs()
+                .iter()
+                .map(spec)
+                .collect::<Result<_, _>>()?,
+            outputs: session
+                .outputs()
+                .iter()
+                .map(spec)
+                .collect::<Result<_, _>>()?,
         };
         Ok(Box::new(OrtModel { session, signature }))
     }
@@ -236,7 +251,11 @@ fn to_value(t: Tensor) -> Result<DynValue, BackendError> {
 fn from_value(name: &str, v: &DynValue) -> Result<Tensor, BackendError> {
     let ty = match v.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
-        other => return Err(BackendError::Run(format!("output {name:?} is a {other:?}, not a tensor"))),
+        other => {
+            return Err(BackendError::Run(format!(
+                "output {name:?} is a {other:?}, not a tensor"
+            )));
+        }
     };
     let err = |e: ort::Error| BackendError::Run(format!("output {name:?}: {e}"));
     macro_rules! prim {
@@ -283,7 +302,11 @@ impl Model for OrtModel {
         &self.signature
     }
 
-    fn infer(&mut self, inputs: Vec<Tensor>, outputs: &[String]) -> Result<Vec<Tensor>, BackendError> {
+    fn infer(
+        &mut self,
+        inputs: Vec<Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<Tensor>, BackendError> {
         let values = inputs
             .into_iter()
             .map(|t| Ok((t.name.clone(), to_value(t)?)))
@@ -293,16 +316,20 @@ impl Model for OrtModel {
             .run(values)
             .map_err(|e| BackendError::Run(e.to_string()))?;
         let wanted: Vec<&str> = if outputs.is_empty() {
-            self.signature.outputs.iter().map(|o| o.name.as_str()).collect()
+            self.signature
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect()
         } else {
             outputs.iter().map(String::as_str).collect()
         };
         wanted
             .into_iter()
             .map(|name| {
-                let v = results
-                    .get(name)
-                    .ok_or_else(|| BackendError::Run(format!("output {name:?} was not produced")))?;
+                let v = results.get(name).ok_or_else(|| {
+                    BackendError::Run(format!("output {name:?} was not produced"))
+                })?;
                 from_value(name, v)
             })
             .collect()
