@@ -152,6 +152,9 @@ impl Backend for OrtBackend {
             .map_err(|e| load_err(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| load_err(e.to_string()))?
+            // Spinning pool threads would steal the CPU the HTTP workers need between small requests.
+            .with_intra_op_spinning(false)
+            .map_err(|e| load_err(e.to_string()))?
             .commit_from_file(path)
             .map_err(|e| load_err(e.to_string()))?;
         let spec = |o: &ort::value::Outlet| -> Result<TensorSpec, BackendError> {
