@@ -38,6 +38,10 @@ pub struct ServeArgs {
     pub http_port: u16,
     #[arg(long, default_value_t = 8081)]
     pub grpc_port: u16,
+    /// Inference engine: auto (ONNX Runtime if its library is found, else tract when built in),
+    /// onnxruntime, or tract (needs the `tract` cargo feature).
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
     /// Do not start the gRPC endpoint.
     #[arg(long)]
     pub no_grpc: bool,
@@ -71,6 +75,31 @@ fn parse_model_flag(s: &str) -> anyhow::Result<(String, PathBuf)> {
         .filter(|(n, p)| !n.is_empty() && !p.is_empty())
         .with_context(|| format!("--model {s:?}: expected NAME=PATH"))?;
     Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// Picks the inference backend named by `--backend`.
+pub fn select_backend(choice: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    match choice {
+        "onnxruntime" | "ort" => Ok(Arc::new(OrtBackend::new()?)),
+        "tract" => tract_backend(),
+        "auto" => match OrtBackend::new() {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(ort_err) => tract_backend().map_err(|tract_err| {
+                anyhow::anyhow!("no inference backend: {ort_err}; {tract_err}")
+            }),
+        },
+        other => anyhow::bail!("unknown --backend {other:?}: expected auto, onnxruntime or tract"),
+    }
+}
+
+#[cfg(feature = "tract")]
+fn tract_backend() -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(Arc::new(backend::tract::TractBackend::new()))
+}
+
+#[cfg(not(feature = "tract"))]
+fn tract_backend() -> anyhow::Result<Arc<dyn Backend>> {
+    anyhow::bail!("the tract backend is not built in (cargo feature `tract`)")
 }
 
 /// Builds the repository for `args` and loads every model once.
@@ -123,7 +152,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
-    let backend: Arc<dyn Backend> = Arc::new(tokio::task::spawn_blocking(OrtBackend::new).await??);
+    let choice = args.backend.clone();
+    let backend = tokio::task::spawn_blocking(move || select_backend(&choice)).await??;
+    tracing::info!(backend = backend.capabilities().name, "inference backend");
     let repo = build_repository(&args, backend).await?;
     for e in repo.index() {
         if let repository::ModelState::Unavailable(reason) = &e.state {

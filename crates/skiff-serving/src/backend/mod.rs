@@ -2,6 +2,8 @@
 
 pub mod conformance;
 pub mod ort;
+#[cfg(feature = "tract")]
+pub mod tract;
 
 use std::path::Path;
 
