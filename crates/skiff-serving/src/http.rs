@@ -187,12 +187,13 @@ async fn infer_json(
     // An unknown model is a 404 whatever the body holds.
     s.repo.get(&model, version.as_deref())?;
     let bytes = read_body(&s, body).await?;
-    let req = decode_infer(&bytes, header_len)?;
+    let mut req = decode_infer(&bytes, header_len)?;
+    let inputs = std::mem::take(&mut req.inputs);
     let (served, outputs) = infer(
         &s.repo,
         &model,
         version.as_deref(),
-        req.inputs.clone(),
+        inputs,
         req.output_names(),
     )
     .await?;
