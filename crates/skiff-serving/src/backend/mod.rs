@@ -64,9 +64,6 @@ pub struct Capabilities {
     pub platform: &'static str,
     /// Datatypes its models accept and produce.
     pub datatypes: Vec<DataType>,
-    /// Whether one loaded model may be run from several threads at once; if not, the server creates
-    /// one `Model` per instance.
-    pub concurrent_runs: bool,
 }
 
 /// Name, datatype and shape (-1 for a dynamic dimension) of one model input or output.

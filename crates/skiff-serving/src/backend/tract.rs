@@ -53,7 +53,6 @@ impl Backend for TractBackend {
             name: NAME,
             platform: "tract_onnx",
             datatypes: DataType::ALL.to_vec(),
-            concurrent_runs: true,
         }
     }
 
