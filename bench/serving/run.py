@@ -57,10 +57,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_http(url, proc, timeout=120):
+def wait_http(url, proc, start, timeout=120):
+    """Seconds from `start` (taken before the spawn) until `url` answers 200."""
     import requests
 
-    start = time.monotonic()
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
@@ -101,7 +101,11 @@ def stop(proc):
 
 
 def spawn(cmd, env=None, cwd=None, log=None):
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """Starts a server in its own process group; returns it with its start time."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.started = started
+    return proc
 
 
 def wrk(url, body, duration, conc, workdir, content_type="application/json", header_len=None):
@@ -286,7 +290,7 @@ def main():
         proc = spawn(skiff_cmd() + ["--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp),
                                     "--grpc-port", str(gp), "--batch-delay-ms", "0"], env=env, log=log)
         try:
-            extra["skiff start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc)
+            extra["skiff start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc, proc.started)
             url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"
             body, hl = v2_binary("X")
             for c in levels:
@@ -313,7 +317,7 @@ def main():
                        "parameters": {"uri": "./model.joblib", "version": "1"}}, f)
         proc = spawn([os.path.join(bindir, "mlserver"), "start", mdir], log=log)
         try:
-            extra["MLServer start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/models/iris/ready", proc)
+            extra["MLServer start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/models/iris/ready", proc, proc.started)
             url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"
             for c in levels:
                 record("MLServer (sklearn)", "REST JSON", c, wrk(url, v2_json("predict"), args.duration, c, work))
@@ -339,7 +343,7 @@ def main():
         proc = spawn(cmd(port), env=dict(os.environ, MODEL_PATH=model), cwd=work, log=log)
         label = {"flask": "Flask + gunicorn (2 w)", "fastapi": "FastAPI + ORT (2 w)"}[name]
         try:
-            extra[f"{label} start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{port}/health", proc)
+            extra[f"{label} start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{port}/health", proc, proc.started)
             for c in levels:
                 record(label, "/predict", c, wrk(f"http://127.0.0.1:{port}/predict",
                                                  json.dumps({"instances": [ROW]}).encode(), args.duration, c, work))

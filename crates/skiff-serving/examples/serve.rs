@@ -9,7 +9,12 @@ struct Cli {
     serve: skiff_serving::ServeArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    skiff_serving::run(Cli::parse().serve).await
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Async workers follow the cgroup CPU quota too, not the host's core count.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(skiff_serving::backend::cpu_quota())
+        .enable_all()
+        .build()?
+        .block_on(skiff_serving::run(cli.serve))
 }
