@@ -179,7 +179,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ))
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if args.model_repository.is_some() && args.poll_interval_ms > 0 {
+    if args.poll_interval_ms > 0 {
         let repo = repo.clone();
         let every = Duration::from_millis(args.poll_interval_ms);
         let mut stop = stop_rx.clone();
