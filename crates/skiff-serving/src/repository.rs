@@ -114,6 +114,8 @@ pub struct Repository {
     sync_lock: Mutex<()>,
     /// Stamps seen once but not yet loaded: a changed file is loaded only once it stops changing.
     settling: Mutex<HashMap<(String, u64), Stamp>>,
+    /// Files that failed to load and why: not retried until they change.
+    failed: Mutex<HashMap<(String, u64), (Stamp, String)>>,
 }
 
 const MODEL_FILE: &str = "model.onnx";
@@ -148,6 +150,7 @@ impl Repository {
             metrics,
             sync_lock: Mutex::new(()),
             settling: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -379,14 +382,36 @@ impl Repository {
                 }
                 settling.remove(&key);
             }
+            let key = (name.to_string(), *version);
+            if !force {
+                let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((bad, reason)) = failed.get(&key)
+                    && bad == &stamp
+                {
+                    if let Some(cur) = current {
+                        new_versions.insert(*version, cur);
+                        new_stamps.insert(*version, stamp);
+                    }
+                    failure = Some(reason.clone());
+                    continue;
+                }
+            }
             match self.load_version(name, *version, path, &settings) {
                 Ok(served) => {
                     tracing::info!(model = name, version, "loaded");
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
                     new_versions.insert(*version, Arc::new(served));
                     new_stamps.insert(*version, stamp);
                 }
                 Err(reason) => {
                     tracing::warn!(model = name, version, %reason, "load failed");
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, (stamp.clone(), reason.clone()));
                     // Keep serving what was there; a broken replacement must not take a model down.
                     if let Some(cur) = current {
                         new_versions.insert(*version, cur);

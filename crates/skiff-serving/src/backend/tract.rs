@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{Backend, BackendError, Capabilities, LoadOptions, Model, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor as SkiffTensor, TensorData};
@@ -61,9 +62,43 @@ impl Backend for TractBackend {
             path: path.display().to_string(),
             reason,
         };
-        let typed = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .model_for_path(path)
-            .and_then(|m| m.into_typed())
+            .map_err(|e| load_err(chain(&e)))?;
+        // Exporters (skl2onnx among them) leave the batch dimension unnamed; tract needs a symbol
+        // there to type the graph, so unknown dimensions become symbols.
+        let batch = model.symbols.sym("batch");
+        for ix in 0..model.inputs.len() {
+            let fact = model
+                .input_fact(ix)
+                .map_err(|e| load_err(chain(&e)))?
+                .clone();
+            let Some(dt) = fact.datum_type.concretize() else {
+                continue;
+            };
+            if fact.shape.is_open() {
+                continue;
+            }
+            let dims: TVec<TDim> = fact
+                .shape
+                .dims()
+                .enumerate()
+                .map(|(k, d)| {
+                    d.concretize().unwrap_or_else(|| {
+                        if k == 0 {
+                            batch.to_dim()
+                        } else {
+                            model.symbols.sym(&format!("d{ix}_{k}")).to_dim()
+                        }
+                    })
+                })
+                .collect();
+            model
+                .set_input_fact(ix, InferenceFact::dt_shape(dt, dims))
+                .map_err(|e| load_err(chain(&e)))?;
+        }
+        let typed = model
+            .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(|e| load_err(chain(&e)))?;
         let spec = |outlet: OutletId, name: String| -> Result<TensorSpec, BackendError> {
@@ -155,7 +190,13 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<SkiffTensor, BackendError> {
     let err = |e: TractError| BackendError::Run(format!("output {name:?}: {}", chain(&e)));
     macro_rules! prim {
         ($t:ty, $variant:ident) => {
-            TensorData::$variant(t.as_slice::<$t>().map_err(err)?.to_vec())
+            TensorData::$variant(
+                t.to_plain_array_view::<$t>()
+                    .map_err(err)?
+                    .iter()
+                    .cloned()
+                    .collect(),
+            )
         };
     }
     let data = match t.datum_type() {
@@ -169,7 +210,7 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<SkiffTensor, BackendError> {
         DatumType::I32 => prim!(i32, Int32),
         DatumType::I64 => prim!(i64, Int64),
         DatumType::F16 => TensorData::Fp16(
-            t.as_slice::<f16>()
+            t.to_plain_array_view::<f16>()
                 .map_err(err)?
                 .iter()
                 .map(|x| half::f16::from_bits(x.to_bits()))
@@ -178,7 +219,7 @@ fn from_tensor(name: &str, t: &Tensor) -> Result<SkiffTensor, BackendError> {
         DatumType::F32 => prim!(f32, Fp32),
         DatumType::F64 => prim!(f64, Fp64),
         DatumType::String => TensorData::Bytes(
-            t.as_slice::<String>()
+            t.to_plain_array_view::<String>()
                 .map_err(err)?
                 .iter()
                 .map(|s| s.as_bytes().to_vec())
