@@ -614,6 +614,165 @@ mod tests {
         assert!(wanted_versions(&src).is_err());
     }
 
+    use crate::backend::{BackendError, Model, TensorSpec};
+    use crate::tensor::{DataType, Tensor};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Loads any file whose content does not start with "bad"; counts load attempts.
+    struct FakeBackend {
+        loads: AtomicUsize,
+    }
+
+    struct FakeModel(Signature);
+
+    impl Model for FakeModel {
+        fn signature(&self) -> &Signature {
+            &self.0
+        }
+        fn infer(
+            &mut self,
+            inputs: Vec<Tensor>,
+            _: &[String],
+        ) -> Result<Vec<Tensor>, BackendError> {
+            Ok(inputs)
+        }
+    }
+
+    impl Backend for FakeBackend {
+        fn capabilities(&self) -> crate::backend::Capabilities {
+            crate::backend::Capabilities {
+                name: "fake",
+                platform: "fake",
+                datatypes: vec![DataType::Fp32],
+            }
+        }
+        fn load(&self, path: &Path, _: &LoadOptions) -> Result<Box<dyn Model>, BackendError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            let bytes = std::fs::read(path).map_err(|e| BackendError::Load {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            if bytes.starts_with(b"bad") {
+                return Err(BackendError::Load {
+                    path: path.display().to_string(),
+                    reason: "bad model".into(),
+                });
+            }
+            let name = String::from_utf8_lossy(&bytes).to_string();
+            let spec = TensorSpec {
+                name,
+                datatype: DataType::Fp32,
+                shape: vec![-1],
+            };
+            Ok(Box::new(FakeModel(Signature {
+                inputs: vec![spec.clone()],
+                outputs: vec![spec],
+            })))
+        }
+    }
+
+    fn repo(root: &Path) -> (Repository, Arc<FakeBackend>) {
+        let backend = Arc::new(FakeBackend {
+            loads: AtomicUsize::new(0),
+        });
+        let config = ServingConfig {
+            intra_op_threads: 1,
+            instances: 1,
+            max_batch_size: 4,
+            batch_delay: Duration::ZERO,
+            queue_capacity: 8,
+        };
+        let r = Repository::new(
+            backend.clone(),
+            config,
+            Some(root.to_path_buf()),
+            vec![],
+            Arc::new(Metrics::new()),
+        );
+        (r, backend)
+    }
+
+    fn put(root: &Path, model: &str, version: u64, content: &str) {
+        let dir = root.join(model).join(version.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        // Through a rename, as deploy tools do, so the stamp changes at once.
+        let tmp = dir.join("model.onnx.tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, dir.join(MODEL_FILE)).unwrap();
+    }
+
+    fn served_input(r: &Repository, model: &str) -> (String, String) {
+        let s = r.get(model, None).unwrap();
+        (s.version.clone(), s.signature.inputs[0].name.clone())
+    }
+
+    #[test]
+    fn reload_swaps_only_after_a_change_settles_and_keeps_old_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "m", 1, "one");
+        let (r, backend) = repo(dir.path());
+        r.sync(true);
+        assert_eq!(served_input(&r, "m"), ("1".into(), "one".into()));
+        // A new version waits one scan, then replaces the old one.
+        put(dir.path(), "m", 2, "two");
+        r.sync(true);
+        assert_eq!(served_input(&r, "m").0, "1");
+        r.sync(true);
+        assert_eq!(served_input(&r, "m"), ("2".into(), "two".into()));
+        assert_eq!(r.versions("m"), vec!["2".to_string()]);
+        // A broken replacement is tried once, then left alone while the old model serves.
+        put(dir.path(), "m", 2, "bad!");
+        r.sync(true);
+        r.sync(true);
+        let loads = backend.loads.load(Ordering::SeqCst);
+        r.sync(true);
+        r.sync(true);
+        assert_eq!(
+            backend.loads.load(Ordering::SeqCst),
+            loads,
+            "a failed file was retried"
+        );
+        assert_eq!(served_input(&r, "m"), ("2".into(), "two".into()));
+        assert_eq!(r.index()[0].state, ModelState::Ready);
+    }
+
+    #[test]
+    fn unload_sticks_until_load_and_unknown_models_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "a", 1, "x");
+        put(dir.path(), "b", 3, "bad");
+        let (r, _) = repo(dir.path());
+        r.sync(false);
+        assert!(r.get("a", None).is_ok());
+        assert!(matches!(
+            r.get("b", None),
+            Err(RepositoryError::NotReady { .. })
+        ));
+        assert!(!r.all_ready());
+        assert!(matches!(
+            r.get("a", Some("9")),
+            Err(RepositoryError::UnknownVersion { .. })
+        ));
+        assert!(matches!(
+            r.get("zz", None),
+            Err(RepositoryError::UnknownModel(_))
+        ));
+        r.unload("a").unwrap();
+        r.sync(false);
+        assert!(r.get("a", None).is_err());
+        r.load("a").unwrap();
+        assert!(r.get("a", Some("1")).is_ok());
+        assert!(matches!(r.load("b"), Err(RepositoryError::Load { .. })));
+        assert!(matches!(
+            r.load("../etc"),
+            Err(RepositoryError::UnknownModel(_))
+        ));
+        // A model directory added later is found by the next scan.
+        put(dir.path(), "c", 1, "y");
+        r.sync(true);
+        assert!(r.get("c", None).is_ok());
+    }
+
     #[test]
     fn root_scan_skips_hidden_and_files() {
         let dir = tempfile::tempdir().unwrap();
