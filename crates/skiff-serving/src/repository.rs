@@ -158,10 +158,6 @@ impl Repository {
         &self.metrics
     }
 
-    pub fn platform(&self) -> &'static str {
-        self.backend.capabilities().platform
-    }
-
     /// The version to serve for a request (`None` = the newest served).
     pub fn get(&self, model: &str, version: Option<&str>) -> Result<Arc<Served>, RepositoryError> {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());

@@ -37,6 +37,7 @@ impl OrtBackend {
                 backend: NAME,
                 reason,
             })?;
+        tracing::debug!(library = %library.display(), "ONNX Runtime loaded");
         Ok(OrtBackend { env, library })
     }
 
