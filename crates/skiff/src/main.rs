@@ -25,6 +25,8 @@ enum Command {
     Server(UpArgs),
     /// Print the `export KUBECONFIG=...` line for a cluster (or the kubeconfig itself with --raw).
     Kubeconfig(KubeconfigArgs),
+    /// Serve ONNX models over the Open Inference Protocol (REST + gRPC) and `/predict`.
+    Serve(skiff_serving::ServeArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +66,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up(a) | Command::Server(a) => up(a),
         Command::Kubeconfig(a) => kubeconfig(a),
+        Command::Serve(a) => serve(a),
     }
 }
 
@@ -101,6 +104,15 @@ async fn wait_for_signal() -> Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+fn serve(args: skiff_serving::ServeArgs) -> Result<()> {
+    // Size the async runtime by the CPU quota so that a 2-CPU pod does not start 64 threads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(skiff_serving::backend::cpu_quota().max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(skiff_serving::run(args))
 }
 
 fn kubeconfig(args: KubeconfigArgs) -> Result<()> {
