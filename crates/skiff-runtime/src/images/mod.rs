@@ -17,7 +17,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest,
 
 pub use import::ImportedImage;
 pub use reference::{DEFAULT_DOMAIN, DEFAULT_TAG, Reference};
-pub use unpack::{apply_layer, decompressed};
+pub use unpack::{apply_layer, decompressed, extract_layer_for_overlay};
 
 /// Annotation the OCI image layout uses to name an image in `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
@@ -104,7 +104,7 @@ pub struct ImageStore {
 }
 
 /// Exclusive lock on the store, released on drop (closing the file releases the flock).
-struct StoreLock(#[allow(dead_code)] File);
+pub(crate) struct StoreLock(#[allow(dead_code)] File);
 
 impl ImageStore {
     /// Opens (creating if needed) a store under `root`.
@@ -135,7 +135,7 @@ impl ImageStore {
         Ok(self.root.join("blobs").join("sha256").join(hex))
     }
 
-    fn lock(&self) -> Result<StoreLock, ImageError> {
+    pub(crate) fn lock(&self) -> Result<StoreLock, ImageError> {
         let path = self.root.join("lock");
         let file = File::options()
             .create(true)
@@ -329,12 +329,26 @@ impl ImageStore {
 
     fn gc_locked(&self, index: &ImageIndex) -> Result<usize, ImageError> {
         let mut live: HashSet<String> = HashSet::new();
+        let mut live_layers: HashSet<String> = HashSet::new();
         for d in index.manifests() {
             live.insert(d.digest().digest().to_string());
             let manifest = self.manifest(d.digest().as_ref())?;
             live.insert(manifest.config().digest().digest().to_string());
             for l in manifest.layers() {
                 live.insert(l.digest().digest().to_string());
+            }
+            let config = self.config(&manifest)?;
+            for diff_id in config.rootfs().diff_ids() {
+                live_layers.insert(diff_id.trim_start_matches("sha256:").to_string());
+            }
+        }
+        // Layers extracted for overlayfs (see `crate::overlay`) of images no longer stored.
+        // The node agent must not remove images its containers still run from.
+        if let Ok(entries) = std::fs::read_dir(self.root.join("layers")) {
+            for entry in entries.flatten() {
+                if !live_layers.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    unpack::remove_nofollow(&entry.path())?;
+                }
             }
         }
         let dir = self.root.join("blobs").join("sha256");

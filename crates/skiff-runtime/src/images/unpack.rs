@@ -31,6 +31,17 @@ pub fn decompressed(reader: impl Read + 'static) -> Result<Box<dyn Read>, ImageE
 
 /// Applies one (uncompressed) layer tar stream on top of `root`.
 pub fn apply_layer(reader: impl Read, root: &Path) -> Result<(), ImageError> {
+    apply(reader, root, false)
+}
+
+/// Extracts one layer on its own into `root` for use as an overlayfs lower directory:
+/// whiteouts become what overlayfs understands (a 0:0 character device for `.wh.<name>`,
+/// the `trusted.overlay.opaque` xattr for `.wh..wh..opq`), which needs root.
+pub fn extract_layer_for_overlay(reader: impl Read, root: &Path) -> Result<(), ImageError> {
+    apply(reader, root, true)
+}
+
+fn apply(reader: impl Read, root: &Path, overlay: bool) -> Result<(), ImageError> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
@@ -49,6 +60,18 @@ pub fn apply_layer(reader: impl Read, root: &Path) -> Result<(), ImageError> {
             continue; // the layer's own root directory
         };
         let name_str = name.to_string_lossy();
+        if overlay && name_str == OPAQUE_WHITEOUT {
+            let dir = resolve_in_root(root, &parent, true)?
+                .ok_or_else(|| unsafe_path(&raw, "parent could not be created"))?;
+            rustix::fs::lsetxattr(
+                &dir,
+                "trusted.overlay.opaque",
+                b"y",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .map_err(|e| ImageError::io(format!("marking {} opaque", dir.display()), e.into()))?;
+            continue;
+        }
         if name_str == OPAQUE_WHITEOUT {
             if let Some(dir) = resolve_in_root(root, &parent, false)? {
                 clear_dir_except(&dir, &written)?;
@@ -58,6 +81,22 @@ pub fn apply_layer(reader: impl Read, root: &Path) -> Result<(), ImageError> {
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
                 return Err(unsafe_path(&raw, "malformed whiteout"));
+            }
+            if overlay {
+                let dir = resolve_in_root(root, &parent, true)?
+                    .ok_or_else(|| unsafe_path(&raw, "parent could not be created"))?;
+                let target = dir.join(hidden);
+                remove_nofollow(&target)?;
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &target,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::empty(),
+                    0,
+                )
+                .map_err(|e| ImageError::io(format!("whiteout {}", target.display()), e.into()))?;
+                written.insert(target);
+                continue;
             }
             if let Some(dir) = resolve_in_root(root, &parent, false)? {
                 remove_nofollow(&dir.join(hidden))?;
