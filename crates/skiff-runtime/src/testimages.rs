@@ -7,6 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
+pub use crate::images::host_arch;
+
 /// One entry of a layer. Paths are written verbatim (even `..` or absolute ones), so tests
 /// can build malicious layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,11 +247,7 @@ impl TestImage {
                 .collect();
             config["ExposedPorts"] = serde_json::Value::Object(ports);
         }
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
+        let arch = host_arch();
         let doc = serde_json::json!({
             "created": "2026-01-02T03:04:05Z",
             "architecture": arch,

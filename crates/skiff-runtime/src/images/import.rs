@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::unpack::{decompressed, remove_nofollow};
 use super::{
-    CONTAINERD_NAME_ANNOTATION, ImageError, ImageStore, REF_NAME_ANNOTATION, Reference,
+    CONTAINERD_NAME_ANNOTATION, ImageError, ImageStore, REF_NAME_ANNOTATION, Reference, host_arch,
     is_sha256_hex, write_atomic,
 };
 
@@ -287,14 +287,6 @@ fn blob<'a>(staging: &'a Staging, d: &Descriptor, what: &str) -> Result<&'a Stag
     Ok(staged)
 }
 
-fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex)
         || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -459,6 +451,9 @@ pub(super) fn import(
         let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest_of(&digest)?);
         for r in &c.references {
             store.tag(&mut index, r, &descriptor);
+        }
+        if c.references.is_empty() {
+            store.keep_unnamed(&mut index, &descriptor);
         }
         imported.push(ImportedImage {
             references: c.references.clone(),

@@ -196,10 +196,14 @@ impl ImageStore {
 
     /// Records `reference -> manifest` in the index, replacing what the reference named.
     fn tag(&self, index: &mut ImageIndex, reference: &str, manifest: &Descriptor) {
+        // A name replaces what it named before, and an unnamed entry of the same image.
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
-            .filter(|d| ref_name(d) != Some(reference))
+            .filter(|d| match ref_name(d) {
+                Some(name) => name != reference,
+                None => d.digest() != manifest.digest(),
+            })
             .cloned()
             .collect();
         let mut d = Descriptor::new(
@@ -214,21 +218,42 @@ impl ImageStore {
         index.set_manifests(manifests);
     }
 
+    /// Keeps an image imported without a name (so GC spares it) unless already indexed.
+    fn keep_unnamed(&self, index: &mut ImageIndex, manifest: &Descriptor) {
+        if index
+            .manifests()
+            .iter()
+            .any(|d| d.digest() == manifest.digest())
+        {
+            return;
+        }
+        let mut manifests = index.manifests().clone();
+        manifests.push(Descriptor::new(
+            MediaType::ImageManifest,
+            manifest.size(),
+            manifest.digest().clone(),
+        ));
+        index.set_manifests(manifests);
+    }
+
     /// Lists the images, sorted by reference.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let index = self.read_index()?;
         let mut out = Vec::new();
         for d in index.manifests() {
-            let Some(name) = ref_name(d) else { continue };
             let manifest = self.manifest(d.digest().as_ref())?;
             let config = self.config(&manifest)?;
-            let parsed = Reference::parse(name).ok();
+            // Unnamed images (imported without a tag) are listed by digest, like `<none>`.
+            let name = ref_name(d)
+                .map(str::to_string)
+                .unwrap_or_else(|| d.digest().to_string());
+            let parsed = ref_name(d).and_then(|n| Reference::parse(n).ok());
             out.push(ImageSummary {
-                reference: name.to_string(),
+                reference: name.clone(),
                 repository: parsed
                     .as_ref()
                     .map(|r| r.repository())
-                    .unwrap_or_else(|| name.to_string()),
+                    .unwrap_or_else(|| "<none>".to_string()),
                 tag: parsed.and_then(|r| r.tag),
                 manifest_digest: d.digest().to_string(),
                 image_id: manifest.config().digest().to_string(),
@@ -395,6 +420,15 @@ fn empty_index() -> Result<ImageIndex, ImageError> {
         .manifests(Vec::<Descriptor>::new())
         .build()
         .map_err(|e| ImageError::malformed("empty index", e))
+}
+
+/// This machine's architecture in OCI spelling (`amd64`, `arm64`).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 pub(crate) fn ref_name(d: &Descriptor) -> Option<&str> {

@@ -466,3 +466,83 @@ fn cli_imports_lists_and_removes() {
     };
     assert!(run_images(&root, missing).is_err());
 }
+
+#[test]
+fn unnamed_images_are_kept_until_named_or_removed() {
+    let (_d, store) = store();
+    let image = TestImage::new("app:1").layer(Layer::new().file("f", "f", 0o644));
+    let mut files = image.docker_archive_files().expect("files");
+    let manifest = files
+        .iter_mut()
+        .find(|(p, _)| p == "manifest.json")
+        .expect("manifest");
+    manifest.1 = String::from_utf8(manifest.1.clone())
+        .expect("utf8")
+        .replace(r#"["app:1"]"#, "[]")
+        .into_bytes();
+    let imported = store
+        .import(tar_of(&files).expect("tar").as_slice())
+        .expect("import");
+    assert!(imported[0].references.is_empty());
+    assert_eq!(store.gc().expect("gc"), 0);
+    let list = store.list().expect("list");
+    assert_eq!((list.len(), list[0].repository.as_str()), (1, "<none>"));
+    store
+        .unpack(&list[0].reference, tempfile::tempdir().expect("tmp").path())
+        .expect("unpack");
+    // Importing it with a name replaces the unnamed entry.
+    store
+        .import(image.docker_archive().expect("named").as_slice())
+        .expect("import");
+    let list = store.list().expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reference, "docker.io/library/app:1");
+}
+
+#[test]
+fn multi_platform_oci_index_picks_this_machine() {
+    let (_d, store) = store();
+    let image = TestImage::new("multi:1").layer(Layer::new().file("f", "f", 0o644));
+    let mut files = image.oci_archive_files().expect("files");
+    let pos = files
+        .iter()
+        .position(|(p, _)| p == "index.json")
+        .expect("index");
+    let top: serde_json::Value = serde_json::from_slice(&files[pos].1).expect("json");
+    let mut real = top["manifests"][0].clone();
+    real.as_object_mut().expect("object").remove("annotations");
+    real["platform"] =
+        serde_json::json!({"os": "linux", "architecture": crate::testimages::host_arch()});
+    let other = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", "0".repeat(64)),
+        "size": 10,
+        "platform": {"os": "linux", "architecture": "s390x"},
+    });
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [other, real],
+    }))
+    .expect("nested");
+    let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&nested));
+    files[pos].1 = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi:1"},
+        }],
+    }))
+    .expect("top");
+    files.push((format!("blobs/sha256/{hex}"), nested));
+    store
+        .import(tar_of(&files).expect("tar").as_slice())
+        .expect("import");
+    let resolved = store.resolve("multi:1").expect("resolve");
+    assert_eq!(
+        resolved.manifest_digest,
+        top["manifests"][0]["digest"].as_str().expect("digest")
+    );
+}
