@@ -546,3 +546,60 @@ fn multi_platform_oci_index_picks_this_machine() {
         top["manifests"][0]["digest"].as_str().expect("digest")
     );
 }
+
+#[test]
+fn docker_save_symlinked_duplicate_layers_resolve() {
+    // Older `docker save` stores a repeated layer once and symlinks the other copy to it.
+    let (_d, store) = store();
+    let layer = Layer::new().file("same", "same", 0o644);
+    let image = TestImage::new("dup:1").layer(layer.clone()).layer(layer);
+    let files = image.docker_archive_files().expect("files");
+    let layers: Vec<&String> = files
+        .iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.ends_with("layer.tar"))
+        .collect();
+    let (first, second) = (layers[0].clone(), layers[1].clone());
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        if *path == second {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            b.append_link(&mut h, path, format!("../{first}"))
+                .expect("link");
+        } else {
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data.as_slice()).expect("file");
+        }
+    }
+    let archive = b.into_inner().expect("tar");
+    store.import(archive.as_slice()).expect("import");
+    let resolved = store.resolve("dup:1").expect("resolve");
+    assert_eq!(resolved.manifest.layers().len(), 2);
+    // A link pointing outside the archive is just a missing file.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        if *path == second {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, "../../../etc/passwd")
+                .expect("link");
+        } else {
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, data.as_slice()).expect("file");
+        }
+    }
+    let err = store
+        .import(b.into_inner().expect("tar").as_slice())
+        .expect_err("escaping link");
+    assert!(matches!(err, ImageError::InvalidArchive(_)), "{err}");
+}
