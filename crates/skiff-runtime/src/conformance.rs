@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::logs::{LogRecord, Stream, parse_record};
 use crate::runtime::{ContainerSpec, ContainerState, Runtime, RuntimeError, SIGKILL, SIGTERM};
 
 /// What the suite needs from the environment a runtime runs containers in.
@@ -59,9 +60,10 @@ pub async fn run_all(rt: &dyn Runtime, fx: &Fixture) {
 /// its traps without a fixed sleep.
 pub async fn wait_for_log(rt: &dyn Runtime, id: &str, needle: &str) {
     let path = rt.log_path(id).expect("log path");
+    let needle = format!(" {needle}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if read(&path).contains(needle) {
+        if read(&path).lines().any(|l| l.ends_with(&needle)) {
             return;
         }
         assert!(
@@ -167,17 +169,23 @@ pub async fn logs_env_and_working_dir(rt: &dyn Runtime, fx: &Fixture) {
     let st = rt.wait(&spec.id).await.expect("wait");
     assert_eq!(st.exit_code, Some(0));
     let log = read(&rt.log_path(&spec.id).expect("log path"));
-    for line in [
-        "to-stdout",
-        "to-stderr",
-        "greeting=hello world",
-        fx.working_dir.as_str(),
+    let records: Vec<LogRecord> = log
+        .lines()
+        .map(|l| parse_record(l).unwrap_or_else(|| panic!("not a CRI log record: {l:?}")))
+        .collect();
+    let got: Vec<(Stream, &str)> = records
+        .iter()
+        .map(|r| (r.stream, r.text.as_str()))
+        .collect();
+    for want in [
+        (Stream::Stdout, "to-stdout"),
+        (Stream::Stderr, "to-stderr"),
+        (Stream::Stdout, "greeting=hello world"),
+        (Stream::Stdout, fx.working_dir.as_str()),
     ] {
-        assert!(
-            log.lines().any(|l| l.ends_with(line)),
-            "{line:?} missing from log {log:?}"
-        );
+        assert!(got.contains(&want), "{want:?} missing from log {log:?}");
     }
+    assert!(records.iter().all(|r| !r.partial));
     rt.remove(&spec.id).await.expect("remove");
 }
 

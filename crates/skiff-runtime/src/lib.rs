@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod conformance;
 pub mod images;
+pub mod logs;
 pub mod overlay;
 pub mod process;
 pub mod runtime;

@@ -4,8 +4,9 @@
 //! NO ISOLATION: the command sees the host filesystem, network, PIDs and users, the image
 //! is not unpacked (`ContainerSpec::image` is ignored) and no resource limits are enforced.
 //! What it does give: the spec's environment (only it, plus a default `PATH`), working
-//! directory, stdout+stderr captured to a log file, its own process group so signals
-//! reach the command's children too, and exit codes reported like Kubernetes (128+signal).
+//! directory, stdout+stderr captured to a log file in the CRI format (see [`crate::logs`]),
+//! its own process group so signals reach the command's children too, and exit codes
+//! reported like Kubernetes (128+signal).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use crate::logs::{Stream, pump};
 use crate::runtime::{
     Capabilities, ContainerSpec, ContainerState, ContainerStatus, Runtime, RuntimeError,
     validate_id,
@@ -22,6 +24,9 @@ use crate::runtime::{
 
 /// `PATH` given to commands whose spec sets none (the one Docker images default to).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long an exit waits for the output still in the pipes to reach the log.
+const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the main process ended: (exit code as Kubernetes reports it, killing signal).
 type Exit = (i32, Option<i32>);
@@ -140,15 +145,13 @@ impl Runtime for ProcessRuntime {
             .append(true)
             .open(log_file(&c.dir))
             .map_err(|e| RuntimeError::io("opening log file", e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| RuntimeError::io("opening log file", e))?;
+        let log = Arc::new(Mutex::new(log));
         let mut cmd = tokio::process::Command::new(argv[0]);
         cmd.args(&argv[1..])
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0);
         if !c.spec.env.iter().any(|(k, _)| k == "PATH") {
             cmd.env("PATH", DEFAULT_PATH);
@@ -162,6 +165,13 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| RuntimeError::io(format!("starting {:?}", argv[0]), e))?;
         *state = (ContainerState::Running, child.id());
         drop(state);
+        let mut pumps = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            pumps.push(tokio::spawn(pump(out, Stream::Stdout, Arc::clone(&log))));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(tokio::spawn(pump(err, Stream::Stderr, Arc::clone(&log))));
+        }
         let c2 = Arc::clone(&c);
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
@@ -173,6 +183,14 @@ impl Runtime for ProcessRuntime {
                 },
                 Err(_) => (255, None),
             };
+            // The last output is logged before the exit is published; a daemonised child
+            // keeping the pipes open must not hold the exit back for long, though.
+            let _ = tokio::time::timeout(LOG_DRAIN, async {
+                for p in pumps {
+                    let _ = p.await;
+                }
+            })
+            .await;
             // State first, then the watch: a waiter woken by the watch sees Exited.
             *c2.state.lock().unwrap_or_else(|p| p.into_inner()) = (ContainerState::Exited, None);
             c2.exited.send_replace(Some(exit));

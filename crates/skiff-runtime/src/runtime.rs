@@ -105,7 +105,7 @@ pub trait Runtime: Send + Sync {
     /// Deletes the container and everything the runtime kept for it (logs included),
     /// killing it first if it still runs.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// File holding the container's stdout and stderr.
+    /// File holding the container's stdout and stderr in the CRI format ([`crate::logs`]).
     fn log_path(&self, id: &str) -> Result<PathBuf, RuntimeError>;
 
     /// Stops like the kubelet: SIGTERM, then SIGKILL once `grace` has passed.
