@@ -27,6 +27,16 @@ enum Command {
     Kubeconfig(KubeconfigArgs),
     /// Serve ONNX models over the Open Inference Protocol (REST + gRPC) and `/predict`.
     Serve(skiff_serving::ServeArgs),
+    /// Manage the node's local images (`docker save app:v1 | skiff images import -`).
+    Images(ImagesArgs),
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    #[arg(long, env = "SKIFF_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: skiff_runtime::cli::ImagesCommand,
 }
 
 #[derive(Args)]
@@ -67,6 +77,10 @@ fn main() -> Result<()> {
         Command::Up(a) | Command::Server(a) => up(a),
         Command::Kubeconfig(a) => kubeconfig(a),
         Command::Serve(a) => serve(a),
+        Command::Images(a) => {
+            let dir = a.data_dir.unwrap_or_else(skiff_server::default_data_dir);
+            skiff_runtime::cli::run_images(&dir.join("images"), a.command)
+        }
     }
 }
 
