@@ -187,7 +187,7 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("ml".into()),
                 deletion_timestamp: deleting
-                    .then(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                    .then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
                 ..ObjectMeta::default()
             },
             spec: Some(NamespaceSpec {
