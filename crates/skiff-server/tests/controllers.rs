@@ -340,3 +340,84 @@ async fn orphan_deletion_keeps_dependents_without_the_reference() {
     assert_eq!(refs[0].uid, other.metadata.uid.clone().unwrap_or_default());
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_started_late_and_twice_converge_on_work_left_behind() {
+    // No controllers at start-up: deletions pile up as if the controller manager had crashed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = skiff_server::start(ServerConfig {
+        port: 0,
+        controllers: false,
+        ..ServerConfig::new(dir.path().join("data"))
+    })
+    .await
+    .expect("server starts");
+    let client = running.client.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let dangling_owner = create(&cms, configmap("gone-owner", vec![], &[])).await;
+    create(
+        &cms,
+        configmap("dangling", vec![owned_by(&dangling_owner, false)], &[]),
+    )
+    .await;
+    let fg_owner = create(&cms, configmap("fg-owner", vec![], &[])).await;
+    create(
+        &cms,
+        configmap("fg-child", vec![owned_by(&fg_owner, true)], &[]),
+    )
+    .await;
+    let orphan_owner = create(&cms, configmap("orphan-owner", vec![], &[])).await;
+    create(
+        &cms,
+        configmap("orphan-child", vec![owned_by(&orphan_owner, false)], &[]),
+    )
+    .await;
+    create_namespace(&client, "ml").await;
+    let ml: Api<ConfigMap> = Api::namespaced(client.clone(), "ml");
+    create(&ml, configmap("settings", vec![], &[])).await;
+
+    cms.delete("gone-owner", &DeleteParams::background())
+        .await
+        .expect("delete");
+    cms.delete("fg-owner", &DeleteParams::foreground())
+        .await
+        .expect("delete");
+    cms.delete("orphan-owner", &DeleteParams::orphan())
+        .await
+        .expect("delete");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.delete("ml", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // Without controllers nothing but the API server's own part happens.
+    for name in [
+        "dangling",
+        "fg-owner",
+        "fg-child",
+        "orphan-owner",
+        "orphan-child",
+    ] {
+        assert!(cms.get_opt(name).await.expect("get").is_some(), "{name}");
+    }
+    assert!(nss.get_opt("ml").await.expect("get").is_some());
+
+    // Two controller managers at once must not fight, and must finish the work.
+    let mut handles = skiff_controllers::start_all(client.clone());
+    handles.extend(skiff_controllers::start_all(client.clone()));
+    for name in ["dangling", "fg-child", "fg-owner", "orphan-owner"] {
+        wait_gone(&cms, name).await;
+    }
+    wait_gone(&nss, "ml").await;
+    let orphan = cms.get("orphan-child").await.expect("orphan stays");
+    assert!(
+        orphan
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    for h in handles {
+        h.abort();
+    }
+    running.shutdown().await;
+}
