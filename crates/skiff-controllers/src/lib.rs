@@ -10,7 +10,10 @@
 //!   `Terminating`), deletes every namespaced object in it with Background propagation,
 //!   waits until none is left (objects with finalizers hold the namespace, as in Kubernetes),
 //!   then removes the `kubernetes` finalizer through `PUT /api/v1/namespaces/<ns>/finalize`
-//!   and the API server removes the namespace. `default`, `kube-system` and `kube-public`
+//!   and the API server removes the namespace. Meanwhile `status.conditions` carries
+//!   Kubernetes' `NamespaceContentRemaining`, `NamespaceFinalizersRemaining` and
+//!   `NamespaceDeletionContentFailure`, so `kubectl describe namespace` shows what a stuck
+//!   namespace waits for. `default`, `kube-system` and `kube-public`
 //!   cannot be deleted (the API server answers 403 Forbidden).
 //! - [`garbagecollector`] — follows `metadata.ownerReferences` like Kubernetes' garbage
 //!   collector:

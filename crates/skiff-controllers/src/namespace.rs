@@ -6,14 +6,18 @@
 //! Kubernetes. Then it removes `kubernetes` from `spec.finalizers` through the `finalize`
 //! subresource. Every step re-reads the namespace, so a restart simply starts over.
 
-use crate::resources::{Error, dynamic_api, is_not_found};
+use crate::resources::{Error, dynamic_api, is_not_found, status_code};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::json;
 use skiff_api::registry::{RESOURCES, ResourceDef};
 use skiff_client::Client;
-use skiff_client::kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use skiff_client::kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use skiff_client::kube::runtime::{WatchStreamExt, watcher};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -105,7 +109,8 @@ async fn finalize_when_empty(client: Client, name: String) -> String {
     }
 }
 
-/// One idempotent pass: delete what is left, and finalize when nothing is.
+/// One idempotent pass: delete what is left, report it in the conditions, and finalize when
+/// nothing is left.
 async fn step(client: &Client, name: &str) -> Result<Progress, Error> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let Some(ns) = namespaces.get_opt(name).await? else {
@@ -114,12 +119,17 @@ async fn step(client: &Client, name: &str) -> Result<Progress, Error> {
     if terminating(&ns).is_none() {
         return Ok(Progress::Done);
     }
-    let mut remaining = 0;
+    let mut content = Content::default();
     for def in namespaced_resources() {
-        remaining += delete_all(client, def, name).await?;
+        if let Err(e) = delete_all(client, def, name, &mut content).await {
+            content
+                .failures
+                .push(format!("{}: {e}", group_resource(def)));
+        }
     }
-    if remaining > 0 {
-        return Ok(Progress::Remaining(remaining));
+    update_conditions(&namespaces, &ns, &content).await;
+    if !content.is_empty() {
+        return Ok(Progress::Remaining(content.remaining.values().sum()));
     }
     let mut finalized = ns.clone();
     if let Some(spec) = finalized.spec.as_mut() {
@@ -141,8 +151,42 @@ async fn step(client: &Client, name: &str) -> Result<Progress, Error> {
     }
 }
 
-/// Deletes every object of `def` in `namespace`; returns how many still exist afterwards.
-async fn delete_all(client: &Client, def: &ResourceDef, namespace: &str) -> Result<usize, Error> {
+/// What one pass found left in a namespace.
+#[derive(Debug, Default)]
+struct Content {
+    /// Objects still present, by `resource.group`.
+    remaining: BTreeMap<String, usize>,
+    /// Finalizers on the objects still present, with how many objects carry each.
+    finalizers: BTreeMap<String, usize>,
+    /// Resources whose listing or deletion failed.
+    failures: Vec<String>,
+}
+
+impl Content {
+    fn is_empty(&self) -> bool {
+        self.remaining.is_empty() && self.failures.is_empty()
+    }
+
+    fn record(&mut self, def: &ResourceDef, obj: &DynamicObject) {
+        *self.remaining.entry(group_resource(def)).or_default() += 1;
+        for f in obj.metadata.finalizers.iter().flatten() {
+            *self.finalizers.entry(f.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// `configmaps.` / `deployments.apps`, the way Kubernetes names resources in conditions.
+fn group_resource(def: &ResourceDef) -> String {
+    format!("{}.{}", def.plural, def.group)
+}
+
+/// Deletes every object of `def` in `namespace` and records what is still there afterwards.
+async fn delete_all(
+    client: &Client,
+    def: &ResourceDef,
+    namespace: &str,
+    content: &mut Content,
+) -> Result<(), Error> {
     let api = dynamic_api(client, def, Some(namespace));
     let listed = api.list(&ListParams::default()).await?;
     let mut deleted_any = false;
@@ -163,24 +207,151 @@ async fn delete_all(client: &Client, def: &ResourceDef, namespace: &str) -> Resu
         match api.delete(obj_name, &dp).await {
             Ok(_) => deleted_any = true,
             // Gone already, or replaced by a new object: the next pass sees it.
-            Err(e) if is_not_found(&e) || crate::resources::status_code(&e) == Some(409) => {}
+            Err(e) if is_not_found(&e) || status_code(&e) == Some(409) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    if listed.items.is_empty() {
-        return Ok(0);
+    let left = if deleted_any {
+        api.list(&ListParams::default()).await?.items
+    } else {
+        listed.items
+    };
+    for obj in &left {
+        content.record(def, obj);
     }
-    if !deleted_any {
-        return Ok(listed.items.len());
-    }
-    Ok(api.list(&ListParams::default()).await?.items.len())
+    Ok(())
 }
+
+/// The deletion conditions Kubernetes' namespace controller reports, for `content`.
+fn deletion_conditions(content: &Content) -> Vec<(&'static str, bool, &'static str, String)> {
+    let failure = if content.failures.is_empty() {
+        (
+            "NamespaceDeletionContentFailure",
+            false,
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization".to_string(),
+        )
+    } else {
+        (
+            "NamespaceDeletionContentFailure",
+            true,
+            "ContentDeletionFailed",
+            format!(
+                "Failed to delete all resource types, {} remaining: {}",
+                content.failures.len(),
+                content.failures.join(", ")
+            ),
+        )
+    };
+    let remaining = if content.remaining.is_empty() {
+        (
+            "NamespaceContentRemaining",
+            false,
+            "ContentRemoved",
+            "All content successfully removed".to_string(),
+        )
+    } else {
+        let parts: Vec<String> = content
+            .remaining
+            .iter()
+            .map(|(r, n)| format!("{r} has {n} resource instances"))
+            .collect();
+        (
+            "NamespaceContentRemaining",
+            true,
+            "SomeResourcesRemain",
+            format!("Some resources are remaining: {}", parts.join(", ")),
+        )
+    };
+    let finalizers = if content.finalizers.is_empty() {
+        (
+            "NamespaceFinalizersRemaining",
+            false,
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".to_string(),
+        )
+    } else {
+        let parts: Vec<String> = content
+            .finalizers
+            .iter()
+            .map(|(f, n)| format!("{f} in {n} resource instances"))
+            .collect();
+        (
+            "NamespaceFinalizersRemaining",
+            true,
+            "SomeFinalizersRemain",
+            format!(
+                "Some content in the namespace has finalizers remaining: {}",
+                parts.join(", ")
+            ),
+        )
+    };
+    vec![failure, remaining, finalizers]
+}
+
+/// Writes the deletion conditions to `status.conditions` when they changed, so `kubectl
+/// describe namespace` shows what a stuck namespace waits for. Best effort: a failure here
+/// must not hold up the deletion itself.
+async fn update_conditions(namespaces: &Api<Namespace>, ns: &Namespace, content: &Content) {
+    let current = ns
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut changed = false;
+    let mut next: Vec<NamespaceCondition> = current
+        .iter()
+        .filter(|c| !DELETION_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    for (type_, status, reason, message) in deletion_conditions(content) {
+        let status = if status { "True" } else { "False" };
+        let old = current.iter().find(|c| c.type_ == type_);
+        let same = old.is_some_and(|c| {
+            c.status == status
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(message.as_str())
+        });
+        changed |= !same;
+        let since = old
+            .filter(|c| c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| now.clone());
+        next.push(NamespaceCondition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: Some(reason.to_string()),
+            message: Some(message),
+            last_transition_time: Some(since),
+        });
+    }
+    if !changed {
+        return;
+    }
+    let Some(name) = ns.metadata.name.as_deref() else {
+        return;
+    };
+    let patch = json!({"status": {"conditions": next}});
+    if let Err(e) = namespaces
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(namespace = name, error = %e, "could not update namespace conditions");
+    }
+}
+
+const DELETION_CONDITIONS: &[&str] = &[
+    "NamespaceDeletionContentFailure",
+    "NamespaceContentRemaining",
+    "NamespaceFinalizersRemaining",
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NamespaceSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn ns(deleting: bool, finalizers: Option<Vec<&str>>) -> Namespace {
         Namespace {
@@ -217,5 +388,32 @@ mod tests {
         let plurals: Vec<_> = namespaced_resources().map(|d| d.plural).collect();
         assert!(plurals.contains(&"configmaps") && plurals.contains(&"deployments"));
         assert!(!plurals.contains(&"namespaces") && !plurals.contains(&"nodes"));
+    }
+
+    #[test]
+    fn conditions_say_what_holds_the_namespace() {
+        let clear = deletion_conditions(&Content::default());
+        assert!(clear.iter().all(|(_, status, _, _)| !status));
+        let mut content = Content::default();
+        let cm = skiff_api::registry::lookup("", "v1", "configmaps").expect("served");
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "held", "finalizers": ["example.com/hold"]}
+        }))
+        .expect("object");
+        content.record(cm, &obj);
+        content.record(cm, &obj);
+        content.failures.push("pods.: boom".into());
+        let conds = deletion_conditions(&content);
+        assert!(conds.iter().all(|(_, status, _, _)| *status));
+        assert_eq!(
+            conds[1].3,
+            "Some resources are remaining: configmaps. has 2 resource instances"
+        );
+        assert_eq!(
+            conds[2].3,
+            "Some content in the namespace has finalizers remaining: example.com/hold in 2 resource instances"
+        );
+        assert!(conds[0].3.contains("pods.: boom"));
+        assert!(!content.is_empty());
     }
 }

@@ -154,6 +154,17 @@ async fn deleting_a_namespace_deletes_its_content_then_the_namespace() {
     let ns = nss.get("ml").await.expect("namespace still exists");
     let phase = ns.status.and_then(|s| s.phase);
     assert_eq!(phase.as_deref(), Some("Terminating"));
+    // The conditions tell `kubectl describe` what the namespace waits for.
+    wait_for("the finalizers condition", || async {
+        let ns = nss.get("ml").await.expect("namespace still exists");
+        let conds = ns.status.and_then(|s| s.conditions).unwrap_or_default();
+        conds
+            .iter()
+            .find(|c| c.type_ == "NamespaceFinalizersRemaining" && c.status == "True")
+            .filter(|c| c.message.as_deref().unwrap_or("").contains(HOLD))
+            .map(|_| ())
+    })
+    .await;
     let refused = cms
         .create(&PostParams::default(), &configmap("late", vec![], &[]))
         .await;
