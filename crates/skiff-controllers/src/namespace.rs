@@ -100,6 +100,10 @@ async fn finalize_when_empty(client: Client, name: String) -> String {
                     delay = POLL_FIRST;
                 }
             }
+            // A conflict only means the namespace changed under us; the next pass re-reads it.
+            Err(Error::Kube(e)) if status_code(&e) == Some(409) => {
+                tracing::debug!(namespace = %name, "namespace changed during cleanup; retrying")
+            }
             Err(e) => {
                 tracing::warn!(namespace = %name, error = %e, "namespace cleanup step failed")
             }
@@ -127,11 +131,14 @@ async fn step(client: &Client, name: &str) -> Result<Progress, Error> {
                 .push(format!("{}: {e}", group_resource(def)));
         }
     }
-    update_conditions(&namespaces, &ns, &content).await;
+    // Finalize what the status write returned: the namespace read above is now stale.
+    let ns = update_conditions(&namespaces, &ns, &content)
+        .await
+        .unwrap_or(ns);
     if !content.is_empty() {
         return Ok(Progress::Remaining(content.remaining.values().sum()));
     }
-    let mut finalized = ns.clone();
+    let mut finalized = ns;
     if let Some(spec) = finalized.spec.as_mut() {
         spec.finalizers = spec
             .finalizers
@@ -291,8 +298,12 @@ fn deletion_conditions(content: &Content) -> Vec<(&'static str, bool, &'static s
 
 /// Writes the deletion conditions to `status.conditions` when they changed, so `kubectl
 /// describe namespace` shows what a stuck namespace waits for. Best effort: a failure here
-/// must not hold up the deletion itself.
-async fn update_conditions(namespaces: &Api<Namespace>, ns: &Namespace, content: &Content) {
+/// must not hold up the deletion itself. Returns the namespace as written, if it was.
+async fn update_conditions(
+    namespaces: &Api<Namespace>,
+    ns: &Namespace,
+    content: &Content,
+) -> Option<Namespace> {
     let current = ns
         .status
         .as_ref()
@@ -327,17 +338,19 @@ async fn update_conditions(namespaces: &Api<Namespace>, ns: &Namespace, content:
         });
     }
     if !changed {
-        return;
+        return None;
     }
-    let Some(name) = ns.metadata.name.as_deref() else {
-        return;
-    };
+    let name = ns.metadata.name.as_deref()?;
     let patch = json!({"status": {"conditions": next}});
-    if let Err(e) = namespaces
+    match namespaces
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        tracing::debug!(namespace = name, error = %e, "could not update namespace conditions");
+        Ok(written) => Some(written),
+        Err(e) => {
+            tracing::debug!(namespace = name, error = %e, "could not update namespace conditions");
+            None
+        }
     }
 }
 
