@@ -320,8 +320,20 @@ async fn run(client: Client) {
     }
     // Acting before every resource is listed could miss dependents (an orphaned owner would
     // release its finalizer with dependents still pointing at it), so wait for all lists.
-    if synced_rx.wait_for(|n| *n >= RESOURCES.len()).await.is_err() {
-        return;
+    loop {
+        let all = RESOURCES.len();
+        let waited = tokio::time::timeout(RESYNC_PERIOD, synced_rx.wait_for(|n| *n >= all))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => break,
+            Ok(false) => return,
+            Err(_) => tracing::warn!(
+                synced = *synced_rx.borrow(),
+                resources = all,
+                "garbage collector still waiting for its watches to list every resource"
+            ),
+        }
     }
     tracing::info!(resources = RESOURCES.len(), "garbage collector synced");
     tasks.spawn(resync(Arc::downgrade(&shared)));
