@@ -852,11 +852,13 @@ impl Sync {
             c.retain(|c| c.type_ != "Progressing");
         }
         let current = condition(&self.d, "Progressing").cloned();
-        let timed_out_already = current
-            .as_ref()
-            .is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        // A finished rollout that is merely being resynced makes no progress to estimate.
+        let already_complete = status.replicas == status.updated_replicas
+            && current
+                .as_ref()
+                .is_some_and(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"));
         let new_name = new.map(|n| n.name_any()).unwrap_or_default();
-        if has_progress_deadline(&spec) && !timed_out_already {
+        if has_progress_deadline(&spec) && !already_complete {
             if deployment_complete(&self.d, &status) {
                 set_condition(
                     &mut status,
@@ -1090,8 +1092,10 @@ fn deadline_remaining(
 ) -> Option<SignedDuration> {
     let secs = spec.progress_deadline_seconds?;
     let cond = cond?;
-    if cond.reason.as_deref() == Some("NewReplicaSetAvailable") {
-        return None;
+    match cond.reason.as_deref() {
+        Some("NewReplicaSetAvailable") => return None,
+        Some("ProgressDeadlineExceeded") => return Some(SignedDuration::ZERO),
+        _ => {}
     }
     let from = cond.last_update_time.as_ref()?.0;
     let deadline = from + SignedDuration::from_secs(i64::from(secs));
