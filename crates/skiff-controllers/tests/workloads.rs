@@ -148,9 +148,15 @@ async fn make_ready(pods: &Api<Pod>, name: &str) {
     let patch = json!({"status": {"phase": "Running", "conditions": [
         {"type": "Ready", "status": "True", "lastTransitionTime": now}
     ]}});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    match pods
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .expect("pod status patch");
+    {
+        Ok(_) => {}
+        // The controllers may delete a surplus pod at any moment, as they would a real one.
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("pod status patch: {e}"),
+    }
 }
 
 async fn make_all_ready(pods: &Api<Pod>) {
@@ -790,5 +796,122 @@ async fn progress_deadline_exceeded_and_min_ready_seconds() {
     .await;
     // Ready times have second precision, so up to one of the three seconds may be lost.
     assert!(started.elapsed() >= Duration::from_millis(1900));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn controllers_restart_mid_rollout_and_scale_proportionally() {
+    let mut env = Env::start().await;
+    let deps: Api<Deployment> = env.api();
+    let rss: Api<ReplicaSet> = env.api();
+    let pods: Api<Pod> = env.api();
+    let strategy =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2, "maxUnavailable": 0}});
+    deps.create(
+        &PostParams::default(),
+        &deployment("svc", 4, "svc:v1", strategy),
+    )
+    .await
+    .expect("create");
+    drive_rollout(&pods, "v1 ready", |act| {
+        act.len() == 4 && act.iter().all(|p| is_ready(p))
+    })
+    .await;
+    eventually(&deps, "v1 complete", |d| rollout_done(&d[0]).then_some(())).await;
+
+    // Mid-rollout: the new ReplicaSet has surged to 2 pods that never become ready.
+    set_image(&deps, "svc", "svc:v2").await;
+    eventually(&pods, "surge pods", |p| {
+        (active(p).len() == 6).then_some(())
+    })
+    .await;
+
+    // Scaling to 8 while two ReplicaSets are active splits the change by their sizes
+    // (4 old, 2 new, max 6 -> allowed 10): old 4 -> 7 would exceed, so 4*10/6=7 and 2*10/6=3.
+    let scale = json!({"spec": {"replicas": 8}});
+    deps.patch("svc", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale");
+    let sizes = eventually(&rss, "proportional scaling", |r| {
+        let mut s: Vec<i32> = r
+            .iter()
+            .map(|r| r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
+            .collect();
+        s.sort();
+        let annotated = r.iter().all(|r| {
+            r.annotations()
+                .get(deployment::DESIRED_REPLICAS)
+                .map(String::as_str)
+                == Some("8")
+        });
+        (annotated && s.iter().sum::<i32>() == 10).then_some(s)
+    })
+    .await;
+    assert_eq!(sizes, vec![3, 7]);
+
+    // Controllers stop; meanwhile a pod dies and nothing replaces it.
+    for c in env.controllers.drain(..) {
+        c.abort();
+    }
+    let list = pods.list(&ListParams::default()).await.expect("list").items;
+    let victim = active(&list)[0].name_any();
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete");
+    // New controllers pick up from the stored state alone.
+    env.controllers = vec![
+        replicaset::start(env.client.clone()),
+        deployment::start(env.client.clone()),
+    ];
+    drive_rollout(&pods, "v2 after restart", |act| {
+        act.len() == 8 && act.iter().all(|p| image(p) == "svc:v2" && is_ready(p))
+    })
+    .await;
+    let d = eventually(&deps, "v2 complete", |d| {
+        rollout_done(&d[0]).then(|| d[0].clone())
+    })
+    .await;
+    assert_eq!(
+        d.annotations()
+            .get(deployment::REVISION)
+            .map(String::as_str),
+        Some("2")
+    );
+    let list = rss.list(&ListParams::default()).await.expect("list").items;
+    assert_eq!(list.len(), 2);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn revision_history_limit_deletes_old_replica_sets() {
+    let env = Env::start().await;
+    let deps: Api<Deployment> = env.api();
+    let rss: Api<ReplicaSet> = env.api();
+    let pods: Api<Pod> = env.api();
+    let mut d = deployment("hist", 1, "h:1", json!({"type": "RollingUpdate"}));
+    if let Some(s) = d.spec.as_mut() {
+        s.revision_history_limit = Some(1);
+    }
+    deps.create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    for v in 1..=4 {
+        if v > 1 {
+            set_image(&deps, "hist", &format!("h:{v}")).await;
+        }
+        let want = format!("h:{v}");
+        drive_rollout(&pods, "ready", |act| {
+            act.len() == 1 && act.iter().all(|p| image(p) == want && is_ready(p))
+        })
+        .await;
+        eventually(&deps, "complete", |d| rollout_done(&d[0]).then_some(())).await;
+    }
+    let revs = eventually(&rss, "old replica sets cleaned up", |r| {
+        let mut revs: Vec<String> = r.iter().map(revision).collect();
+        revs.sort();
+        (r.len() == 2).then_some(revs)
+    })
+    .await;
+    assert_eq!(revs, vec!["3", "4"]);
     env.stop().await;
 }
