@@ -35,6 +35,7 @@ use crate::workload::{
 };
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -43,7 +44,7 @@ pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 const NOT_COPIED: &[&str] = &[
     "kubectl.kubernetes.io/last-applied-configuration",
     REVISION,
-    "deployment.kubernetes.io/revision-history",
+    REVISION_HISTORY,
     DESIRED_REPLICAS,
     MAX_REPLICAS,
     "deprecated.deployment.rollback.to",
@@ -390,6 +391,14 @@ impl Sync {
         }
         let current: i64 = ann.get(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
         if current < new_revision {
+            // A re-used ReplicaSet (rollback) remembers the revisions it had before.
+            if current > 0 {
+                let history = match ann.get(REVISION_HISTORY) {
+                    Some(h) if !h.is_empty() => format!("{h},{current}"),
+                    _ => current.to_string(),
+                };
+                ann.insert(REVISION_HISTORY.into(), history);
+            }
             ann.insert(REVISION.into(), new_revision.to_string());
         }
         if fresh || !ann.contains_key(DESIRED_REPLICAS) {

@@ -610,6 +610,14 @@ async fn rolling_update_history_undo_and_kubectl() {
         act.len() == 3 && act.iter().all(|p| image(p) == "model:v1" && is_ready(p))
     })
     .await;
+    let rs1_now = rss.get(&rs1_name).await.expect("rs1");
+    assert_eq!(
+        rs1_now
+            .annotations()
+            .get(deployment::REVISION_HISTORY)
+            .map(String::as_str),
+        Some("1")
+    );
     let d = eventually(&deps, "rollback complete", |d| {
         rollout_done(&d[0]).then(|| d[0].clone())
     })
@@ -913,5 +921,34 @@ async fn revision_history_limit_deletes_old_replica_sets() {
     })
     .await;
     assert_eq!(revs, vec!["3", "4"]);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_creates_is_never_duplicated() {
+    let env = Env::start().await;
+    let rss: Api<ReplicaSet> = env.api();
+    let pods: Api<Pod> = env.api();
+    let obs = observe_pods(pods.clone()).await;
+    rss.create(&PostParams::default(), &replica_set("burst", 40))
+        .await
+        .expect("create rs");
+    eventually(&rss, "40 pods reported", |r| {
+        (rs_status(&r[0]).0 == 40).then_some(())
+    })
+    .await;
+    let n = pods
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    assert_eq!(n, 40);
+    // Every pod event meanwhile re-triggered the ReplicaSet; none may cause an extra pod.
+    {
+        let o = obs.lock().expect("observed");
+        assert!(o.events > 0, "{o:?}");
+        assert!(o.max_active <= 40, "{o:?}");
+    }
     env.stop().await;
 }
