@@ -952,3 +952,50 @@ async fn a_burst_of_creates_is_never_duplicated() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_hash_collision_bumps_collision_count() {
+    let env = Env::start().await;
+    let deps: Api<Deployment> = env.api();
+    let rss: Api<ReplicaSet> = env.api();
+    // Paused, the controller creates no ReplicaSet, so the test can take its name first.
+    let mut d = deployment("col", 1, "c:1", json!({"type": "RollingUpdate"}));
+    if let Some(s) = d.spec.as_mut() {
+        s.paused = Some(true);
+    }
+    let d = deps
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create");
+    let template = d.spec.clone().expect("spec").template;
+    let hash = deployment::pod_template_hash(&template, 0).expect("hash");
+    let squatter = format!("col-{hash}");
+    rss.create(&PostParams::default(), &replica_set(&squatter, 0))
+        .await
+        .expect("squatter");
+
+    let resume = json!({"spec": {"paused": false}});
+    deps.patch("col", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .expect("resume");
+    let d = eventually(&deps, "collision counted", |d| {
+        d[0].status
+            .as_ref()
+            .and_then(|s| s.collision_count)
+            .filter(|c| *c >= 1)
+            .map(|_| d[0].clone())
+    })
+    .await;
+    let count = d.status.and_then(|s| s.collision_count).unwrap_or(0);
+    let other = deployment::pod_template_hash(&template, count).expect("hash");
+    assert_ne!(other, hash);
+    eventually(&rss, "replicaset under the new hash", |r| {
+        r.iter()
+            .any(|r| r.name_any() == format!("col-{other}"))
+            .then_some(())
+    })
+    .await;
+    let squat = rss.get(&squatter).await.expect("squatter stays");
+    assert!(squat.owner_references().is_empty());
+    env.stop().await;
+}
