@@ -33,10 +33,18 @@
 //!   dependents), reconciles the uids a change touches, and re-checks every owned object
 //!   every 30 s as a safety net; those checks are answered from the graph, so an idle
 //!   cluster costs no API calls.
+//! - [`replicaset`] — keeps `spec.replicas` pods matching the selector (adopting and releasing
+//!   pods, deleting surplus in Kubernetes' order) and reports status.
+//! - [`deployment`] — RollingUpdate (maxSurge/maxUnavailable, readiness, minReadySeconds) and
+//!   Recreate through ReplicaSets named `<deployment>-<pod-template-hash>`, revisions for
+//!   `kubectl rollout history/undo`, pause/resume/restart, progress deadline.
 
+pub mod deployment;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod replicaset;
 pub mod resources;
+mod workload;
 
 use skiff_client::Client;
 
@@ -44,6 +52,8 @@ use skiff_client::Client;
 pub fn start_all(client: Client) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         namespace::start(client.clone()),
-        garbagecollector::start(client),
+        garbagecollector::start(client.clone()),
+        replicaset::start(client.clone()),
+        deployment::start(client),
     ]
 }
