@@ -73,7 +73,7 @@ impl AffinityTerm {
     pub fn matches(&self, pod: &PodInfo) -> bool {
         let in_ns = match &self.namespaces {
             TermNamespaces::All => true,
-            TermNamespaces::Only(list) => list.iter().any(|n| *n == pod.namespace),
+            TermNamespaces::Only(list) => list.contains(&pod.namespace),
         };
         in_ns
             && self
@@ -345,6 +345,9 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Builds one filter plugin of a profile.
+type MakeFilter = fn() -> Box<dyn FilterPlugin>;
+
 /// Below this many nodes every node is evaluated.
 const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
 
@@ -359,7 +362,7 @@ pub struct Profile {
 impl Profile {
     pub fn new(cfg: &SchedulerConfig) -> Self {
         let mut filters: Vec<Box<dyn FilterPlugin>> = Vec::new();
-        let enabled: [(bool, fn() -> Box<dyn FilterPlugin>); 5] = [
+        let enabled: [(bool, MakeFilter); 5] = [
             (cfg.node_unschedulable, || {
                 Box::new(plugins::node_unschedulable::NodeUnschedulable)
             }),

@@ -122,7 +122,8 @@ impl FilterPlugin for InterPodAffinity {
                 .iter()
                 .all(|t| in_domain(&state.affinity, &t.topology_key));
             // No pod anywhere matches: the pod may start its own group if it matches itself.
-            if !pods_exist && !(state.affinity.is_empty() && state.matches_own_affinity) {
+            let may_start_group = state.affinity.is_empty() && state.matches_own_affinity;
+            if !(pods_exist || may_start_group) {
                 return Err(Unfit::one(REASON_AFFINITY));
             }
         }

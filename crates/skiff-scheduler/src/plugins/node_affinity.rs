@@ -185,10 +185,12 @@ mod tests {
 
         let ni = info(&node("n2", "1", "1Gi", "10"));
         let view = ni.node.clone().unwrap();
-        let mut p = PodInfo::default();
-        p.required_node_affinity = Some(NodeSelector {
-            node_selector_terms: vec![by_name.clone()],
-        });
+        let mut p = PodInfo {
+            required_node_affinity: Some(NodeSelector {
+                node_selector_terms: vec![by_name.clone()],
+            }),
+            ..Default::default()
+        };
         assert_eq!(
             NodeAffinity.filter(None, &p, &ni, &view),
             Err(Unfit::one(REASON))
@@ -211,8 +213,10 @@ mod tests {
         n.metadata.labels = Some(labels(&[("disktype", "ssd")]));
         let ni = info(&n);
         let view = ni.node.clone().unwrap();
-        let mut p = PodInfo::default();
-        p.node_selector = labels(&[("disktype", "ssd")]);
+        let mut p = PodInfo {
+            node_selector: labels(&[("disktype", "ssd")]),
+            ..Default::default()
+        };
         assert_eq!(NodeAffinity.filter(None, &p, &ni, &view), Ok(()));
         p.node_selector = labels(&[("disktype", "ssd"), ("gpu", "a100")]);
         assert_eq!(
@@ -227,14 +231,16 @@ mod tests {
         n.metadata.labels = Some(labels(&[("zone", "a")]));
         let a = info(&n);
         let b = info(&node("b", "1", "1Gi", "10"));
-        let mut p = PodInfo::default();
-        p.preferred_node_affinity = vec![PreferredSchedulingTerm {
-            weight: 30,
-            preference: NodeSelectorTerm {
-                match_expressions: Some(vec![req("zone", "In", &["a"])]),
-                ..Default::default()
-            },
-        }];
+        let p = PodInfo {
+            preferred_node_affinity: vec![PreferredSchedulingTerm {
+                weight: 30,
+                preference: NodeSelectorTerm {
+                    match_expressions: Some(vec![req("zone", "In", &["a"])]),
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        };
         let mut scores = vec![
             NodeAffinity.score(&p, &a, a.node.as_ref().unwrap()),
             NodeAffinity.score(&p, &b, b.node.as_ref().unwrap()),
