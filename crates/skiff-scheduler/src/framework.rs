@@ -230,6 +230,9 @@ pub struct NodeInfo {
     pub requested: Resources,
     /// CPU and memory requested with zero requests counted as the defaults (for scoring).
     pub non_zero_requested: (i64, i64),
+    /// How many of `pods` have required anti-affinity terms, so cycles for pods without
+    /// affinity of their own skip the nodes where none do.
+    pub pods_with_anti_affinity: usize,
 }
 
 impl NodeInfo {
@@ -246,6 +249,9 @@ impl NodeInfo {
         let (c, m) = pod.non_zero_requests();
         self.non_zero_requested.0 += c;
         self.non_zero_requested.1 += m;
+        if !pod.anti_affinity.is_empty() {
+            self.pods_with_anti_affinity += 1;
+        }
         self.pods.push(pod);
     }
 
@@ -259,6 +265,9 @@ impl NodeInfo {
         let (c, m) = pod.non_zero_requests();
         self.non_zero_requested.0 -= c;
         self.non_zero_requested.1 -= m;
+        if !pod.anti_affinity.is_empty() {
+            self.pods_with_anti_affinity -= 1;
+        }
         true
     }
 

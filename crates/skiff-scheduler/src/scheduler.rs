@@ -31,6 +31,8 @@ pub struct Options {
     pub max_concurrent_binds: usize,
     /// Unschedulable pods are retried at least this often even if nothing changed.
     pub retry_interval: Duration,
+    /// Write a `Scheduled` event for every binding (kube-scheduler does; benchmarks may not).
+    pub record_scheduled_events: bool,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             scheduler_name: DEFAULT_SCHEDULER.into(),
             max_concurrent_binds: 64,
             retry_interval: Duration::from_secs(10),
+            record_scheduled_events: true,
         }
     }
 }
@@ -56,6 +59,9 @@ pub struct Metrics {
     pub unschedulable: AtomicU64,
     /// Time spent in scheduling cycles (filter and score), in nanoseconds.
     pub algorithm_nanos: AtomicU64,
+    /// Time spent waiting for a free binding slot, in nanoseconds (binding is the bottleneck
+    /// when this is large).
+    pub bind_wait_nanos: AtomicU64,
 }
 
 /// A running scheduler.
@@ -400,19 +406,27 @@ impl Scheduler {
                 // Assume before binding so the next cycle already sees the pod there.
                 self.cache.add_pod(&node, info.clone());
                 self.binding.insert(key.to_string());
+                let waited = Instant::now();
                 let Ok(permit) = self.permits.clone().acquire_owned().await else {
                     return;
                 };
+                self.metrics
+                    .bind_wait_nanos
+                    .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 let client = self.client.clone();
                 let tx = self.tx.clone();
                 let metrics = self.metrics.clone();
                 let key = key.to_string();
+                let record = self.options.record_scheduled_events;
                 tokio::spawn(async move {
                     let outcome = bind(&client, &info, &node).await;
                     drop(permit);
                     match outcome {
                         Ok(()) => {
                             metrics.bound.fetch_add(1, Ordering::Relaxed);
+                            if !record {
+                                return;
+                            }
                             let msg = format!(
                                 "Successfully assigned {}/{} to {node}",
                                 info.namespace, info.name

@@ -35,9 +35,12 @@ impl FilterPlugin for InterPodAffinity {
         let mut state = State::default();
         let has_own_terms = !pod.affinity.is_empty() || !pod.anti_affinity.is_empty();
         for node in nodes {
+            // Placed pods matter only for a pod with terms of its own, or when they carry
+            // anti-affinity (rare): the common cycle looks at no pod at all.
+            if !has_own_terms && node.pods_with_anti_affinity == 0 {
+                continue;
+            }
             for existing in &node.pods {
-                // Only pods with anti-affinity (rare) or a pod with terms of its own make this
-                // cycle look at placed pods at all.
                 for term in &existing.anti_affinity {
                     if term.matches(pod)
                         && let Some(v) = node.label(&term.topology_key)
