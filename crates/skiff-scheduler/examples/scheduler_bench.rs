@@ -17,6 +17,10 @@ use skiff_server::ServerConfig;
 /// Requests in flight while setting the cluster up.
 const SETUP_CONCURRENCY: usize = 64;
 
+fn defaults_binds() -> usize {
+    Options::default().max_concurrent_binds
+}
+
 fn arg(n: usize, default: usize) -> usize {
     std::env::args()
         .nth(n)
@@ -126,7 +130,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
-    handle.task.abort();
 
     // Check the outcome through the API, not the scheduler's own counters.
     let listed = pods.list(&ListParams::default()).await?;
@@ -186,6 +189,60 @@ async fn main() -> anyhow::Result<()> {
             "bind only, no Scheduled events"
         }
     );
+
+    // The ceiling the API server sets: bindings posted directly at the same concurrency, while
+    // the (now idle) scheduler still watches every pod, as it would in a cluster.
+    let extra = (num_pods / 5).max(1);
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..extra)
+        .map(|i| {
+            let pods = pods.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("direct-{i:05}")},
+                    "spec": {"schedulerName": "nobody",
+                             "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
+                }))?;
+                pods.create(&PostParams::default(), &pod).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..extra)
+        .map(|i| {
+            let pods = pods.clone();
+            async move {
+                let name = format!("direct-{i:05}");
+                let binding = json!({
+                    "apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": format!("node-{:04}", i % num_nodes.max(1))},
+                });
+                pods.create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(defaults_binds())
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let direct = started.elapsed().as_secs_f64();
+    handle.task.abort();
+    println!(
+        "API ceiling: {extra} bindings posted directly (scheduler idle but watching, no events) in {direct:.2} s = {:.0} binds/s",
+        extra as f64 / direct
+    );
+
     running.shutdown().await;
     if bound < num_pods {
         anyhow::bail!("only {bound} of {num_pods} pods were bound");

@@ -344,7 +344,11 @@ impl Scheduler {
         }
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         if let Some(node) = node.filter(|n| !n.is_empty()) {
-            self.binding.remove(&key);
+            if self.binding.remove(&key) && self.cache.node_of(&key) == Some(node.as_str()) {
+                // Our own binding confirmed: the assumed pod is already charged there.
+                self.pending.remove(&key);
+                return;
+            }
             self.pending.remove(&key);
             self.unschedulable.remove(&key);
             self.cache.add_pod(&node, Arc::new(PodInfo::from_pod(&pod)));
