@@ -279,6 +279,23 @@ impl Scheduler {
         }
     }
 
+    /// A pod was placed by someone else: pods waiting for pod affinity may fit now.
+    fn retry_waiting_for_pods(&mut self) {
+        let keys: Vec<String> = self
+            .unschedulable
+            .iter()
+            .filter(|k| {
+                self.pending
+                    .get(*k)
+                    .is_some_and(|p| !p.info.affinity.is_empty())
+            })
+            .cloned()
+            .collect();
+        for k in keys {
+            self.enqueue(k);
+        }
+    }
+
     fn forget_pod(&mut self, key: &str) {
         self.pending.remove(key);
         self.unschedulable.remove(key);
@@ -351,7 +368,11 @@ impl Scheduler {
             }
             self.pending.remove(&key);
             self.unschedulable.remove(&key);
+            let newly_placed = self.cache.node_of(&key).is_none();
             self.cache.add_pod(&node, Arc::new(PodInfo::from_pod(&pod)));
+            if newly_placed {
+                self.retry_waiting_for_pods();
+            }
             return;
         }
         if pod.metadata.deletion_timestamp.is_some() || !self.is_ours(&pod) {

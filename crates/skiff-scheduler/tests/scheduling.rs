@@ -332,3 +332,57 @@ async fn a_burst_does_not_overcommit_a_node() {
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_affinity_and_cordoned_nodes() {
+    let c = Cluster::start().await;
+    c.node("n1", json!({}), json!({}), alloc("4", "8Gi", "110"))
+        .await;
+    c.node(
+        "n2",
+        json!({}),
+        json!({"unschedulable": true}),
+        alloc("4", "8Gi", "110"),
+    )
+    .await;
+    let spread = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {"app": "web"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }]}}});
+    for name in ["web-0", "web-1"] {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}],
+                     "affinity": spread["affinity"].clone()},
+        }))
+        .expect("pod");
+        Api::<Pod>::namespaced(c.client.clone(), "default")
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        if name == "web-0" {
+            assert_eq!(c.bound_node("web-0").await, "n1");
+        }
+    }
+    // web-0's own anti-affinity is checked first, as kube-scheduler does.
+    let failed = c.event("web-1", "FailedScheduling").await;
+    assert_eq!(
+        failed.message.as_deref(),
+        Some(
+            "0/2 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules, \
+             1 node(s) were unschedulable."
+        )
+    );
+    // Uncordoning the second node lets the replica in.
+    Api::<Node>::all(c.client.clone())
+        .patch(
+            "n2",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": false}})),
+        )
+        .await
+        .expect("uncordon");
+    assert_eq!(c.bound_node("web-1").await, "n2");
+    c.stop().await;
+}
