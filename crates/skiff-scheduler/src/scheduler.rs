@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 use crate::cache::Cache;
 use crate::framework::{FitError, NodeView, PodInfo, Profile, SchedulerConfig};
 
+/// Event writes in flight at once.
+const EVENT_WRITES_IN_FLIGHT: usize = 32;
+
 /// The scheduler name pods ask for by default (and the component events are reported as).
 pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
 
@@ -185,7 +188,13 @@ struct Scheduler {
     /// Assumed pods whose binding is in flight.
     binding: HashSet<String>,
     next_start: usize,
+    /// Both initial lists are in: until then the cache may miss bound pods, and placing a
+    /// pod could overcommit a node (kube-scheduler waits for its informers the same way).
+    nodes_synced: bool,
+    pods_synced: bool,
     permits: Arc<Semaphore>,
+    /// Event writes in flight are bounded separately so they never hold up bindings.
+    event_permits: Arc<Semaphore>,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -212,6 +221,9 @@ async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
     let mut s = Scheduler {
         profile: Profile::new(&options.config),
         permits: Arc::new(Semaphore::new(options.max_concurrent_binds.max(1))),
+        event_permits: Arc::new(Semaphore::new(EVENT_WRITES_IN_FLIGHT)),
+        nodes_synced: false,
+        pods_synced: false,
         client,
         metrics,
         cache: Cache::default(),
@@ -236,7 +248,10 @@ async fn run(client: Client, options: Options, metrics: Arc<Metrics>) {
             s.retry_unschedulable();
             last_flush = Instant::now();
         }
-        if let Some(key) = s.active.pop_front() {
+        if s.nodes_synced
+            && s.pods_synced
+            && let Some(key) = s.active.pop_front()
+        {
             s.queued.remove(&key);
             s.schedule(&key).await;
             continue;
@@ -310,6 +325,7 @@ impl Scheduler {
             Msg::PodApplied(pod) => self.pod_applied(pod),
             Msg::PodDeleted(pod) => self.forget_pod(&pod_key(&pod)),
             Msg::PodsListed(keys) => {
+                self.pods_synced = true;
                 let gone: Vec<String> = self
                     .pending
                     .keys()
@@ -329,6 +345,7 @@ impl Scheduler {
             }
             Msg::NodeDeleted(name) => self.cache.remove_node(&name),
             Msg::NodesListed(names) => {
+                self.nodes_synced = true;
                 let gone: Vec<String> = self
                     .cache
                     .nodes()
@@ -441,6 +458,7 @@ impl Scheduler {
                 let client = self.client.clone();
                 let tx = self.tx.clone();
                 let metrics = self.metrics.clone();
+                let event_permits = self.event_permits.clone();
                 let key = key.to_string();
                 let record = self.options.record_scheduled_events;
                 tokio::spawn(async move {
@@ -456,6 +474,9 @@ impl Scheduler {
                                 "Successfully assigned {}/{} to {node}",
                                 info.namespace, info.name
                             );
+                            let Ok(_permit) = event_permits.acquire_owned().await else {
+                                return;
+                            };
                             record_event(&client, &info, "Normal", "Scheduled", &msg).await;
                         }
                         Err(e) => {
