@@ -178,6 +178,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     let mut tasks = Vec::new();
     if config.controllers {
         tasks.extend(skiff_controllers::start_all(client.clone()));
+        tasks.push(skiff_scheduler::start(client.clone()));
     }
 
     let kubeconfig = kubeconfig_path(data);
