@@ -3,7 +3,7 @@
 
 use super::meta::{self, labels, object_meta};
 use super::names;
-use super::pod::{protocol, resource_quantity};
+use super::pod::{nfs_source, protocol, resource_quantity};
 use super::{
     NODE_PORT_RANGE, arr, child, get, go_strs, immutable, index, int, key, obj, one_of, opt_str,
     port_num_or_name, quantity, quote, render, s,
@@ -1078,21 +1078,7 @@ pub(crate) fn persistent_volume(o: &Value, old: Option<&Value>, errs: &mut Vec<F
                     ));
                 }
             }
-            "nfs" => {
-                if s(sv, "server").is_empty() {
-                    errs.push(FieldError::required(child(&sp, "server"), ""));
-                }
-                let p = s(sv, "path");
-                if p.is_empty() {
-                    errs.push(FieldError::required(child(&sp, "path"), ""));
-                } else if !p.starts_with('/') {
-                    errs.push(FieldError::invalid(
-                        child(&sp, "path"),
-                        quote(p),
-                        "must be an absolute path",
-                    ));
-                }
-            }
+            "nfs" => nfs_source(sv, &sp, errs),
             "csi" => {
                 if s(sv, "driver").is_empty() {
                     errs.push(FieldError::required(child(&sp, "driver"), ""));

@@ -1214,21 +1214,7 @@ fn volume_source(v: &Value, path: &str, errs: &mut Vec<FieldError>) {
             "persistentVolumeClaim" if s(sv, "claimName").is_empty() => {
                 errs.push(FieldError::required(child(&sp, "claimName"), ""));
             }
-            "nfs" => {
-                if s(sv, "server").is_empty() {
-                    errs.push(FieldError::required(child(&sp, "server"), ""));
-                }
-                let p = s(sv, "path");
-                if p.is_empty() {
-                    errs.push(FieldError::required(child(&sp, "path"), ""));
-                } else if !p.starts_with('/') {
-                    errs.push(FieldError::invalid(
-                        child(&sp, "path"),
-                        quote(p),
-                        "must be an absolute path",
-                    ));
-                }
-            }
+            "nfs" => nfs_source(sv, &sp, errs),
             "downwardAPI" => {
                 file_mode(sv, "defaultMode", &sp, errs);
                 downward_items(arr(sv, "items"), &child(&sp, "items"), errs);
@@ -1507,5 +1493,22 @@ fn dns_config(dc: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 msg,
             ));
         }
+    }
+}
+
+/// An NFS source (in a pod volume or a PersistentVolume): server and an absolute path.
+pub(crate) fn nfs_source(sv: &Value, sp: &str, errs: &mut Vec<FieldError>) {
+    if s(sv, "server").is_empty() {
+        errs.push(FieldError::required(child(sp, "server"), ""));
+    }
+    let p = s(sv, "path");
+    if p.is_empty() {
+        errs.push(FieldError::required(child(sp, "path"), ""));
+    } else if !p.starts_with('/') {
+        errs.push(FieldError::invalid(
+            child(sp, "path"),
+            quote(p),
+            "must be an absolute path",
+        ));
     }
 }
