@@ -212,6 +212,10 @@ pub enum ApiError {
     Internal { message: String },
     #[error("{message}")]
     ServiceUnavailable { message: String },
+    /// The request could not be served in time (e.g. a watch from a revision the store has
+    /// not reached: `ResourceVersionTooLarge`).
+    #[error("{message}")]
+    Timeout { message: String },
 }
 
 fn join_causes(causes: &[FieldError]) -> String {
@@ -285,6 +289,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::UnprocessableEntity { .. } => 422,
             ApiError::Internal { .. } => 500,
             ApiError::ServiceUnavailable { .. } => 503,
+            ApiError::Timeout { .. } => 504,
         }
     }
 
@@ -305,6 +310,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::UnprocessableEntity { .. } => "Invalid",
             ApiError::Internal { .. } => "InternalError",
             ApiError::ServiceUnavailable { .. } => "ServiceUnavailable",
+            ApiError::Timeout { .. } => "Timeout",
         }
     }
 

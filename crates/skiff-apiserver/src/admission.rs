@@ -163,7 +163,45 @@ pub fn prepare_create(
         m.remove("generation");
     }
     reset_status_on_create(def, obj);
+    merge_string_data(def, obj);
     Ok(())
+}
+
+/// Folds a Secret's write-only `stringData` into `data` (base64), as Kubernetes' Secret
+/// strategy does before storing: `stringData` keys win over `data` keys and are never stored.
+pub fn merge_string_data(def: &ResourceDef, obj: &mut Value) {
+    use base64::Engine;
+    if !def.group.is_empty() || def.kind != "Secret" {
+        return;
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(string_data) = map.remove("stringData") else {
+        return;
+    };
+    let Value::Object(string_data) = string_data else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            data.insert(k, Value::String(encoded));
+        }
+    }
 }
 
 fn reset_status_on_create(def: &ResourceDef, obj: &mut Value) {
@@ -228,6 +266,8 @@ pub fn prepare_update(def: &ResourceDef, new: &mut Value, old: &Value, status_on
         };
     }
     m.remove("selfLink");
+    merge_string_data(def, new);
+    let m = meta::metadata_mut(new);
     if let Some(g) = old_meta.get("generation") {
         m.insert("generation".into(), g.clone());
     }
@@ -238,6 +278,65 @@ pub fn prepare_update(def: &ResourceDef, new: &mut Value, old: &Value, status_on
             Some(s) => map.insert("status".into(), s.clone()),
             None => map.remove("status"),
         };
+    }
+    if def.group.is_empty() && def.kind == "Service" {
+        drop_type_dependent_fields(new, old);
+    }
+}
+
+/// When a Service changes `type`, wipes the fields that only the old type used and that the
+/// client left as they were (so were most likely defaulted or allocated), as Kubernetes'
+/// Service strategy does — otherwise `LoadBalancer` -> `ClusterIP` would fail validation on
+/// the defaulted `externalTrafficPolicy`.
+pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let spec_type = |o: &Value| {
+        o.pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    let (old_type, new_type) = (spec_type(old), spec_type(new));
+    let externally_accessible = |o: &Value, t: &str| {
+        matches!(t, "NodePort" | "LoadBalancer")
+            || (t == "ClusterIP"
+                && o.pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty()))
+    };
+    let old_ext = externally_accessible(old, &old_type);
+    let new_ext = externally_accessible(new, &new_type);
+    let needs_hc = |o: &Value, t: &str| {
+        t == "LoadBalancer"
+            && o.pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local")
+    };
+    let old_hc = needs_hc(old, &old_type);
+    let new_hc = needs_hc(new, &new_type);
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut drop_if_same = |field: &str, when: bool| {
+        if when && spec.get(field) == old_spec.get(field) {
+            spec.remove(field);
+        }
+    };
+    if old_type != "ExternalName" && new_type == "ExternalName" {
+        for f in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            drop_if_same(f, true);
+        }
+    }
+    let was_lb = old_type == "LoadBalancer" && new_type != "LoadBalancer";
+    drop_if_same("allocateLoadBalancerNodePorts", was_lb);
+    drop_if_same("loadBalancerClass", was_lb);
+    drop_if_same("externalTrafficPolicy", old_ext && !new_ext);
+    drop_if_same("healthCheckNodePort", old_hc && !new_hc);
+    if new_type != "LoadBalancer"
+        && let Some(status) = new.get_mut("status").and_then(Value::as_object_mut)
+        && status.contains_key("loadBalancer")
+    {
+        status.insert("loadBalancer".into(), json!({}));
     }
 }
 
@@ -305,4 +404,78 @@ pub fn random_suffix() -> String {
     (0..5)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::registry;
+
+    fn secret_def() -> &'static ResourceDef {
+        registry::lookup("", "v1", "secrets").expect("secrets are served")
+    }
+
+    #[test]
+    fn string_data_is_merged_into_data_on_create() {
+        let mut obj = json!({
+            "metadata": {"name": "s"},
+            "data": {"a": "eA==", "b": "eQ=="},
+            "stringData": {"b": "two", "c": "three"}
+        });
+        prepare_create(secret_def(), &mut obj, Some("default")).unwrap();
+        assert!(obj.get("stringData").is_none());
+        assert_eq!(
+            obj["data"],
+            json!({"a": "eA==", "b": "dHdv", "c": "dGhyZWU="})
+        );
+    }
+
+    #[test]
+    fn service_type_change_drops_what_only_the_old_type_used() {
+        let def = registry::lookup("", "v1", "services").expect("services are served");
+        let old = json!({
+            "metadata": {"name": "s"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.9", "externalTrafficPolicy": "Cluster",
+                     "allocateLoadBalancerNodePorts": true, "ports": [{"port": 80, "nodePort": 30001}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}
+        });
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ClusterIP");
+        prepare_update(def, &mut new, &old, false);
+        assert!(new["spec"].get("externalTrafficPolicy").is_none(), "{new}");
+        assert!(
+            new["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+            "{new}"
+        );
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        assert_eq!(new["status"]["loadBalancer"], json!({}));
+
+        // A field the client changed along with the type is kept (and validated).
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("ClusterIP");
+        new["spec"]["externalTrafficPolicy"] = json!("Local");
+        prepare_update(def, &mut new, &old, false);
+        assert_eq!(new["spec"]["externalTrafficPolicy"], "Local");
+
+        // LoadBalancer -> NodePort keeps the traffic policy, drops the LB-only field.
+        let mut new = old.clone();
+        new["spec"]["type"] = json!("NodePort");
+        prepare_update(def, &mut new, &old, false);
+        assert_eq!(new["spec"]["externalTrafficPolicy"], "Cluster");
+        assert!(
+            new["spec"].get("allocateLoadBalancerNodePorts").is_none(),
+            "{new}"
+        );
+    }
+
+    #[test]
+    fn string_data_is_merged_into_data_on_update() {
+        let old = json!({"metadata": {"name": "s", "uid": "u"}, "data": {"a": "eA=="}});
+        let mut new =
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"a": "z"}});
+        prepare_update(secret_def(), &mut new, &old, false);
+        assert!(new.get("stringData").is_none());
+        assert_eq!(new["data"], json!({"a": "eg=="}));
+        assert_eq!(new["metadata"]["uid"], "u");
+    }
 }

@@ -189,12 +189,17 @@ fn subresources(r: &ResourceDef) -> Vec<(&'static str, &'static str, &'static st
     if r.kind == "Namespace" {
         out.push(("finalize", "Namespace", "", "v1"));
     }
+    if r.kind == "Pod" {
+        out.push(("binding", "Binding", "", "v1"));
+        out.push(("eviction", "Eviction", "policy", "v1"));
+    }
     out
 }
 
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
+        "binding" | "eviction" => vec!["create"],
         _ => vec!["get", "patch", "update"],
     }
 }

@@ -68,6 +68,7 @@ async fn dispatch(api: Arc<ApiServer>, req: Request) -> HandlerResult {
             "status" => rp.def.status,
             "scale" => rp.def.scale,
             "finalize" => rp.def.kind == "Namespace",
+            "binding" | "eviction" => rp.def.kind == "Pod" && rp.def.group.is_empty(),
             _ => false,
         };
         if !ok {
@@ -142,6 +143,9 @@ fn verb_of(method: &Method, rp: &ResourcePath, query: &Query) -> Result<&'static
         ("GET", true) if query.flag("watch") => "watch",
         ("GET", true) => "get",
         ("POST", false) => "create",
+        ("POST", true) if matches!(rp.subresource.as_deref(), Some("binding" | "eviction")) => {
+            "create"
+        }
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
@@ -452,8 +456,8 @@ impl Ctx {
         request::decode_body(self.content_type.as_deref(), body)
     }
 
-    /// Checks that the namespace exists and is not terminating (for creates).
-    async fn check_namespace(&self) -> Result<(), ApiError> {
+    /// Checks that the namespace exists and is not terminating (for creates of `name`).
+    async fn check_namespace(&self, name: &str) -> Result<(), ApiError> {
         let Some(ns) = self
             .rp
             .namespace
@@ -471,7 +475,7 @@ impl Ctx {
                         message: format!(
                             "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                             self.def().plural,
-                            "",
+                            name,
                         ),
                     });
                 }
@@ -499,7 +503,7 @@ impl Ctx {
     }
 
     async fn allocate(&self, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-        if self.def().kind != "Service" || self.def().group != "" {
+        if self.def().kind != "Service" || !self.def().group.is_empty() {
             return Ok(());
         }
         let _guard = self.api.alloc_lock.lock().await;
@@ -531,8 +535,11 @@ impl Ctx {
     }
 
     async fn create(&self, body: &[u8]) -> HandlerResult {
-        if self.rp.subresource.is_some() {
-            return Err(ApiError::MethodNotAllowed.into());
+        match self.rp.subresource.as_deref() {
+            None => {}
+            Some("binding") => return self.bind(body).await,
+            Some("eviction") => return self.evict(body).await,
+            Some(_) => return Err(ApiError::MethodNotAllowed.into()),
         }
         let mut obj = self.decode(body)?;
         let def = self.def();
@@ -540,7 +547,8 @@ impl Ctx {
         let mode = FieldValidation::parse(self.query.get("fieldValidation"))?;
         let warnings = admission::field_validation(def, &mut obj, mode)?;
         self.check_body_namespace(&obj)?;
-        self.check_namespace().await?;
+        self.check_namespace(meta::name(&obj).unwrap_or_default())
+            .await?;
         admission::prepare_create(def, &mut obj, self.rp.namespace.as_deref())?;
         let generate = meta::meta_str(&obj, "generateName").map(String::from);
         let explicit = meta::name(&obj).filter(|n| !n.is_empty()).map(String::from);
@@ -587,11 +595,101 @@ impl Ctx {
         Err(ApiError::internal("could not generate a unique name").into())
     }
 
+    /// `pods/<name>/binding`: assigns an unbound pod to a node (what the scheduler does).
+    async fn bind(&self, body: &[u8]) -> HandlerResult {
+        let binding = self.decode(body)?;
+        let name = self.name().to_string();
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                let err = skiff_api::FieldError::required("target.name", "");
+                ApiError::invalid("", "Binding", &name, vec![err])
+            })?
+            .to_string();
+        if let Some(n) = meta::name(&binding).filter(|n| *n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            ))
+            .into());
+        }
+        for _ in 0..8 {
+            let (old, kv) = self.load(&name).await?;
+            if meta::deletion_timestamp(&old).is_some() {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.clone(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is being deleted, cannot be assigned to a host"),
+                }
+                .into());
+            }
+            if let Some(current) = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::Conflict {
+                    group: String::new(),
+                    resource: "pods".into(),
+                    name: name.clone(),
+                    message: format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
+                }
+                .into());
+            }
+            let mut new = old.clone();
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": admission::now()});
+            let status = new
+                .as_object_mut()
+                .map(|m| m.entry("status").or_insert_with(|| json!({})))
+                .and_then(Value::as_object_mut);
+            if let Some(status) = status {
+                let conds = status.entry("conditions").or_insert_with(|| json!([]));
+                if let Some(list) = conds.as_array_mut() {
+                    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+                    list.push(condition);
+                }
+            }
+            match self.write_main(new, &old, &kv).await {
+                Ok(_) => {
+                    return Ok(response::json(
+                        StatusCode::CREATED,
+                        &skiff_api::error::success_status(None),
+                    ));
+                }
+                Err(ApiError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::conflict("", "pods", &name).into())
+    }
+
+    /// `pods/<name>/eviction`: a graceful delete on behalf of an Eviction (no disruption
+    /// budgets exist yet, so every eviction is allowed).
+    async fn evict(&self, body: &[u8]) -> HandlerResult {
+        let eviction = self.decode(body)?;
+        let opts_body = eviction
+            .get("deleteOptions")
+            .map(|o| serde_json::to_vec(o).unwrap_or_default())
+            .unwrap_or_default();
+        let opts = DeleteOptions::parse(&opts_body, &self.query)?;
+        let (old, kv) = self.load(self.name()).await?;
+        self.delete_one(&old, &kv, &opts).await?;
+        Ok(response::json(
+            StatusCode::CREATED,
+            &skiff_api::error::success_status(None),
+        ))
+    }
+
     async fn update(&self, body: &[u8]) -> HandlerResult {
         let mut new = self.decode(body)?;
         let name = self.name().to_string();
         if self.rp.subresource.as_deref() == Some("scale") {
-            let replicas = new.pointer("/spec/replicas").and_then(Value::as_i64);
+            let replicas = scale_replicas(&new);
             let rv = meta::resource_version(&new).map(String::from);
             return self.write_scale(replicas, rv).await;
         }
@@ -815,7 +913,7 @@ impl Ctx {
                 }
             };
             if self.rp.subresource.as_deref() == Some("scale") {
-                let replicas = patched.pointer("/spec/replicas").and_then(Value::as_i64);
+                let replicas = scale_replicas(&patched);
                 return self.write_scale(replicas, patch_rv.clone()).await;
             }
             admission::check_type(def, &mut patched)?;
@@ -962,9 +1060,8 @@ impl Ctx {
         }
         let must_wait = !finalizers.is_empty()
             || grace > 0
-            || (is_ns && namespace_finalizers_pending(def, old))
-            || (already && is_pod && grace > 0);
-        if !must_wait || (already && is_pod && opts.grace_period == Some(0)) {
+            || (is_ns && namespace_finalizers_pending(def, old));
+        if !must_wait {
             if opts.dry_run {
                 return Ok(old.clone());
             }
@@ -1167,6 +1264,15 @@ fn to_scale(obj: &Value) -> Value {
     })
 }
 
+/// The replicas a Scale asks for. `spec.replicas` is `omitempty` in autoscaling/v1, so Go
+/// clients (`kubectl scale --replicas=0`) leave it out to mean 0; `None` when it is not an integer.
+fn scale_replicas(scale: &Value) -> Option<i64> {
+    match scale.pointer("/spec/replicas") {
+        None | Some(Value::Null) => Some(0),
+        Some(v) => v.as_i64(),
+    }
+}
+
 /// A LabelSelector object in its string form (`app=web,tier in (a,b)`).
 pub fn selector_string(sel: &Value) -> String {
     let mut parts = Vec::new();
@@ -1204,4 +1310,20 @@ pub fn selector_string(sel: &Value) -> String {
         );
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    #[test]
+    fn absent_scale_replicas_mean_zero() {
+        assert_eq!(
+            scale_replicas(&json!({"kind": "Scale", "spec": {}})),
+            Some(0)
+        );
+        assert_eq!(scale_replicas(&json!({"kind": "Scale"})), Some(0));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": 3}})), Some(3));
+        assert_eq!(scale_replicas(&json!({"spec": {"replicas": "3"}})), None);
+    }
 }

@@ -115,7 +115,10 @@ impl Query {
     }
     /// A boolean parameter, parsed like Go's strconv.ParseBool (clients send `true`, `True`, `1`).
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+        matches!(
+            self.get(k),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
     }
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         self.get(k)

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -112,6 +112,20 @@ async fn serve_connection(
             b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
         )
         .await?;
+        // Closing with the request still unread would make the kernel send a reset, which
+        // can destroy the answer before the client reads it: end our side, then drain theirs.
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            let mut total = 0usize;
+            while let Ok(n) = tcp.read(&mut sink).await {
+                total += n;
+                if n == 0 || total > 64 * 1024 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         return Ok(());
     }
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await??;

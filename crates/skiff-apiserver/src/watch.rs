@@ -65,6 +65,24 @@ pub async fn serve(store: Arc<dyn Store>, spec: WatchSpec) -> HandlerResult {
         }
     } else {
         start = storage::parse_rv(rv.as_deref().unwrap_or("0"))?;
+        // Like kube-apiserver, wait a moment for a revision the store has not reached yet,
+        // then refuse it rather than hold a watch on history that may never exist.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let current = store
+                .current_revision()
+                .await
+                .map_err(|e| Failure(storage::store_error(spec.def, "", e)))?;
+            if start <= current {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure(ApiError::Timeout {
+                    message: format!("Too large resource version: {start}, current: {current}"),
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let events = match store.watch(&spec.prefix, start).await {
         Ok(s) => Some(s),

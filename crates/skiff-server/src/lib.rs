@@ -280,6 +280,16 @@ async fn bootstrap(
 }
 
 async fn create_if_missing(client: &skiff_client::Client, path: &str, obj: Value) -> Result<()> {
+    // Look first: on a restart a create can fail for reasons other than 409 (the `kubernetes`
+    // Service's fixed cluster IP is already allocated — to itself).
+    if let Some(name) = obj["metadata"]["name"].as_str() {
+        let get = http::Request::get(format!("{path}/{name}")).body(Vec::new())?;
+        match client.request_text(get).await {
+            Ok(_) => return Ok(()),
+            Err(skiff_client::kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(anyhow::anyhow!("bootstrapping {path}/{name}: {e}")),
+        }
+    }
     let body = serde_json::to_vec(&obj)?;
     let req = http::Request::post(path)
         .header(http::header::CONTENT_TYPE, "application/json")

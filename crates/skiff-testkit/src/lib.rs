@@ -19,8 +19,17 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `bin up` (the `skiff` binary) on a free port with a fresh data directory.
     pub fn start(bin: impl AsRef<Path>) -> TestCluster {
-        let dir = tempfile::Builder::new().prefix("skiff-test-").tempdir().expect("temp dir");
-        let mut c = TestCluster { bin: bin.as_ref().to_path_buf(), dir, child: None, server: String::new(), port: 0 };
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut c = TestCluster {
+            bin: bin.as_ref().to_path_buf(),
+            dir,
+            child: None,
+            server: String::new(),
+            port: 0,
+        };
         c.launch(0);
         c
     }
@@ -30,7 +39,10 @@ impl TestCluster {
         let mut child = Command::new(&self.bin)
             .args(["up", "--port", &port.to_string(), "--data-dir"])
             .arg(self.dir.path())
-            .env("SKIFF_LOG", std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "SKIFF_LOG",
+                std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -41,13 +53,23 @@ impl TestCluster {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("skiff is ready at ") {
-                    let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(url);
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("skiff did not become ready within 30 s");
-        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in ready line");
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("skiff did not become ready within 30 s");
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in ready line");
         self.server = url;
         self.child = Some(child);
     }
@@ -62,7 +84,8 @@ impl TestCluster {
 
     /// The admin bearer token.
     pub fn token(&self) -> String {
-        let tokens = std::fs::read_to_string(self.dir.path().join("tokens.csv")).expect("tokens.csv");
+        let tokens =
+            std::fs::read_to_string(self.dir.path().join("tokens.csv")).expect("tokens.csv");
         tokens.split(',').next().unwrap_or_default().to_string()
     }
 
@@ -98,8 +121,12 @@ impl TestCluster {
 
     /// SIGTERM and wait for a clean exit; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -121,7 +148,10 @@ impl TestCluster {
 
     /// Runs kubectl and returns its output, whatever the exit status.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_cmd().args(args).output().expect("running kubectl")
+        self.kubectl_cmd()
+            .args(args)
+            .output()
+            .expect("running kubectl")
     }
 
     /// Runs kubectl with `input` on stdin.
@@ -134,7 +164,12 @@ impl TestCluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("running kubectl");
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("writing stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
         child.wait_with_output().expect("kubectl output")
     }
 

@@ -15,11 +15,20 @@ fn version_cluster_info_api_resources_explain() {
     let info = c.kubectl_ok(&["cluster-info"]);
     assert!(info.contains(&c.server), "{info}");
     let res = c.kubectl_ok(&["api-resources"]);
-    for r in ["deployments", "persistentvolumeclaims", "horizontalpodautoscalers", "endpointslices", "leases"] {
+    for r in [
+        "deployments",
+        "persistentvolumeclaims",
+        "horizontalpodautoscalers",
+        "endpointslices",
+        "leases",
+    ] {
         assert!(res.contains(r), "{r} missing from:\n{res}");
     }
     let explain = c.kubectl_ok(&["explain", "deployment.spec.template"]);
-    assert!(explain.contains("PodTemplateSpec") || explain.contains("FIELDS"), "{explain}");
+    assert!(
+        explain.contains("PodTemplateSpec") || explain.contains("FIELDS"),
+        "{explain}"
+    );
 }
 
 #[test]
@@ -28,7 +37,11 @@ fn field_typos_are_rejected_and_nothing_is_stored() {
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: typo}\nspec:\n  selector: {matchLabels: {app: t}}\n  template:\n    metadata: {labels: {app: t}}\n    spec:\n      containers:\n      - name: t\n        images: nginx\n";
     let out = c.kubectl_stdin(&["apply", "-f", "-"], deploy);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("spec.template.spec.containers[0].images"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.template.spec.containers[0].images"),
+        "{}",
+        stderr(&out)
+    );
     let pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: typo}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests: {storages: 1Gi}\n";
     let out = c.kubectl_stdin(&["apply", "-f", "-"], pvc);
     assert!(!out.status.success());
