@@ -448,6 +448,7 @@ impl Ctx {
                 .min(self.api.config.max_watch),
             bookmark_interval: self.api.config.bookmark_interval,
             output: self.output,
+            encoded: self.api.watch_encoded.clone(),
         };
         watch::serve(self.api.store.clone(), spec).await
     }

@@ -85,6 +85,17 @@ impl Server {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        // /readyz can answer while start-up is still under way; a start that then fails
+        // (or never says it is ready) is no start at all.
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "skiff answered /readyz but then exited ({status}); see {}",
+                log.display()
+            );
+        }
+        if server.reported_ms.is_none() {
+            bail!("skiff answered /readyz but never printed its ready line");
+        }
         Ok(server)
     }
 
