@@ -15,7 +15,7 @@ out="$CARGO_TARGET_DIR/bench-apiserver.md"
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
-  echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)$( [ -r /proc/pressure/cpu ] && echo "; CPU pressure (some, avg60): $(awk '/^some/ {sub("avg60=","",$3); print $3}' /proc/pressure/cpu)%")"
   echo "- command: bench/apiserver/run.sh $*"
   echo
   "$CARGO_TARGET_DIR/release/skiff-bench" --skiff "$CARGO_TARGET_DIR/release/skiff" "$@"

@@ -188,13 +188,17 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
         check_errors("create", w.errors, &w.first_error)?;
         created = w.revisions.len();
         let r = rate(created, w.elapsed);
-        rows.push(Row::new("create throughput", r, "obj/s").at_least(2000.0).note(format!(
-            "{created} ConfigMaps, {} clients, {} conns, {:.2} s; server CPU {:.0}% of one core",
-            args.clients,
-            args.connections,
-            w.elapsed.as_secs_f64(),
-            100.0 * cpu.as_secs_f64() / w.elapsed.as_secs_f64()
-        )));
+        rows.push(
+            Row::new("create throughput", r, "obj/s")
+                .at_least(2000.0)
+                .note(format!(
+                    "{created} ConfigMaps, {} clients, {} conns, {:.2} s; {}",
+                    args.clients,
+                    args.connections,
+                    w.elapsed.as_secs_f64(),
+                    cpu_note(cpu, w.elapsed, created)
+                )),
+        );
         latency_rows(rows, "create latency", &w.latencies, None);
     }
     if args.runs("get") && created > 0 {
@@ -214,13 +218,17 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
         .await;
         let cpu = server.cpu_time()?.saturating_sub(cpu0);
         check_errors("get", r.errors, &r.first_error)?;
-        rows.push(Row::new("get throughput", rate(r.ok, r.elapsed), "gets/s").at_least(10_000.0).note(format!(
-            "GET by name of {created} ConfigMaps, {} streams, {} conns, {} gets; server CPU {:.0}% of one core",
-            args.clients,
-            args.connections,
-            r.ok,
-            100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64()
-        )));
+        rows.push(
+            Row::new("get throughput", rate(r.ok, r.elapsed), "gets/s")
+                .at_least(10_000.0)
+                .note(format!(
+                    "GET by name of {created} ConfigMaps, {} streams, {} conns, {} gets; {}",
+                    args.clients,
+                    args.connections,
+                    r.ok,
+                    cpu_note(cpu, r.elapsed, r.ok)
+                )),
+        );
         latency_rows(rows, "get latency", &r.latencies, None);
     }
     if args.runs("list") {
@@ -230,6 +238,7 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
         ));
         let w = load::create(&pool, "bench-list", "cm", args.list_objects, args.clients).await;
         check_errors("create for list", w.errors, &w.first_error)?;
+        let cpu0 = server.cpu_time()?;
         let r = load::list(
             &pool,
             "bench-list",
@@ -238,14 +247,16 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
             Duration::from_secs(args.read_secs),
         )
         .await;
+        let cpu = server.cpu_time()?.saturating_sub(cpu0);
         check_errors("list", r.errors, &r.first_error)?;
         rows.push(
             Row::new("list throughput", rate(r.ok, r.elapsed), "lists/s").note(format!(
-                "LIST of a namespace with {} ConfigMaps, {} concurrent; = {:.0} objects/s; p99 {:.1} ms",
+                "LIST of a namespace with {} ConfigMaps, {} concurrent; = {:.0} objects/s; p99 {:.1} ms; {}",
                 args.list_objects,
                 args.list_clients,
                 rate(r.ok * args.list_objects, r.elapsed),
-                ms(percentile(&r.latencies, 0.99).unwrap_or_default())
+                ms(percentile(&r.latencies, 0.99).unwrap_or_default()),
+                cpu_note(cpu, r.elapsed, r.ok)
             )),
         );
     }
@@ -254,6 +265,7 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
             "watch: {} watchers over {} connections, burst of {} writes from {} clients",
             args.watchers, args.watch_connections, args.burst, args.burst_clients
         ));
+        let cpu0 = server.cpu_time()?;
         let f = load::fan_out(
             &endpoint,
             load::FanOutSpec {
@@ -267,6 +279,7 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
             },
         )
         .await?;
+        let cpu = server.cpu_time()?.saturating_sub(cpu0);
         check_errors("burst write", f.writes.errors, &f.writes.first_error)?;
         let verdict = format!(
             "{}/{} watchers saw all {} events in revision order",
@@ -277,9 +290,10 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
         match f.delivered_after {
             Some(d) => rows.push(
                 Row::new("watch fan-out: all events at all watchers", ms(d), "ms").note(format!(
-                    "{verdict}; {:.0} events delivered/s; writes acked after {:.0} ms",
+                    "{verdict}; {:.0} events delivered/s; writes acked after {:.0} ms; {} (per event delivered, watches opened too)",
                     rate(f.complete * f.writes.revisions.len(), d),
-                    ms(f.writes_elapsed)
+                    ms(f.writes_elapsed),
+                    cpu_note(cpu, d, f.complete * f.writes.revisions.len())
                 )),
             ),
             None => {
@@ -313,6 +327,19 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
             .note("VmRSS, 3 s after the last client disconnected"),
     );
     server.stop()?;
+    // Live data alone: the loaded data dir after a restart, without the load's garbage.
+    let restarted = Server::start(&args.skiff, &dir, &work.join("restart.log")).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rows.push(
+        Row::new(
+            "idle RSS after restart on the loaded data dir",
+            restarted.rss_mib()?,
+            "MiB",
+        )
+        .below(50.0)
+        .note("VmRSS, 2 s after ready"),
+    );
+    restarted.stop()?;
     if args.runs("startup") {
         let (times, reported) = restarts(args, &dir, &work.join("restart.log")).await?;
         rows.push(ready_row(
@@ -322,6 +349,16 @@ async fn under_load(args: &Args, work: &Path, rows: &mut Vec<Row>) -> Result<()>
         ));
     }
     Ok(())
+}
+
+/// Server CPU over a phase: share of one core and time per operation (what the machine's
+/// other load cannot distort).
+fn cpu_note(cpu: Duration, elapsed: Duration, ops: usize) -> String {
+    format!(
+        "server CPU {:.0}% of one core, {:.1} µs/op",
+        100.0 * cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
+    )
 }
 
 fn check_errors(what: &str, errors: usize, first: &Option<String>) -> Result<()> {
