@@ -7,7 +7,7 @@ SKIFF_DEBUG := $(CARGO_TARGET_DIR)/debug/skiff
 SKIFF_RELEASE := $(CARGO_TARGET_DIR)/release/skiff
 DATA_DIR ?=
 
-.PHONY: up setup build release test test-rust test-python lint fmt bench clean
+.PHONY: up setup build release test test-rust test-python lint fmt bench bench-apiserver bench-serving clean
 
 ## Set up the machine, build skiff and start a single-node cluster in the foreground.
 up: setup release
@@ -35,14 +35,22 @@ test-rust: build
 	cargo nextest run --workspace --locked --no-fail-fast
 
 test-python: build
-	SKIFF_BIN=$(SKIFF_DEBUG) $(PY) -m pytest -q tests
+	SKIFF_BIN=$(SKIFF_DEBUG) SKIFF_SERVE_CMD="$(SKIFF_DEBUG) serve" $(PY) -m pytest -q tests
 
 fmt:
 	cargo fmt --all
 
-## Control-plane benchmarks (figures go to docs/benchmarks.md).
-bench: setup
+## Benchmarks (figures go to docs/benchmarks.md).
+bench: bench-apiserver bench-serving
+
+bench-apiserver: setup
 	bench/apiserver/run.sh
+
+bench-serving: setup
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(VENV)/bin/pip install -q -r bench/serving/requirements.txt
+	cargo build --release -p skiff
+	SKIFF_SERVE_CMD="$(SKIFF_RELEASE) serve" $(PY) bench/serving/run.py --duration 5
 
 clean:
 	cargo clean

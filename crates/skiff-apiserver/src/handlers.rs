@@ -1011,6 +1011,17 @@ impl Ctx {
     ) -> Result<Value, ApiError> {
         let def = self.def();
         let name = meta::name(old).unwrap_or_default().to_string();
+        // Like Kubernetes' namespace lifecycle admission: the cluster needs these namespaces.
+        if def.group.is_empty()
+            && def.kind == "Namespace"
+            && IMMORTAL_NAMESPACES.contains(&name.as_str())
+        {
+            return Err(ApiError::Forbidden {
+                message: format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                ),
+            });
+        }
         if let Some(uid) = &opts.precondition_uid
             && Some(uid.as_str()) != meta::uid(old)
         {
@@ -1150,7 +1161,12 @@ impl Ctx {
             }
             match self.delete_one(&obj, kv, &opts).await {
                 Ok(o) => deleted.push(o),
-                Err(ApiError::NotFound { .. } | ApiError::Conflict { .. }) => {}
+                // Forbidden: a namespace that may not be deleted is skipped, not an abort.
+                Err(
+                    ApiError::NotFound { .. }
+                    | ApiError::Conflict { .. }
+                    | ApiError::Forbidden { .. },
+                ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1163,6 +1179,9 @@ impl Ctx {
         Ok(response::json(StatusCode::OK, &body))
     }
 }
+
+/// Namespaces the API server refuses to delete.
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 /// A namespace is only removed once `spec.finalizers` (the namespace controller's
 /// `kubernetes` finalizer) is empty.

@@ -25,6 +25,18 @@ enum Command {
     Server(UpArgs),
     /// Print the `export KUBECONFIG=...` line for a cluster (or the kubeconfig itself with --raw).
     Kubeconfig(KubeconfigArgs),
+    /// Serve ONNX models over the Open Inference Protocol (REST + gRPC) and `/predict`.
+    Serve(skiff_serving::ServeArgs),
+    /// Manage the node's local images (`docker save app:v1 | skiff images import -`).
+    Images(ImagesArgs),
+}
+
+#[derive(Args)]
+struct ImagesArgs {
+    #[arg(long, env = "SKIFF_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: skiff_runtime::cli::ImagesCommand,
 }
 
 #[derive(Args)]
@@ -64,6 +76,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up(a) | Command::Server(a) => up(a),
         Command::Kubeconfig(a) => kubeconfig(a),
+        Command::Serve(a) => serve(a),
+        Command::Images(a) => {
+            let dir = a.data_dir.unwrap_or_else(skiff_server::default_data_dir);
+            skiff_runtime::cli::run_images(&dir.join("images"), a.command)
+        }
     }
 }
 
@@ -101,6 +118,15 @@ async fn wait_for_signal() -> Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+fn serve(args: skiff_serving::ServeArgs) -> Result<()> {
+    // Size the async runtime by the CPU quota so that a 2-CPU pod does not start 64 threads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(skiff_serving::backend::cpu_quota().max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(skiff_serving::run(args))
 }
 
 fn kubeconfig(args: KubeconfigArgs) -> Result<()> {

@@ -342,10 +342,9 @@ fn reapply_with_edits_is_a_strategic_merge_that_keeps_server_fields() {
     assert!(out.contains("deployment.apps/ml-api unchanged"), "{out}");
     let same = c.get_json(&["deploy", "ml-api"]);
     assert_eq!(same["metadata"]["generation"], 1);
-    assert_eq!(
-        same["metadata"]["resourceVersion"],
-        first["metadata"]["resourceVersion"]
-    );
+    // The deployment controller writes status and the revision annotation meanwhile, so the
+    // resourceVersion may move; the spec must not.
+    assert_eq!(same["spec"], first["spec"]);
 
     // A metadata-only change does not bump the generation either.
     c.kubectl_ok(&["annotate", "deploy", "ml-api", "team=vision"]);

@@ -60,8 +60,10 @@ fn delete_background_removes_the_owner_at_once() {
         "{}",
         stderr(&out)
     );
-    // GC: the dependent goes away too once the garbage collector runs:
-    // GC: wait_for(Duration::from_secs(10), "dependent deleted", || get_opt(&c, "cm/bg-dep").is_none().then_some(()));
+    // The garbage collector deletes the dependent.
+    wait_for(Duration::from_secs(10), "dependent deleted", || {
+        get_opt(&c, "cm/bg-dep").is_none().then_some(())
+    });
 
     // Deleting what is not there: NotFound, or nothing with --ignore-not-found.
     let out = c.kubectl(&["delete", "deployment", "bg"]);
@@ -93,8 +95,10 @@ fn delete_foreground_and_orphan_are_accepted_and_marked() {
         // Marking a Deployment for deletion is a spec-level change: generation moves on.
         assert_eq!(d["metadata"]["generation"], 2, "{d}");
     }
-    // GC: the dependent is deleted first, then the owner:
-    // GC: wait_for(Duration::from_secs(10), "foreground deletion", || (get_opt(&c, "cm/fg-dep").is_none() && get_opt(&c, "deploy/fg").is_none()).then_some(()));
+    // The dependent is deleted first, then the owner.
+    wait_for(Duration::from_secs(10), "foreground deletion", || {
+        (get_opt(&c, "cm/fg-dep").is_none() && get_opt(&c, "deploy/fg").is_none()).then_some(())
+    });
 
     deployment_with_dependent(&c, "or");
     let out = c.kubectl_ok(&[
@@ -111,9 +115,11 @@ fn delete_foreground_and_orphan_are_accepted_and_marked() {
         get_opt(&c, "cm/or-dep").is_some(),
         "an orphaned dependent must stay"
     );
-    // GC: the owner goes away and the dependent stays, without its ownerReference:
-    // GC: wait_for(Duration::from_secs(10), "orphan deletion", || get_opt(&c, "deploy/or").is_none().then_some(()));
-    // GC: assert!(get_opt(&c, "cm/or-dep").unwrap()["metadata"]["ownerReferences"].is_null());
+    // The owner goes away and the dependent stays, without its ownerReference.
+    wait_for(Duration::from_secs(10), "orphan deletion", || {
+        get_opt(&c, "deploy/or").is_none().then_some(())
+    });
+    assert!(get_opt(&c, "cm/or-dep").unwrap()["metadata"]["ownerReferences"].is_null());
 }
 
 #[test]
@@ -178,7 +184,6 @@ fn delete_namespace_marks_it_terminating_and_refuses_new_content() {
 // finalizer; skiff-controllers has no namespace controller yet, so the namespace stays
 // Terminating forever.
 #[test]
-#[ignore = "needs namespace controller"]
 fn delete_namespace_deletes_what_is_inside() {
     let c = cluster();
     c.kubectl_ok(&["create", "namespace", "doomed"]);

@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Benchmarks skiff serve against MLServer, Flask+gunicorn, FastAPI+uvicorn and in-process onnxruntime.
+
+Every server gets the same scikit-learn model (logistic regression on iris; ONNX for the ONNX
+servers, joblib for the Python ones) and the same load: one row per request at fixed concurrency
+1, 16 and 64, on 127.0.0.1 only. HTTP load comes from `wrk` (C, so the client is not the
+bottleneck); gRPC load from tritonclient threads in this process (so gRPC figures are bounded by
+the Python client). Each level runs for --duration seconds. Prints throughput and p50/p99 latency
+per server, plus start-to-ready time and resident memory.
+
+Usage: bench/serving/run.py [--duration 5] [--levels 1,16,64] [--only skiff,mlserver,...]
+Server command: $SKIFF_SERVE_CMD, else the `serve` example of skiff-serving (release if built).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "serving"))
+from models import build_models, iris  # noqa: E402
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+WRK_SCRIPT = r"""
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+local hl = os.getenv("BENCH_HEADER_LEN")
+if hl and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, proc, start, timeout=120):
+    """Seconds from `start` (taken before the spawn) until `url` answers 200."""
+    import requests
+
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if requests.get(url, timeout=0.5).status_code == 200:
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def rss_mb(pid):
+    """Resident memory of a process and its descendants, in MB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return total / 1024
+
+
+def stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def spawn(cmd, env=None, cwd=None, log=None):
+    """Starts a server in its own process group; returns it with its start time."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.started = started
+    return proc
+
+
+def wrk(url, body, duration, conc, workdir, content_type="application/json", header_len=None):
+    body_path = os.path.join(workdir, f"body-{abs(hash(body))}.bin")
+    with open(body_path, "wb") as f:
+        f.write(body)
+    script = os.path.join(workdir, "bench.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT)
+    env = dict(os.environ, BENCH_BODY=body_path, BENCH_CONTENT_TYPE=content_type,
+               BENCH_HEADER_LEN=str(header_len) if header_len else "")
+    out = subprocess.run(["wrk", "-t", str(min(conc, 2)), "-c", str(conc), "-d", f"{duration}s",
+                          "--timeout", "10s", "-s", script, url],
+                         env=env, capture_output=True, text=True, timeout=duration + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT"):
+            n, us, p50, p99, errors = map(int, line.split()[1:])
+            return {"rps": n / (us / 1e6), "p50": p50 / 1000, "p99": p99 / 1000, "errors": errors, "n": n}
+    raise RuntimeError("wrk failed: " + out.stdout + out.stderr)
+
+
+def grpc_load(target, model, input_name, duration, conc):
+    """Closed-loop gRPC load from `conc` threads, each with its own tritonclient channel."""
+    import tritonclient.grpc as g
+
+    x = np.array([ROW], dtype=np.float32)
+    lat, errors, lock = [], [0], threading.Lock()
+    deadline = time.monotonic() + duration
+
+    def worker():
+        c = g.InferenceServerClient(target)
+        inp = g.InferInput(input_name, [1, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        mine = []
+        while time.monotonic() < deadline:
+            t = time.perf_counter()
+            try:
+                c.infer(model, [inp])
+                mine.append(time.perf_counter() - t)
+            except Exception:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            lat.extend(mine)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    a = np.array(lat) * 1000 if lat else np.array([float("nan")])
+    return {"rps": len(lat) / elapsed, "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
+            "errors": errors[0], "n": len(lat)}
+
+
+def in_process(onnx_bytes, duration, batch):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    x = np.tile(np.array([ROW], dtype=np.float32), (batch, 1))
+    lat = []
+    deadline = time.monotonic() + duration
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        t = time.perf_counter()
+        sess.run(None, {"X": x})
+        lat.append(time.perf_counter() - t)
+    elapsed = time.monotonic() - start
+    a = np.array(lat) * 1000
+    return {"rps": len(lat) * batch / elapsed, "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)), "errors": 0, "n": len(lat) * batch}
+
+
+def v2_json(input_name):
+    return json.dumps({"inputs": [{"name": input_name, "shape": [1, 4], "datatype": "FP32", "data": [ROW]}]}).encode()
+
+
+def v2_binary(input_name):
+    raw = np.array([ROW], dtype="<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": input_name, "shape": [1, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return header + raw, len(header)
+
+
+def skiff_cmd():
+    cmd = os.environ.get("SKIFF_SERVE_CMD")
+    if cmd:
+        return shlex.split(cmd)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    for profile in ["release", "debug"]:
+        p = os.path.join(target, profile, "examples", "serve")
+        if os.path.exists(p):
+            return [p]
+    raise SystemExit("build the server first: cargo build --release -p skiff-serving --example serve")
+
+
+FLASK_APP = """
+import os, joblib, numpy as np
+from flask import Flask, request, jsonify
+app = Flask(__name__)
+model = joblib.load(os.environ["MODEL_PATH"])
+
+@app.post("/predict")
+def predict():
+    x = np.array(request.get_json()["instances"], dtype=np.float32)
+    return jsonify({"predictions": model.predict(x).tolist()})
+
+@app.get("/health")
+def health():
+    return {"status": "ok"}
+"""
+
+FASTAPI_APP = """
+import os, numpy as np, onnxruntime as ort
+from fastapi import FastAPI
+from pydantic import BaseModel
+so = ort.SessionOptions()
+so.intra_op_num_threads = 1
+sess = ort.InferenceSession(os.environ["MODEL_PATH"], so, providers=["CPUExecutionProvider"])
+app = FastAPI()
+
+class Req(BaseModel):
+    instances: list[list[float]]
+
+@app.post("/predict")
+def predict(req: Req):
+    label, _ = sess.run(None, {"X": np.array(req.instances, dtype=np.float32)})
+    return {"predictions": label.tolist()}
+
+@app.get("/health")
+def health():
+    return {"status": "ok"}
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per concurrency level")
+    ap.add_argument("--levels", default="1,16,64")
+    ap.add_argument("--only", default="", help="comma list of: skiff,mlserver,flask,fastapi,inprocess")
+    ap.add_argument("--json", help="also write results here")
+    args = ap.parse_args()
+    levels = [int(c) for c in args.levels.split(",")]
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only  # noqa: E731
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed for HTTP load (apt-get install wrk)")
+    py = sys.executable
+    bindir = os.path.dirname(py)
+    work = tempfile.mkdtemp(prefix="skiff-bench-")
+    log = open(os.path.join(work, "servers.log"), "w")
+    models = build_models()
+    x, y = iris()
+    from sklearn.linear_model import LogisticRegression
+    import joblib
+
+    sk = LogisticRegression(max_iter=500).fit(x, y)
+    joblib.dump(sk, os.path.join(work, "model.joblib"))
+    onnx_path = os.path.join(work, "model.onnx")
+    with open(onnx_path, "wb") as f:
+        f.write(models["iris"])
+    results, extra = [], {}
+
+    def record(server, proto, conc, r):
+        results.append({"server": server, "protocol": proto, "concurrency": conc, **r})
+        print(f"{server:<24} {proto:<12} c={conc:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:7.2f} ms"
+              f"  p99 {r['p99']:7.2f} ms  errors {r['errors']}", flush=True)
+
+    if want("skiff"):
+        repo = os.path.join(work, "repo")
+        for name in ["iris", "forest", "boost"]:
+            os.makedirs(os.path.join(repo, name, "1"))
+            with open(os.path.join(repo, name, "1", "model.onnx"), "wb") as f:
+                f.write(models[name])
+        hp, gp = free_port(), free_port()
+        env = dict(os.environ, SKIFF_PYTHON=py, RUST_LOG="warn")
+        proc = spawn(skiff_cmd() + ["--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp),
+                                    "--grpc-port", str(gp), "--batch-delay-ms", "0"], env=env, log=log)
+        try:
+            extra["skiff start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc, proc.started)
+            url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"
+            body, hl = v2_binary("X")
+            for c in levels:
+                record("skiff serve", "REST JSON", c, wrk(url, v2_json("X"), args.duration, c, work))
+                record("skiff serve", "REST binary", c,
+                       wrk(url, body, args.duration, c, work, "application/octet-stream", hl))
+                record("skiff serve", "/predict", c,
+                       wrk(f"http://127.0.0.1:{hp}/predict?model=iris", json.dumps({"instances": [ROW]}).encode(),
+                           args.duration, c, work))
+                record("skiff serve", "gRPC (py)", c, grpc_load(f"127.0.0.1:{gp}", "iris", "X", args.duration, c))
+            extra["skiff RSS with 3 models (MB)"] = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+
+    if want("mlserver"):
+        mdir = os.path.join(work, "mlserver")
+        os.makedirs(os.path.join(mdir, "iris"))
+        shutil.copy(os.path.join(work, "model.joblib"), os.path.join(mdir, "iris", "model.joblib"))
+        hp, gp, mp = free_port(), free_port(), free_port()
+        with open(os.path.join(mdir, "settings.json"), "w") as f:
+            json.dump({"host": "127.0.0.1", "http_port": hp, "grpc_port": gp, "metrics_port": mp}, f)
+        with open(os.path.join(mdir, "iris", "model-settings.json"), "w") as f:
+            json.dump({"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+                       "parameters": {"uri": "./model.joblib", "version": "1"}}, f)
+        proc = spawn([os.path.join(bindir, "mlserver"), "start", mdir], log=log)
+        try:
+            extra["MLServer start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/models/iris/ready", proc, proc.started)
+            url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"
+            for c in levels:
+                record("MLServer (sklearn)", "REST JSON", c, wrk(url, v2_json("predict"), args.duration, c, work))
+                record("MLServer (sklearn)", "gRPC (py)", c,
+                       grpc_load(f"127.0.0.1:{gp}", "iris", "predict", args.duration, c))
+            extra["MLServer RSS (MB)"] = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+
+    for name, app_src, cmd in [
+        ("flask", FLASK_APP, lambda port: [os.path.join(bindir, "gunicorn"), "-w", "2", "-b",
+                                           f"127.0.0.1:{port}", "flask_bench:app"]),
+        ("fastapi", FASTAPI_APP, lambda port: [os.path.join(bindir, "uvicorn"), "--workers", "2", "--host",
+                                               "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                               "fastapi_bench:app"]),
+    ]:
+        if not want(name):
+            continue
+        with open(os.path.join(work, f"{name}_bench.py"), "w") as f:
+            f.write(app_src)
+        port = free_port()
+        model = os.path.join(work, "model.joblib" if name == "flask" else "model.onnx")
+        proc = spawn(cmd(port), env=dict(os.environ, MODEL_PATH=model), cwd=work, log=log)
+        label = {"flask": "Flask + gunicorn (2 w)", "fastapi": "FastAPI + ORT (2 w)"}[name]
+        try:
+            extra[f"{label} start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{port}/health", proc, proc.started)
+            for c in levels:
+                record(label, "/predict", c, wrk(f"http://127.0.0.1:{port}/predict",
+                                                 json.dumps({"instances": [ROW]}).encode(), args.duration, c, work))
+            extra[f"{label} RSS (MB)"] = rss_mb(proc.pid)
+        finally:
+            stop(proc)
+
+    if want("inprocess"):
+        for batch in [1, 32]:
+            record("onnxruntime in-process", f"batch {batch}", 1, in_process(models["iris"], args.duration, batch))
+
+    print()
+    for k, v in extra.items():
+        print(f"{k}: {v:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "extra": extra}, f, indent=1)
+    log.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

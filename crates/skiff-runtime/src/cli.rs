@@ -1,0 +1,140 @@
+//! `skiff images` subcommands (import, ls, rm) over the local image store.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::images::{ImageStore, ImageSummary};
+
+/// `skiff images ...`
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ImagesCommand {
+    /// Import a `docker save` or OCI image-layout archive (`-` reads standard input).
+    Import { file: String },
+    /// List images.
+    Ls,
+    /// Remove an image by reference or ID prefix, and the layers nothing else uses.
+    Rm { reference: String },
+}
+
+/// Runs an images subcommand against the store at `root`, printing to stdout.
+pub fn run_images(root: &Path, cmd: ImagesCommand) -> anyhow::Result<()> {
+    let store = ImageStore::open(root)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ImagesCommand::Import { file } => {
+            let imported = if file == "-" {
+                store.import(std::io::stdin().lock())?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .map_err(|e| anyhow::anyhow!("opening {file}: {e}"))?;
+                store.import(std::io::BufReader::new(f))?
+            };
+            for image in imported {
+                if image.references.is_empty() {
+                    writeln!(out, "Loaded image ID: {}", image.image_id)?;
+                }
+                for r in image.references {
+                    writeln!(out, "Loaded image: {r}")?;
+                }
+            }
+        }
+        ImagesCommand::Ls => write!(out, "{}", format_table(&store.list()?))?,
+        ImagesCommand::Rm { reference } => {
+            for r in store.remove(&reference)? {
+                writeln!(out, "Untagged: {r}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `images ls` table, columns like crictl's.
+pub fn format_table(images: &[ImageSummary]) -> String {
+    let rows: Vec<[String; 4]> = images
+        .iter()
+        .map(|i| {
+            [
+                i.repository.clone(),
+                i.tag.clone().unwrap_or_else(|| "<none>".into()),
+                short_id(&i.image_id),
+                human_size(i.size),
+            ]
+        })
+        .collect();
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "SIZE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut s = String::new();
+    for r in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:w0$}   {:w1$}   {:w2$}   {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+fn short_id(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.chars().take(12).collect()
+}
+
+/// Sizes as `docker images` prints them (decimal units).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_table() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(1_982_256), "1.982MB");
+        assert_eq!(human_size(2_000_000), "2MB");
+        let table = format_table(&[ImageSummary {
+            reference: "docker.io/library/ml-api:v1".into(),
+            repository: "docker.io/library/ml-api".into(),
+            tag: Some("v1".into()),
+            manifest_digest: "sha256:aa".into(),
+            image_id: format!("sha256:{}", "b".repeat(64)),
+            size: 1_500,
+            created: None,
+        }]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("REPOSITORY"));
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["docker.io/library/ml-api", "v1", "bbbbbbbbbbbb", "1.5kB"]
+        );
+    }
+}

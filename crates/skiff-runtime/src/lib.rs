@@ -1,0 +1,21 @@
+//! Container runtimes (the `Runtime` trait and its implementations) and the local image store.
+//!
+//! - [`images`]: content-addressed image store (`docker save` / OCI archive import, ls, rm
+//!   with blob GC, rootfs unpacking); [`overlay`]: overlayfs root filesystems over it.
+//! - [`runtime`]: the `Runtime` trait and capabilities; [`process`]: the no-isolation
+//!   development runtime; [`conformance`]: the suite every runtime passes.
+//! - [`logs`]: CRI-format container log files; [`testimages`]: archive builders for tests;
+//!   [`cli`]: `skiff images import|ls|rm`.
+
+pub mod cli;
+pub mod conformance;
+pub mod images;
+pub mod logs;
+pub mod overlay;
+pub mod process;
+pub mod runtime;
+pub mod testimages;
+
+pub use runtime::{
+    Capabilities, ContainerSpec, ContainerState, ContainerStatus, Runtime, RuntimeError,
+};

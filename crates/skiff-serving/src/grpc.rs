@@ -1,0 +1,645 @@
+//! gRPC `inference.GRPCInferenceService` (KServe v2 / Triton wire format) over tonic, without protoc.
+//!
+//! The messages are written by hand from the protocol's documentation with `prost` derives; the
+//! service dispatches on the method path and runs each call through tonic's unary machinery.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use tonic::server::Grpc;
+use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
+
+use crate::repository::{ModelState, Repository};
+use crate::service::{ServeError, infer};
+use crate::tensor::{DataType, Tensor, TensorData, element_count};
+
+/// Messages of `grpc_service.proto` (package `inference`).
+pub mod pb {
+    use std::collections::HashMap;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerLiveRequest {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerLiveResponse {
+        #[prost(bool, tag = "1")]
+        pub live: bool,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerReadyRequest {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerReadyResponse {
+        #[prost(bool, tag = "1")]
+        pub ready: bool,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelReadyRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelReadyResponse {
+        #[prost(bool, tag = "1")]
+        pub ready: bool,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerMetadataRequest {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerMetadataResponse {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(string, repeated, tag = "3")]
+        pub extensions: Vec<String>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelMetadataRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorMetadata {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub datatype: String,
+        #[prost(int64, repeated, tag = "3")]
+        pub shape: Vec<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelMetadataResponse {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, repeated, tag = "2")]
+        pub versions: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub platform: String,
+        #[prost(message, repeated, tag = "4")]
+        pub inputs: Vec<TensorMetadata>,
+        #[prost(message, repeated, tag = "5")]
+        pub outputs: Vec<TensorMetadata>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferParameter {
+        #[prost(oneof = "ParameterChoice", tags = "1, 2, 3, 4, 5")]
+        pub parameter_choice: Option<ParameterChoice>,
+    }
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum ParameterChoice {
+        #[prost(bool, tag = "1")]
+        BoolParam(bool),
+        #[prost(int64, tag = "2")]
+        Int64Param(i64),
+        #[prost(string, tag = "3")]
+        StringParam(String),
+        #[prost(double, tag = "4")]
+        DoubleParam(f64),
+        #[prost(uint64, tag = "5")]
+        Uint64Param(u64),
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferTensorContents {
+        #[prost(bool, repeated, tag = "1")]
+        pub bool_contents: Vec<bool>,
+        #[prost(int32, repeated, tag = "2")]
+        pub int_contents: Vec<i32>,
+        #[prost(int64, repeated, tag = "3")]
+        pub int64_contents: Vec<i64>,
+        #[prost(uint32, repeated, tag = "4")]
+        pub uint_contents: Vec<u32>,
+        #[prost(uint64, repeated, tag = "5")]
+        pub uint64_contents: Vec<u64>,
+        #[prost(float, repeated, tag = "6")]
+        pub fp32_contents: Vec<f32>,
+        #[prost(double, repeated, tag = "7")]
+        pub fp64_contents: Vec<f64>,
+        #[prost(bytes = "vec", repeated, tag = "8")]
+        pub bytes_contents: Vec<Vec<u8>>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferInputTensor {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub datatype: String,
+        #[prost(int64, repeated, tag = "3")]
+        pub shape: Vec<i64>,
+        #[prost(map = "string, message", tag = "4")]
+        pub parameters: HashMap<String, InferParameter>,
+        #[prost(message, optional, tag = "5")]
+        pub contents: Option<InferTensorContents>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferRequestedOutputTensor {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(map = "string, message", tag = "2")]
+        pub parameters: HashMap<String, InferParameter>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelInferRequest {
+        #[prost(string, tag = "1")]
+        pub model_name: String,
+        #[prost(string, tag = "2")]
+        pub model_version: String,
+        #[prost(string, tag = "3")]
+        pub id: String,
+        #[prost(map = "string, message", tag = "4")]
+        pub parameters: HashMap<String, InferParameter>,
+        #[prost(message, repeated, tag = "5")]
+        pub inputs: Vec<InferInputTensor>,
+        #[prost(message, repeated, tag = "6")]
+        pub outputs: Vec<InferRequestedOutputTensor>,
+        #[prost(bytes = "vec", repeated, tag = "7")]
+        pub raw_input_contents: Vec<Vec<u8>>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferOutputTensor {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub datatype: String,
+        #[prost(int64, repeated, tag = "3")]
+        pub shape: Vec<i64>,
+        #[prost(map = "string, message", tag = "4")]
+        pub parameters: HashMap<String, InferParameter>,
+        #[prost(message, optional, tag = "5")]
+        pub contents: Option<InferTensorContents>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelInferResponse {
+        #[prost(string, tag = "1")]
+        pub model_name: String,
+        #[prost(string, tag = "2")]
+        pub model_version: String,
+        #[prost(string, tag = "3")]
+        pub id: String,
+        #[prost(map = "string, message", tag = "4")]
+        pub parameters: HashMap<String, InferParameter>,
+        #[prost(message, repeated, tag = "5")]
+        pub outputs: Vec<InferOutputTensor>,
+        #[prost(bytes = "vec", repeated, tag = "6")]
+        pub raw_output_contents: Vec<Vec<u8>>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryIndexRequest {
+        #[prost(string, tag = "1")]
+        pub repository_name: String,
+        #[prost(bool, tag = "2")]
+        pub ready: bool,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelIndex {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(string, tag = "3")]
+        pub state: String,
+        #[prost(string, tag = "4")]
+        pub reason: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryIndexResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub models: Vec<ModelIndex>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryModelLoadRequest {
+        #[prost(string, tag = "1")]
+        pub repository_name: String,
+        #[prost(string, tag = "2")]
+        pub model_name: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryModelLoadResponse {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryModelUnloadRequest {
+        #[prost(string, tag = "1")]
+        pub repository_name: String,
+        #[prost(string, tag = "2")]
+        pub model_name: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct RepositoryModelUnloadResponse {}
+}
+
+impl From<ServeError> for Status {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::NotFound(m) => Status::not_found(m),
+            ServeError::BadRequest(m) => Status::invalid_argument(m),
+            ServeError::Unavailable(m) => Status::unavailable(m),
+            ServeError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn version_opt(v: &str) -> Option<&str> {
+    if v.is_empty() { None } else { Some(v) }
+}
+
+async fn server_live(
+    _: Arc<Repository>,
+    _: Request<pb::ServerLiveRequest>,
+) -> Reply<pb::ServerLiveResponse> {
+    Ok(Response::new(pb::ServerLiveResponse { live: true }))
+}
+
+async fn server_ready(
+    repo: Arc<Repository>,
+    _: Request<pb::ServerReadyRequest>,
+) -> Reply<pb::ServerReadyResponse> {
+    Ok(Response::new(pb::ServerReadyResponse {
+        ready: repo.all_ready(),
+    }))
+}
+
+async fn model_ready(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelReadyRequest>,
+) -> Reply<pb::ModelReadyResponse> {
+    let r = req.into_inner();
+    let ready = match repo.get(&r.name, version_opt(&r.version)) {
+        Ok(_) => true,
+        Err(crate::repository::RepositoryError::NotReady { .. }) => false,
+        Err(e) => return Err(ServeError::from(e).into()),
+    };
+    Ok(Response::new(pb::ModelReadyResponse { ready }))
+}
+
+async fn server_metadata(
+    _: Arc<Repository>,
+    _: Request<pb::ServerMetadataRequest>,
+) -> Reply<pb::ServerMetadataResponse> {
+    Ok(Response::new(pb::ServerMetadataResponse {
+        name: "skiff".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: vec!["binary_tensor_data".into(), "model_repository".into()],
+    }))
+}
+
+fn tensor_meta(specs: &[crate::backend::TensorSpec]) -> Vec<pb::TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| pb::TensorMetadata {
+            name: s.name.clone(),
+            datatype: s.datatype.as_str().into(),
+            shape: s.shape.clone(),
+        })
+        .collect()
+}
+
+async fn model_metadata(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelMetadataRequest>,
+) -> Reply<pb::ModelMetadataResponse> {
+    let r = req.into_inner();
+    let served = repo
+        .get(&r.name, version_opt(&r.version))
+        .map_err(ServeError::from)?;
+    let versions = match version_opt(&r.version) {
+        Some(v) => vec![v.to_string()],
+        None => repo.versions(&r.name),
+    };
+    Ok(Response::new(pb::ModelMetadataResponse {
+        name: served.name.clone(),
+        versions,
+        platform: served.platform.clone(),
+        inputs: tensor_meta(&served.signature.inputs),
+        outputs: tensor_meta(&served.signature.outputs),
+    }))
+}
+
+fn narrow<T: TryFrom<i64>>(name: &str, dt: DataType, v: &[i64]) -> Result<Vec<T>, ServeError> {
+    v.iter()
+        .map(|&x| {
+            T::try_from(x).map_err(|_| {
+                ServeError::BadRequest(format!("input {name:?}: {x} does not fit {dt}"))
+            })
+        })
+        .collect()
+}
+
+/// Decodes typed `contents` of one input.
+fn from_contents(
+    input: &pb::InferInputTensor,
+    dt: DataType,
+    c: pb::InferTensorContents,
+) -> Result<TensorData, ServeError> {
+    let name = &input.name;
+    let ints = |v: Vec<i32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
+    let uints = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
+    Ok(match dt {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::Int8 => TensorData::Int8(narrow(name, dt, &ints(c.int_contents))?),
+        DataType::Int16 => TensorData::Int16(narrow(name, dt, &ints(c.int_contents))?),
+        DataType::Int32 => TensorData::Int32(c.int_contents),
+        DataType::Int64 => TensorData::Int64(c.int64_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(name, dt, &uints(c.uint_contents))?),
+        DataType::Uint16 => TensorData::Uint16(narrow(name, dt, &uints(c.uint_contents))?),
+        DataType::Uint32 => TensorData::Uint32(c.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
+        DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
+        DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+        DataType::Fp16 => {
+            return Err(ServeError::BadRequest(format!(
+                "input {name:?}: FP16 has no typed contents field; send it in raw_input_contents"
+            )));
+        }
+    })
+}
+
+/// Turns a gRPC request into tensors: all inputs from `raw_input_contents` (in order) or all from `contents`.
+pub fn decode_request(
+    req: pb::ModelInferRequest,
+) -> Result<(Vec<Tensor>, Vec<String>), ServeError> {
+    let raw = req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(ServeError::BadRequest(format!(
+            "{} raw_input_contents for {} inputs; give one per input or none",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for mut input in req.inputs {
+        let dt = DataType::parse(&input.datatype)?;
+        let count = element_count(&input.name, &input.shape)?;
+        let data = match raw.next() {
+            Some(bytes) => TensorData::from_binary(&input.name, dt, &input.shape, count, &bytes)?,
+            None => {
+                let contents = input.contents.take().unwrap_or_default();
+                from_contents(&input, dt, contents)?
+            }
+        };
+        if inputs.iter().any(|t: &Tensor| t.name == input.name) {
+            return Err(ServeError::BadRequest(format!(
+                "duplicate input {:?}",
+                input.name
+            )));
+        }
+        inputs.push(Tensor::new(input.name, input.shape, data)?);
+    }
+    let outputs = req.outputs.into_iter().map(|o| o.name).collect();
+    Ok((inputs, outputs))
+}
+
+async fn model_infer(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelInferRequest>,
+) -> Reply<pb::ModelInferResponse> {
+    let r = req.into_inner();
+    let (model, version, id) = (r.model_name.clone(), r.model_version.clone(), r.id.clone());
+    repo.get(&model, version_opt(&version))
+        .map_err(ServeError::from)?;
+    let (inputs, outputs) = decode_request(r)?;
+    let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
+    let mut resp = pb::ModelInferResponse {
+        model_name: served.name.clone(),
+        model_version: served.version.clone(),
+        id,
+        ..Default::default()
+    };
+    for t in produced {
+        let mut raw = Vec::new();
+        t.data.write_binary(&mut raw);
+        resp.outputs.push(pb::InferOutputTensor {
+            name: t.name,
+            datatype: t.data.datatype().as_str().into(),
+            shape: t.shape,
+            ..Default::default()
+        });
+        resp.raw_output_contents.push(raw);
+    }
+    Ok(Response::new(resp))
+}
+
+async fn repository_index(
+    repo: Arc<Repository>,
+    req: Request<pb::RepositoryIndexRequest>,
+) -> Reply<pb::RepositoryIndexResponse> {
+    let only_ready = req.into_inner().ready;
+    let models = repo
+        .index()
+        .into_iter()
+        .filter(|e| !only_ready || e.state == ModelState::Ready)
+        .map(|e| {
+            let (state, reason) = match e.state {
+                ModelState::Ready => ("READY", String::new()),
+                ModelState::Unavailable(r) => ("UNAVAILABLE", r),
+                ModelState::Unloaded => ("UNAVAILABLE", "unloaded".into()),
+            };
+            pb::ModelIndex {
+                name: e.name,
+                version: e.version.unwrap_or_default(),
+                state: state.into(),
+                reason,
+            }
+        })
+        .collect();
+    Ok(Response::new(pb::RepositoryIndexResponse { models }))
+}
+
+async fn repository_load(
+    repo: Arc<Repository>,
+    req: Request<pb::RepositoryModelLoadRequest>,
+) -> Reply<pb::RepositoryModelLoadResponse> {
+    let name = req.into_inner().model_name;
+    tokio::task::spawn_blocking(move || repo.load(&name))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(ServeError::from)?;
+    Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+}
+
+async fn repository_unload(
+    repo: Arc<Repository>,
+    req: Request<pb::RepositoryModelUnloadRequest>,
+) -> Reply<pb::RepositoryModelUnloadResponse> {
+    repo.unload(&req.into_inner().model_name)
+        .map_err(ServeError::from)?;
+    Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+}
+
+const SERVICE: &str = "/inference.GRPCInferenceService/";
+
+/// Runs one unary call through tonic's codec with the given handler.
+macro_rules! unary {
+    ($repo:expr, $max:expr, $req:expr, $handler:path) => {{
+        let repo = $repo.clone();
+        let svc = tower::service_fn(move |r| $handler(repo.clone(), r));
+        let mut grpc = Grpc::new(ProstCodec::default())
+            .max_decoding_message_size($max)
+            .max_encoding_message_size($max);
+        grpc.unary(svc, $req).await
+    }};
+}
+
+async fn dispatch(
+    repo: Arc<Repository>,
+    max: usize,
+    req: http::Request<axum::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let method = req
+        .uri()
+        .path()
+        .strip_prefix(SERVICE)
+        .unwrap_or_default()
+        .to_string();
+    match method.as_str() {
+        "ServerLive" => unary!(repo, max, req, server_live),
+        "ServerReady" => unary!(repo, max, req, server_ready),
+        "ModelReady" => unary!(repo, max, req, model_ready),
+        "ServerMetadata" => unary!(repo, max, req, server_metadata),
+        "ModelMetadata" => unary!(repo, max, req, model_metadata),
+        "ModelInfer" => unary!(repo, max, req, model_infer),
+        "RepositoryIndex" => unary!(repo, max, req, repository_index),
+        "RepositoryModelLoad" => unary!(repo, max, req, repository_load),
+        "RepositoryModelUnload" => unary!(repo, max, req, repository_unload),
+        _ => Status::unimplemented(format!("method {} is not implemented", req.uri().path()))
+            .into_http(),
+    }
+}
+
+/// The gRPC endpoint as an axum router (served over HTTP/2 by `axum::serve`).
+pub fn router(repo: Arc<Repository>, max_message_bytes: usize) -> axum::Router {
+    let svc = tower::service_fn(move |req: http::Request<axum::body::Body>| {
+        let repo = repo.clone();
+        async move {
+            let resp = dispatch(repo, max_message_bytes, req).await;
+            Ok::<_, Infallible>(resp.map(axum::body::Body::new))
+        }
+    });
+    axum::Router::new().fallback_service(svc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use std::collections::HashMap;
+
+    fn input(
+        name: &str,
+        dt: &str,
+        shape: Vec<i64>,
+        contents: Option<pb::InferTensorContents>,
+    ) -> pb::InferInputTensor {
+        pb::InferInputTensor {
+            name: name.into(),
+            datatype: dt.into(),
+            shape,
+            parameters: HashMap::new(),
+            contents,
+        }
+    }
+
+    #[test]
+    fn raw_and_typed_contents_decode() {
+        let mut raw = Vec::new();
+        TensorData::Fp32(vec![1.0, 2.0]).write_binary(&mut raw);
+        let req = pb::ModelInferRequest {
+            inputs: vec![input("x", "FP32", vec![1, 2], None)],
+            raw_input_contents: vec![raw],
+            outputs: vec![pb::InferRequestedOutputTensor {
+                name: "y".into(),
+                parameters: HashMap::new(),
+            }],
+            ..Default::default()
+        };
+        let (inputs, outputs) = decode_request(req).unwrap();
+        assert_eq!(inputs[0].data, TensorData::Fp32(vec![1.0, 2.0]));
+        assert_eq!(outputs, vec!["y".to_string()]);
+        let typed = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "INT8",
+                vec![2],
+                Some(pb::InferTensorContents {
+                    int_contents: vec![-1, 5],
+                    ..Default::default()
+                }),
+            )],
+            ..Default::default()
+        };
+        let (inputs, _) = decode_request(typed).unwrap();
+        assert_eq!(inputs[0].data, TensorData::Int8(vec![-1, 5]));
+    }
+
+    #[test]
+    fn bad_requests_are_invalid_argument() {
+        let overflow = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "INT8",
+                vec![1],
+                Some(pb::InferTensorContents {
+                    int_contents: vec![300],
+                    ..Default::default()
+                }),
+            )],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_request(overflow),
+            Err(ServeError::BadRequest(_))
+        ));
+        let count = pb::ModelInferRequest {
+            inputs: vec![input("x", "FP32", vec![3], None)],
+            raw_input_contents: vec![vec![0; 8]],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_request(count),
+            Err(ServeError::BadRequest(_))
+        ));
+        let mismatch = pb::ModelInferRequest {
+            inputs: vec![
+                input("x", "FP32", vec![1], None),
+                input("y", "FP32", vec![1], None),
+            ],
+            raw_input_contents: vec![vec![0; 4]],
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode_request(mismatch),
+            Err(ServeError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn random_messages_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let seed = pb::ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![
+                input("x", "BYTES", vec![2], None),
+                input("y", "FP16", vec![1, 1], None),
+            ],
+            raw_input_contents: vec![vec![1, 0, 0, 0, b'a', 0, 0, 0, 0], vec![0, 60]],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        for _ in 0..20_000 {
+            let mut b = seed.clone();
+            for _ in 0..rng.random_range(1..5) {
+                let i = rng.random_range(0..b.len());
+                b[i] = rng.random();
+            }
+            if let Ok(m) = pb::ModelInferRequest::decode(b.as_slice()) {
+                let _ = decode_request(m);
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! REST endpoints: Open Inference Protocol v2, its repository extension, KServe V1, `/predict`, `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::backend::TensorSpec;
+use crate::protocol::{decode_infer, encode_infer, rows_to_input, tensor_rows};
+use crate::repository::{ModelState, Repository};
+use crate::service::{ServeError, infer};
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub repo: Arc<Repository>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+const HEADER_LEN: &str = "inference-header-content-length";
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ServeError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, axum::Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+type Result<T> = std::result::Result<T, ServeError>;
+
+/// All REST routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({ "live": true })) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{model}/infer", post(infer_v2))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer_v2_v),
+        )
+        .route(
+            "/v2/repository/index",
+            post(repository_index).get(repository_index),
+        )
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository_unload),
+        )
+        .route("/v1/models/{model}", get(v1_model).post(v1_predict))
+        .route("/predict", post(simple_predict))
+        .route("/health", get(simple_health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ServeError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes> {
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ServeError::BadRequest(format!(
+                "request body is larger than the {} byte limit (or was cut off)",
+                state.max_body_bytes
+            ))
+        })
+}
+
+async fn server_ready(State(s): State<AppState>) -> Response {
+    if s.repo.all_ready() {
+        axum::Json(json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false })),
+        )
+            .into_response()
+    }
+}
+
+async fn server_metadata() -> axum::Json<Value> {
+    axum::Json(json!({
+        "name": "skiff",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository"],
+    }))
+}
+
+fn specs(specs: &[TensorSpec]) -> Vec<Value> {
+    specs
+        .iter()
+        .map(|t| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.shape }))
+        .collect()
+}
+
+fn metadata(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
+    let served = s.repo.get(model, version)?;
+    let versions = match version {
+        Some(v) => vec![v.to_string()],
+        None => s.repo.versions(model),
+    };
+    Ok(axum::Json(json!({
+        "name": served.name,
+        "versions": versions,
+        "platform": served.platform,
+        "inputs": specs(&served.signature.inputs),
+        "outputs": specs(&served.signature.outputs),
+    })))
+}
+
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    metadata(&s, &model, None)
+}
+
+async fn model_metadata_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    metadata(&s, &model, Some(&version))
+}
+
+fn ready(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
+    s.repo.get(model, version)?;
+    Ok(axum::Json(json!({ "name": model, "ready": true })))
+}
+
+async fn model_ready(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    ready(&s, &model, None)
+}
+
+async fn model_ready_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    ready(&s, &model, Some(&version))
+}
+
+async fn infer_json(
+    s: AppState,
+    model: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let header_len = match headers.get(HEADER_LEN) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ServeError::BadRequest("Inference-Header-Content-Length is not a number".into())
+                })?,
+        ),
+    };
+    // An unknown model is a 404 whatever the body holds.
+    s.repo.get(&model, version.as_deref())?;
+    let bytes = read_body(&s, body).await?;
+    let mut req = decode_infer(&bytes, header_len)?;
+    let inputs = std::mem::take(&mut req.inputs);
+    let (served, outputs) = infer(
+        &s.repo,
+        &model,
+        version.as_deref(),
+        inputs,
+        req.output_names(),
+    )
+    .await?;
+    let enc = encode_infer(&served.name, &served.version, &req, &outputs)?;
+    let mut resp = Response::new(Body::from(enc.body));
+    let h = resp.headers_mut();
+    match enc.header_len {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_LEN, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(resp)
+}
+
+async fn infer_v2(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    infer_json(s, model, None, headers, body).await
+}
+
+async fn infer_v2_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    infer_json(s, model, Some(version), headers, body).await
+}
+
+fn state_str(state: &ModelState) -> (&'static str, String) {
+    match state {
+        ModelState::Ready => ("READY", String::new()),
+        ModelState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+        ModelState::Unloaded => ("UNAVAILABLE", "unloaded".into()),
+    }
+}
+
+async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum::Json<Value>> {
+    let bytes = read_body(&s, body).await?;
+    let only_ready = if bytes.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))?;
+        v.get("ready").and_then(Value::as_bool).unwrap_or(false)
+    };
+    let rows: Vec<Value> = s
+        .repo
+        .index()
+        .into_iter()
+        .filter(|e| !only_ready || e.state == ModelState::Ready)
+        .map(|e| {
+            let (state, reason) = state_str(&e.state);
+            let mut row = json!({ "name": e.name, "state": state, "reason": reason });
+            if let Some(v) = e.version {
+                row["version"] = json!(v);
+            }
+            row
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(rows)))
+}
+
+async fn repository_load(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let repo = s.repo.clone();
+    let name = model.clone();
+    // Loading reads files and builds sessions: keep it off the async workers.
+    tokio::task::spawn_blocking(move || repo.load(&name))
+        .await
+        .map_err(|e| ServeError::Internal(e.to_string()))??;
+    Ok(axum::Json(json!({})))
+}
+
+async fn repository_unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    s.repo.unload(&model)?;
+    Ok(axum::Json(json!({})))
+}
+
+async fn v1_model(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let ready = s.repo.get(&model, None).is_ok();
+    if !s.repo.model_names().contains(&model) {
+        return Err(ServeError::NotFound(format!("unknown model {model:?}")));
+    }
+    Ok(axum::Json(json!({ "name": model, "ready": ready })))
+}
+
+/// Runs a simple-style request: rows in, `{"predictions": ...}` out.
+async fn predict_rows(s: &AppState, model: &str, body: &Value) -> Result<axum::Json<Value>> {
+    let rows = body
+        .get("instances")
+        .or_else(|| body.get("inputs"))
+        .or_else(|| body.get("features"))
+        .ok_or_else(|| {
+            ServeError::BadRequest(
+                "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
+            )
+        })?;
+    let served = s.repo.get(model, None)?;
+    let input = rows_to_input(&served.signature, rows)?;
+    let (served, outputs) =
+        infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
+    let mut named = serde_json::Map::new();
+    let mut predictions = Value::Array(Vec::new());
+    for (i, t) in outputs.iter().enumerate() {
+        let rows = Value::Array(tensor_rows(t)?);
+        if i == 0 {
+            predictions = rows.clone();
+        }
+        named.insert(t.name.clone(), rows);
+    }
+    let mut out = json!({ "predictions": predictions, "model_version": served.version });
+    if outputs.len() > 1 {
+        out["outputs"] = Value::Object(named);
+    }
+    Ok(axum::Json(out))
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))
+}
+
+async fn v1_predict(
+    State(s): State<AppState>,
+    Path(target): Path<String>,
+    body: Body,
+) -> Result<axum::Json<Value>> {
+    let model = target.strip_suffix(":predict").ok_or_else(|| {
+        ServeError::NotFound(format!(
+            "no such endpoint /v1/models/{target}; use :predict"
+        ))
+    })?;
+    let bytes = read_body(&s, body).await?;
+    predict_rows(&s, model, &parse_json(&bytes)?).await
+}
+
+#[derive(serde::Deserialize)]
+struct PredictQuery {
+    model: Option<String>,
+}
+
+async fn simple_predict(
+    State(s): State<AppState>,
+    Query(q): Query<PredictQuery>,
+    body: Body,
+) -> Result<axum::Json<Value>> {
+    let bytes = read_body(&s, body).await?;
+    let v = parse_json(&bytes)?;
+    let model = match q
+        .model
+        .or_else(|| v.get("model").and_then(Value::as_str).map(String::from))
+    {
+        Some(m) => m,
+        None => match s.repo.model_names().as_slice() {
+            [one] => one.clone(),
+            [] => return Err(ServeError::NotFound("no model is served".into())),
+            _ => {
+                return Err(ServeError::BadRequest(
+                    "several models are served; name one with ?model=NAME or \"model\" in the body"
+                        .into(),
+                ));
+            }
+        },
+    };
+    predict_rows(&s, &model, &v).await
+}
+
+async fn simple_health(State(s): State<AppState>) -> Response {
+    if s.repo.all_ready() {
+        axum::Json(json!({ "status": "ok" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "loading" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.repo.metrics().render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,125 @@
+//! Prometheus metrics per model and version: requests, failures, queue and compute latency, batch sizes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels every serving metric carries.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+    pub version: String,
+}
+
+fn latency() -> Histogram {
+    // 50us .. ~1.6s covers both tiny tabular models and larger graphs.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+fn batch_sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 10))
+}
+
+/// All serving metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<ModelLabels, Counter>,
+    pub failures: Family<ModelLabels, Counter>,
+    pub request_seconds: Family<ModelLabels, Histogram>,
+    pub queue_seconds: Family<ModelLabels, Histogram>,
+    pub compute_seconds: Family<ModelLabels, Histogram>,
+    pub batch_size: Family<ModelLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("skiff_inference");
+        let requests = Family::<ModelLabels, Counter>::default();
+        let failures = Family::<ModelLabels, Counter>::default();
+        let request_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let queue_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let compute_seconds =
+            Family::<ModelLabels, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+        let batch_size = Family::<ModelLabels, Histogram>::new_with_constructor(
+            batch_sizes as fn() -> Histogram,
+        );
+        registry.register("requests", "Inference requests received", requests.clone());
+        registry.register(
+            "failures",
+            "Inference requests that failed",
+            failures.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "End-to-end inference latency inside the server",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "queue_duration_seconds",
+            "Time a request waited in the batching queue",
+            queue_seconds.clone(),
+        );
+        registry.register(
+            "compute_duration_seconds",
+            "Time the backend spent on the batch holding the request",
+            compute_seconds.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Rows per backend execution after dynamic batching",
+            batch_size.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            failures,
+            request_seconds,
+            queue_seconds,
+            compute_seconds,
+            batch_size,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_families() {
+        let m = Metrics::new();
+        let l = ModelLabels {
+            model: "iris".into(),
+            version: "2".into(),
+        };
+        m.requests.get_or_create(&l).inc();
+        m.batch_size.get_or_create(&l).observe(4.0);
+        let text = m.render();
+        assert!(
+            text.contains("skiff_inference_requests_total{model=\"iris\",version=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("skiff_inference_batch_size_count{model=\"iris\",version=\"2\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,491 @@
+//! Open Inference Protocol REST bodies: JSON requests with the binary tensor extension, and responses.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::backend::Signature;
+use crate::tensor::{DataType, Tensor, TensorData, TensorError, element_count};
+
+/// Why a request body could not be decoded; always a client error.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("Inference-Header-Content-Length {header} is larger than the body ({body} bytes)")]
+    HeaderLength { header: usize, body: usize },
+    #[error("input {0:?}: no data: give \"data\" or parameters.binary_data_size")]
+    NoData(String),
+    #[error("input {name:?}: binary_data_size {size} runs past the end of the binary section")]
+    BinaryOverrun { name: String, size: u64 },
+    #[error("{0} bytes of binary data were not claimed by any input")]
+    BinaryLeftover(usize),
+    #[error("duplicate input {0:?}")]
+    DuplicateInput(String),
+    #[error("parameter {0:?} has the wrong type")]
+    Parameter(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("{0}")]
+    Shape(String),
+}
+
+#[derive(Deserialize)]
+struct JsonRequest {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<JsonInput>,
+    #[serde(default)]
+    outputs: Option<Vec<JsonOutput>>,
+}
+
+#[derive(Deserialize)]
+struct JsonInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct JsonOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// A requested output and whether it should come back as binary data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestedOutput {
+    pub name: String,
+    pub binary: bool,
+}
+
+/// A decoded inference request, protocol-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Empty means "all outputs".
+    pub outputs: Vec<RequestedOutput>,
+    /// `binary_data_output` request parameter: outputs not listed default to binary.
+    pub binary_default: bool,
+    pub parameters: Map<String, Value>,
+}
+
+impl InferRequest {
+    pub fn output_names(&self) -> Vec<String> {
+        self.outputs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    fn wants_binary(&self, name: &str) -> bool {
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map_or(self.binary_default, |o| o.binary || self.binary_default)
+    }
+}
+
+fn bool_param(params: &Option<Map<String, Value>>, key: &str) -> Result<bool, ProtocolError> {
+    match params.as_ref().and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ProtocolError::Parameter(key.to_string())),
+    }
+}
+
+/// Decodes a REST infer body; `header_len` is the `Inference-Header-Content-Length` header.
+pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferRequest, ProtocolError> {
+    let (json, mut binary) = match header_len {
+        Some(n) if n > body.len() => {
+            return Err(ProtocolError::HeaderLength {
+                header: n,
+                body: body.len(),
+            });
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let req: JsonRequest =
+        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let mut inputs: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        if inputs.iter().any(|t| t.name == input.name) {
+            return Err(ProtocolError::DuplicateInput(input.name));
+        }
+        let dt = DataType::parse(&input.datatype)?;
+        let count = element_count(&input.name, &input.shape)?;
+        let binary_size = match input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| ProtocolError::Parameter("binary_data_size".into()))?,
+            ),
+        };
+        let data = match (binary_size, &input.data) {
+            (Some(size), _) => {
+                let n = usize::try_from(size)
+                    .ok()
+                    .filter(|&n| n <= binary.len())
+                    .ok_or_else(|| ProtocolError::BinaryOverrun {
+                        name: input.name.clone(),
+                        size,
+                    })?;
+                let (chunk, rest) = binary.split_at(n);
+                binary = rest;
+                TensorData::from_binary(&input.name, dt, &input.shape, count, chunk)?
+            }
+            (None, Some(data)) => TensorData::from_json(&input.name, dt, data)?,
+            (None, None) => return Err(ProtocolError::NoData(input.name)),
+        };
+        inputs.push(Tensor::new(input.name, input.shape, data)?);
+    }
+    if !binary.is_empty() {
+        return Err(ProtocolError::BinaryLeftover(binary.len()));
+    }
+    let binary_default = bool_param(&req.parameters, "binary_data_output")?;
+    let outputs = req
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| {
+            Ok(RequestedOutput {
+                binary: bool_param(&o.parameters, "binary_data")?,
+                name: o.name,
+            })
+        })
+        .collect::<Result<_, ProtocolError>>()?;
+    Ok(InferRequest {
+        id: req.id,
+        inputs,
+        outputs,
+        binary_default,
+        parameters: req.parameters.unwrap_or_default(),
+    })
+}
+
+#[derive(Serialize)]
+struct JsonResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<JsonOutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a TensorData>,
+}
+
+/// An encoded REST response body and, when binary outputs follow the JSON, the JSON's length.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_len: Option<usize>,
+}
+
+/// Encodes outputs as JSON, moving those that asked for it into the binary section.
+pub fn encode_infer(
+    model: &str,
+    version: &str,
+    req: &InferRequest,
+    outputs: &[Tensor],
+) -> Result<EncodedResponse, ProtocolError> {
+    let mut binary = Vec::new();
+    let mut json_outputs = Vec::with_capacity(outputs.len());
+    for t in outputs {
+        if req.wants_binary(&t.name) {
+            let start = binary.len();
+            t.data.write_binary(&mut binary);
+            json_outputs.push(JsonOutputTensor {
+                name: &t.name,
+                datatype: t.datatype().as_str(),
+                shape: &t.shape,
+                parameters: Some(serde_json::json!({ "binary_data_size": binary.len() - start })),
+                data: None,
+            });
+        } else {
+            t.data.check_json_encodable(&t.name)?;
+            json_outputs.push(JsonOutputTensor {
+                name: &t.name,
+                datatype: t.datatype().as_str(),
+                shape: &t.shape,
+                parameters: None,
+                data: Some(&t.data),
+            });
+        }
+    }
+    let resp = JsonResponse {
+        model_name: model,
+        model_version: version,
+        id: req.id.as_deref(),
+        outputs: json_outputs,
+    };
+    let mut body = serde_json::to_vec(&resp).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    if binary.is_empty() && !outputs.iter().any(|t| req.wants_binary(&t.name)) {
+        return Ok(EncodedResponse {
+            body,
+            header_len: None,
+        });
+    }
+    let header_len = body.len();
+    body.extend_from_slice(&binary);
+    Ok(EncodedResponse {
+        body,
+        header_len: Some(header_len),
+    })
+}
+
+/// Builds the single input tensor of a "simple style" request (`/predict`, KServe V1) from row
+/// data, using the model's only input for name and datatype.
+pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolError> {
+    let spec = match sig.inputs.as_slice() {
+        [one] => one,
+        many => {
+            return Err(ProtocolError::Shape(format!(
+                "the model has {} inputs; use the V2 protocol (/v2/models/<model>/infer) to name them",
+                many.len()
+            )));
+        }
+    };
+    let mut shape = Vec::new();
+    let mut cur = rows;
+    while let Value::Array(items) = cur {
+        shape.push(items.len() as i64);
+        match items.first() {
+            Some(first) => cur = first,
+            None => break,
+        }
+    }
+    if shape.is_empty() {
+        return Err(ProtocolError::Shape(
+            "instances must be a JSON array".into(),
+        ));
+    }
+    // A single flat feature vector is one row.
+    if shape.len() + 1 == spec.shape.len() {
+        shape.insert(0, 1);
+    }
+    let data = TensorData::from_json(&spec.name, spec.datatype, rows)?;
+    let t = Tensor::new(spec.name.clone(), shape.clone(), data).map_err(|_| {
+        ProtocolError::Shape(format!(
+            "instances are not rectangular: expected rows shaped like {:?}",
+            &shape[1..]
+        ))
+    })?;
+    Ok(t)
+}
+
+/// Splits an output into per-row JSON values for simple-style answers.
+pub fn tensor_rows(t: &Tensor) -> Result<Vec<Value>, ProtocolError> {
+    t.data.check_json_encodable(&t.name)?;
+    // Through text, so FP32 values keep their shortest FP32 spelling instead of being widened to f64.
+    let text = serde_json::to_string(&t.data).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let flat: Value =
+        serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let Value::Array(flat) = flat else {
+        return Ok(Vec::new());
+    };
+    if t.shape.len() <= 1 {
+        return Ok(flat);
+    }
+    let row_len = element_count(&t.name, &t.shape[1..])?;
+    if row_len == 0 {
+        return Ok(vec![Value::Array(Vec::new()); t.rows()]);
+    }
+    Ok(flat
+        .chunks(row_len)
+        .map(|c| Value::Array(c.to_vec()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TensorSpec;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_json_inputs_and_outputs() {
+        let body = json!({
+            "id": "r1",
+            "parameters": {"binary_data_output": false},
+            "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}],
+            "outputs": [{"name": "label"}, {"name": "p", "parameters": {"binary_data": true}}]
+        });
+        let r = decode_infer(body.to_string().as_bytes(), None).unwrap();
+        assert_eq!(r.id.as_deref(), Some("r1"));
+        assert_eq!(r.inputs[0].shape, vec![2, 2]);
+        assert!(!r.wants_binary("label"));
+        assert!(r.wants_binary("p"));
+    }
+
+    #[test]
+    fn decodes_binary_extension() {
+        let header = json!({"inputs": [
+            {"name": "a", "shape": [2], "datatype": "INT32", "parameters": {"binary_data_size": 8}},
+            {"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 7}}
+        ]})
+        .to_string();
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(&1i32.to_le_bytes());
+        body.extend_from_slice(&(-2i32).to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"abc");
+        let r = decode_infer(&body, Some(header.len())).unwrap();
+        assert_eq!(r.inputs[0].data, TensorData::Int32(vec![1, -2]));
+        assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"abc".to_vec()]));
+        assert!(matches!(
+            decode_infer(&body, Some(body.len() + 1)),
+            Err(ProtocolError::HeaderLength { .. })
+        ));
+        let mut extra = body.clone();
+        extra.push(0);
+        assert!(matches!(
+            decode_infer(&extra, Some(header.len())),
+            Err(ProtocolError::BinaryLeftover(1))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_requests_with_reasons() {
+        let cases = [
+            (
+                r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]}"#,
+                "3 elements",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP99", "data": [1]}]}"#,
+                "unknown datatype",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}"#,
+                "no data",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [-2], "datatype": "FP32", "data": []}]}"#,
+                "invalid shape",
+            ),
+            (r#"{"inputs": "#, "malformed JSON"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+                "duplicate",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = decode_infer(body.as_bytes(), None).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn encodes_json_and_binary_outputs() {
+        let req = InferRequest {
+            id: None,
+            inputs: vec![],
+            outputs: vec![RequestedOutput {
+                name: "b".into(),
+                binary: true,
+            }],
+            binary_default: false,
+            parameters: Map::new(),
+        };
+        let outs = vec![
+            Tensor::new("a", vec![2], TensorData::Int64(vec![1, 2])).unwrap(),
+            Tensor::new("b", vec![1], TensorData::Fp32(vec![1.5])).unwrap(),
+        ];
+        let enc = encode_infer("m", "1", &req, &outs).unwrap();
+        let n = enc.header_len.unwrap();
+        let head: Value = serde_json::from_slice(&enc.body[..n]).unwrap();
+        assert_eq!(head["outputs"][0]["data"], json!([1, 2]));
+        assert_eq!(
+            head["outputs"][1]["parameters"]["binary_data_size"],
+            json!(4)
+        );
+        assert_eq!(&enc.body[n..], &1.5f32.to_le_bytes());
+    }
+
+    #[test]
+    fn simple_rows() {
+        let sig = Signature {
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, 2],
+            }],
+            outputs: vec![],
+        };
+        let t = rows_to_input(&sig, &json!([[1, 2], [3, 4], [5, 6]])).unwrap();
+        assert_eq!(t.shape, vec![3, 2]);
+        let t = rows_to_input(&sig, &json!([1, 2])).unwrap();
+        assert_eq!(t.shape, vec![1, 2]);
+        assert!(rows_to_input(&sig, &json!([[1, 2], [3]])).is_err());
+        assert!(rows_to_input(&sig, &json!(5)).is_err());
+        let rows = tensor_rows(
+            &Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rows, vec![json!([1.0, 2.0]), json!([3.0, 4.0])]);
+        let rows =
+            tensor_rows(&Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap()).unwrap();
+        assert_eq!(serde_json::to_string(&rows).unwrap(), "[0.1]");
+    }
+
+    #[test]
+    fn random_bodies_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let seeds: [&[u8]; 3] = [
+            br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+            br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":5}}]}"#,
+            br#"{"inputs":[{"name":"x","shape":[2],"datatype":"BOOL","data":[true,false]}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#,
+        ];
+        for i in 0..20_000 {
+            let mut body = seeds[i % seeds.len()].to_vec();
+            for _ in 0..rng.random_range(1..6) {
+                let pos = rng.random_range(0..body.len());
+                match rng.random_range(0..3) {
+                    0 => body[pos] = rng.random(),
+                    1 => {
+                        body.remove(pos);
+                    }
+                    _ => body.insert(pos, rng.random()),
+                }
+                if body.is_empty() {
+                    body.push(b'{');
+                }
+            }
+            let header = if rng.random_bool(0.5) {
+                Some(rng.random_range(0..body.len() + 8))
+            } else {
+                None
+            };
+            if let Ok(req) = decode_infer(&body, header) {
+                let _ = encode_infer("m", "1", &req, &req.inputs);
+            }
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let sig = Signature {
+                inputs: vec![TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 2],
+                }],
+                outputs: vec![],
+            };
+            let _ = rows_to_input(&sig, &v);
+        }
+    }
+}

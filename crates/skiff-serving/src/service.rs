@@ -1,0 +1,103 @@
+//! The protocol-neutral inference call shared by REST and gRPC, and its error kinds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::BackendError;
+use crate::batcher::SubmitError;
+use crate::metrics::ModelLabels;
+use crate::protocol::ProtocolError;
+use crate::repository::{Repository, RepositoryError, Served};
+use crate::tensor::{Tensor, TensorError};
+
+/// An error as the client sees it: each kind maps to one HTTP status and one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<RepositoryError> for ServeError {
+    fn from(e: RepositoryError) -> Self {
+        match e {
+            RepositoryError::UnknownModel(_) | RepositoryError::UnknownVersion { .. } => {
+                ServeError::NotFound(e.to_string())
+            }
+            RepositoryError::NotReady { .. } => ServeError::Unavailable(e.to_string()),
+            RepositoryError::Load { .. } => ServeError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<ProtocolError> for ServeError {
+    fn from(e: ProtocolError) -> Self {
+        ServeError::BadRequest(e.to_string())
+    }
+}
+
+impl From<TensorError> for ServeError {
+    fn from(e: TensorError) -> Self {
+        ServeError::BadRequest(e.to_string())
+    }
+}
+
+impl From<BackendError> for ServeError {
+    fn from(e: BackendError) -> Self {
+        if e.is_client_error() {
+            ServeError::BadRequest(e.to_string())
+        } else {
+            ServeError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<SubmitError> for ServeError {
+    fn from(e: SubmitError) -> Self {
+        ServeError::Unavailable(e.to_string())
+    }
+}
+
+/// Validates, queues and awaits one inference; records request metrics.
+pub async fn infer(
+    repo: &Repository,
+    model: &str,
+    version: Option<&str>,
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+) -> Result<(Arc<Served>, Vec<Tensor>), ServeError> {
+    let served = repo.get(model, version)?;
+    let started = Instant::now();
+    let labels = ModelLabels {
+        model: served.name.clone(),
+        version: served.version.clone(),
+    };
+    let metrics = repo.metrics();
+    metrics.requests.get_or_create(&labels).inc();
+    let result = async {
+        served.signature.check_inputs(&inputs)?;
+        served.signature.check_outputs(&outputs)?;
+        let rx = served.batcher.submit(inputs, outputs)?;
+        let out = rx
+            .await
+            .map_err(|_| ServeError::Internal("the inference thread stopped".into()))??;
+        Ok::<_, ServeError>(out)
+    }
+    .await;
+    metrics
+        .request_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(out) => Ok((served, out)),
+        Err(e) => {
+            metrics.failures.get_or_create(&labels).inc();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,228 @@
+"""Open Inference Protocol REST, KServe V1, /predict, errors and metrics against onnxruntime in Python."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+import requests
+from conftest import assert_close, expected, features_for
+
+MODELS = ["iris", "forest", "boost", "pipeline"]
+DT = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(double)": "FP64"}
+
+
+def infer(server, model, body, **kw):
+    return requests.post(f"{server.url}/v2/models/{model}/infer", data=json.dumps(body), timeout=30, **kw)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_metadata_comes_from_the_graph(server, reference, model):
+    r = requests.get(f"{server.url}/v2/models/{model}", timeout=10)
+    assert r.status_code == 200, r.text
+    meta = r.json()
+    sess = reference[model]
+    assert meta["name"] == model
+    assert meta["versions"] == ["1"]
+    assert meta["platform"] == "onnxruntime_onnx"
+    for got, want in [(meta["inputs"], sess.get_inputs()), (meta["outputs"], sess.get_outputs())]:
+        assert [t["name"] for t in got] == [w.name for w in want]
+        assert [t["datatype"] for t in got] == [DT[w.type] for w in want]
+        assert [t["shape"] for t in got] == [[-1 if d is None or isinstance(d, str) else d for d in w.shape] for w in want]
+    assert requests.get(f"{server.url}/v2/models/{model}/versions/1", timeout=10).status_code == 200
+    assert requests.get(f"{server.url}/v2/models/{model}/ready", timeout=10).json()["ready"] is True
+
+
+def test_server_endpoints(server):
+    assert requests.get(server.url + "/v2/health/live", timeout=10).status_code == 200
+    assert requests.get(server.url + "/v2/health/ready", timeout=10).status_code == 200
+    assert requests.get(server.url + "/health", timeout=10).json() == {"status": "ok"}
+    meta = requests.get(server.url + "/v2", timeout=10).json()
+    assert meta["name"] == "skiff"
+    assert "binary_tensor_data" in meta["extensions"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_json_infer_matches_onnxruntime(server, reference, iris_x, model):
+    x = features_for(model, iris_x)
+    want = expected(reference, model, x)
+    r = infer(server, model, {"id": "q1", "inputs": [
+        {"name": "X", "shape": list(x.shape), "datatype": "FP32", "data": x.tolist()}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == model and body["model_version"] == "1" and body["id"] == "q1"
+    assert [o["name"] for o in body["outputs"]] == list(want)
+    for o in body["outputs"]:
+        assert_close(np.array(o["data"]).reshape(o["shape"]), want[o["name"]], o["name"])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_binary_infer_matches_onnxruntime(server, reference, iris_x, model):
+    x = features_for(model, iris_x[:37])
+    want = expected(reference, model, x)
+    raw = x.astype("<f4").tobytes()
+    header = json.dumps({
+        "inputs": [{"name": "X", "shape": list(x.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    r = requests.post(f"{server.url}/v2/models/{model}/infer", data=header + raw, timeout=30,
+                      headers={"Inference-Header-Content-Length": str(len(header)),
+                               "Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    n = int(r.headers["Inference-Header-Content-Length"])
+    head = json.loads(r.content[:n])
+    offset = n
+    for o in head["outputs"]:
+        size = o["parameters"]["binary_data_size"]
+        dtype = {"FP32": "<f4", "INT64": "<i8"}[o["datatype"]]
+        got = np.frombuffer(r.content[offset:offset + size], dtype=dtype).reshape(o["shape"])
+        offset += size
+        assert_close(got, want[o["name"]], o["name"])
+    assert offset == len(r.content)
+
+
+def test_output_selection_and_mixed_binary(server, reference, iris_x):
+    x = iris_x[:5]
+    want = expected(reference, "iris", x)
+    header = {"inputs": [{"name": "X", "shape": [5, 4], "datatype": "FP32", "data": x.flatten().tolist()}],
+              "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}
+    r = infer(server, "iris", header)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["Inference-Header-Content-Length"])
+    head = json.loads(r.content[:n])
+    assert [o["name"] for o in head["outputs"]] == ["probabilities"]
+    assert_close(np.frombuffer(r.content[n:], dtype="<f4").reshape(5, 3), want["probabilities"])
+    r = infer(server, "iris", {"inputs": header["inputs"], "outputs": [{"name": "label"}]})
+    assert [o["name"] for o in r.json()["outputs"]] == ["label"]
+    assert r.json()["outputs"][0]["data"] == want["label"].tolist()
+
+
+def test_simple_predict_and_kserve_v1(server, reference, iris_x):
+    x = iris_x[10:14]
+    want = expected(reference, "pipeline", x)
+    r = requests.post(server.url + "/predict?model=pipeline", json={"instances": x.tolist()}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == want["label"].tolist()
+    assert r.json()["model_version"] == "1"
+    assert_close(np.array(r.json()["outputs"]["probabilities"], dtype=np.float32), want["probabilities"])
+    r = requests.post(server.url + "/predict", json={"model": "pipeline", "features": x[0].tolist()}, timeout=10)
+    assert r.json()["predictions"] == want["label"][:1].tolist()
+    r = requests.post(server.url + "/v1/models/boost:predict", json={"instances": x[:, :3].tolist()}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert_close(np.array(r.json()["predictions"], dtype=np.float32), expected(reference, "boost", x[:, :3])["variable"])
+    assert requests.get(server.url + "/v1/models/iris", timeout=10).json() == {"name": "iris", "ready": True}
+    # Several models are served: /predict must be told which.
+    r = requests.post(server.url + "/predict", json={"features": x[0].tolist()}, timeout=10)
+    assert r.status_code == 400 and "model" in r.json()["error"]
+
+
+def x_input(shape, datatype="FP32", data=None):
+    n = int(np.prod(shape))
+    return {"name": "X", "shape": shape, "datatype": datatype, "data": data if data is not None else [1.0] * n}
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ({"inputs": [x_input([1, 3])]}, 400, "expected shape [-1, 4]"),
+    ({"inputs": [x_input([1, 4], "FP64")]}, 400, "expected datatype FP32"),
+    ({"inputs": [x_input([2, 4], data=[1.0] * 7)]}, 400, "needs 8 elements but 7"),
+    ({"inputs": [x_input([1, 4], data=["a", 1, 2, 3])]}, 400, "not a valid FP32"),
+    ({"inputs": [{"name": "Y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}, 400, "not an input"),
+    ({"inputs": []}, 400, 'missing input "X"'),
+    ({"inputs": [x_input([1, 4])], "outputs": [{"name": "nope"}]}, 400, "unknown output"),
+    ({"inputs": [x_input([1, 4], "FP99")]}, 400, "unknown datatype"),
+])
+def test_bad_inputs_are_400_with_reason(server, body, status, needle):
+    r = infer(server, "iris", body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["error"]
+
+
+def test_malformed_and_unknown(server):
+    r = requests.post(f"{server.url}/v2/models/iris/infer", data=b"{not json", timeout=10)
+    assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+    r = requests.post(f"{server.url}/v2/models/nope/infer", data=b"{}", timeout=10)
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    assert requests.get(f"{server.url}/v2/models/nope", timeout=10).status_code == 404
+    assert requests.get(f"{server.url}/v2/models/iris/versions/9", timeout=10).status_code == 404
+    r = requests.post(f"{server.url}/v2/models/iris/infer", data=b"{}",
+                      headers={"Inference-Header-Content-Length": "5000"}, timeout=10)
+    assert r.status_code == 400
+    r = requests.post(f"{server.url}/v2/models/iris/infer", data=b"\xff\xfe\x00garbage", timeout=10)
+    assert r.status_code == 400
+    # The server survived all of that.
+    assert requests.get(server.url + "/v2/health/live", timeout=10).status_code == 200
+
+
+def test_oversized_body_is_400(start_server, repository):
+    s = start_server(["--model-repository", str(repository), "--max-body-bytes", "1000", "--no-grpc"])
+    r = requests.post(f"{s.url}/v2/models/iris/infer",
+                      data=json.dumps({"inputs": [x_input([100, 4])]}), timeout=10)
+    assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
+def test_metrics_count_requests_and_failures(server, iris_x):
+    before = requests.get(server.url + "/metrics", timeout=10).text
+    infer(server, "forest", {"inputs": [x_input([2, 4])]})
+    infer(server, "forest", {"inputs": [x_input([2, 3])]})
+    text = requests.get(server.url + "/metrics", timeout=10).text
+
+    def value(t, name):
+        for line in t.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    labels = '{model="forest",version="1"}'
+    assert value(text, "skiff_inference_requests_total" + labels) == value(before, "skiff_inference_requests_total" + labels) + 2
+    assert value(text, "skiff_inference_failures_total" + labels) == value(before, "skiff_inference_failures_total" + labels) + 1
+    for family in ["queue_duration_seconds", "compute_duration_seconds", "batch_size", "request_duration_seconds"]:
+        assert f"skiff_inference_{family}_count{labels}" in text, family
+
+
+def test_repository_extension_rest(start_server, repository):
+    s = start_server(["--model-repository", str(repository), "--no-grpc"])
+    index = requests.post(s.url + "/v2/repository/index", timeout=10).json()
+    assert {(m["name"], m["state"]) for m in index} >= {("iris", "READY"), ("boost", "READY")}
+    assert requests.post(s.url + "/v2/repository/models/iris/unload", timeout=10).status_code == 200
+    assert requests.get(s.url + "/v2/models/iris/ready", timeout=10).status_code == 503
+    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 200
+    ready_only = requests.post(s.url + "/v2/repository/index", json={"ready": True}, timeout=10).json()
+    assert "iris" not in {m["name"] for m in ready_only}
+    assert requests.post(s.url + "/v2/repository/models/iris/load", timeout=10).status_code == 200
+    assert requests.get(s.url + "/v2/models/iris/ready", timeout=10).status_code == 200
+    assert requests.post(s.url + "/v2/repository/models/nope/load", timeout=10).status_code == 404
+
+
+def test_short_form_and_settings(start_server, tmp_path, onnx_models, reference, iris_x):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(onnx_models["forest"])
+    s = start_server(["--model", f"trees={path}", "--no-grpc"])
+    r = requests.post(s.url + "/predict", json={"instances": iris_x[:3].tolist()}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == expected(reference, "forest", iris_x[:3])["label"].tolist()
+    # model-settings.json pins an older version.
+    root = tmp_path / "repo"
+    for v, name in [(1, "iris"), (2, "forest")]:
+        (root / "m" / str(v)).mkdir(parents=True)
+        (root / "m" / str(v) / "model.onnx").write_bytes(onnx_models[name])
+    s = start_server(["--model-repository", str(root), "--no-grpc"])
+    assert requests.get(s.url + "/v2/models/m", timeout=10).json()["versions"] == ["2"]
+    s.stop()
+    (root / "m" / "model-settings.json").write_text(json.dumps({"name": "m", "parameters": {"version": "1"}}))
+    s = start_server(["--model-repository", str(root), "--no-grpc"])
+    assert requests.get(s.url + "/v2/models/m", timeout=10).json()["versions"] == ["1"]
+    r = requests.post(s.url + "/predict", json={"instances": iris_x[:3].tolist()}, timeout=10)
+    assert r.json()["model_version"] == "1"
+
+
+def test_bad_model_is_reported_not_fatal(start_server, tmp_path, onnx_models):
+    (tmp_path / "good" / "1").mkdir(parents=True)
+    (tmp_path / "good" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
+    (tmp_path / "bad" / "1").mkdir(parents=True)
+    (tmp_path / "bad" / "1" / "model.onnx").write_bytes(b"not a model")
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc"])
+    assert requests.get(s.url + "/v2/models/good/ready", timeout=10).status_code == 200
+    r = requests.get(s.url + "/v2/models/bad/ready", timeout=10)
+    assert r.status_code == 503 and "cannot load" in r.json()["error"]
+    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 503

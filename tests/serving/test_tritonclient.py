@@ -1,0 +1,85 @@
+"""tritonclient (HTTP and gRPC) as a real client: metadata, JSON and binary infer, repository calls."""
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from conftest import assert_close, expected, features_for
+from tritonclient.utils import InferenceServerException
+
+MODELS = ["iris", "forest", "boost", "pipeline"]
+
+
+def client(kind, server):
+    if kind == "http":
+        return httpclient, httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    return grpcclient, grpcclient.InferenceServerClient(server.grpc)
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_health_and_metadata(server, reference, kind):
+    mod, c = client(kind, server)
+    assert c.is_server_live() and c.is_server_ready()
+    assert c.is_model_ready("iris")
+    meta = c.get_model_metadata("iris")
+    if kind == "grpc":
+        names = [i.name for i in meta.inputs]
+        outs = [(o.name, o.datatype, list(o.shape)) for o in meta.outputs]
+        server_name = c.get_server_metadata().name
+    else:
+        names = [i["name"] for i in meta["inputs"]]
+        outs = [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]]
+        server_name = c.get_server_metadata()["name"]
+    assert server_name == "skiff"
+    assert names == ["X"]
+    assert outs == [("label", "INT64", [-1]), ("probabilities", "FP32", [-1, 3])]
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("model", MODELS)
+def test_infer_matches_onnxruntime(server, reference, iris_x, kind, binary, model):
+    mod, c = client(kind, server)
+    x = features_for(model, iris_x[::3])
+    want = expected(reference, model, x)
+    inp = mod.InferInput("X", list(x.shape), "FP32")
+    if kind == "http":
+        inp.set_data_from_numpy(x, binary_data=binary)
+        outputs = [mod.InferRequestedOutput(n, binary_data=binary) for n in want]
+    else:
+        inp.set_data_from_numpy(x)
+        outputs = [mod.InferRequestedOutput(n) for n in want]
+    r = c.infer(model, [inp], outputs=outputs)
+    for name, value in want.items():
+        assert_close(r.as_numpy(name), value, name)
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_errors_are_exceptions_not_crashes(server, kind):
+    mod, c = client(kind, server)
+    bad = mod.InferInput("X", [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="expected shape"):
+        c.infer("iris", [bad])
+    with pytest.raises(InferenceServerException, match="unknown model"):
+        c.infer("nope", [bad])
+    wrong_type = mod.InferInput("X", [1, 4], "FP64")
+    wrong_type.set_data_from_numpy(np.zeros((1, 4), dtype=np.float64))
+    with pytest.raises(InferenceServerException, match="datatype"):
+        c.infer("iris", [wrong_type])
+    assert c.is_server_live()
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_repository_load_unload(start_server, repository, kind):
+    s = start_server(["--model-repository", str(repository)])
+    mod, c = client(kind, s)
+    index = c.get_model_repository_index()
+    names = [m.name for m in index.models] if kind == "grpc" else [m["name"] for m in index]
+    assert sorted(names) == sorted(MODELS)
+    c.unload_model("boost")
+    assert not c.is_model_ready("boost")
+    c.load_model("boost")
+    assert c.is_model_ready("boost")
+    with pytest.raises(InferenceServerException):
+        c.load_model("does-not-exist")
