@@ -265,6 +265,10 @@ async fn pump(
     }
     let Some(mut events) = events else { return };
     let deadline = tokio::time::Instant::now() + spec.timeout;
+    // One timer for the whole watch: a new one per event would register and cancel a timer
+    // for every event of every watcher.
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
     let mut last_rev = start;
     let mut bookmark = tokio::time::interval_at(
         tokio::time::Instant::now() + spec.bookmark_interval,
@@ -277,7 +281,7 @@ async fn pump(
             p
         } else {
             tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
+            _ = &mut expiry => return,
             _ = bookmark.tick(), if spec.bookmarks => {
                 if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
                     return;
