@@ -357,10 +357,15 @@ impl Ctx {
         }
         let prefix = self.prefix();
         let mut items = Vec::new();
+        // Plain JSON lists encode each item as soon as it is decoded: holding every decoded
+        // object of a big list at once costs far more memory than its JSON.
+        let encode_now = matches!(self.output, Output::Json);
+        let mut encoded: Vec<u8> = Vec::new();
+        let mut count = 0usize;
         let mut next: Option<String> = None;
         let mut revision: Revision;
         loop {
-            let page = limit.map(|l| (l - items.len()).max(1) * 2).unwrap_or(0);
+            let page = limit.map(|l| (l - count).max(1) * 2).unwrap_or(0);
             let res = self
                 .api
                 .store
@@ -385,12 +390,20 @@ impl Ctx {
                 if !ls.matches(meta::labels(&obj)) || !fs.matches(&obj) {
                     continue;
                 }
-                items.push(obj);
-                if limit.is_some_and(|l| items.len() >= l) {
+                if encode_now {
+                    if count > 0 {
+                        encoded.push(b',');
+                    }
+                    serde_json::to_writer(&mut encoded, &obj).map_err(ApiError::internal)?;
+                } else {
+                    items.push(obj);
+                }
+                count += 1;
+                if limit.is_some_and(|l| count >= l) {
                     break;
                 }
             }
-            let full = limit.is_some_and(|l| items.len() >= l);
+            let full = limit.is_some_and(|l| count >= l);
             let consumed_all = last_key.as_deref() == res.kvs.last().map(|k| k.key.as_str());
             if full {
                 if res.more || !consumed_all {
@@ -415,12 +428,21 @@ impl Ctx {
                     "items": items,
                 })
             }
-            Output::Json => json!({
-                "kind": self.def().list_kind(),
-                "apiVersion": self.def().api_version(),
-                "metadata": list_meta(&rv, next.as_deref()),
-                "items": items,
-            }),
+            Output::Json => {
+                // The list without items, then the encoded items spliced in as `items`.
+                let head = json!({
+                    "kind": self.def().list_kind(),
+                    "apiVersion": self.def().api_version(),
+                    "metadata": list_meta(&rv, next.as_deref()),
+                });
+                let mut out = serde_json::to_vec(&head).map_err(ApiError::internal)?;
+                out.pop(); // the closing brace
+                out.reserve(encoded.len() + 12);
+                out.extend_from_slice(b",\"items\":[");
+                out.extend_from_slice(&encoded);
+                out.extend_from_slice(b"]}");
+                return Ok(response::bytes(StatusCode::OK, "application/json", out));
+            }
         };
         Ok(response::json(StatusCode::OK, &body))
     }
@@ -448,6 +470,7 @@ impl Ctx {
                 .min(self.api.config.max_watch),
             bookmark_interval: self.api.config.bookmark_interval,
             output: self.output,
+            encoded: self.api.watch_encoded.clone(),
         };
         watch::serve(self.api.store.clone(), spec).await
     }

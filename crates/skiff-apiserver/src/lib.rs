@@ -63,6 +63,8 @@ pub struct ApiServer {
     pub config: ApiConfig,
     /// Serialises ClusterIP / NodePort allocation.
     pub alloc_lock: tokio::sync::Mutex<()>,
+    /// Encoded watch events shared by all watchers.
+    pub watch_encoded: Arc<watch::EncodedEvents>,
 }
 
 impl ApiServer {
@@ -78,6 +80,7 @@ impl ApiServer {
             authorizer,
             config,
             alloc_lock: tokio::sync::Mutex::new(()),
+            watch_encoded: Arc::default(),
         })
     }
 }

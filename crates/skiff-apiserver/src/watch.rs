@@ -8,14 +8,15 @@ use crate::storage;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 use skiff_api::ApiError;
 use skiff_api::meta::{self, FieldSelector, LabelSelector};
 use skiff_api::registry::ResourceDef;
 use skiff_store::{Event, RangeOptions, Revision, Store, StoreError};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -31,13 +32,90 @@ pub struct WatchSpec {
     pub timeout: Duration,
     pub bookmark_interval: Duration,
     pub output: Output,
+    /// The server's shared cache of encoded events.
+    pub encoded: Arc<EncodedEvents>,
 }
 
 impl WatchSpec {
     fn matches(&self, obj: &Value) -> bool {
         self.labels.matches(meta::labels(obj)) && self.fields.matches(obj)
     }
+
+    /// Plain JSON without selectors: every watcher of the prefix gets the same bytes per event.
+    fn shares_encoding(&self) -> bool {
+        matches!(self.output, Output::Json) && self.labels.is_empty() && self.fields.0.is_empty()
+    }
 }
+
+/// Most encoded events kept for sharing between watchers.
+const ENCODED_CAPACITY: usize = 4096;
+
+/// The JSON of recently delivered objects, keyed by the revision of their event (one write
+/// per revision), shared by the watches of one server: with many watchers of the same
+/// resources, each event is decoded and serialised once instead of once per watcher.
+#[derive(Default)]
+pub struct EncodedEvents {
+    inner: Mutex<EncodedInner>,
+}
+
+#[derive(Default)]
+struct EncodedInner {
+    objects: HashMap<Revision, Bytes>,
+    order: VecDeque<Revision>,
+}
+
+impl EncodedEvents {
+    /// The object of `ev` as JSON (with its resourceVersion), encoding it on first use.
+    fn object(&self, ev: &Event) -> Result<Bytes, ApiError> {
+        let revision = ev.revision();
+        if let Some(b) = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .objects
+            .get(&revision)
+        {
+            return Ok(b.clone());
+        }
+        let obj = match ev {
+            Event::Put { kv, .. } => storage::decode(kv)?,
+            Event::Delete { prev, revision } => {
+                let mut obj = storage::decode(prev)?;
+                meta::set_meta(
+                    &mut obj,
+                    "resourceVersion",
+                    Value::String(revision.to_string()),
+                );
+                obj
+            }
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.objects.insert(revision, bytes.clone()).is_none() {
+            inner.order.push_back(revision);
+            while inner.order.len() > ENCODED_CAPACITY {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.objects.remove(&old);
+                }
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// One watch event line around already-encoded object JSON (what `line` would produce).
+fn shared_line(ty: &str, object: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(object.len() + ty.len() + 24);
+    b.extend_from_slice(b"{\"type\":\"");
+    b.extend_from_slice(ty.as_bytes());
+    b.extend_from_slice(b"\",\"object\":");
+    b.extend_from_slice(object);
+    b.extend_from_slice(b"}\n");
+    Bytes::from(b)
+}
+
+/// Most bytes of events coalesced into one write to the client.
+const COALESCE_BYTES: usize = 64 * 1024;
 
 /// Starts the watch; errors that happen before streaming starts are ordinary responses.
 pub async fn serve(store: Arc<dyn Store>, spec: WatchSpec) -> HandlerResult {
@@ -187,14 +265,23 @@ async fn pump(
     }
     let Some(mut events) = events else { return };
     let deadline = tokio::time::Instant::now() + spec.timeout;
+    // One timer for the whole watch: a new one per event would register and cancel a timer
+    // for every event of every watcher.
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
     let mut last_rev = start;
     let mut bookmark = tokio::time::interval_at(
         tokio::time::Instant::now() + spec.bookmark_interval,
         spec.bookmark_interval,
     );
+    // An item taken from the stream while coalescing that must be handled on its own.
+    let mut pending = None;
     loop {
-        let next = tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
+        let next = if let Some(p) = pending.take() {
+            p
+        } else {
+            tokio::select! {
+            _ = &mut expiry => return,
             _ = bookmark.tick(), if spec.bookmarks => {
                 if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
                     return;
@@ -203,6 +290,7 @@ async fn pump(
             }
             _ = tx.closed() => return,
             e = events.next() => e,
+            }
         };
         let ev = match next {
             None => return,
@@ -219,14 +307,59 @@ async fn pump(
             }
         };
         last_rev = ev.revision();
-        let out = match translate(&spec, ev) {
-            Ok(Some((ty, obj))) => enc.event(ty, &obj),
-            Ok(None) => continue,
-            Err(e) => line(&json!({"type": "ERROR", "object": e.status()})),
+        let Some(first) = render(&spec, &mut enc, ev) else {
+            continue;
+        };
+        // Events that are already waiting go out in the same write: with many watchers,
+        // one frame per event costs more than the events themselves.
+        let mut out = Vec::new();
+        while out.len() + first.len() < COALESCE_BYTES {
+            match events.next().now_or_never() {
+                Some(Some(Ok(ev))) => {
+                    last_rev = ev.revision();
+                    if let Some(b) = render(&spec, &mut enc, ev) {
+                        if out.is_empty() {
+                            out.extend_from_slice(&first);
+                        }
+                        out.extend_from_slice(&b);
+                    }
+                }
+                None => break,
+                Some(other) => {
+                    pending = Some(other);
+                    break;
+                }
+            }
+        }
+        let out = if out.is_empty() {
+            first
+        } else {
+            Bytes::from(out)
         };
         if tx.send(out).await.is_err() {
             return;
         }
+    }
+}
+
+/// The line a store event becomes for this watcher, if any.
+fn render(spec: &WatchSpec, enc: &mut Encoder, ev: Event) -> Option<Bytes> {
+    if spec.shares_encoding() {
+        // Without selectors every event is delivered and its type follows from the event.
+        let ty = match &ev {
+            Event::Put { prev: None, .. } => "ADDED",
+            Event::Put { prev: Some(_), .. } => "MODIFIED",
+            Event::Delete { .. } => "DELETED",
+        };
+        return Some(match spec.encoded.object(&ev) {
+            Ok(object) => shared_line(ty, &object),
+            Err(e) => line(&json!({"type": "ERROR", "object": e.status()})),
+        });
+    }
+    match translate(spec, ev) {
+        Ok(Some((ty, obj))) => Some(enc.event(ty, &obj)),
+        Ok(None) => None,
+        Err(e) => Some(line(&json!({"type": "ERROR", "object": e.status()}))),
     }
 }
 
@@ -260,5 +393,68 @@ fn translate(spec: &WatchSpec, ev: Event) -> Result<Option<(&'static str, Value)
             );
             Ok(Some(("DELETED", obj)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_store::KeyValue;
+
+    fn kv(rev: Revision, value: &str) -> KeyValue {
+        KeyValue {
+            key: "/registry/configmaps/ns/a".into(),
+            value: value.as_bytes().to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    #[test]
+    fn shared_lines_match_per_watcher_lines() {
+        let cache = EncodedEvents::default();
+        let put = Event::Put {
+            kv: kv(
+                7,
+                r#"{"kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}"#,
+            ),
+            prev: None,
+        };
+        let obj = storage::decode(match &put {
+            Event::Put { kv, .. } => kv,
+            Event::Delete { prev, .. } => prev,
+        })
+        .unwrap();
+        let expected = line(&json!({"type": "ADDED", "object": obj}));
+        assert_eq!(shared_line("ADDED", &cache.object(&put).unwrap()), expected);
+        // The second watcher gets the cached bytes.
+        assert_eq!(cache.object(&put).unwrap(), cache.object(&put).unwrap());
+        assert_eq!(cache.inner.lock().unwrap().objects.len(), 1);
+    }
+
+    #[test]
+    fn deleted_objects_carry_the_delete_revision() {
+        let cache = EncodedEvents::default();
+        let del = Event::Delete {
+            prev: kv(7, r#"{"metadata":{"name":"a"}}"#),
+            revision: 9,
+        };
+        let v: Value = serde_json::from_slice(&cache.object(&del).unwrap()).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = EncodedEvents::default();
+        for rev in 1..=(ENCODED_CAPACITY as Revision + 10) {
+            let ev = Event::Put {
+                kv: kv(rev, r#"{"metadata":{"name":"a"}}"#),
+                prev: None,
+            };
+            cache.object(&ev).unwrap();
+        }
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!(inner.objects.len(), ENCODED_CAPACITY);
+        assert!(!inner.objects.contains_key(&1));
     }
 }
