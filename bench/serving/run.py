@@ -246,21 +246,23 @@ INPROCESS_WORKER = """
 import json, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 import run
-model, data, threads, batch, duration = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+model, data, threads, batch, rows = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+duration = float(sys.argv[7])
 sess = run.ort_session(open(model, "rb").read(), threads)
-x = np.load(data)
-feed = np.ascontiguousarray(np.resize(x, (batch, x.shape[1])))
+# What the server executes: the request's rows repeated (every client sends the same body), so
+# the trees see the same rows and caches behave alike.
+feed = np.ascontiguousarray(np.resize(np.load(data)[:rows], (batch, run.N_FEATURES)))
 # The best of three: the engine's capacity, not what a busy moment of the shared machine left of it.
 print(json.dumps(max(run.ort_rows_per_s(sess, feed, duration / 3) for _ in range(3))))
 """
 
 
-def ort_rows_per_s_isolated(model_path, data_path, threads, batch, duration):
+def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration):
     """`ort_rows_per_s` in a child process in its own session, as the server runs: the kernel
     shares the CPU per session (autogroup), so on a shared machine the loop and the server then
     get the same share."""
     out = subprocess.run([sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads),
-                          str(batch), str(duration)], capture_output=True, text=True, check=True,
+                          str(batch), str(rows), str(duration)], capture_output=True, text=True, check=True,
                          start_new_session=True, timeout=duration + 120)
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -358,7 +360,7 @@ def efficiency(args, work, log):
                         b = max(1, int(round(mean_batch))) if execs else rows
                         ort_rps, ort_run = ort_rows_per_s_isolated(
                             os.path.join(repo, name, "1", "model.onnx"), os.path.join(work, f"{name}.npy"),
-                            threads, b, args.inprocess_duration)
+                            threads, b, rows, args.inprocess_duration)
                         row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
                                "req_per_s": r["rps"], "rows_per_s": r["rps"] * rows, "p50_ms": r["p50"],
                                "p99_ms": r["p99"], "errors": r["errors"], "executions": int(execs),
