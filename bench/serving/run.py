@@ -369,12 +369,16 @@ def efficiency(args, work, log):
                                "inprocess_batch": b, "inprocess_rows_per_s": ort_rps,
                                "inprocess_ms_per_run": ort_run * 1000,
                                "ratio": r["rps"] * rows / ort_rps, "load_average": (load0 + os.getloadavg()[0]) / 2}
+                        # Share of the wall time skiff's inference thread spent in the engine, from its
+                        # own compute histogram: 100 % means the server keeps the engine saturated.
+                        row["engine_busy"] = (row["rows_per_s"] * compute_s / mean_batch) if execs else 0.0
                         rows_out.append(row)
                         print(f"{name:<10} rows={rows:<3} {proto:<11} c={conc:<3} {row['rows_per_s']:>10.0f} rows/s"
                               f"  p50 {r['p50']:6.2f} p99 {r['p99']:6.2f} ms  batch {mean_batch:5.1f}"
                               f" {row['batch_histogram']}  ORT b={b} {ort_rps:>10.0f} rows/s"
                               f" ({ort_run * 1000:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
-                              f"  err {r['errors']}  load {row['load_average']:.1f}", flush=True)
+                              f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {r['errors']}  load {row['load_average']:.1f}",
+                              flush=True)
     finally:
         stop(proc)
     return rows_out
