@@ -8,7 +8,13 @@ bottleneck); gRPC load from tritonclient threads in this process (so gRPC figure
 the Python client). Each level runs for --duration seconds. Prints throughput and p50/p99 latency
 per server, plus start-to-ready time and resident memory.
 
-Usage: bench/serving/run.py [--duration 5] [--levels 1,16,64] [--only skiff,mlserver,...]
+The "efficiency" part asks how much of the engine's capacity the server delivers where compute
+matters: a 200-tree random forest and a 300-tree gradient boosting regressor (20 features),
+requests of 1/32/64 rows at concurrency 16 and 64 (REST binary and JSON, batching on), in rows/s,
+against onnxruntime run in-process in a tight loop on the mean batch size skiff actually executed
+(from the batch-size histogram in its /metrics) with the same session settings and threads.
+
+Usage: bench/serving/run.py [--duration 5] [--levels 1,16,64] [--only skiff,mlserver,...,efficiency]
 Server command: $SKIFF_SERVE_CMD, else the `serve` example of skiff-serving (release if built).
 """
 
@@ -183,6 +189,201 @@ def in_process(onnx_bytes, duration, batch):
             "p99": float(np.percentile(a, 99)), "errors": 0, "n": len(lat) * batch}
 
 
+# ---------------------------------------------------------------------------------------------
+# Engine efficiency: how much of the engine's capacity the server delivers on models whose compute
+# matters, compared with onnxruntime called in-process on the batch sizes the server executed.
+
+N_FEATURES = 20
+
+
+def compute_models(trees_rf, trees_gb):
+    """A random forest classifier and a gradient boosting regressor of realistic size, as ONNX."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification, make_regression
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+
+    xc, yc = make_classification(n_samples=4000, n_features=N_FEATURES, n_informative=12, n_classes=3,
+                                 random_state=0)
+    xc = xc.astype(np.float32)
+    rf = RandomForestClassifier(n_estimators=trees_rf, max_depth=10, random_state=0).fit(xc, yc)
+    xr, yr = make_regression(n_samples=4000, n_features=N_FEATURES, noise=0.1, random_state=0)
+    xr = xr.astype(np.float32)
+    gb = GradientBoostingRegressor(n_estimators=trees_gb, max_depth=3, random_state=0).fit(xr, yr)
+    return {
+        f"forest{trees_rf}": (to_onnx(rf, xc[:1], options={id(rf): {"zipmap": False}},
+                                      target_opset=15).SerializeToString(), xc),
+        f"boost{trees_gb}": (to_onnx(gb, xr[:1], target_opset=15).SerializeToString(), xr),
+    }
+
+
+def ort_session(onnx_bytes, threads):
+    """An onnxruntime session configured like skiff's backend (backend/ort.rs): `threads` intra-op
+    threads, one inter-op thread, no spinning, default graph optimisations."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def ort_rows_per_s(sess, x, duration):
+    """Rows/s of `sess.run` in a tight loop on the batch `x`, plus the mean seconds per run."""
+    feed = {sess.get_inputs()[0].name: x}
+    sess.run(None, feed)
+    n, start = 0, time.perf_counter()
+    while True:
+        sess.run(None, feed)
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= duration:
+            return n * len(x) / elapsed, elapsed / n
+
+
+INPROCESS_WORKER = """
+import json, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import run
+model, data, threads, batch, rows = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+duration = float(sys.argv[7])
+sess = run.ort_session(open(model, "rb").read(), threads)
+# What the server executes: the request's rows repeated (every client sends the same body), so
+# the trees see the same rows and caches behave alike.
+feed = np.ascontiguousarray(np.resize(np.load(data)[:rows], (batch, run.N_FEATURES)))
+# The best of three: the engine's capacity, not what a busy moment of the shared machine left of it.
+print(json.dumps(max(run.ort_rows_per_s(sess, feed, duration / 3) for _ in range(3))))
+"""
+
+
+def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration):
+    """`ort_rows_per_s` in a child process in its own session, as the server runs: the kernel
+    shares the CPU per session (autogroup), so on a shared machine the loop and the server then
+    get the same share."""
+    out = subprocess.run([sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads),
+                          str(batch), str(rows), str(duration)], capture_output=True, text=True, check=True,
+                         start_new_session=True, timeout=duration + 120)
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def scrape(url, model):
+    """This model's batch-size histogram (cumulative buckets), its sum and count, and compute seconds."""
+    import requests
+
+    text = requests.get(url, timeout=5).text
+    out = {"buckets": {}, "sum": 0.0, "count": 0.0, "compute_sum": 0.0, "compute_count": 0.0}
+    tag = f'model="{model}"'
+    for line in text.splitlines():
+        if tag not in line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("skiff_inference_batch_size_bucket"):
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            out["buckets"][le] = float(value)
+        elif name.startswith("skiff_inference_batch_size_sum"):
+            out["sum"] = float(value)
+        elif name.startswith("skiff_inference_batch_size_count"):
+            out["count"] = float(value)
+        elif name.startswith("skiff_inference_compute_duration_seconds_sum"):
+            out["compute_sum"] = float(value)
+        elif name.startswith("skiff_inference_compute_duration_seconds_count"):
+            out["compute_count"] = float(value)
+    return out
+
+
+def histogram_delta(before, after):
+    """Executions per batch-size bucket ("le" upper bound -> count) between two scrapes."""
+    def key(le):
+        return float("inf") if le == "+Inf" else float(le)
+
+    les = sorted(after["buckets"], key=key)
+    out, prev = {}, 0.0
+    for le in les:
+        cum = after["buckets"][le] - before["buckets"].get(le, 0.0)
+        if cum - prev > 0:
+            out[le] = int(cum - prev)
+        prev = cum
+    return out
+
+
+def efficiency(args, work, log):
+    """Runs the engine-efficiency table; returns its rows."""
+    threads = args.threads
+    models = compute_models(args.forest_trees, args.boost_trees)
+    repo = os.path.join(work, "compute-repo")
+    for name, (data, _) in models.items():
+        os.makedirs(os.path.join(repo, name, "1"))
+        with open(os.path.join(repo, name, "1", "model.onnx"), "wb") as f:
+            f.write(data)
+    hp = free_port()
+    env = dict(os.environ, SKIFF_PYTHON=sys.executable, RUST_LOG="warn")
+    cmd = skiff_cmd() + ["--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp), "--no-grpc",
+                         "--threads", str(threads), "--max-batch-size", str(args.max_batch_size),
+                         "--batch-delay-ms", str(args.batch_delay_ms), "--poll-interval-ms", "0"]
+    print(f"\nengine efficiency: {' '.join(cmd[1:])}", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    for name, (_, x) in models.items():
+        np.save(os.path.join(work, f"{name}.npy"), x[:256])
+    proc = spawn(cmd, env=env, log=log)
+    rows_out = []
+    try:
+        wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc, proc.started)
+        metrics_url = f"http://127.0.0.1:{hp}/metrics"
+        for name, (_, x) in models.items():
+            url = f"http://127.0.0.1:{hp}/v2/models/{name}/infer"
+            for rows in args.rows:
+                batch = np.ascontiguousarray(x[:rows])
+                raw = batch.astype("<f4").tobytes()
+                header = json.dumps({"inputs": [{"name": "X", "shape": [rows, N_FEATURES], "datatype": "FP32",
+                                                 "parameters": {"binary_data_size": len(raw)}}],
+                                     "parameters": {"binary_data_output": True}}).encode()
+                js = json.dumps({"inputs": [{"name": "X", "shape": [rows, N_FEATURES], "datatype": "FP32",
+                                             "data": batch.flatten().tolist()}]}).encode()
+                for conc in args.eff_levels:
+                    for proto in ["REST binary", "REST JSON"]:
+                        before = scrape(metrics_url, name)
+                        load0 = os.getloadavg()[0]
+                        if proto == "REST binary":
+                            r = wrk(url, header + raw, args.duration, conc, work, "application/octet-stream",
+                                    len(header))
+                        else:
+                            r = wrk(url, js, args.duration, conc, work)
+                        after = scrape(metrics_url, name)
+                        execs = after["count"] - before["count"]
+                        served_rows = after["sum"] - before["sum"]
+                        mean_batch = served_rows / execs if execs else float("nan")
+                        compute_s = ((after["compute_sum"] - before["compute_sum"])
+                                     / max(after["compute_count"] - before["compute_count"], 1))
+                        # Run time is close to linear in the batch size for these models, so the
+                        # engine's rows/s on the mean executed batch is its rows/s over the mix.
+                        b = max(1, int(round(mean_batch))) if execs else rows
+                        ort_rps, ort_run = ort_rows_per_s_isolated(
+                            os.path.join(repo, name, "1", "model.onnx"), os.path.join(work, f"{name}.npy"),
+                            threads, b, rows, args.inprocess_duration)
+                        row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
+                               "req_per_s": r["rps"], "rows_per_s": r["rps"] * rows, "p50_ms": r["p50"],
+                               "p99_ms": r["p99"], "errors": r["errors"], "executions": int(execs),
+                               "mean_batch": mean_batch, "batch_histogram": histogram_delta(before, after),
+                               "server_compute_ms_per_request": compute_s * 1000,
+                               "inprocess_batch": b, "inprocess_rows_per_s": ort_rps,
+                               "inprocess_ms_per_run": ort_run * 1000,
+                               "ratio": r["rps"] * rows / ort_rps, "load_average": (load0 + os.getloadavg()[0]) / 2}
+                        # Share of the wall time skiff's inference thread spent in the engine, from its
+                        # own compute histogram: 100 % means the server keeps the engine saturated.
+                        row["engine_busy"] = (row["rows_per_s"] * compute_s / mean_batch) if execs else 0.0
+                        rows_out.append(row)
+                        print(f"{name:<10} rows={rows:<3} {proto:<11} c={conc:<3} {row['rows_per_s']:>10.0f} rows/s"
+                              f"  p50 {r['p50']:6.2f} p99 {r['p99']:6.2f} ms  batch {mean_batch:5.1f}"
+                              f" {row['batch_histogram']}  ORT b={b} {ort_rps:>10.0f} rows/s"
+                              f" ({ort_run * 1000:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
+                              f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {r['errors']}  load {row['load_average']:.1f}",
+                              flush=True)
+    finally:
+        stop(proc)
+    return rows_out
+
+
 def v2_json(input_name):
     return json.dumps({"inputs": [{"name": input_name, "shape": [1, 4], "datatype": "FP32", "data": [ROW]}]}).encode()
 
@@ -250,10 +451,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5, help="seconds per concurrency level")
     ap.add_argument("--levels", default="1,16,64")
-    ap.add_argument("--only", default="", help="comma list of: skiff,mlserver,flask,fastapi,inprocess")
+    ap.add_argument("--only", default="",
+                    help="comma list of: skiff,mlserver,flask,fastapi,inprocess,efficiency")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="efficiency: intra-op threads, for skiff (--threads) and in-process onnxruntime alike")
+    ap.add_argument("--max-batch-size", type=int, default=64, help="efficiency: skiff --max-batch-size")
+    ap.add_argument("--batch-delay-ms", type=float, default=0.5, help="efficiency: skiff --batch-delay-ms")
+    ap.add_argument("--rows", default="1,32,64", help="efficiency: rows per request")
+    ap.add_argument("--eff-levels", default="16,64", help="efficiency: concurrency levels")
+    ap.add_argument("--forest-trees", type=int, default=200)
+    ap.add_argument("--boost-trees", type=int, default=300)
+    ap.add_argument("--inprocess-duration", type=float, default=2.0,
+                    help="efficiency: seconds of in-process onnxruntime per point")
     ap.add_argument("--json", help="also write results here")
     args = ap.parse_args()
     levels = [int(c) for c in args.levels.split(",")]
+    args.rows = [int(r) for r in args.rows.split(",")]
+    args.eff_levels = [int(c) for c in args.eff_levels.split(",")]
     only = set(filter(None, args.only.split(",")))
     want = lambda name: not only or name in only  # noqa: E731
     if shutil.which("wrk") is None:
@@ -355,12 +569,14 @@ def main():
         for batch in [1, 32]:
             record("onnxruntime in-process", f"batch {batch}", 1, in_process(models["iris"], args.duration, batch))
 
+    efficiency_rows = efficiency(args, work, log) if want("efficiency") else []
+
     print()
     for k, v in extra.items():
         print(f"{k}: {v:.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"results": results, "extra": extra}, f, indent=1)
+            json.dump({"results": results, "extra": extra, "efficiency": efficiency_rows}, f, indent=1)
     log.close()
     shutil.rmtree(work, ignore_errors=True)
 
