@@ -1,7 +1,7 @@
-//! `skiff images` subcommands (import, ls, rm) over the local image store.
+//! `skiff images` subcommands (import, ls, rm, build-serve) over the local image store.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::images::{ImageStore, ImageSummary};
 
@@ -14,6 +14,21 @@ pub enum ImagesCommand {
     Ls,
     /// Remove an image by reference or ID prefix, and the layers nothing else uses.
     Rm { reference: String },
+    /// Build the `skiff serve` image (OCI layout) of this `skiff` binary and libonnxruntime.
+    BuildServe {
+        /// Image reference to tag it with.
+        #[arg(long, default_value = "skiff-serve:latest")]
+        tag: String,
+        /// Archive to write (`-` is standard output).
+        #[arg(short, long, default_value = "-", conflicts_with = "import")]
+        output: String,
+        /// Import the image into this node's store instead of writing an archive.
+        #[arg(long)]
+        import: bool,
+        /// libonnxruntime to include; default `ORT_DYLIB_PATH`, else a `.venv`'s onnxruntime.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
 }
 
 /// Runs an images subcommand against the store at `root`, printing to stdout.
@@ -42,6 +57,43 @@ pub fn run_images(root: &Path, cmd: ImagesCommand) -> anyhow::Result<()> {
         ImagesCommand::Rm { reference } => {
             for r in store.remove(&reference)? {
                 writeln!(out, "Untagged: {r}")?;
+            }
+        }
+        ImagesCommand::BuildServe {
+            tag,
+            output,
+            import,
+            onnxruntime,
+        } => {
+            let ort = onnxruntime
+                .or_else(crate::binimage::find_onnxruntime)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no libonnxruntime found: pass --onnxruntime PATH, set ORT_DYLIB_PATH \
+                         or install the onnxruntime Python package in a .venv"
+                    )
+                })?;
+            let exe = std::env::current_exe()?;
+            let archive = crate::binimage::serve_image(&tag, &exe, &ort)
+                .map_err(|e| anyhow::anyhow!("building {tag}: {e}"))?;
+            if import {
+                for image in store.import(archive.as_slice())? {
+                    for r in image.references {
+                        writeln!(out, "Loaded image: {r}")?;
+                    }
+                }
+            } else if output == "-" {
+                if std::io::IsTerminal::is_terminal(&out) {
+                    anyhow::bail!("refusing to write an image archive to a terminal: use -o FILE");
+                }
+                out.write_all(&archive)?;
+            } else {
+                std::fs::write(&output, &archive)
+                    .map_err(|e| anyhow::anyhow!("writing {output}: {e}"))?;
+                eprintln!(
+                    "Wrote {tag} to {output} ({})",
+                    human_size(archive.len() as u64)
+                );
             }
         }
     }

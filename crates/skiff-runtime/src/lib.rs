@@ -5,8 +5,10 @@
 //! - [`runtime`]: the `Runtime` trait and capabilities; [`process`]: the no-isolation
 //!   development runtime; [`conformance`]: the suite every runtime passes.
 //! - [`logs`]: CRI-format container log files; [`testimages`]: archive builders for tests;
-//!   [`cli`]: `skiff images import|ls|rm`.
+//!   [`cli`]: `skiff images import|ls|rm|build-serve`; [`binimage`]: self-contained images
+//!   of a host binary and its shared libraries (the `skiff serve` image).
 
+pub mod binimage;
 pub mod cli;
 pub mod conformance;
 pub mod images;

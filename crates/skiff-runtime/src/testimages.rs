@@ -1,5 +1,6 @@
 //! Builds small test images from host files and hand-made entries, written as `docker save`
-//! archives or OCI image-layout archives (for this crate's tests and the node agent's).
+//! archives or OCI image-layout archives (for this crate's tests and the node agent's, and the
+//! archive writer behind [`crate::binimage`]).
 
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
