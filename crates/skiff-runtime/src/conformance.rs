@@ -40,8 +40,7 @@ impl Fixture {
             image: self.image.clone(),
             command: vec![self.busybox.clone(), "sh".into(), "-c".into()],
             args: vec![script.to_string()],
-            env: Vec::new(),
-            working_dir: None,
+            ..ContainerSpec::default()
         }
     }
 }

@@ -4,6 +4,7 @@
 //!   with blob GC, rootfs unpacking); [`overlay`]: overlayfs root filesystems over it.
 //! - [`runtime`]: the `Runtime` trait and capabilities; [`process`]: the no-isolation
 //!   development runtime; [`conformance`]: the suite every runtime passes.
+//! - [`network`]: the `PodNetwork` trait (a namespace and IP per pod sandbox).
 //! - [`logs`]: CRI-format container log files; [`testimages`]: archive builders for tests;
 //!   [`cli`]: `skiff images import|ls|rm|build-serve`; [`binimage`]: self-contained images
 //!   of a host binary and its shared libraries (the `skiff serve` image).
@@ -13,11 +14,13 @@ pub mod cli;
 pub mod conformance;
 pub mod images;
 pub mod logs;
+pub mod network;
 pub mod overlay;
 pub mod process;
 pub mod runtime;
 pub mod testimages;
 
 pub use runtime::{
-    Capabilities, ContainerSpec, ContainerState, ContainerStatus, Runtime, RuntimeError,
+    BoxedReader, BoxedWriter, Capabilities, ContainerSpec, ContainerState, ContainerStatus,
+    ExecProcess, ExecSpec, Mount, Resources, Runtime, RuntimeError,
 };

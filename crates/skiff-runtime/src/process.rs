@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -35,6 +36,8 @@ struct Container {
     spec: ContainerSpec,
     dir: PathBuf,
     state: Mutex<(ContainerState, Option<u32>)>,
+    /// When it started and when it exited.
+    times: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
     exited: watch::Sender<Option<Exit>>,
 }
 
@@ -74,6 +77,7 @@ impl Container {
     fn snapshot(&self) -> ContainerStatus {
         let (state, pid) = *self.state.lock().unwrap_or_else(|p| p.into_inner());
         let exit = *self.exited.borrow();
+        let times = *self.times.lock().unwrap_or_else(|p| p.into_inner());
         ContainerStatus {
             id: self.spec.id.clone(),
             state,
@@ -84,6 +88,9 @@ impl Container {
             },
             exit_code: exit.map(|e| e.0),
             signal: exit.and_then(|e| e.1),
+            oom_killed: false,
+            started_at: times.0,
+            finished_at: times.1,
         }
     }
 }
@@ -124,6 +131,7 @@ impl Runtime for ProcessRuntime {
                 spec: spec.clone(),
                 dir,
                 state: Mutex::new((ContainerState::Created, None)),
+                times: Mutex::new((None, None)),
                 exited,
             }),
         );
@@ -164,6 +172,7 @@ impl Runtime for ProcessRuntime {
             .spawn()
             .map_err(|e| RuntimeError::io(format!("starting {:?}", argv[0]), e))?;
         *state = (ContainerState::Running, child.id());
+        c.times.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(SystemTime::now());
         drop(state);
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -191,6 +200,7 @@ impl Runtime for ProcessRuntime {
                 }
             })
             .await;
+            c2.times.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(SystemTime::now());
             // State first, then the watch: a waiter woken by the watch sees Exited.
             *c2.state.lock().unwrap_or_else(|p| p.into_inner()) = (ContainerState::Exited, None);
             c2.exited.send_replace(Some(exit));
@@ -261,6 +271,18 @@ impl Runtime for ProcessRuntime {
 
     fn log_path(&self, id: &str) -> Result<PathBuf, RuntimeError> {
         Ok(log_file(&self.get(id)?.dir))
+    }
+
+    /// Only this process's containers: they die with it, there is nothing to adopt.
+    async fn list(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let containers: Vec<Arc<Container>> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        Ok(containers.iter().map(|c| c.snapshot()).collect())
     }
 }
 

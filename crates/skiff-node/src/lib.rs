@@ -1,0 +1,6 @@
+//! The node agent: registers a Node, runs the pods bound to it through a `Runtime`, and
+//! serves their logs, exec and port-forward to the API server.
+//!
+//! - [`streams`]: the seam between the agent's pod bookkeeping and its streaming server.
+
+pub mod streams;

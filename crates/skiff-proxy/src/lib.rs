@@ -1,0 +1,1 @@
+//! Service routing (ClusterIP, NodePort, LoadBalancer, headless) and cluster DNS.
