@@ -20,6 +20,8 @@ const MAX_HEADER_LINES: usize = 100;
 
 struct State {
     version: String,
+    /// Sent as `X-Pod` so that a client can tell which replica answered.
+    hostname: String,
     draining: AtomicBool,
     in_flight: AtomicUsize,
 }
@@ -53,8 +55,12 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
     let state = Arc::new(State {
         version,
+        hostname,
         draining: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
     });
@@ -99,14 +105,14 @@ fn serve(conn: TcpStream, state: &State) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(msg) => {
-                let _ = respond(&mut writer, 400, &error_json(&msg), true);
+                let _ = respond(&mut writer, 400, &error_json(&msg), true, &state.hostname);
                 return;
             }
         };
         state.in_flight.fetch_add(1, Ordering::SeqCst);
         let (code, body) = route(&request, state);
         let close = request.close || state.draining.load(Ordering::SeqCst);
-        let ok = respond(&mut writer, code, &body, close).is_ok();
+        let ok = respond(&mut writer, code, &body, close, &state.hostname).is_ok();
         state.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !ok || close {
             return;
@@ -209,7 +215,13 @@ fn error_json(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
 }
 
-fn respond(w: &mut impl Write, code: u16, body: &str, close: bool) -> std::io::Result<()> {
+fn respond(
+    w: &mut impl Write,
+    code: u16,
+    body: &str,
+    close: bool,
+    pod: &str,
+) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
@@ -220,7 +232,7 @@ fn respond(w: &mut impl Write, code: u16, body: &str, close: bool) -> std::io::R
     let connection = if close { "close" } else { "keep-alive" };
     write!(
         w,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\nX-Pod: {pod}\r\n\r\n{body}",
         body.len()
     )?;
     w.flush()
