@@ -30,6 +30,77 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     /// Start the built-in controllers.
     pub controllers: bool,
+    /// The node this process also runs (agent, pod network, service proxy and DNS);
+    /// `None` = control plane only (`--disable-agent`).
+    pub node: Option<NodeOptions>,
+}
+
+/// Which container runtime the in-process node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// runc with an image store, cgroups and a network namespace per pod (needs root).
+    Oci,
+    /// Plain host processes, no isolation (development without root).
+    Process,
+}
+
+/// Settings of the in-process node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    /// InternalIP of the Node; the API server reaches the node's streaming server there.
+    pub ip: IpAddr,
+    pub runtime: RuntimeKind,
+    /// Pod addresses of the whole cluster; this node takes its first /24.
+    pub cluster_cidr: (Ipv4Addr, u8),
+    /// The pods' bridge.
+    pub bridge: String,
+    /// Dummy interface holding the service addresses.
+    pub service_interface: String,
+    /// Cluster DNS address (in the service CIDR).
+    pub cluster_dns: Ipv4Addr,
+    /// Where LoadBalancer services listen (k3s ServiceLB style).
+    pub lb_address: IpAddr,
+    /// Where NodePort services listen.
+    pub node_port_address: IpAddr,
+    /// Port of the node's streaming server (logs, exec, port-forward); 0 picks one.
+    pub kubelet_port: u16,
+}
+
+impl NodeOptions {
+    /// Defaults like k3s: the host's name, 10.42.0.0/16 pods on `skiff0`, DNS 10.43.0.10.
+    pub fn new(runtime: RuntimeKind) -> Self {
+        NodeOptions {
+            name: hostname().unwrap_or_else(|| "skiff".into()),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            runtime,
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            bridge: "skiff0".into(),
+            service_interface: "skiff-svc".into(),
+            cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            node_port_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            kubelet_port: 10250,
+        }
+    }
+}
+
+/// `oci` when running as root with runc installed, else `process`.
+pub fn default_runtime() -> RuntimeKind {
+    let root = rustix::process::geteuid().is_root();
+    let runc = [
+        "/usr/sbin/runc",
+        "/usr/bin/runc",
+        "/usr/local/bin/runc",
+        "/usr/local/sbin/runc",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_file());
+    if root && runc {
+        RuntimeKind::Oci
+    } else {
+        RuntimeKind::Process
+    }
 }
 
 impl ServerConfig {
@@ -42,6 +113,9 @@ impl ServerConfig {
             service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
             node_port_range: (30000, 32767),
             controllers: true,
+            // The library default is a control plane only (in-process tests run side by
+            // side); `skiff up` adds the node unless told `--disable-agent`.
+            node: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -53,6 +53,95 @@ struct UpArgs {
     /// Extra names or addresses for the API's serving certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Pod addresses of the cluster; this node takes the first /24.
+    #[arg(long, default_value = "10.42.0.0/16", value_parser = parse_cidr)]
+    cluster_cidr: (Ipv4Addr, u8),
+    /// Service (ClusterIP) addresses.
+    #[arg(long, default_value = "10.43.0.0/16", value_parser = parse_cidr)]
+    service_cidr: (Ipv4Addr, u8),
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The node `skiff up` runs next to the control plane.
+#[derive(Args)]
+struct NodeArgs {
+    /// Run only the control plane: no node agent, pod network, service proxy or DNS.
+    #[arg(long)]
+    disable_agent: bool,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP; the API server reaches the node's streaming server there.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    /// Container runtime: `oci` (runc; needs root) or `process` (no isolation).
+    #[arg(long, value_parser = ["oci", "process"])]
+    runtime: Option<String>,
+    /// Bridge of the pod network.
+    #[arg(long, default_value = "skiff0")]
+    bridge: String,
+    /// Dummy interface holding the service addresses.
+    #[arg(long, default_value = "skiff-svc")]
+    service_interface: String,
+    /// Cluster DNS address (default: the 10th address of the service CIDR).
+    #[arg(long)]
+    cluster_dns: Option<Ipv4Addr>,
+    /// Address LoadBalancer services listen on (k3s ServiceLB style).
+    #[arg(long, default_value = "127.0.0.1")]
+    lb_address: IpAddr,
+    /// Address NodePort services listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    node_port_address: IpAddr,
+    /// Port of the node's streaming server (logs, exec, port-forward); 0 picks one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (ip, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not a CIDR like 10.42.0.0/16"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{ip:?}: {e}"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (8..=24).contains(l))
+        .ok_or_else(|| format!("prefix length {len:?} must be 8..=24"))?;
+    Ok((ip, len))
+}
+
+impl NodeArgs {
+    fn options(
+        &self,
+        service_cidr: (Ipv4Addr, u8),
+        cluster_cidr: (Ipv4Addr, u8),
+    ) -> Option<skiff_server::NodeOptions> {
+        use skiff_server::RuntimeKind;
+        if self.disable_agent {
+            return None;
+        }
+        let runtime = match self.runtime.as_deref() {
+            Some("oci") => RuntimeKind::Oci,
+            Some(_) => RuntimeKind::Process,
+            None => skiff_server::default_runtime(),
+        };
+        let mut o = skiff_server::NodeOptions::new(runtime);
+        if let Some(n) = &self.node_name {
+            o.name = n.clone();
+        }
+        o.ip = self.node_ip;
+        o.cluster_cidr = cluster_cidr;
+        o.bridge = self.bridge.clone();
+        o.service_interface = self.service_interface.clone();
+        o.cluster_dns = self
+            .cluster_dns
+            .unwrap_or_else(|| Ipv4Addr::from(u32::from(service_cidr.0).wrapping_add(10)));
+        o.lb_address = self.lb_address;
+        o.node_port_address = self.node_port_address;
+        o.kubelet_port = self.kubelet_port;
+        Some(o)
+    }
 }
 
 #[derive(Args)]
@@ -96,6 +185,8 @@ fn up(args: UpArgs) -> Result<()> {
         config.bind = args.bind;
         config.port = args.port;
         config.tls_sans = args.tls_san;
+        config.service_cidr = args.service_cidr;
+        config.node = args.node.options(args.service_cidr, args.cluster_cidr);
         let running = skiff_server::start(config).await?;
         println!(
             "skiff is ready at https://{} ({} ms)\nexport KUBECONFIG={}",

@@ -8,7 +8,7 @@
 //! `DRAIN_SECONDS` (default 2) while the Service stops sending it new connections, answers
 //! with `Connection: close` meanwhile, waits for requests in flight and exits 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
