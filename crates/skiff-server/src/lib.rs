@@ -183,6 +183,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
 
     // 2. Credentials.
     let admin_token = load_or_create_admin_token(data)?;
+    load_or_create_node_token(data)?;
     let tokens = TokenAuthenticator::parse(&std::fs::read_to_string(data.join("tokens.csv"))?);
     let mut sans: Vec<String> = vec![
         "localhost".into(),
@@ -304,6 +305,30 @@ fn load_or_create_admin_token(data: &Path) -> Result<String> {
     write_private(data, "tokens.csv", &line)?;
     Ok(token)
 }
+
+/// The token nodes join with (`skiff agent --token`), kept in `node-token` and listed in
+/// `tokens.csv`. Nodes are cluster admins until RBAC lands (the authorizer is MastersOnly).
+fn load_or_create_node_token(data: &Path) -> Result<String> {
+    let path = data.join("tokens.csv");
+    let contents = std::fs::read_to_string(&path).unwrap_or_default();
+    for line in contents.lines() {
+        let mut parts = line.splitn(3, ',');
+        if let (Some(token), Some(NODE_USER)) = (parts.next(), parts.next()) {
+            write_private(data, "node-token", &format!("{token}\n"))?;
+            return Ok(token.to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let token = hex::encode(bytes);
+    let line = format!("{token},{NODE_USER},node,\"{SYSTEM_MASTERS},system:nodes\"\n");
+    write_private(data, "tokens.csv", &format!("{contents}{line}"))?;
+    write_private(data, "node-token", &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// The user joined nodes authenticate as.
+const NODE_USER: &str = "system:node-agent";
 
 /// The kubeconfig for the admin user.
 pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
