@@ -38,10 +38,13 @@
 //! - [`deployment`] — RollingUpdate (maxSurge/maxUnavailable, readiness, minReadySeconds) and
 //!   Recreate through ReplicaSets named `<deployment>-<pod-template-hash>`, revisions for
 //!   `kubectl rollout history/undo`, pause/resume/restart, progress deadline.
+//! - [`nodeipam`] — gives each Node a /24 pod subnet (`spec.podCIDR`) of the cluster CIDR;
+//!   started by skiff-server, which knows the CIDR.
 
 pub mod deployment;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod resources;
 mod workload;

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Extra subject alternative names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub service_cidr: (Ipv4Addr, u8),
+    /// Pod addresses of the cluster; each node gets a /24 of it (`spec.podCIDR`).
+    pub cluster_cidr: (Ipv4Addr, u8),
     pub node_port_range: (u16, u16),
     /// Start the built-in controllers.
     pub controllers: bool,
@@ -111,6 +113,7 @@ impl ServerConfig {
             port: 6443,
             tls_sans: Vec::new(),
             service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
             node_port_range: (30000, 32767),
             controllers: true,
             // The library default is a control plane only (in-process tests run side by
@@ -254,6 +257,10 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     if config.controllers {
         tasks.extend(skiff_controllers::start_all(client.clone()));
         tasks.push(skiff_scheduler::start(client.clone()));
+        tasks.push(skiff_controllers::nodeipam::start(
+            client.clone(),
+            config.cluster_cidr,
+        ));
     }
 
     let kubeconfig = kubeconfig_path(data);

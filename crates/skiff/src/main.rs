@@ -186,6 +186,7 @@ fn up(args: UpArgs) -> Result<()> {
         config.port = args.port;
         config.tls_sans = args.tls_san;
         config.service_cidr = args.service_cidr;
+        config.cluster_cidr = args.cluster_cidr;
         config.node = args.node.options(args.service_cidr, args.cluster_cidr);
         let running = skiff_server::start(config).await?;
         println!(
