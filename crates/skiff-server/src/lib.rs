@@ -383,8 +383,27 @@ async fn bootstrap(
         }),
     )
     .await?;
+    // The cluster DNS address is reserved by a Service like CoreDNS' `kube-dns`; the node's
+    // proxy answers DNS on it itself (the label tells it not to proxy the ports).
+    let dns = Ipv4Addr::from(u32::from(cidr.0).wrapping_add(10)).to_string();
+    create_if_missing(
+        client,
+        "/api/v1/namespaces/kube-system/services",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", DNS_SERVICE_LABEL: "true"}},
+            "spec": {"clusterIP": dns, "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ]},
+        }),
+    )
+    .await?;
     Ok(())
 }
+
+/// Marks the Service whose address the node proxies' DNS servers answer on.
+pub const DNS_SERVICE_LABEL: &str = "skiff.dev/cluster-dns";
 
 async fn create_if_missing(client: &skiff_client::Client, path: &str, obj: Value) -> Result<()> {
     // Look first: on a restart a create can fail for reasons other than 409 (the `kubernetes`
