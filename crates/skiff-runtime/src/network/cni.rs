@@ -87,7 +87,10 @@ impl CniConfig {
             message,
         };
         if self.pod_subnet.prefix() > 30 {
-            return Err(bad(format!("pod subnet {} has no room for pods", self.pod_subnet)));
+            return Err(bad(format!(
+                "pod subnet {} has no room for pods",
+                self.pod_subnet
+            )));
         }
         if !self.cluster_cidr.contains_cidr(&self.pod_subnet) {
             return Err(bad(format!(
@@ -217,22 +220,27 @@ impl CniNetwork {
 
     /// Makes sure no packet for a pod or service address can leave through the default
     /// gateway: `unreachable` routes for the cluster and service CIDRs (the bridge's subnet
-    /// route and the proxy's local service addresses are more specific and win), and IPv4
-    /// forwarding on so pods reach beyond the node. Idempotent; call once at start.
+    /// route and the proxy's local service addresses are more specific and win). Also
+    /// lets pods reach beyond the node: IPv4 forwarding on, and a masquerade rule for
+    /// traffic from the pod subnet leaving the cluster CIDR. Idempotent; call once at
+    /// start, before the first `setup`.
     pub fn ensure_host_routes(&self) -> Result<(), NetworkError> {
         let c = &self.inner.config;
         host::route_unreachable(&c.cluster_cidr)?;
         host::route_unreachable(&c.service_cidr)?;
+        host::ensure_masquerade(&c.pod_subnet, &c.cluster_cidr, &c.network_name)?;
         host::enable_ip_forward()?;
         Ok(())
     }
 
-    /// Undoes the host changes of this network (for tests): deletes the bridge and the
-    /// catch-all routes, and the namespace directory's bind mount. Tear sandboxes down
-    /// first. IPv4 forwarding stays on (other networks on the host may rely on it).
+    /// Undoes the host changes of this network (for tests): deletes the bridge, the
+    /// catch-all routes, the masquerade rule and the namespace directory's bind mount.
+    /// Tear sandboxes down first. IPv4 forwarding stays on (other networks on the host
+    /// may rely on it).
     pub fn teardown_host(&self) -> Result<(), NetworkError> {
         let c = &self.inner.config;
         host::delete_link(&c.bridge)?;
+        host::delete_masquerade(&c.pod_subnet, &c.cluster_cidr, &c.network_name)?;
         host::delete_unreachable(&c.cluster_cidr)?;
         host::delete_unreachable(&c.service_cidr)?;
         if self.inner.netns_dir_mounted {
@@ -519,9 +527,11 @@ impl CniNetwork {
                 "type": "bridge",
                 "bridge": c.bridge,
                 "isGateway": true,
-                // Masquerades what leaves the node's pod subnet (bridge's rule: everything
-                // from the pod not for its own subnet and not multicast).
-                "ipMasq": true,
+                // Not bridge's ipMasq: it masquerades everything leaving the node subnet
+                // (other nodes' pods too) with a rule per pod that DEL can only remove
+                // while the namespace exists. One node-wide rule from ensure_host_routes
+                // masquerades only what leaves the cluster CIDR.
+                "ipMasq": false,
                 // A pod reaching itself through a Service address comes back on its port.
                 "hairpinMode": true,
                 "mtu": self.inner.mtu,
@@ -606,12 +616,14 @@ impl CniNetwork {
         }
         match command {
             CniCommand::Del => Ok(None),
-            CniCommand::Add => serde_json::from_slice(&out.stdout)
-                .map(Some)
-                .map_err(|e| NetworkError::Setup {
-                    context,
-                    message: format!("unreadable result: {e}"),
-                }),
+            CniCommand::Add => {
+                serde_json::from_slice(&out.stdout)
+                    .map(Some)
+                    .map_err(|e| NetworkError::Setup {
+                        context,
+                        message: format!("unreadable result: {e}"),
+                    })
+            }
         }
     }
 
@@ -793,10 +805,7 @@ fn port_mappings(ports: &[PortMapping]) -> Result<Vec<Value>, NetworkError> {
             if p.host_port == 0 || p.container_port == 0 {
                 return Err(NetworkError::Setup {
                     context: "hostPort".to_string(),
-                    message: format!(
-                        "port 0 in mapping {}:{}",
-                        p.host_port, p.container_port
-                    ),
+                    message: format!("port 0 in mapping {}:{}", p.host_port, p.container_port),
                 });
             }
             let mut m = json!({
@@ -966,7 +975,10 @@ mod tests {
         })
         .err()
         .expect("no plugins");
-        assert!(err.to_string().contains("containernetworking-plugins"), "{err}");
+        assert!(
+            err.to_string().contains("containernetworking-plugins"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -974,8 +986,20 @@ mod tests {
         for ok in ["abc", "0123456789abcdef", "pod_1.sandbox-x"] {
             validate_id(ok).unwrap();
         }
-        for bad in ["", ".", "..", "../etc", "a/b", "a b", "x;y", &"a".repeat(129)] {
-            assert!(matches!(validate_id(bad), Err(NetworkError::InvalidId(_))), "{bad:?}");
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a b",
+            "x;y",
+            &"a".repeat(129),
+        ] {
+            assert!(
+                matches!(validate_id(bad), Err(NetworkError::InvalidId(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -1049,7 +1073,7 @@ mod tests {
         assert_eq!(bridge["name"], "skiff");
         assert_eq!(bridge["bridge"], "skiff0");
         assert_eq!(bridge["isGateway"], true);
-        assert_eq!(bridge["ipMasq"], true);
+        assert_eq!(bridge["ipMasq"], false);
         assert_eq!(bridge["mtu"], 1400);
         assert_eq!(
             bridge["ipam"]["ranges"],
@@ -1113,7 +1137,10 @@ mod tests {
         );
         assert_eq!(msg, "failed to allocate: range full (code 11)");
         let msg = plugin_error(b"boom", b"some stderr\n", status);
-        assert!(msg.contains("boom") && msg.ends_with("stderr: some stderr"), "{msg}");
+        assert!(
+            msg.contains("boom") && msg.ends_with("stderr: some stderr"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -36,6 +36,60 @@ pub(crate) fn delete_link(name: &str) -> Result<(), NetworkError> {
     }
 }
 
+/// The nat rule that hides pod addresses behind the node's address for traffic leaving the
+/// cluster CIDR (traffic between pods, also of other nodes, keeps its source address).
+fn masquerade_rule(pod_subnet: &Ipv4Cidr, cluster_cidr: &Ipv4Cidr, network: &str) -> Vec<String> {
+    [
+        "POSTROUTING",
+        "-s",
+        &pod_subnet.to_string(),
+        "!",
+        "-d",
+        &cluster_cidr.to_string(),
+        "-m",
+        "comment",
+        "--comment",
+        &format!("skiff {network}: pod traffic leaving the cluster"),
+        "-j",
+        "MASQUERADE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Adds the masquerade rule unless it is there.
+pub(crate) fn ensure_masquerade(
+    pod_subnet: &Ipv4Cidr,
+    cluster_cidr: &Ipv4Cidr,
+    network: &str,
+) -> Result<(), NetworkError> {
+    let rule = masquerade_rule(pod_subnet, cluster_cidr, network);
+    if iptables_nat("-C", &rule).is_ok() {
+        return Ok(());
+    }
+    iptables_nat("-A", &rule)
+}
+
+/// Removes the masquerade rule; a missing one is fine.
+pub(crate) fn delete_masquerade(
+    pod_subnet: &Ipv4Cidr,
+    cluster_cidr: &Ipv4Cidr,
+    network: &str,
+) -> Result<(), NetworkError> {
+    let rule = masquerade_rule(pod_subnet, cluster_cidr, network);
+    while iptables_nat("-C", &rule).is_ok() {
+        iptables_nat("-D", &rule)?;
+    }
+    Ok(())
+}
+
+fn iptables_nat(op: &str, rule: &[String]) -> Result<(), NetworkError> {
+    let mut args = vec!["-w", "-t", "nat", op];
+    args.extend(rule.iter().map(String::as_str));
+    run("iptables", &args)
+}
+
 /// Turns on IPv4 forwarding (pods reach beyond the node through it); returns the value it
 /// had, `true` if it was already on.
 pub(crate) fn enable_ip_forward() -> Result<bool, NetworkError> {
@@ -75,8 +129,12 @@ fn default_route_interface(table: &str) -> Option<String> {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetworkError> {
-    let context = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), NetworkError> {
+    let context = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
         .args(args)
         .output()
         .map_err(|source| NetworkError::Io {

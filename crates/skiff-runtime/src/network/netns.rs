@@ -149,7 +149,10 @@ mod tests {
         let path = dir.path().join("ns1");
         create(&path).unwrap();
         assert!(is_pinned(&path));
-        assert!(create(&path).is_err(), "an existing namespace file is not replaced");
+        assert!(
+            create(&path).is_err(),
+            "an existing namespace file is not replaced"
+        );
         let host = fs::read_link("/proc/thread-self/ns/net").unwrap();
         let inside = run_in_netns(&path, || fs::read_link("/proc/thread-self/ns/net"))
             .unwrap()
