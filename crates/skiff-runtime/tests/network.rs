@@ -377,6 +377,97 @@ fn host_port_reaches_the_pod() {
     assert!(TcpStream::connect_timeout(&target, TIMEOUT).is_err());
 }
 
+/// An interface of its own holding one address, like the proxy's service addresses (a
+/// port-less bridge: this kernel may lack the dummy driver).
+struct AddressLink(String);
+
+impl AddressLink {
+    fn new(name: &str, addr: Ipv4Addr) -> AddressLink {
+        let link = AddressLink(name.to_string());
+        for args in [
+            vec!["link", "add", name, "type", "bridge"],
+            vec!["addr", "add", &format!("{addr}/32"), "dev", name],
+            vec!["link", "set", name, "up"],
+        ] {
+            let status = Command::new("ip").args(&args).status().expect("ip");
+            assert!(status.success(), "ip {args:?}");
+        }
+        link
+    }
+}
+
+impl Drop for AddressLink {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn pods_reach_the_host_and_service_addresses_but_nothing_else() {
+    let Some(t) = TestNet::new(6, 24) else { return };
+    let a = t.setup("a", &[]).expect("setup a");
+    let ns = a.netns.clone().unwrap();
+    let connect_from_pod = |addr: SocketAddr| {
+        run_in_netns(&ns, || TcpStream::connect_timeout(&addr, TIMEOUT)).expect("enter netns")
+    };
+
+    // The node itself through the gateway address (where node-local services listen).
+    let gateway = t.net.config().gateway();
+    let listener = TcpListener::bind((gateway, 0)).expect("bind on the gateway address");
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, peer) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).expect("read");
+        conn.write_all(&buf).expect("write");
+        peer.ip()
+    });
+    ping_pong(connect_from_pod(addr).expect("pod -> node"));
+    // Not masqueraded: the node sees the pod's own address.
+    assert_eq!(server.join().unwrap(), a.ip);
+
+    // A service address on an interface of the node: local routes win over the catch-all.
+    let service_ip = Ipv4Addr::new(10, 198, 6, 10);
+    let _service_link = AddressLink::new(
+        &format!("skd6-{}", std::process::id() % 100_000),
+        service_ip,
+    );
+    let listener = TcpListener::bind((service_ip, 0)).expect("bind on the service address");
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).expect("read");
+        conn.write_all(&buf).expect("write");
+    });
+    ping_pong(connect_from_pod(addr).expect("pod -> service address"));
+    server.join().unwrap();
+
+    // Unassigned cluster and service addresses fail at once, from pods and from the
+    // host, instead of going to the default gateway.
+    for ip in [Ipv4Addr::new(10, 199, 13, 9), Ipv4Addr::new(10, 198, 6, 99)] {
+        let target = SocketAddr::from((ip, 80));
+        let start = std::time::Instant::now();
+        let err = connect_from_pod(target).expect_err("pod -> unrouted address");
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "{ip}: {err} only after a timeout"
+        );
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::HostUnreachable,
+            "{ip}: {err}"
+        );
+        let err = TcpStream::connect_timeout(&target, TIMEOUT).expect_err("host -> unrouted");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::HostUnreachable,
+            "{ip}: {err}"
+        );
+    }
+    t.teardown("a");
+}
+
 #[test]
 fn trait_object_over_async_runtime() {
     let Some(t) = TestNet::new(5, 24) else { return };
@@ -407,6 +498,23 @@ fn trait_object_over_async_runtime() {
         net.teardown(&id).await.expect("teardown");
         net.teardown(&id).await.expect("teardown again");
         assert!(net.list().await.unwrap().is_empty());
+
+        // Pods starting together (the bridge is created by whichever comes first) get
+        // distinct addresses.
+        let ids: Vec<String> = (0..4).map(|i| t.id(&format!("p{i}"))).collect();
+        t.sandboxes.lock().unwrap().extend(ids.iter().cloned());
+        let setups = ids.iter().map(|id| net.setup(id, &pod, &[]));
+        let mut ips: Vec<IpAddr> = futures::future::join_all(setups)
+            .await
+            .into_iter()
+            .map(|r| r.expect("concurrent setup").ip)
+            .collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 4, "{ips:?}");
+        for id in &ids {
+            net.teardown(id).await.expect("teardown");
+        }
     });
     assert_eq!(t.bridge_ports(), 0);
 }

@@ -11,8 +11,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub const CNI_VERSION: &str = "1.0.0";
 
 /// The interface name of the pod side of the veth pair.
 const POD_IFNAME: &str = "eth0";
+
+/// How long one plugin may run before it is killed.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Plugins the chain needs; checked at start so a missing package fails early.
 const REQUIRED_PLUGINS: [&str; 5] = ["loopback", "bridge", "host-local", "firewall", "portmap"];
@@ -607,7 +611,14 @@ impl CniNetwork {
             // A plugin that exits without reading its stdin reports its own error below.
             let _ = pipe.write_all(&stdin);
         }
-        let out = child.wait_with_output().map_err(io_err)?;
+        let out = wait_with_deadline(child, PLUGIN_TIMEOUT).map_err(io_err)?;
+        if out.timed_out {
+            return Err(NetworkError::Setup {
+                context,
+                message: format!("killed after {} s", PLUGIN_TIMEOUT.as_secs()),
+            });
+        }
+        let out = out.output;
         if !out.status.success() {
             return Err(NetworkError::Setup {
                 context,
@@ -733,6 +744,41 @@ async fn blocking<T: Send + 'static>(
             context: "pod network task".to_string(),
             message: e.to_string(),
         })?
+}
+
+struct PluginOutput {
+    output: std::process::Output,
+    timed_out: bool,
+}
+
+/// Waits for a plugin; one that hangs (an iptables lock held forever, a stuck netlink
+/// call) is killed at the deadline so the sandbox's setup fails instead of hanging.
+fn wait_with_deadline(child: Child, timeout: Duration) -> io::Result<PluginOutput> {
+    // A pidfd names this very process even after it is reaped: no pid-reuse race.
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let waiter = std::thread::Builder::new()
+        .name("cni-plugin-wait".into())
+        .spawn(move || {
+            let out = child.wait_with_output();
+            let _ = done_tx.send(());
+            out
+        })?;
+    let timed_out = matches!(
+        done_rx.recv_timeout(timeout),
+        Err(mpsc::RecvTimeoutError::Timeout)
+    );
+    if timed_out && let Some(pidfd) = &pidfd {
+        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    }
+    let output = waiter
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("plugin wait thread panicked")))?;
+    Ok(PluginOutput { output, timed_out })
 }
 
 fn plugin_type(conf: &Value) -> &str {
@@ -1169,6 +1215,30 @@ mod tests {
         assert!(net.load_state("broken").is_err());
         net.remove_state("sb-1").unwrap();
         net.remove_state("sb-1").unwrap();
+    }
+
+    #[test]
+    fn hung_plugin_is_killed() {
+        let child = Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let out = wait_with_deadline(child, Duration::from_millis(100)).unwrap();
+        assert!(out.timed_out);
+        assert!(!out.output.status.success());
+        assert!(start.elapsed() < Duration::from_secs(10));
+
+        let child = Command::new("echo")
+            .arg("{}")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_with_deadline(child, Duration::from_secs(30)).unwrap();
+        assert!(!out.timed_out && out.output.status.success());
+        assert_eq!(out.output.stdout, b"{}\n");
     }
 
     #[test]
