@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use skiff_runtime::network::{
     CniConfig, CniNetwork, Ipv4Cidr, NetworkError, PodNetwork, PodNetworkStatus, PodRef,
-    PortMapping, run_in_netns,
+    PortMapping, connect_in_netns, run_in_netns,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -372,9 +372,30 @@ fn host_port_reaches_the_pod() {
     ping_pong(TcpStream::connect_timeout(&target, TIMEOUT).expect("127.0.0.1:hostPort -> pod"));
     server.join().unwrap();
 
+    let nat = iptables_save("nat");
+    assert!(nat.contains(&format!("--dport {host_port}")), "{nat}");
+    let filter = iptables_save("filter");
+    assert!(filter.contains(&format!("-s {}/32", a.ip)), "{filter}");
+
     t.teardown("a");
-    // The mapping is gone with the pod: nothing answers on the host port any more.
+    // The mapping is gone with the pod: nothing answers on the host port any more, and
+    // no rule of the pod is left (portmap's and firewall's).
     assert!(TcpStream::connect_timeout(&target, TIMEOUT).is_err());
+    let nat = iptables_save("nat");
+    assert!(
+        !nat.contains(&t.id("a")) && !nat.contains(&format!("--dport {host_port}")),
+        "{nat}"
+    );
+    let filter = iptables_save("filter");
+    assert!(!filter.contains(&format!("{}/32", a.ip)), "{filter}");
+}
+
+fn iptables_save(table: &str) -> String {
+    let out = Command::new("iptables-save")
+        .args(["-t", table])
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// An interface of its own holding one address, like the proxy's service addresses (a
@@ -495,6 +516,26 @@ fn trait_object_over_async_runtime() {
             net.setup("../evil", &pod, &[]).await,
             Err(NetworkError::InvalidId(_))
         ));
+        // Async connect from inside the pod, to a listener on the pod's loopback.
+        let ns = one.netns.clone().expect("netns");
+        let listener = run_in_netns(&ns, || TcpListener::bind("127.0.0.1:0"))
+            .unwrap()
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            conn.write_all(b"pong").expect("write");
+        });
+        let mut stream = connect_in_netns(&ns, addr, TIMEOUT)
+            .await
+            .expect("connect in netns");
+        let mut buf = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut buf)
+            .await
+            .expect("read");
+        assert_eq!(&buf, b"pong");
+        server.join().unwrap();
+
         net.teardown(&id).await.expect("teardown");
         net.teardown(&id).await.expect("teardown again");
         assert!(net.list().await.unwrap().is_empty());

@@ -3,7 +3,7 @@
 //!
 //! [`CniNetwork`] is the real implementation: a named network namespace per sandbox wired
 //! to a node bridge by the standard CNI plugins; [`run_in_netns`] runs code (connects,
-//! listens) inside a pod's namespace.
+//! listens) inside a pod's namespace, [`connect_in_netns`] is its async TCP connect.
 
 mod cidr;
 mod cni;
@@ -12,7 +12,7 @@ mod netns;
 
 pub use cidr::Ipv4Cidr;
 pub use cni::{CniConfig, CniNetwork};
-pub use netns::run_in_netns;
+pub use netns::{connect_in_netns, run_in_netns};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

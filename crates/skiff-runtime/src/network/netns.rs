@@ -2,9 +2,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
@@ -37,6 +39,26 @@ pub fn run_in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> T + Send) -> io::
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// Opens a TCP connection from inside the network namespace at `netns` (port-forward to
+/// `127.0.0.1:<port>` of a pod, probes): the socket is created and connected on a thread
+/// in the namespace, then handed to tokio. Must be called within a tokio runtime.
+pub async fn connect_in_netns(
+    netns: &Path,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let netns = netns.to_path_buf();
+    let stream = tokio::task::spawn_blocking(move || {
+        run_in_netns(&netns, || {
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+        })
+    })
+    .await
+    .map_err(io::Error::other)???;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
 }
 
 /// Creates a new network namespace and pins it at `path` (which must not exist).
