@@ -157,7 +157,10 @@ pub async fn lifecycle_and_sigterm(rt: &dyn Runtime, fx: &Fixture) {
     let st = rt.status(&spec.id).await.expect("status");
     assert_eq!(st.state, ContainerState::Running);
     assert!(st.pid.is_some_and(|p| p > 0), "running without pid: {st:?}");
-    assert!(st.started_at.is_some() && st.finished_at.is_none(), "{st:?}");
+    assert!(
+        st.started_at.is_some() && st.finished_at.is_none(),
+        "{st:?}"
+    );
     wait_for_log(rt, &spec.id, "ready").await;
     rt.kill(&spec.id, SIGTERM).await.expect("kill");
     let st = rt.wait(&spec.id).await.expect("wait");
@@ -451,7 +454,10 @@ pub async fn memory_limit_oom_kills(rt: &dyn Runtime, fx: &Fixture) {
     fx.assert_no_leftovers(&spec.id);
 
     // The same work without a limit is not OOM-killed.
-    let mut spec = fx.spec("no-oom", &format!("{bb} head -c 1m /dev/zero | {bb} tail > /dev/null"));
+    let mut spec = fx.spec(
+        "no-oom",
+        &format!("{bb} head -c 1m /dev/zero | {bb} tail > /dev/null"),
+    );
     spec.resources.memory_limit = Some(32 << 20);
     let (st, _) = run_to_exit(rt, &spec).await;
     assert_eq!((st.exit_code, st.oom_killed), (Some(0), false));

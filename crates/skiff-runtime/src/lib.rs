@@ -22,8 +22,8 @@ pub mod process;
 pub mod runtime;
 pub mod testimages;
 
+pub use oci::{OciConfig, OciRuntime, shim_main};
 pub use runtime::{
     BoxedReader, BoxedWriter, Capabilities, ContainerSpec, ContainerState, ContainerStatus,
     ExecProcess, ExecSpec, Mount, Resources, Runtime, RuntimeError,
 };
-pub use oci::{OciConfig, OciRuntime, shim_main};

@@ -168,7 +168,10 @@ async fn containers_survive_the_runtime_and_are_adopted() {
     assert_eq!(log_lines(&third, &short.id), ["waiting", "done"]);
 
     // The adopted container is fully controllable.
-    third.start(&created.id).await.expect("start adopted created");
+    third
+        .start(&created.id)
+        .await
+        .expect("start adopted created");
     assert_eq!(
         third.wait(&created.id).await.expect("wait").exit_code,
         Some(0)
@@ -197,11 +200,12 @@ async fn a_killed_shim_is_reported_and_removal_still_cleans_up() {
     env.rt.create(&s).await.expect("create");
     env.rt.start(&s.id).await.expect("start");
     conformance::wait_for_log(&env.rt, &s.id, "up").await;
-    let shim_pid: i32 = std::fs::read_to_string(env.root.join("containers").join(&s.id).join("shim.pid"))
-        .expect("shim pid")
-        .trim()
-        .parse()
-        .expect("pid");
+    let shim_pid: i32 =
+        std::fs::read_to_string(env.root.join("containers").join(&s.id).join("shim.pid"))
+            .expect("shim pid")
+            .trim()
+            .parse()
+            .expect("pid");
     let pid = rustix::process::Pid::from_raw(shim_pid).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill shim");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -217,7 +221,10 @@ async fn a_killed_shim_is_reported_and_removal_still_cleans_up() {
         .await
         .expect("wait returned")
         .expect("wait");
-    assert_eq!((st.state, st.exit_code), (ContainerState::Exited, Some(255)));
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::Exited, Some(255))
+    );
     env.rt.remove(&s.id).await.expect("remove");
     let left = env.rt.leftovers(&s.id);
     assert!(left.is_empty(), "left {left:?}");
@@ -249,5 +256,9 @@ async fn create_failures_leave_nothing_behind() {
             env.rt.remove(&s.id).await.expect("remove");
         }
     }
-    assert!(env.rt.leftovers(&s.id).is_empty(), "{:?}", env.rt.leftovers(&s.id));
+    assert!(
+        env.rt.leftovers(&s.id).is_empty(),
+        "{:?}",
+        env.rt.leftovers(&s.id)
+    );
 }

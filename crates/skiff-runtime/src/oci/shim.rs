@@ -159,7 +159,9 @@ fn run(dir: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(out_w)
         .stderr(err_w);
-    let runc = cmd.spawn().map_err(|e| format!("running runc create: {e}"))?;
+    let runc = cmd
+        .spawn()
+        .map_err(|e| format!("running runc create: {e}"))?;
     // The Command holds our copies of the write ends: drop it, or the log never sees EOF.
     drop(cmd);
     let (done_tx, done_rx) = mpsc::channel();
@@ -195,9 +197,8 @@ fn run(dir: &Path) -> Result<(), String> {
         let pid = pid.as_raw_nonzero().get();
         if pid == runc_pid {
             if status.exit_status() != Some(0) {
-                return Err(runc_error(&runc_log).unwrap_or_else(|| {
-                    format!("runc create failed ({status:?}) for {}", cfg.id)
-                }));
+                return Err(runc_error(&runc_log)
+                    .unwrap_or_else(|| format!("runc create failed ({status:?}) for {}", cfg.id)));
             }
             let p = state::read_pid(&dir.join(state::INIT_PID))
                 .ok_or("runc create wrote no pid file")?;
@@ -322,10 +323,7 @@ mod tests {
             "{\"level\":\"info\",\"msg\":\"x\"}\nnot json\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": not found\"}\n",
         )
         .expect("write");
-        assert_eq!(
-            runc_error(&p).as_deref(),
-            Some("exec: \"nope\": not found")
-        );
+        assert_eq!(runc_error(&p).as_deref(), Some("exec: \"nope\": not found"));
         assert_eq!(runc_error(&dir.path().join("missing")), None);
     }
 }
