@@ -262,3 +262,204 @@ async fn create_failures_leave_nothing_behind() {
         env.rt.leftovers(&s.id)
     );
 }
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> Option<NetNs> {
+        let name = format!("skiff-oci-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(NetNs(name))
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = std::process::Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .status()
+            .expect("ip");
+        assert!(st.success(), "ip {args:?}");
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+async fn run(rt: &OciRuntime, s: &ContainerSpec) -> Vec<String> {
+    rt.create(s).await.expect("create");
+    rt.start(&s.id).await.expect("start");
+    let st = rt.wait(&s.id).await.expect("wait");
+    let lines = log_lines(rt, &s.id);
+    assert_eq!(st.exit_code, Some(0), "{lines:?}");
+    rt.remove(&s.id).await.expect("remove");
+    lines
+}
+
+fn assert_lines(lines: &[String], want: &[&str]) {
+    for w in want {
+        assert!(lines.iter().any(|l| l == w), "{w:?} not in {lines:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_get_namespaces_limits_capabilities_and_masked_paths() {
+    let Some(env) = Env::new() else { return };
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let bb = "/bin/busybox";
+    let mut s = spec(
+        &format!("iso-{tag}"),
+        &format!(
+            "echo pid=$$; echo host=$({bb} hostname); echo nets=$({bb} ls /sys/class/net); \
+             {bb} grep CapEff /proc/self/status; \
+             echo quota=$({bb} cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); \
+             echo shares=$({bb} cat /sys/fs/cgroup/cpu/cpu.shares); \
+             echo mem=$({bb} cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
+             echo kcore=$({bb} cat /proc/kcore | {bb} wc -c); \
+             if echo 0 > /proc/sys/kernel/panic; then echo procsys-writable; else echo procsys-ro; fi"
+        ),
+    );
+    s.hostname = Some("web-0".into());
+    s.resources = skiff_runtime::Resources {
+        cpu_shares: Some(256),
+        cpu_quota: Some(25_000),
+        cpu_period: Some(100_000),
+        memory_limit: Some(64 << 20),
+    };
+    let lines = run(&env.rt, &s).await;
+    assert_lines(
+        &lines,
+        &[
+            "pid=1",
+            "host=web-0",
+            "nets=lo",
+            // Docker's default set.
+            "CapEff:\t00000000a80425fb",
+            "quota=25000",
+            "shares=256",
+            &format!("mem={}", 64 << 20),
+            "kcore=0",
+            "procsys-ro",
+        ],
+    );
+
+    // runAsUser / runAsGroup, and an image user resolved from the rootfs.
+    let mut s = spec(
+        &format!("user-{tag}"),
+        &format!("echo id=$({bb} id -u):$({bb} id -g)"),
+    );
+    s.user = Some((1000, 2000));
+    assert_lines(&run(&env.rt, &s).await, &["id=1000:2000"]);
+
+    // Joining a given network namespace.
+    let Some(ns) = NetNs::new() else {
+        eprintln!("skipping the netns part: `ip netns add` failed");
+        return;
+    };
+    // A mark only that namespace has (no dummy interfaces needed).
+    ns.ip(&["link", "set", "lo", "mtu", "1234"]);
+    let mut s = spec(
+        &format!("netns-{tag}"),
+        &format!("echo mtu=$({bb} cat /sys/class/net/lo/mtu)"),
+    );
+    s.network_namespace = Some(PathBuf::from("/run/netns").join(&ns.0));
+    assert_lines(&run(&env.rt, &s).await, &["mtu=1234"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_a_terminal() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(env) = Env::new() else { return };
+    let s = spec(
+        &format!("tty-{:06x}", rand::random::<u32>() & 0xff_ffff),
+        "trap 'exit 0' TERM; echo ready; /bin/busybox sleep 1000 & wait",
+    );
+    env.rt.create(&s).await.expect("create");
+    env.rt.start(&s.id).await.expect("start");
+    conformance::wait_for_log(&env.rt, &s.id, "ready").await;
+
+    // One-shot: a terminal, stdout and stderr merged, the exit code.
+    let mut p = env
+        .rt
+        .exec(
+            &s.id,
+            &skiff_runtime::ExecSpec {
+                command: vec![
+                    "/bin/busybox".into(),
+                    "sh".into(),
+                    "-c".into(),
+                    "/bin/busybox tty; echo to-stderr >&2; echo TERM=$TERM; exit 3".into(),
+                ],
+                tty: true,
+                stdin: false,
+            },
+        )
+        .await
+        .expect("exec");
+    assert!(p.stderr.is_none() && p.stdin.is_none() && p.resize.is_some());
+    let mut out = String::new();
+    p.stdout.read_to_string(&mut out).await.expect("read");
+    assert_eq!(p.exit.await.expect("exit"), 3);
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("/dev/pts/")),
+        "no terminal: {out:?}"
+    );
+    assert!(
+        lines.contains(&"to-stderr") && lines.contains(&"TERM=xterm"),
+        "{out:?}"
+    );
+
+    // Interactive: input reaches the shell and resizes reach the container's terminal.
+    let mut p = env
+        .rt
+        .exec(
+            &s.id,
+            &skiff_runtime::ExecSpec {
+                command: vec!["/bin/busybox".into(), "sh".into()],
+                tty: true,
+                stdin: true,
+            },
+        )
+        .await
+        .expect("exec");
+    let mut stdin = p.stdin.take().expect("stdin");
+    let resize = p.resize.take().expect("resize");
+    resize.send((123, 45)).await.expect("resize");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains("45 123") {
+        assert!(Instant::now() < deadline, "size never arrived: {seen:?}");
+        stdin
+            .write_all(b"/bin/busybox stty size\n")
+            .await
+            .expect("write");
+        stdin.flush().await.expect("flush");
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), p.stdout.read(&mut buf)).await
+        {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    stdin.write_all(b"exit 5\n").await.expect("write");
+    stdin.flush().await.expect("flush");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), p.stdout.read_to_end(&mut rest)).await;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), p.exit)
+            .await
+            .expect("exited")
+            .expect("exit"),
+        5
+    );
+    env.rt.remove(&s.id).await.expect("remove");
+}

@@ -4,6 +4,7 @@
 //! Layout under the runtime root: `containers/<id>/` (see [`state`]) and `runc/` (runc's
 //! `--root`). Needs root and runc (Debian's runc 1.1 works with hybrid cgroup v1/v2).
 
+mod exec;
 pub mod shim;
 pub mod spec;
 pub mod state;
@@ -20,8 +21,8 @@ use async_trait::async_trait;
 use crate::images::ImageStore;
 use crate::overlay::mount_rootfs;
 use crate::runtime::{
-    BoxedReader, BoxedWriter, Capabilities, ContainerSpec, ContainerState, ContainerStatus,
-    ExecProcess, ExecSpec, Runtime, RuntimeError, SIGKILL, validate_id,
+    Capabilities, ContainerSpec, ContainerState, ContainerStatus, ExecProcess, ExecSpec, Runtime,
+    RuntimeError, SIGKILL, validate_id,
 };
 use state::{ExitRecord, Meta, ShimConfig};
 
@@ -481,7 +482,17 @@ impl Inner {
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let mut process = config["process"].clone();
         process["args"] = serde_json::json!(spec.command);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(spec.tty);
+        if spec.tty {
+            // What `docker exec -t` gives: shells and editors need a terminal type.
+            if let Some(env) = process["env"].as_array_mut()
+                && !env
+                    .iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                env.push(serde_json::json!("TERM=xterm"));
+            }
+        }
         let path = dir.join(format!("exec-{:016x}.json", rand::random::<u64>()));
         let data = serde_json::to_vec(&process)
             .map_err(|e| RuntimeError::io("exec process", std::io::Error::other(e)))?;
@@ -562,12 +573,6 @@ impl Runtime for OciRuntime {
     }
 
     async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
-        if spec.tty {
-            return Err(RuntimeError::Unsupported {
-                runtime: "oci",
-                what: "exec with a terminal",
-            });
-        }
         let (id, spec) = (id.to_string(), spec.clone());
         let (process_file, id) = {
             let spec = spec.clone();
@@ -580,30 +585,20 @@ impl Runtime for OciRuntime {
             .arg("exec")
             .arg("--process")
             .arg(&process_file)
-            .arg(&id)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let spawned = cmd.spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
+            .arg(&id);
+        let spawned = if spec.tty {
+            exec::spawn_tty(cmd, spec.stdin)
+        } else {
+            exec::spawn_pipes(cmd, spec.stdin)
+        };
+        let (mut child, mut process) = match spawned {
+            Ok(r) => r,
             Err(e) => {
                 let _ = std::fs::remove_file(&process_file);
                 return Err(RuntimeError::io("running runc exec", e));
             }
         };
-        let stdin = child.stdin.take().map(|s| Box::pin(s) as BoxedWriter);
-        let stdout = child
-            .stdout
-            .take()
-            .map(|s| Box::pin(s) as BoxedReader)
-            .ok_or_else(|| RuntimeError::io("runc exec stdout", ErrorKind::BrokenPipe.into()))?;
-        let stderr = child.stderr.take().map(|s| Box::pin(s) as BoxedReader);
-        let exit = async move {
+        process.exit = Box::pin(async move {
             use std::os::unix::process::ExitStatusExt;
             let status = child.wait().await;
             let _ = tokio::fs::remove_file(&process_file).await;
@@ -613,13 +608,7 @@ impl Runtime for OciRuntime {
                 (None, Some(sig)) => 128 + sig,
                 (None, None) => 255,
             })
-        };
-        Ok(ExecProcess {
-            stdin,
-            stdout,
-            stderr,
-            exit: Box::pin(exit),
-            resize: None,
-        })
+        });
+        Ok(process)
     }
 }
