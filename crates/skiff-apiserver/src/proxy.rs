@@ -155,9 +155,7 @@ fn pick_container(pod: &Value, pod_name: &str, query: &str) -> Result<String, Ap
         .map(|(_, v)| v.into_owned())
         .filter(|v| !v.is_empty());
     match requested {
-        Some(c) if containers.contains(&c) || init.contains(&c) || ephemeral.contains(&c) => {
-            Ok(c)
-        }
+        Some(c) if containers.contains(&c) || init.contains(&c) || ephemeral.contains(&c) => Ok(c),
         Some(c) => Err(ApiError::bad_request(format!(
             "container {c} is not valid for pod {pod_name}"
         ))),
@@ -180,12 +178,19 @@ fn pick_container(pod: &Value, pod_name: &str, query: &str) -> Result<String, Ap
 
 /// The node's `InternalIP` (else any address) and its `daemonEndpoints` port.
 fn node_address(node: &Value) -> Option<SocketAddr> {
-    let addresses = node.pointer("/status/addresses").and_then(Value::as_array)?;
+    let addresses = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?;
     let by_type = |t: &str| {
         addresses
             .iter()
             .filter(|a| a.get("type").and_then(Value::as_str) == Some(t))
-            .find_map(|a| a.get("address").and_then(Value::as_str)?.parse::<IpAddr>().ok())
+            .find_map(|a| {
+                a.get("address")
+                    .and_then(Value::as_str)?
+                    .parse::<IpAddr>()
+                    .ok()
+            })
     };
     let ip = by_type("InternalIP").or_else(|| by_type("ExternalIP"))?;
     let port = node
@@ -284,11 +289,12 @@ async fn proxy_plain(
 ) -> HandlerResult {
     let mut sender = connect(addr, tls).await?;
     let node_req = node_request(addr, &uri, &req, false)?;
-    let resp = sender.send_request(node_req).await.map_err(|e| {
-        ApiError::ServiceUnavailable {
+    let resp = sender
+        .send_request(node_req)
+        .await
+        .map_err(|e| ApiError::ServiceUnavailable {
             message: format!("error talking to node {addr}: {e}"),
-        }
-    })?;
+        })?;
     if !resp.status().is_success() {
         return Ok(node_failure(resp).await);
     }
@@ -312,11 +318,13 @@ async fn proxy_upgrade(
 ) -> HandlerResult {
     let mut sender = connect(addr, tls).await?;
     let node_req = node_request(addr, &uri, &req, true)?;
-    let mut resp = sender.send_request(node_req).await.map_err(|e| {
-        ApiError::ServiceUnavailable {
-            message: format!("error talking to node {addr}: {e}"),
-        }
-    })?;
+    let mut resp =
+        sender
+            .send_request(node_req)
+            .await
+            .map_err(|e| ApiError::ServiceUnavailable {
+                message: format!("error talking to node {addr}: {e}"),
+            })?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(node_failure(resp).await);
     }
@@ -348,11 +356,14 @@ async fn proxy_upgrade(
 /// The TLS client configuration towards nodes: the API server's client certificate; the
 /// node's self-signed serving certificate is not checked against a CA (kube-apiserver
 /// without `--kubelet-certificate-authority` does the same), but its handshake signature is.
-pub fn kubelet_client_config(client: &crate::pki::CertAndKey) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn kubelet_client_config(
+    client: &crate::pki::CertAndKey,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("parsing the kubelet client certificate: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("parsing the kubelet client certificate: {e}"))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
         .map_err(|e| format!("parsing the kubelet client key: {e}"))?
         .ok_or("no private key in the kubelet client key")?;
@@ -428,11 +439,15 @@ mod tests {
         assert_eq!(pick_container(&pod, "p", "container=b").unwrap(), "b");
         assert_eq!(pick_container(&pod, "p", "container=init").unwrap(), "init");
         assert_eq!(
-            pick_container(&pod, "p", "container=zz").unwrap_err().to_string(),
+            pick_container(&pod, "p", "container=zz")
+                .unwrap_err()
+                .to_string(),
             "container zz is not valid for pod p"
         );
         assert_eq!(
-            pick_container(&pod, "p", "follow=true").unwrap_err().to_string(),
+            pick_container(&pod, "p", "follow=true")
+                .unwrap_err()
+                .to_string(),
             "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [init]"
         );
         let single = json!({"spec": {"containers": [{"name": "only"}]}});
@@ -447,7 +462,8 @@ mod tests {
                           {"type": "InternalIP", "address": "127.0.0.1"}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 4321}}}});
         assert_eq!(node_address(&node), Some("127.0.0.1:4321".parse().unwrap()));
-        let bare = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+        let bare =
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
         assert_eq!(node_address(&bare), Some("10.0.0.1:10250".parse().unwrap()));
         assert_eq!(node_address(&json!({})), None);
     }

@@ -105,12 +105,13 @@ impl NodeServer {
         lookup: Arc<dyn ContainerLookup>,
     ) -> Result<NodeServer, ServerError> {
         let tls = tls::server_config(&config)?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.bind,
             source,
@@ -181,7 +182,11 @@ async fn serve_connection(
     Ok(())
 }
 
-async fn handle(ctx: Arc<Ctx>, identity: Option<ClientIdentity>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    identity: Option<ClientIdentity>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some(who) = identity else {
         return status_response(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     };

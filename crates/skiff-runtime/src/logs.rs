@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt,
+};
 
 /// Longest line written as one record; longer ones are split into partial (`P`) records,
 /// as containerd does.
@@ -284,7 +286,6 @@ pub fn go_rfc3339_nano(t: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn write_log(path: &Path, records: &[(i64, Stream, bool, &str)]) {
         let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")

@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::websocket::{self, Message};
-use super::{Body, Ctx, Query, header_list, header_str, status_response, stream_error, wants_upgrade};
+use super::{
+    Body, Ctx, Query, header_list, header_str, status_response, stream_error, wants_upgrade,
+};
 use crate::streams::ContainerRef;
 
 /// Subprotocols spoken, most preferred first (v1–v3 predate the JSON status channel).
@@ -88,8 +90,14 @@ pub(super) async fn exec(
     let mut r = Response::new(super::full(""));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
-    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(v) = header::HeaderValue::from_str(&websocket::accept_key(&key)) {
         h.insert("sec-websocket-accept", v);
     }
@@ -153,7 +161,10 @@ where
         }
     };
     let _ = tx
-        .send(data_frame(ERROR, &serde_json::to_vec(&status).unwrap_or_default()))
+        .send(data_frame(
+            ERROR,
+            &serde_json::to_vec(&status).unwrap_or_default(),
+        ))
         .await;
     let _ = tx
         .send(websocket::encode_frame(

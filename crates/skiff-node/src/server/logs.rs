@@ -38,8 +38,8 @@ fn options(query: &Query) -> Result<LogOptions, String> {
         if opts.since.is_some() {
             return Err("at most one of sinceTime or sinceSeconds may be specified".into());
         }
-        let t = DateTime::parse_from_rfc3339(t)
-            .map_err(|e| format!("invalid sinceTime {t:?}: {e}"))?;
+        let t =
+            DateTime::parse_from_rfc3339(t).map_err(|e| format!("invalid sinceTime {t:?}: {e}"))?;
         opts.since = Some(t.with_timezone(&Utc));
     }
     Ok(opts)

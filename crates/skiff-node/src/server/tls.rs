@@ -41,7 +41,12 @@ impl ClientIdentity {
 pub(super) fn identity_from_cert(der: &[u8]) -> Option<ClientIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(String::from))
@@ -90,9 +95,7 @@ pub(super) fn server_config(
     let mut roots = RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut config.client_ca_pem.as_bytes()) {
         let c = c.map_err(|e| err("parsing the client CA", &e))?;
-        roots
-            .add(c)
-            .map_err(|e| err("adding the client CA", &e))?;
+        roots.add(c).map_err(|e| err("adding the client CA", &e))?;
     }
     if roots.is_empty() {
         return Err(ServerError::Tls("no certificate in the client CA".into()));

@@ -90,7 +90,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let mut head = [0u8; 2];
             match self.inner.read_exact(&mut head).await {
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.partial.is_none() => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof && self.partial.is_none() =>
+                {
                     return Ok(None);
                 }
                 Err(e) => return Err(e.into()),
@@ -187,7 +189,10 @@ mod tests {
         wire.extend(encode_frame(OP_PING, b"p", Some([9, 9, 9, 9])));
         wire.extend(encode_frame(OP_CONTINUATION, b"lo", Some([5, 6, 7, 8])));
         let mut r = Reader::new(wire.as_slice());
-        assert_eq!(r.next().await.expect("ping"), Some(Message::Ping(b"p".to_vec())));
+        assert_eq!(
+            r.next().await.expect("ping"),
+            Some(Message::Ping(b"p".to_vec()))
+        );
         assert_eq!(
             r.next().await.expect("msg"),
             Some(Message::Binary(b"\x00hello".to_vec()))

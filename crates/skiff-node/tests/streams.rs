@@ -1,0 +1,443 @@
+//! `kubectl logs`, `exec` and `port-forward` end to end: the real kubectl against an
+//! in-process API server that proxies to this crate's node server, backed by real
+//! processes of the `process` runtime.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use skiff_node::server::{NodeServer, NodeServerConfig};
+use skiff_node::streams::{ContainerLookup, ContainerRef, StreamError};
+use skiff_runtime::process::ProcessRuntime;
+use skiff_runtime::{
+    Capabilities, ContainerSpec, ContainerStatus, ExecProcess, ExecSpec, Runtime, RuntimeError,
+};
+use skiff_server::{Running, ServerConfig};
+
+const NODE: &str = "node-a";
+
+/// The `process` runtime plus exec of commands on the host (the process runtime's
+/// containers are host processes too, so this is what exec means for them).
+struct HostExecRuntime(ProcessRuntime);
+
+#[async_trait]
+impl Runtime for HostExecRuntime {
+    fn name(&self) -> &'static str {
+        "process+exec"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            exec: true,
+            ..self.0.capabilities()
+        }
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.0.create(spec).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.0.start(id).await
+    }
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        self.0.kill(id, signal).await
+    }
+    async fn wait(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        self.0.wait(id).await
+    }
+    async fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        self.0.status(id).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.0.remove(id).await
+    }
+    fn log_path(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        self.0.log_path(id)
+    }
+    async fn list(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.0.list().await
+    }
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        self.0.status(id).await?;
+        if spec.tty {
+            return Err(RuntimeError::Unsupported {
+                runtime: "process+exec",
+                what: "terminals",
+            });
+        }
+        let (program, args) = spec
+            .command
+            .split_first()
+            .ok_or_else(|| RuntimeError::InvalidSpec("empty command".into()))?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| RuntimeError::InvalidSpec(format!("starting {program:?}: {e}")))?;
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::pin(s) as skiff_runtime::BoxedWriter);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::InvalidSpec("no stdout".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| Box::pin(s) as skiff_runtime::BoxedReader);
+        Ok(ExecProcess {
+            stdin,
+            stdout: Box::pin(stdout),
+            stderr,
+            exit: Box::pin(async move {
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| RuntimeError::InvalidSpec(format!("waiting: {e}")))?;
+                Ok(status.code().unwrap_or(255))
+            }),
+            resize: None,
+        })
+    }
+}
+
+/// Which runtime containers back which pod containers (the agent's job, done by hand).
+#[derive(Default)]
+struct Pods {
+    /// (namespace, pod) -> container name -> runtime ids, oldest first.
+    pods: Mutex<HashMap<(String, String), Vec<(String, Vec<String>)>>>,
+}
+
+struct Lookup {
+    runtime: Arc<HostExecRuntime>,
+    pods: Arc<Pods>,
+}
+
+impl ContainerLookup for Lookup {
+    fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        previous: bool,
+    ) -> Result<ContainerRef, StreamError> {
+        let pods = self.pods.pods.lock().unwrap_or_else(|p| p.into_inner());
+        let containers = pods
+            .get(&(namespace.to_string(), pod.to_string()))
+            .ok_or_else(|| StreamError::NotFound(format!("pod {namespace}/{pod} not found")))?;
+        let (name, ids) = match container {
+            Some(c) => containers.iter().find(|(n, _)| n == c).ok_or_else(|| {
+                StreamError::NotFound(format!("container {c:?} in pod {pod:?} not found"))
+            })?,
+            None => containers
+                .first()
+                .ok_or_else(|| StreamError::NotFound("no containers".into()))?,
+        };
+        let id = if previous {
+            ids.len().checked_sub(2).map(|i| &ids[i]).ok_or_else(|| {
+                StreamError::BadRequest(format!(
+                    "previous terminated container {name:?} in pod {pod:?} not found"
+                ))
+            })?
+        } else {
+            ids.last()
+                .ok_or_else(|| StreamError::NotFound(format!("container {name:?} not started")))?
+        };
+        Ok(ContainerRef {
+            runtime: self.runtime.clone() as Arc<dyn Runtime>,
+            id: id.clone(),
+        })
+    }
+
+    fn pod_netns(&self, _namespace: &str, _pod: &str) -> Result<Option<PathBuf>, StreamError> {
+        Ok(None)
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    running: Option<Running>,
+    node: Option<NodeServer>,
+    runtime: Arc<HostExecRuntime>,
+    pods: Arc<Pods>,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let running = skiff_server::start(ServerConfig {
+            port: 0,
+            controllers: false,
+            ..ServerConfig::new(dir.path().join("server"))
+        })
+        .await
+        .expect("server starts");
+        let runtime = Arc::new(HostExecRuntime(
+            ProcessRuntime::new(dir.path().join("containers")).expect("runtime"),
+        ));
+        let pods = Arc::new(Pods::default());
+        let ca = std::fs::read_to_string(dir.path().join("server/pki/ca.crt")).expect("ca");
+        let node = NodeServer::start(
+            NodeServerConfig {
+                bind: "127.0.0.1:0".parse().expect("addr"),
+                ..NodeServerConfig::new(ca)
+            },
+            Arc::new(Lookup {
+                runtime: runtime.clone(),
+                pods: pods.clone(),
+            }),
+        )
+        .await
+        .expect("node server");
+        let nodes: Api<Node> = Api::all(running.client.clone());
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node"),
+            )
+            .await
+            .expect("create node");
+        let status = json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": NODE}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": node.addr().port()}},
+        }});
+        nodes
+            .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("node status");
+        Env {
+            _dir: dir,
+            running: Some(running),
+            node: Some(node),
+            runtime,
+            pods,
+        }
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Creates the pod object (bound to our node unless `node` is None) and runs its
+    /// containers: (name, shell script) each, with `restarts` earlier instances first.
+    async fn pod(
+        &self,
+        name: &str,
+        node: Option<&str>,
+        containers: &[(&str, &str)],
+        restarts: usize,
+    ) {
+        let spec_containers: Vec<_> = containers
+            .iter()
+            .map(|(c, _)| json!({"name": c, "image": "busybox"}))
+            .collect();
+        let mut spec = json!({"containers": spec_containers});
+        if let Some(n) = node {
+            spec["nodeName"] = json!(n);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.running().client.clone(), "default");
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+                .expect("pod"),
+        )
+        .await
+        .expect("create pod");
+        let mut entries = Vec::new();
+        for (c, script) in containers {
+            let mut ids = Vec::new();
+            for attempt in 0..=restarts {
+                let id = format!("{name}_{c}_{attempt}");
+                let script = if attempt < restarts {
+                    format!("echo 'attempt {attempt}'")
+                } else {
+                    script.to_string()
+                };
+                self.runtime
+                    .create(&ContainerSpec {
+                        id: id.clone(),
+                        command: vec!["sh".into(), "-c".into(), script],
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("create container");
+                self.runtime.start(&id).await.expect("start container");
+                if attempt < restarts {
+                    self.runtime.wait(&id).await.expect("earlier instance ends");
+                }
+                ids.push(id);
+            }
+            entries.push((c.to_string(), ids));
+        }
+        self.pods
+            .pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(("default".into(), name.into()), entries);
+    }
+
+    /// Runs kubectl (on the blocking pool) with a deadline; (success, exit code, stdout, stderr).
+    async fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        let kubeconfig = self.running().kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("timeout")
+                .arg("60")
+                .arg("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("-n")
+                .arg("default")
+                .args(&args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("kubectl runs");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .await
+        .expect("kubectl task")
+    }
+
+    async fn stop(mut self) {
+        self.cleanup().await;
+    }
+
+    async fn cleanup(&mut self) {
+        if let Ok(list) = self.runtime.list().await {
+            for c in list {
+                let _ = self.runtime.remove(&c.id).await;
+            }
+        }
+        if let Some(n) = self.node.take() {
+            n.shutdown().await;
+        }
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_exec_through_the_api_server() {
+    let env = Env::start().await;
+    let result = std::panic::AssertUnwindSafe(scenarios(&env));
+    let outcome = futures::FutureExt::catch_unwind(result).await;
+    env.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenarios(env: &Env) {
+    env.pod(
+        "done",
+        Some(NODE),
+        &[("main", "echo one; echo two; echo three")],
+        1,
+    )
+    .await;
+    env.runtime
+        .wait("done_main_1")
+        .await
+        .expect("container ends");
+
+    let (code, out, err) = env.kubectl(&["logs", "done"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\ntwo\nthree\n"), "{err}");
+
+    let (code, out, err) = env.kubectl(&["logs", "done", "--tail=1"]).await;
+    assert_eq!((code, out.as_str()), (0, "three\n"), "{err}");
+
+    let (code, out, err) = env.kubectl(&["logs", "done", "--timestamps"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().count() == 3 && out.lines().all(|l| l.contains("Z ")),
+        "{out}"
+    );
+
+    let (code, out, err) = env.kubectl(&["logs", "done", "--limit-bytes=5"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\nt"), "{err}");
+
+    let (code, out, err) = env.kubectl(&["logs", "done", "-p"]).await;
+    assert_eq!((code, out.as_str()), (0, "attempt 0\n"), "{err}");
+
+    // Follow until the container exits.
+    env.pod(
+        "ticker",
+        Some(NODE),
+        &[("main", "for i in 1 2 3; do echo tick $i; sleep 0.3; done")],
+        0,
+    )
+    .await;
+    let (code, out, err) = env.kubectl(&["logs", "-f", "ticker"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "tick 1\ntick 2\ntick 3\n"),
+        "{err}"
+    );
+
+    // No earlier instance.
+    let (code, _, err) = env.kubectl(&["logs", "ticker", "--previous"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("previous terminated container \"main\" in pod \"ticker\" not found"),
+        "{err}"
+    );
+
+    // Two containers: -c picks one; an unknown one is refused by the API server.
+    env.pod(
+        "two",
+        Some(NODE),
+        &[("a", "echo from-a"), ("b", "echo from-b")],
+        0,
+    )
+    .await;
+    env.runtime.wait("two_b_0").await.expect("b ends");
+    let (code, out, err) = env.kubectl(&["logs", "two", "-c", "b"]).await;
+    assert_eq!((code, out.as_str()), (0, "from-b\n"), "{err}");
+    let (code, _, err) = env.kubectl(&["logs", "two", "-c", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("container nope is not valid for pod two"),
+        "{err}"
+    );
+
+    // Unknown pod and an unscheduled pod.
+    let (code, _, err) = env.kubectl(&["logs", "missing"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("pods \"missing\" not found"), "{err}");
+    env.pod("pending", None, &[("main", "true")], 0).await;
+    let (code, _, err) = env.kubectl(&["logs", "pending"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("pod pending does not have a host assigned"),
+        "{err}"
+    );
+
+    // exec over WebSocket, exit codes passed through.
+    env.pod("sleeper", Some(NODE), &[("main", "sleep 120")], 0)
+        .await;
+    let (code, out, err) = env.kubectl(&["exec", "sleeper", "--", "echo", "hi"]).await;
+    assert_eq!((code, out.as_str()), (0, "hi\n"), "{err}");
+    let (code, _, err) = env
+        .kubectl(&["exec", "sleeper", "--", "sh", "-c", "echo oops >&2; exit 3"])
+        .await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("oops"), "{err}");
+}
