@@ -113,11 +113,14 @@ impl Runtime for HostExecRuntime {
     }
 }
 
+/// A pod's containers: name and runtime ids, oldest instance first.
+type PodContainers = Vec<(String, Vec<String>)>;
+
 /// Which runtime containers back which pod containers (the agent's job, done by hand).
 #[derive(Default)]
 struct Pods {
     /// (namespace, pod) -> container name -> runtime ids, oldest first.
-    pods: Mutex<HashMap<(String, String), Vec<(String, Vec<String>)>>>,
+    pods: Mutex<HashMap<(String, String), PodContainers>>,
 }
 
 struct Lookup {
