@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -443,4 +444,88 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("oops"), "{err}");
+
+    port_forward(env).await;
+}
+
+/// `kubectl port-forward` to a TCP echo server "in the pod" (host network here).
+async fn port_forward(env: &Env) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("echo listener");
+    let echo_port = echo.local_addr().expect("addr").port();
+    let echo_task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let pods: Api<Pod> = Api::namespaced(env.running().client.clone(), "default");
+    pods.patch_status(
+        "sleeper",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .expect("pod running");
+
+    let mut kubectl = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.running().kubeconfig)
+        .args(["-n", "default", "port-forward", "pod/sleeper"])
+        .arg(format!(":{echo_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = kubectl.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let local_port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read kubectl") {
+            // "Forwarding from 127.0.0.1:41234 -> 8080"
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest.split(' ').next().and_then(|p| p.parse::<u16>().ok());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(local_port) = local_port else {
+        let _ = kubectl.kill().await;
+        let out = kubectl.wait_with_output().await.expect("kubectl output");
+        panic!(
+            "port-forward did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // Two connections one after the other, the second with more than a flow-control
+    // window of data.
+    for size in [5usize, 300_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local_port))
+            .await
+            .expect("connect to the forwarded port");
+        let (mut r, mut w) = conn.split();
+        let send = async {
+            w.write_all(&payload).await.expect("send");
+        };
+        let mut got = vec![0u8; size];
+        let recv = async {
+            r.read_exact(&mut got).await.expect("echo back");
+        };
+        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(send, recv) })
+            .await
+            .expect("echo in time");
+        assert!(got == payload, "echoed bytes differ for {size} bytes");
+    }
+    let _ = kubectl.kill().await;
+    echo_task.abort();
 }
