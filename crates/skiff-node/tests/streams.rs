@@ -445,11 +445,13 @@ async fn scenarios(env: &Env) {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("oops"), "{err}");
 
-    port_forward(env).await;
+    // kubectl 1.32 tunnels SPDY in WebSocket; without the feature it upgrades to SPDY.
+    port_forward(env, true).await;
+    port_forward(env, false).await;
 }
 
 /// `kubectl port-forward` to a TCP echo server "in the pod" (host network here).
-async fn port_forward(env: &Env) {
+async fn port_forward(env: &Env, websockets: bool) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -476,6 +478,10 @@ async fn port_forward(env: &Env) {
         .arg("--kubeconfig")
         .arg(&env.running().kubeconfig)
         .args(["-n", "default", "port-forward", "pod/sleeper"])
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
         .arg(format!(":{echo_port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
