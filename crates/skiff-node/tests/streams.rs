@@ -293,12 +293,28 @@ impl Env {
             .insert(("default".into(), name.into()), entries);
     }
 
-    /// Runs kubectl (on the blocking pool) with a deadline; (success, exit code, stdout, stderr).
+    /// Runs kubectl (on the blocking pool) with a deadline; (exit code, stdout, stderr).
     async fn kubectl(&self, args: &[&str]) -> (i32, String, String) {
+        self.kubectl_with(args, None, &[]).await
+    }
+
+    /// Like `kubectl`, with `stdin` fed to it and extra environment variables.
+    async fn kubectl_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> (i32, String, String) {
         let kubeconfig = self.running().kubeconfig.clone();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new("timeout")
+            use std::io::Write;
+            let mut child = std::process::Command::new("timeout")
                 .arg("60")
                 .arg("kubectl")
                 .arg("--kubeconfig")
@@ -306,9 +322,20 @@ impl Env {
                 .arg("-n")
                 .arg("default")
                 .args(&args)
-                .stdin(Stdio::null())
-                .output()
+                .envs(env)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
                 .expect("kubectl runs");
+            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                pipe.write_all(text.as_bytes()).expect("kubectl stdin");
+            }
+            let out = child.wait_with_output().expect("kubectl ends");
             (
                 out.status.code().unwrap_or(-1),
                 String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -444,6 +471,37 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("oops"), "{err}");
+    // stdin reaches the command and its end closes it (v5 close signal).
+    let (code, out, err) = env
+        .kubectl_with(
+            &["exec", "-i", "sleeper", "--", "tr", "a-z", "A-Z"],
+            Some("hello\nworld\n"),
+            &[],
+        )
+        .await;
+    assert_eq!((code, out.as_str()), (0, "HELLO\nWORLD\n"), "{err}");
+    // The SPDY/3.1 protocol kubectl used before WebSockets (and falls back to).
+    let spdy = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")];
+    let (code, out, err) = env
+        .kubectl_with(&["exec", "sleeper", "--", "echo", "hi"], None, &spdy)
+        .await;
+    assert_eq!((code, out.as_str()), (0, "hi\n"), "{err}");
+    let (code, _, err) = env
+        .kubectl_with(
+            &["exec", "sleeper", "--", "sh", "-c", "exit 7"],
+            None,
+            &spdy,
+        )
+        .await;
+    assert_eq!(code, 7, "{err}");
+    let (code, out, err) = env
+        .kubectl_with(
+            &["exec", "-i", "sleeper", "--", "cat"],
+            Some("piped\n"),
+            &spdy,
+        )
+        .await;
+    assert_eq!((code, out.as_str()), (0, "piped\n"), "{err}");
 
     // kubectl 1.32 tunnels SPDY in WebSocket; without the feature it upgrades to SPDY.
     port_forward(env, true).await;

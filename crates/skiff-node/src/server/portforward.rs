@@ -70,9 +70,15 @@ pub(super) async fn port_forward(
     let mut r = Response::new(super::full(""));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
-    h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
     if spdy {
-        h.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("SPDY/3.1"),
+        );
         h.insert(
             "x-stream-protocol-version",
             header::HeaderValue::from_static(PROTOCOL),
@@ -91,7 +97,10 @@ pub(super) async fn port_forward(
                 "missing Sec-WebSocket-Key",
             );
         };
-        h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
         if let Ok(v) = header::HeaderValue::from_str(&websocket::accept_key(&key)) {
             h.insert("sec-websocket-accept", v);
         }

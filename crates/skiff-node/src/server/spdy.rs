@@ -31,16 +31,71 @@ const MAX_HEADER_BLOCK: usize = 1 << 20;
 
 /// Header names of the SPDY/3 dictionary, each stored as a 32-bit length and the name.
 const DICTIONARY_WORDS: &[&str] = &[
-    "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-    "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-    "cache-control", "connection", "content-base", "content-encoding", "content-language",
-    "content-length", "content-location", "content-md5", "content-range", "content-type",
-    "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since",
-    "if-none-match", "if-range", "if-unmodified-since", "last-modified", "location",
-    "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization", "range", "referer",
-    "retry-after", "server", "te", "trailer", "transfer-encoding", "upgrade", "user-agent",
-    "vary", "via", "warning", "www-authenticate", "method", "get", "status", "200 OK",
-    "version", "HTTP/1.1", "url", "public", "set-cookie", "keep-alive", "origin",
+    "options",
+    "head",
+    "post",
+    "put",
+    "delete",
+    "trace",
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "age",
+    "allow",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-base",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "date",
+    "etag",
+    "expect",
+    "expires",
+    "from",
+    "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "last-modified",
+    "location",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "range",
+    "referer",
+    "retry-after",
+    "server",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "vary",
+    "via",
+    "warning",
+    "www-authenticate",
+    "method",
+    "get",
+    "status",
+    "200 OK",
+    "version",
+    "HTTP/1.1",
+    "url",
+    "public",
+    "set-cookie",
+    "keep-alive",
+    "origin",
 ];
 
 /// The dictionary's tail: status codes, reason phrases, dates and common values, as is.
@@ -407,40 +462,65 @@ mod tests {
         wire.extend(FrameWriter::rst_stream(3, RST_CANCEL));
         wire.extend(FrameWriter::goaway(3));
         let mut r = FrameReader::new(wire.as_slice());
-        let Some(Frame::SynStream { stream_id: 1, headers, .. }) = r.next().await.expect("frame")
+        let Some(Frame::SynStream {
+            stream_id: 1,
+            headers,
+            ..
+        }) = r.next().await.expect("frame")
         else {
             panic!("first frame");
         };
-        assert_eq!(Frame::header(&headers, "streamtype").as_deref(), Some("error"));
-        let Some(Frame::SynStream { stream_id: 3, flags: FLAG_FIN, headers }) =
-            r.next().await.expect("frame")
+        assert_eq!(
+            Frame::header(&headers, "streamtype").as_deref(),
+            Some("error")
+        );
+        let Some(Frame::SynStream {
+            stream_id: 3,
+            flags: FLAG_FIN,
+            headers,
+        }) = r.next().await.expect("frame")
         else {
             panic!("second frame");
         };
         assert_eq!(Frame::header(&headers, "port").as_deref(), Some("80"));
         assert_eq!(
             r.next().await.expect("frame"),
-            Some(Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] })
+            Some(Frame::SynReply {
+                stream_id: 1,
+                flags: 0,
+                headers: vec![]
+            })
         );
         assert_eq!(
             r.next().await.expect("frame"),
-            Some(Frame::Data { stream_id: 3, flags: FLAG_FIN, data: b"payload".to_vec() })
+            Some(Frame::Data {
+                stream_id: 3,
+                flags: FLAG_FIN,
+                data: b"payload".to_vec()
+            })
         );
         assert_eq!(r.next().await.expect("frame"), Some(Frame::Ping(7)));
         assert_eq!(
             r.next().await.expect("frame"),
-            Some(Frame::RstStream { stream_id: 3, status: RST_CANCEL })
+            Some(Frame::RstStream {
+                stream_id: 3,
+                status: RST_CANCEL
+            })
         );
         assert_eq!(
             r.next().await.expect("frame"),
-            Some(Frame::GoAway { last_stream_id: 3, status: 0 })
+            Some(Frame::GoAway {
+                last_stream_id: 3,
+                status: 0
+            })
         );
         assert_eq!(r.next().await.expect("eof"), None);
     }
 
     #[tokio::test]
     async fn garbage_is_an_error_not_a_panic() {
-        let mut wire = FrameWriter::control(TYPE_SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
+        let mut wire =
+            FrameWriter::control(TYPE_SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
         wire.extend(FrameWriter::control(TYPE_PING, 0, &[1]));
         let mut r = FrameReader::new(wire.as_slice());
         assert!(r.next().await.is_err());
