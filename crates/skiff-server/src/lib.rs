@@ -231,6 +231,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         service_cidr: config.service_cidr,
         node_port_range: config.node_port_range,
         advertise_address: advertise.to_string(),
+        kubelet_client: Some(pki.issue_kubelet_client()?),
         ..ApiConfig::default()
     };
     let api = ApiServer::new(store, tokens, Arc::new(MastersOnly), api_config);
