@@ -125,11 +125,16 @@ impl ContainerLookup for NodeAgent {
     ) -> Result<ContainerRef, StreamError> {
         let view = self.view(namespace, pod)?;
         let c = match container {
-            Some(name) => view.containers.iter().find(|c| c.name == name).ok_or_else(|| {
-                StreamError::BadRequest(format!("container {name} is not valid for pod {pod}"))
-            })?,
+            Some(name) => view
+                .containers
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| {
+                    StreamError::BadRequest(format!("container {name} is not valid for pod {pod}"))
+                })?,
             None => {
-                let apps: Vec<&ContainerView> = view.containers.iter().filter(|c| !c.init).collect();
+                let apps: Vec<&ContainerView> =
+                    view.containers.iter().filter(|c| !c.init).collect();
                 match apps.as_slice() {
                     [one] => *one,
                     _ => {
@@ -154,7 +159,9 @@ impl ContainerLookup for NodeAgent {
                 StreamError::BadRequest(format!(
                     "container \"{}\" in pod \"{pod}\" is waiting to start: {}",
                     c.name,
-                    c.waiting.clone().unwrap_or_else(|| "ContainerCreating".into())
+                    c.waiting
+                        .clone()
+                        .unwrap_or_else(|| "ContainerCreating".into())
                 ))
             })?
         };
@@ -245,7 +252,10 @@ pub async fn run(
     reporter
         .register()
         .await
-        .map_err(|source| AgentError::Register { node: node.clone(), source })?;
+        .map_err(|source| AgentError::Register {
+            node: node.clone(),
+            source,
+        })?;
     if let Err(e) = reporter.renew_lease().await {
         tracing::warn!(error = %e, "creating the node lease");
     }
@@ -285,11 +295,20 @@ async fn clean_up_and_adopt(
     let pods = api
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
         .await
-        .map_err(|source| AgentError::ListPods { node: node.clone(), source })?;
-    let known: HashSet<String> = pods.items.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        .map_err(|source| AgentError::ListPods {
+            node: node.clone(),
+            source,
+        })?;
+    let known: HashSet<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
     let mut adopt: HashMap<String, Vec<ContainerStatus>> = HashMap::new();
     for c in agent.runtime.list().await? {
-        let Some(key) = parse_container_id(&c.id) else { continue };
+        let Some(key) = parse_container_id(&c.id) else {
+            continue;
+        };
         if known.contains(&key.pod_uid) {
             if c.state == skiff_runtime::ContainerState::Created {
                 // Created but never started: the worker creates it again.
@@ -319,10 +338,12 @@ async fn clean_up_and_adopt(
     let _ = tokio::task::spawn_blocking(move || {
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if looks_like_uid(&name) && !known2.contains(&name) && e.path().is_dir() {
-                if let Err(err) = crate::volumes::cleanup(&root, &name) {
-                    tracing::warn!(pod = %name, error = %err, "removing an orphaned pod directory");
-                }
+            if looks_like_uid(&name)
+                && !known2.contains(&name)
+                && e.path().is_dir()
+                && let Err(err) = crate::volumes::cleanup(&root, &name)
+            {
+                tracing::warn!(pod = %name, error = %err, "removing an orphaned pod directory");
             }
         }
     })
@@ -353,26 +374,29 @@ async fn dispatch(agent: Arc<NodeAgent>, mut adopt: HashMap<String, Vec<Containe
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut listed: HashSet<String> = HashSet::new();
 
-    let mut apply = |pod: Pod, workers: &mut HashMap<String, WorkerHandle>, finished: &HashSet<String>| {
-        let Some(uid) = pod.metadata.uid.clone() else { return };
-        if let Some(w) = workers.get(&uid) {
-            w.tx.send_replace(PodUpdate::Present(Box::new(pod)));
-            return;
-        }
-        if finished.contains(&uid) {
-            return;
-        }
-        let adopted = adopt.remove(&uid).unwrap_or_default();
-        let worker = Worker::new(agent.clone(), pod.clone(), adopted);
-        let (tx, rx) = watch::channel(PodUpdate::Present(Box::new(pod)));
-        let done = done_tx.clone();
-        let u = uid.clone();
-        let task = tokio::spawn(async move {
-            worker.run(rx).await;
-            let _ = done.send(u);
-        });
-        workers.insert(uid, WorkerHandle { tx, task });
-    };
+    let mut apply =
+        |pod: Pod, workers: &mut HashMap<String, WorkerHandle>, finished: &HashSet<String>| {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                return;
+            };
+            if let Some(w) = workers.get(&uid) {
+                w.tx.send_replace(PodUpdate::Present(Box::new(pod)));
+                return;
+            }
+            if finished.contains(&uid) {
+                return;
+            }
+            let adopted = adopt.remove(&uid).unwrap_or_default();
+            let worker = Worker::new(agent.clone(), pod.clone(), adopted);
+            let (tx, rx) = watch::channel(PodUpdate::Present(Box::new(pod)));
+            let done = done_tx.clone();
+            let u = uid.clone();
+            let task = tokio::spawn(async move {
+                worker.run(rx).await;
+                let _ = done.send(u);
+            });
+            workers.insert(uid, WorkerHandle { tx, task });
+        };
 
     loop {
         tokio::select! {

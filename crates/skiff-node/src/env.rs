@@ -171,18 +171,22 @@ impl<'a> Sources<'a> {
             })?;
             self.config_maps.insert(name.to_string(), got);
         }
-        Ok(self.config_maps.get(name).and_then(|c| c.as_ref()).map(|c| {
-            let mut out: BTreeMap<String, Vec<u8>> = c
-                .data
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-                .collect();
-            for (k, v) in c.binary_data.iter().flatten() {
-                out.insert(k.clone(), v.0.clone());
-            }
-            out
-        }))
+        Ok(self
+            .config_maps
+            .get(name)
+            .and_then(|c| c.as_ref())
+            .map(|c| {
+                let mut out: BTreeMap<String, Vec<u8>> = c
+                    .data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                    .collect();
+                for (k, v) in c.binary_data.iter().flatten() {
+                    out.insert(k.clone(), v.0.clone());
+                }
+                out
+            }))
     }
 
     /// The Secret's decoded data, `None` if it does not exist.
@@ -234,11 +238,12 @@ pub async fn container_env(
     container: &Container,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
-        match env.iter_mut().find(|(n, _)| *n == k) {
-            Some(slot) => slot.1 = v,
-            None => env.push((k, v)),
-        }
+    let set = |env: &mut Vec<(String, String)>, k: String, v: String| match env
+        .iter_mut()
+        .find(|(n, _)| *n == k)
+    {
+        Some(slot) => slot.1 = v,
+        None => env.push((k, v)),
     };
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -413,17 +418,28 @@ mod tests {
             node_milli_cpu: 2000,
             node_memory: 1 << 30,
         };
-        assert_eq!(field_value(&facts, "metadata.name").ok().as_deref(), Some("p"));
         assert_eq!(
-            field_value(&facts, "metadata.labels['app']").ok().as_deref(),
+            field_value(&facts, "metadata.name").ok().as_deref(),
+            Some("p")
+        );
+        assert_eq!(
+            field_value(&facts, "metadata.labels['app']")
+                .ok()
+                .as_deref(),
             Some("web")
         );
         assert_eq!(
             field_value(&facts, "metadata.labels").ok().as_deref(),
             Some("app=\"web\"\ntier=\"a\"")
         );
-        assert_eq!(field_value(&facts, "status.podIP").ok().as_deref(), Some("10.42.0.5"));
-        assert_eq!(field_value(&facts, "spec.nodeName").ok().as_deref(), Some("n1"));
+        assert_eq!(
+            field_value(&facts, "status.podIP").ok().as_deref(),
+            Some("10.42.0.5")
+        );
+        assert_eq!(
+            field_value(&facts, "spec.nodeName").ok().as_deref(),
+            Some("n1")
+        );
         assert!(field_value(&facts, "spec.bogus").is_err());
 
         let c = &p.spec.as_ref().expect("spec").containers[0];
@@ -433,17 +449,28 @@ mod tests {
             divisor: div.map(|d| Quantity(d.into())),
         };
         use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-        assert_eq!(resource_value(&facts, c, &sel("limits.cpu", None)).ok().as_deref(), Some("1"));
         assert_eq!(
-            resource_value(&facts, c, &sel("limits.cpu", Some("1m"))).ok().as_deref(),
+            resource_value(&facts, c, &sel("limits.cpu", None))
+                .ok()
+                .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            resource_value(&facts, c, &sel("limits.cpu", Some("1m")))
+                .ok()
+                .as_deref(),
             Some("500")
         );
         assert_eq!(
-            resource_value(&facts, c, &sel("limits.memory", Some("1Mi"))).ok().as_deref(),
+            resource_value(&facts, c, &sel("limits.memory", Some("1Mi")))
+                .ok()
+                .as_deref(),
             Some("64")
         );
         assert_eq!(
-            resource_value(&facts, c, &sel("requests.memory", None)).ok().as_deref(),
+            resource_value(&facts, c, &sel("requests.memory", None))
+                .ok()
+                .as_deref(),
             Some("0")
         );
     }

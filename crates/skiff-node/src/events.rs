@@ -20,13 +20,16 @@ pub struct Involved {
     pub field_path: Option<String>,
 }
 
+/// (object, reason, message): what makes two events "the same".
+type EventKey = (Involved, String, String);
+
 /// Writes events in the background; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     host: String,
     /// (object, reason, message) -> (event name, count), to aggregate repeats.
-    seen: Arc<Mutex<HashMap<(Involved, String, String), (String, i32)>>>,
+    seen: Arc<Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 /// Events kept for aggregation before the table starts over.

@@ -31,7 +31,10 @@ pub fn measure_capacity(root: &Path) -> BTreeMap<String, String> {
     }
     cap.insert("pods".to_string(), MAX_PODS.to_string());
     if let Some(bytes) = filesystem_bytes(root).map(|(total, _)| total) {
-        cap.insert("ephemeral-storage".to_string(), format!("{}Ki", bytes / 1024));
+        cap.insert(
+            "ephemeral-storage".to_string(),
+            format!("{}Ki", bytes / 1024),
+        );
     }
     let gpus = nvidia_gpus(Path::new("/dev"));
     if gpus > 0 {
@@ -191,7 +194,11 @@ impl NodeReporter {
                 }
             }
             Some(existing) => {
-                let has_cidr = existing.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
+                let has_cidr = existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.as_ref())
+                    .is_some();
                 let mut patch = json!({"metadata": {"labels": self.labels()}});
                 if !has_cidr && self.config.pod_cidr.is_some() {
                     patch["spec"] = spec;
@@ -204,7 +211,14 @@ impl NodeReporter {
         self.update_status().await
     }
 
-    fn condition(&mut self, type_: &'static str, status: bool, reason: &str, message: &str, now: &str) -> Value {
+    fn condition(
+        &mut self,
+        type_: &'static str,
+        status: bool,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) -> Value {
         let entry = self
             .transitions
             .entry(type_)
@@ -227,17 +241,53 @@ impl NodeReporter {
         let now = now();
         let conditions = vec![
             if p.memory {
-                self.condition("MemoryPressure", true, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available", &now)
+                self.condition(
+                    "MemoryPressure",
+                    true,
+                    "KubeletHasInsufficientMemory",
+                    "kubelet has insufficient memory available",
+                    &now,
+                )
             } else {
-                self.condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", &now)
+                self.condition(
+                    "MemoryPressure",
+                    false,
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                    &now,
+                )
             },
             if p.disk {
-                self.condition("DiskPressure", true, "KubeletHasDiskPressure", "kubelet has disk pressure", &now)
+                self.condition(
+                    "DiskPressure",
+                    true,
+                    "KubeletHasDiskPressure",
+                    "kubelet has disk pressure",
+                    &now,
+                )
             } else {
-                self.condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", &now)
+                self.condition(
+                    "DiskPressure",
+                    false,
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                    &now,
+                )
             },
-            self.condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", &now),
-            self.condition("Ready", true, "KubeletReady", "kubelet is posting ready status", &now),
+            self.condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                &now,
+            ),
+            self.condition(
+                "Ready",
+                true,
+                "KubeletReady",
+                "kubelet is posting ready status",
+                &now,
+            ),
         ];
         let mut addresses: Vec<Value> = self
             .config
@@ -272,7 +322,10 @@ impl NodeReporter {
         let root = self.config.root_dir.clone();
         let p = tokio::task::spawn_blocking(move || pressure(&root))
             .await
-            .unwrap_or(Pressure { memory: false, disk: false });
+            .unwrap_or(Pressure {
+                memory: false,
+                disk: false,
+            });
         let due = match &self.last_written {
             None => true,
             Some((old, at)) => *old != p || at.elapsed() >= self.config.status_report_interval,
@@ -386,7 +439,10 @@ mod tests {
     #[test]
     fn measures_this_machine() {
         let cap = measure_capacity(Path::new("/"));
-        assert!(cap.get("cpu").is_some_and(|c| c.parse::<u32>().is_ok_and(|n| n >= 1)));
+        assert!(
+            cap.get("cpu")
+                .is_some_and(|c| c.parse::<u32>().is_ok_and(|n| n >= 1))
+        );
         assert!(cap.get("memory").is_some_and(|m| m.ends_with("Ki")));
         assert_eq!(cap.get("pods").map(String::as_str), Some("110"));
         assert!(cap.contains_key("ephemeral-storage"));

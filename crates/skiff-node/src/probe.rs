@@ -122,7 +122,11 @@ pub async fn attempt(probe: &Probe, target: &Target, timeout: Duration) -> Outco
             return Outcome::Unsupported("HTTPS probes are not supported by skiff yet".into());
         }
         let path = h.path.clone().unwrap_or_else(|| "/".into());
-        let path = if path.starts_with('/') { path } else { format!("/{path}") };
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
         let headers: Vec<(String, String)> = h
             .http_headers
             .iter()
@@ -169,7 +173,12 @@ pub async fn attempt(probe: &Probe, target: &Target, timeout: Duration) -> Outco
             tty: false,
             stdin: false,
         };
-        return match tokio::time::timeout(timeout, exec(&target.runtime, &target.container_id, &spec)).await {
+        return match tokio::time::timeout(
+            timeout,
+            exec(&target.runtime, &target.container_id, &spec),
+        )
+        .await
+        {
             Err(_) => Outcome::Failure(format!("command {:?} timed out", spec.command.join(" "))),
             Ok(Err(RuntimeError::Unsupported { .. })) => Outcome::Unsupported(format!(
                 "exec probes are not supported by the {} runtime; probe skipped",
@@ -181,7 +190,9 @@ pub async fn attempt(probe: &Probe, target: &Target, timeout: Duration) -> Outco
         };
     }
     if probe.grpc.is_some() {
-        return Outcome::Unsupported("gRPC probes are not supported by skiff yet; probe skipped".into());
+        return Outcome::Unsupported(
+            "gRPC probes are not supported by skiff yet; probe skipped".into(),
+        );
     }
     Outcome::Unsupported("probe has no handler".into())
 }
@@ -194,13 +205,23 @@ fn short_io(e: &std::io::Error) -> String {
 }
 
 /// A minimal HTTP/1.1 GET; returns the status code.
-async fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)]) -> std::io::Result<u16> {
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("user-agent")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
         req.push_str("User-Agent: kube-probe/1.32\r\n");
     }
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+    {
         req.push_str("Accept: */*\r\n");
     }
     for (k, v) in headers {
@@ -223,12 +244,18 @@ async fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)]) ->
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response"))?;
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
+        })?;
     Ok(code)
 }
 
 /// Runs a command in the container; returns its exit code and (bounded) output.
-async fn exec(runtime: &Arc<dyn Runtime>, id: &str, spec: &ExecSpec) -> Result<(i32, String), RuntimeError> {
+async fn exec(
+    runtime: &Arc<dyn Runtime>,
+    id: &str,
+    spec: &ExecSpec,
+) -> Result<(i32, String), RuntimeError> {
     let mut p = runtime.exec(id, spec).await?;
     drop(p.stdin.take());
     let mut out = Vec::new();
@@ -288,7 +315,14 @@ pub async fn run(target: Target, tx: Tx) {
         loop {
             match attempt(p, &target, s.timeout).await {
                 Outcome::Unsupported(m) => {
-                    send(&tx, &id, ProbeEvent::Skipped { kind: ProbeKind::Startup, message: m });
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Startup,
+                            message: m,
+                        },
+                    );
                     break;
                 }
                 Outcome::Success => {
@@ -298,11 +332,25 @@ pub async fn run(target: Target, tx: Tx) {
                 }
                 Outcome::Failure(m) => {
                     let done = counter.record(false, &s) == Some(false);
-                    if !send(&tx, &id, ProbeEvent::Unhealthy { kind: ProbeKind::Startup, message: m.clone() }) {
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Startup,
+                            message: m.clone(),
+                        },
+                    ) {
                         return;
                     }
                     if done {
-                        send(&tx, &id, ProbeEvent::Failed { kind: ProbeKind::Startup, message: m });
+                        send(
+                            &tx,
+                            &id,
+                            ProbeEvent::Failed {
+                                kind: ProbeKind::Startup,
+                                message: m,
+                            },
+                        );
                         return;
                     }
                 }
@@ -321,7 +369,14 @@ pub async fn run(target: Target, tx: Tx) {
         loop {
             match attempt(p, &target, s.timeout).await {
                 Outcome::Unsupported(m) => {
-                    send(&tx, &id, ProbeEvent::Skipped { kind: ProbeKind::Liveness, message: m });
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Liveness,
+                            message: m,
+                        },
+                    );
                     return;
                 }
                 Outcome::Success => {
@@ -329,11 +384,25 @@ pub async fn run(target: Target, tx: Tx) {
                 }
                 Outcome::Failure(m) => {
                     let done = counter.record(false, &s) == Some(false);
-                    if !send(&tx, &id, ProbeEvent::Unhealthy { kind: ProbeKind::Liveness, message: m.clone() }) {
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Liveness,
+                            message: m.clone(),
+                        },
+                    ) {
                         return;
                     }
                     if done {
-                        send(&tx, &id, ProbeEvent::Failed { kind: ProbeKind::Liveness, message: m });
+                        send(
+                            &tx,
+                            &id,
+                            ProbeEvent::Failed {
+                                kind: ProbeKind::Liveness,
+                                message: m,
+                            },
+                        );
                         return;
                     }
                 }
@@ -353,13 +422,27 @@ pub async fn run(target: Target, tx: Tx) {
         loop {
             let verdict = match attempt(p, &target, s.timeout).await {
                 Outcome::Unsupported(m) => {
-                    send(&tx, &id, ProbeEvent::Skipped { kind: ProbeKind::Readiness, message: m });
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Readiness,
+                            message: m,
+                        },
+                    );
                     send(&tx, &id, ProbeEvent::Ready(true));
                     return;
                 }
                 Outcome::Success => counter.record(true, &s),
                 Outcome::Failure(m) => {
-                    if !send(&tx, &id, ProbeEvent::Unhealthy { kind: ProbeKind::Readiness, message: m }) {
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Readiness,
+                            message: m,
+                        },
+                    ) {
                         return;
                     }
                     counter.record(false, &s)
@@ -412,16 +495,26 @@ mod tests {
 
     #[tokio::test]
     async fn http_and_tcp_probes() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut buf = [0u8; 512];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let reply = if req.starts_with("GET /ok ") { "200 OK" } else { "503 Unavailable" };
-                let _ = s.write_all(format!("HTTP/1.1 {reply}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let reply = if req.starts_with("GET /ok ") {
+                    "200 OK"
+                } else {
+                    "503 Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {reply}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
         let dir = tempfile::tempdir().expect("tempdir");
@@ -450,8 +543,14 @@ mod tests {
         server.abort();
         let _ = server.await;
         let closed = probe(serde_json::json!({"tcpSocket": {"port": port}}));
-        assert!(matches!(attempt(&closed, &target, t).await, Outcome::Failure(_)));
+        assert!(matches!(
+            attempt(&closed, &target, t).await,
+            Outcome::Failure(_)
+        ));
         let exec = probe(serde_json::json!({"exec": {"command": ["true"]}}));
-        assert!(matches!(attempt(&exec, &target, t).await, Outcome::Unsupported(_)));
+        assert!(matches!(
+            attempt(&exec, &target, t).await,
+            Outcome::Unsupported(_)
+        ));
     }
 }

@@ -183,29 +183,63 @@ async fn prepare_one(
     }
     if let Some(c) = &v.config_map {
         let data = config_map_data(sources, name, &c.name, c.optional == Some(true)).await?;
-        let payload = key_payload(name, &data, c.items.as_ref(), mode(c.default_mode), "configmap", &c.name)?;
+        let payload = key_payload(
+            name,
+            &data,
+            c.items.as_ref(),
+            mode(c.default_mode),
+            "configmap",
+            &c.name,
+        )?;
         return Ok(Prepared::Files(payload));
     }
     if let Some(s) = &v.secret {
         let secret = s.secret_name.clone().unwrap_or_default();
         let data = secret_data(sources, name, &secret, s.optional == Some(true)).await?;
-        let payload = key_payload(name, &data, s.items.as_ref(), mode(s.default_mode), "secret", &secret)?;
+        let payload = key_payload(
+            name,
+            &data,
+            s.items.as_ref(),
+            mode(s.default_mode),
+            "secret",
+            &secret,
+        )?;
         return Ok(Prepared::Files(payload));
     }
     if let Some(d) = &v.downward_api {
         let items = d.items.clone().unwrap_or_default();
-        return Ok(Prepared::Files(downward_payload(name, facts, &items, mode(d.default_mode))?));
+        return Ok(Prepared::Files(downward_payload(
+            name,
+            facts,
+            &items,
+            mode(d.default_mode),
+        )?));
     }
     if let Some(p) = &v.projected {
         let default_mode = mode(p.default_mode);
         let mut payload = Payload::new();
         for src in p.sources.iter().flatten() {
             if let Some(c) = &src.config_map {
-                let data = config_map_data(sources, name, &c.name, c.optional == Some(true)).await?;
-                payload.extend(key_payload(name, &data, c.items.as_ref(), default_mode, "configmap", &c.name)?);
+                let data =
+                    config_map_data(sources, name, &c.name, c.optional == Some(true)).await?;
+                payload.extend(key_payload(
+                    name,
+                    &data,
+                    c.items.as_ref(),
+                    default_mode,
+                    "configmap",
+                    &c.name,
+                )?);
             } else if let Some(s) = &src.secret {
                 let data = secret_data(sources, name, &s.name, s.optional == Some(true)).await?;
-                payload.extend(key_payload(name, &data, s.items.as_ref(), default_mode, "secret", &s.name)?);
+                payload.extend(key_payload(
+                    name,
+                    &data,
+                    s.items.as_ref(),
+                    default_mode,
+                    "secret",
+                    &s.name,
+                )?);
             } else if let Some(d) = &src.downward_api {
                 let items = d.items.clone().unwrap_or_default();
                 payload.extend(downward_payload(name, facts, &items, default_mode)?);
@@ -231,7 +265,12 @@ async fn prepare_one(
 /// hostPath `type` checks (and creation for the `*OrCreate` types).
 fn host_path_check(path: &Path, kind: &str) -> Result<(), String> {
     let meta = std::fs::metadata(path);
-    let bad = |what: &str| Err(format!("hostPath type check failed: {} is not a {what}", path.display()));
+    let bad = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {} is not a {what}",
+            path.display()
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => match meta {
@@ -246,7 +285,9 @@ fn host_path_check(path: &Path, kind: &str) -> Result<(), String> {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                 }
-                std::fs::File::create(path).map(|_| ()).map_err(|e| e.to_string())
+                std::fs::File::create(path)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
         },
         "Directory" => match meta {
@@ -259,7 +300,10 @@ fn host_path_check(path: &Path, kind: &str) -> Result<(), String> {
         },
         "Socket" | "CharDevice" | "BlockDevice" => match meta {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!("hostPath type check failed: {} does not exist", path.display())),
+            Err(_) => Err(format!(
+                "hostPath type check failed: {} does not exist",
+                path.display()
+            )),
         },
         other => Err(format!("unknown hostPath type {other:?}")),
     }
@@ -314,8 +358,14 @@ fn make_empty_dir(path: &Path, memory: bool, size: Option<i128>) -> Result<(), V
             _ => "mode=0777".to_string(),
         };
         let data = std::ffi::CString::new(data).map_err(|e| setup_err("tmpfs", e))?;
-        rustix::mount::mount("tmpfs", path, "tmpfs", rustix::mount::MountFlags::empty(), Some(data.as_c_str()))
-            .map_err(|e| io_err(format!("mounting tmpfs on {}", path.display()))(e.into()))?;
+        rustix::mount::mount(
+            "tmpfs",
+            path,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .map_err(|e| io_err(format!("mounting tmpfs on {}", path.display()))(e.into()))?;
     } else {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777));
@@ -353,19 +403,25 @@ pub fn write_atomic(dir: &Path, payload: &Payload) -> Result<(), VolumeError> {
         && payload.iter().all(|(p, content, mode)| {
             let f = data_link.join(p);
             std::fs::read(&f).ok().as_ref() == Some(content)
-                && std::fs::metadata(&f).map(|m| m.permissions().mode() & 0o7777).ok() == Some(*mode)
+                && std::fs::metadata(&f)
+                    .map(|m| m.permissions().mode() & 0o7777)
+                    .ok()
+                    == Some(*mode)
         })
         && top_level(payload) == existing_top_level(dir);
     if unchanged {
         return Ok(());
     }
-    let stamp = chrono::Utc::now().format("..%Y_%m_%d_%H_%M_%S.%f").to_string();
+    let stamp = chrono::Utc::now()
+        .format("..%Y_%m_%d_%H_%M_%S.%f")
+        .to_string();
     let new_dir = dir.join(&stamp);
     std::fs::create_dir_all(&new_dir).map_err(io_err(format!("creating {}", new_dir.display())))?;
     for (rel, content, mode) in payload {
         let f = new_dir.join(rel);
         if let Some(parent) = f.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io_err(format!("creating {}", parent.display())))?;
         }
         std::fs::write(&f, content).map_err(io_err(format!("writing {}", f.display())))?;
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode))
@@ -459,9 +515,9 @@ pub fn write_pod_files(
     );
     if let Some(ip) = pod_ip {
         match &spec.subdomain {
-            Some(sub) if !sub.is_empty() => {
-                hosts.push_str(&format!("{ip}\t{hostname}.{sub}.{ns}.svc.{domain}\t{hostname}\n"))
-            }
+            Some(sub) if !sub.is_empty() => hosts.push_str(&format!(
+                "{ip}\t{hostname}.{sub}.{ns}.svc.{domain}\t{hostname}\n"
+            )),
             _ => hosts.push_str(&format!("{ip}\t{hostname}\n")),
         }
     }
@@ -562,7 +618,8 @@ pub fn container_mounts(
                 }
                 let p = base.join(sub);
                 if std::fs::symlink_metadata(&p).is_err() {
-                    std::fs::create_dir_all(&p).map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| format!("creating subPath {sub:?}: {e}"))?;
                 }
                 p
             }

@@ -139,7 +139,9 @@ impl Slot {
 
     /// Restart count as Kubernetes reports it.
     fn restart_count(&self) -> u32 {
-        self.current.as_ref().map_or(self.seen_restarts, |i| i.restart)
+        self.current
+            .as_ref()
+            .map_or(self.seen_restarts, |i| i.restart)
     }
 }
 
@@ -226,11 +228,16 @@ impl Worker {
                 status.container_statuses.as_ref()
             };
             list.and_then(|l| l.iter().find(|s| s.name == n)).map(|s| {
-                (s.restart_count.max(0) as u32, s.container_id.is_some(), s.image_id.clone())
+                (
+                    s.restart_count.max(0) as u32,
+                    s.container_id.is_some(),
+                    s.image_id.clone(),
+                )
             })
         };
         let make = |c: &Container, init: bool| {
-            let (seen_restarts, seen_ran, image_id) = seen(init, &c.name).unwrap_or((0, false, String::new()));
+            let (seen_restarts, seen_ran, image_id) =
+                seen(init, &c.name).unwrap_or((0, false, String::new()));
             let mut slot = Slot {
                 name: c.name.clone(),
                 init,
@@ -272,7 +279,12 @@ impl Worker {
             }
             slot
         };
-        let inits: Vec<Slot> = spec.init_containers.iter().flatten().map(|c| make(c, true)).collect();
+        let inits: Vec<Slot> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| make(c, true))
+            .collect();
         let apps: Vec<Slot> = spec.containers.iter().map(|c| make(c, false)).collect();
         let mut transitions = HashMap::new();
         for c in status.conditions.iter().flatten() {
@@ -419,7 +431,11 @@ impl Worker {
 
     fn slot_mut(&mut self, i: usize) -> &mut Slot {
         let n = self.inits.len();
-        if i < n { &mut self.inits[i] } else { &mut self.apps[i - n] }
+        if i < n {
+            &mut self.inits[i]
+        } else {
+            &mut self.apps[i - n]
+        }
     }
 
     fn container(&self, i: usize) -> Option<Container> {
@@ -466,7 +482,9 @@ impl Worker {
                 }
                 Err((reason, message)) => {
                     if self.prepare_error.as_deref() != Some(message.as_str()) {
-                        self.agent.recorder.warning(&self.involved(None), &reason, message.clone());
+                        self.agent
+                            .recorder
+                            .warning(&self.involved(None), &reason, message.clone());
                         self.prepare_error = Some(message);
                     }
                     self.prepare_retry = Some(Instant::now() + self.agent.config.retry_interval);
@@ -518,7 +536,11 @@ impl Worker {
                     host_ip: p.host_ip.as_deref().and_then(|h| h.parse().ok()),
                     host_port,
                     container_port: u16::try_from(p.container_port).ok()?,
-                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_lowercase(),
+                    protocol: p
+                        .protocol
+                        .clone()
+                        .unwrap_or_else(|| "TCP".into())
+                        .to_lowercase(),
                 })
             })
             .collect();
@@ -557,10 +579,12 @@ impl Worker {
         self.volumes = volumes;
         let pod = self.pod.clone();
         let dns = self.agent.config.dns.clone();
-        let files = tokio::task::spawn_blocking(move || volumes::write_pod_files(&root, &pod, pod_ip, dns.as_ref()))
-            .await
-            .map_err(|e| ("FailedMount".to_string(), e.to_string()))?
-            .map_err(|e| ("FailedMount".to_string(), e.to_string()))?;
+        let files = tokio::task::spawn_blocking(move || {
+            volumes::write_pod_files(&root, &pod, pod_ip, dns.as_ref())
+        })
+        .await
+        .map_err(|e| ("FailedMount".to_string(), e.to_string()))?
+        .map_err(|e| ("FailedMount".to_string(), e.to_string()))?;
         self.files = Some(files);
         Ok(())
     }
@@ -589,7 +613,10 @@ impl Worker {
 
     /// Whether an exited container of this slot is to run again.
     fn wants_restart(&self, i: usize, exit: &Exit) -> bool {
-        let policy = self.spec().restart_policy.unwrap_or_else(|| "Always".into());
+        let policy = self
+            .spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".into());
         if self.slot(i).init {
             return exit.code != 0 && policy != "Never";
         }
@@ -619,7 +646,10 @@ impl Worker {
                 let delay = go_duration(slot.backoff.delay());
                 let name = slot.name.clone();
                 let init = slot.init;
-                let newly = slot.waiting.as_ref().is_none_or(|(r, _)| r != "CrashLoopBackOff")
+                let newly = slot
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|(r, _)| r != "CrashLoopBackOff")
                     || slot.retry_at != Some(at);
                 let message = format!(
                     "back-off {delay} restarting failed container={name} pod={}",
@@ -629,7 +659,10 @@ impl Worker {
                     self.agent.recorder.warning(
                         &self.involved(Some((&name, init))),
                         "BackOff",
-                        format!("Back-off restarting failed container {name} in pod {}", self.pod_label()),
+                        format!(
+                            "Back-off restarting failed container {name} in pod {}",
+                            self.pod_label()
+                        ),
                     );
                 }
                 let s = self.slot_mut(i);
@@ -644,11 +677,23 @@ impl Worker {
     }
 
     /// Sets a waiting reason and schedules another attempt.
-    fn wait_and_retry(&mut self, i: usize, reason: &str, message: String, event: Option<(&str, String)>) {
+    fn wait_and_retry(
+        &mut self,
+        i: usize,
+        reason: &str,
+        message: String,
+        event: Option<(&str, String)>,
+    ) {
         let (name, init) = (self.slot(i).name.clone(), self.slot(i).init);
-        let changed = self.slot(i).waiting.as_ref().is_none_or(|(_, m)| *m != message);
+        let changed = self
+            .slot(i)
+            .waiting
+            .as_ref()
+            .is_none_or(|(_, m)| *m != message);
         if changed && let Some((r, m)) = event {
-            self.agent.recorder.warning(&self.involved(Some((&name, init))), r, m);
+            self.agent
+                .recorder
+                .warning(&self.involved(Some((&name, init))), r, m);
         }
         let retry = self.agent.config.retry_interval;
         let s = self.slot_mut(i);
@@ -685,8 +730,15 @@ impl Worker {
                     resolved = Some(r);
                 }
                 Ok(Err(skiff_runtime::images::ImageError::NotFound(_))) if policy == "Never" => {
-                    let m = format!("Container image \"{image}\" is not present with pull policy of Never");
-                    self.wait_and_retry(i, "ErrImageNeverPull", m.clone(), Some(("ErrImageNeverPull", m)));
+                    let m = format!(
+                        "Container image \"{image}\" is not present with pull policy of Never"
+                    );
+                    self.wait_and_retry(
+                        i,
+                        "ErrImageNeverPull",
+                        m.clone(),
+                        Some(("ErrImageNeverPull", m)),
+                    );
                     return;
                 }
                 Ok(Err(e)) => {
@@ -718,13 +770,22 @@ impl Worker {
             Ok(e) => e,
             Err(e) => {
                 let m = e.to_string();
-                self.wait_and_retry(i, "CreateContainerConfigError", m.clone(), Some(("Failed", format!("Error: {m}"))));
+                self.wait_and_retry(
+                    i,
+                    "CreateContainerConfigError",
+                    m.clone(),
+                    Some(("Failed", format!("Error: {m}"))),
+                );
                 return;
             }
         };
         let image_cfg = resolved.as_ref().and_then(|r| r.config.config().clone());
         let mut full_env: Vec<(String, String)> = Vec::new();
-        for kv in image_cfg.as_ref().and_then(|c| c.env().clone()).unwrap_or_default() {
+        for kv in image_cfg
+            .as_ref()
+            .and_then(|c| c.env().clone())
+            .unwrap_or_default()
+        {
             if let Some((k, v)) = kv.split_once('=') {
                 full_env.push((k.to_string(), v.to_string()));
             }
@@ -742,8 +803,14 @@ impl Worker {
         let (command, args) = {
             let cmd = c.command.clone().unwrap_or_default();
             let args = c.args.clone().unwrap_or_default();
-            let entry = image_cfg.as_ref().and_then(|c| c.entrypoint().clone()).unwrap_or_default();
-            let image_cmd = image_cfg.as_ref().and_then(|c| c.cmd().clone()).unwrap_or_default();
+            let entry = image_cfg
+                .as_ref()
+                .and_then(|c| c.entrypoint().clone())
+                .unwrap_or_default();
+            let image_cmd = image_cfg
+                .as_ref()
+                .and_then(|c| c.cmd().clone())
+                .unwrap_or_default();
             // Kubernetes: command replaces the entrypoint (and drops the image's Cmd);
             // args replace the Cmd.
             match (cmd.is_empty(), args.is_empty()) {
@@ -754,7 +821,12 @@ impl Worker {
         };
         if command.is_empty() && args.is_empty() {
             let m = "no command specified".to_string();
-            self.wait_and_retry(i, "CreateContainerError", m.clone(), Some(("Failed", format!("Error: {m}"))));
+            self.wait_and_retry(
+                i,
+                "CreateContainerError",
+                m.clone(),
+                Some(("Failed", format!("Error: {m}"))),
+            );
             return;
         }
         let spec_pod = self.spec();
@@ -766,7 +838,12 @@ impl Worker {
         let mounts = match mounts {
             Ok(m) => m,
             Err(m) => {
-                self.wait_and_retry(i, "CreateContainerConfigError", m.clone(), Some(("Failed", format!("Error: {m}"))));
+                self.wait_and_retry(
+                    i,
+                    "CreateContainerConfigError",
+                    m.clone(),
+                    Some(("Failed", format!("Error: {m}"))),
+                );
                 return;
             }
         };
@@ -795,7 +872,11 @@ impl Worker {
         let id = container_id(&self.uid, &name, restart);
         let spec = ContainerSpec {
             id: id.clone(),
-            image: resolved.as_ref().map(|r| r.reference.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| image.clone()),
+            image: resolved
+                .as_ref()
+                .map(|r| r.reference.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| image.clone()),
             command,
             args,
             env: full_env,
@@ -803,7 +884,12 @@ impl Worker {
             mounts,
             resources: crate::resources::container_resources(&c),
             network_namespace: self.sandbox.as_ref().and_then(|s| s.netns.clone()),
-            hostname: Some(spec_pod.hostname.clone().unwrap_or_else(|| self.name.clone())),
+            hostname: Some(
+                spec_pod
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| self.name.clone()),
+            ),
             cgroup_parent: Some(format!("skiff/pod{}", self.uid)),
             user,
         };
@@ -817,10 +903,17 @@ impl Worker {
         }
         if let Err(e) = runtime.create(&spec).await {
             let m = e.to_string();
-            self.wait_and_retry(i, "CreateContainerError", m.clone(), Some(("Failed", format!("Error: {m}"))));
+            self.wait_and_retry(
+                i,
+                "CreateContainerError",
+                m.clone(),
+                Some(("Failed", format!("Error: {m}"))),
+            );
             return;
         }
-        self.agent.recorder.normal(&who, "Created", format!("Created container: {name}"));
+        self.agent
+            .recorder
+            .normal(&who, "Created", format!("Created container: {name}"));
         let started = runtime.start(&id).await;
         if let Some(r) = &resolved {
             let s = self.slot_mut(i);
@@ -856,12 +949,16 @@ impl Worker {
         }
         match started {
             Ok(()) => {
-                self.agent.recorder.normal(&who, "Started", format!("Started container {name}"));
+                self.agent
+                    .recorder
+                    .normal(&who, "Started", format!("Started container {name}"));
                 self.watch_instance(i);
             }
             Err(e) => {
                 let m = e.to_string();
-                self.agent.recorder.warning(&who, "Failed", format!("Error: {m}"));
+                self.agent
+                    .recorder
+                    .warning(&who, "Failed", format!("Error: {m}"));
                 let s = self.slot_mut(i);
                 if let Some(cur) = s.current.as_mut() {
                     cur.exit = Some(Exit {
@@ -879,7 +976,9 @@ impl Worker {
 
     /// Starts the exit waiter and the probes of container `i`'s running instance.
     fn watch_instance(&mut self, i: usize) {
-        let Some(id) = self.slot(i).current.as_ref().map(|c| c.id.clone()) else { return };
+        let Some(id) = self.slot(i).current.as_ref().map(|c| c.id.clone()) else {
+            return;
+        };
         let runtime = self.agent.runtime.clone();
         let tx = self.exit_tx.clone();
         let wid = id.clone();
@@ -889,7 +988,11 @@ impl Worker {
         });
         let init = self.slot(i).init;
         let container = self.container(i);
-        let pod_ip = self.sandbox.as_ref().map(|s| s.ip).unwrap_or(self.agent.config.host_ip());
+        let pod_ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ip)
+            .unwrap_or(self.agent.config.host_ip());
         let probes = match (init, container) {
             (false, Some(container)) => {
                 let target = probe::Target {
@@ -912,7 +1015,9 @@ impl Worker {
     }
 
     fn on_exit(&mut self, id: &str, st: Result<ContainerStatus, String>) {
-        let Some(i) = self.find_instance(id) else { return };
+        let Some(i) = self.find_instance(id) else {
+            return;
+        };
         let exit = match st {
             Ok(st) => exit_of(&st),
             Err(message) => Exit {
@@ -941,7 +1046,9 @@ impl Worker {
     }
 
     async fn on_probe(&mut self, id: &str, ev: ProbeEvent) {
-        let Some(i) = self.find_instance(id) else { return };
+        let Some(i) = self.find_instance(id) else {
+            return;
+        };
         if !self.slot(i).running() {
             return;
         }
@@ -951,15 +1058,19 @@ impl Worker {
             ProbeEvent::Started => self.slot_mut(i).started = true,
             ProbeEvent::Ready(r) => self.slot_mut(i).ready = r,
             ProbeEvent::Unhealthy { kind, message } => {
-                self.agent
-                    .recorder
-                    .warning(&who, "Unhealthy", format!("{} probe failed: {message}", kind.title()));
+                self.agent.recorder.warning(
+                    &who,
+                    "Unhealthy",
+                    format!("{} probe failed: {message}", kind.title()),
+                );
             }
             ProbeEvent::Skipped { kind, message } => {
                 if self.warned.insert(format!("{name}/{kind:?}")) {
-                    self.agent
-                        .recorder
-                        .warning(&who, "ProbeWarning", format!("{} probe: {message}", kind.title()));
+                    self.agent.recorder.warning(
+                        &who,
+                        "ProbeWarning",
+                        format!("{} probe: {message}", kind.title()),
+                    );
                 }
             }
             ProbeEvent::Failed { kind, .. } => {
@@ -990,7 +1101,12 @@ impl Worker {
         let meta = deleted.map(|p| &p.metadata).unwrap_or(&self.pod.metadata);
         let secs = meta
             .deletion_grace_period_seconds
-            .or_else(|| self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30);
         Duration::from_secs(secs.max(0) as u64)
     }
@@ -1000,11 +1116,15 @@ impl Worker {
         if let Some(t) = self.terminal {
             return t;
         }
-        let policy = self.spec().restart_policy.unwrap_or_else(|| "Always".into());
+        let policy = self
+            .spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".into());
         if !self.initialized {
-            let failed_init = self.inits.iter().any(|s| {
-                s.exited().is_some_and(|e| e.code != 0) && policy == "Never"
-            });
+            let failed_init = self
+                .inits
+                .iter()
+                .any(|s| s.exited().is_some_and(|e| e.code != 0) && policy == "Never");
             return if failed_init { "Failed" } else { "Pending" };
         }
         let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
@@ -1044,7 +1164,13 @@ impl Worker {
         }
     }
 
-    fn condition(&mut self, type_: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> Value {
+    fn condition(
+        &mut self,
+        type_: &str,
+        ok: bool,
+        reason: Option<&str>,
+        message: Option<String>,
+    ) -> Value {
         let now = now_str();
         let entry = self
             .transitions
@@ -1107,7 +1233,11 @@ impl Worker {
             ),
             (Some(inst), None) => (
                 json!({"running": {"startedAt": inst.started_at.map(rfc3339)}}),
-                match s.previous.as_ref().and_then(|p| p.exit.as_ref().map(|e| (p, e))) {
+                match s
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.exit.as_ref().map(|e| (p, e)))
+                {
                     Some((p, e)) => terminated(p, e),
                     None => json!({}),
                 },
@@ -1116,7 +1246,11 @@ impl Worker {
                 Some((r, m)) => (waiting(r, Some(m)), terminated(inst, e)),
                 None => (
                     terminated(inst, e),
-                    match s.previous.as_ref().and_then(|p| p.exit.as_ref().map(|e| (p, e))) {
+                    match s
+                        .previous
+                        .as_ref()
+                        .and_then(|p| p.exit.as_ref().map(|e| (p, e)))
+                    {
                         Some((p, e)) => terminated(p, e),
                         None => json!({}),
                     },
@@ -1144,7 +1278,10 @@ impl Worker {
         let phase = self.phase();
         let host_ip = self.agent.config.host_ip().to_string();
         let image_of = |cs: &[Container], name: &str| {
-            cs.iter().find(|c| c.name == name).and_then(|c| c.image.clone()).unwrap_or_default()
+            cs.iter()
+                .find(|c| c.name == name)
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default()
         };
         let init_specs = spec.init_containers.clone().unwrap_or_default();
         let init_statuses: Vec<Value> = self
@@ -1166,7 +1303,7 @@ impl Worker {
         let incomplete: Vec<String> = self
             .inits
             .iter()
-            .filter(|s| !s.exited().is_some_and(|e| e.code == 0))
+            .filter(|s| s.exited().is_none_or(|e| e.code != 0))
             .map(|s| s.name.clone())
             .collect();
         let terminal = matches!(phase, "Succeeded" | "Failed");
@@ -1178,11 +1315,15 @@ impl Worker {
         } else {
             (
                 Some("ContainersNotReady"),
-                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
             )
         };
         let sandbox_ready = self.sandbox.is_some() && !terminal;
-        let mut conditions = vec![self.condition("PodReadyToStartContainers", sandbox_ready, None, None)];
+        let mut conditions =
+            vec![self.condition("PodReadyToStartContainers", sandbox_ready, None, None)];
         let init_ok = self.initialized || incomplete.is_empty();
         conditions.push(if init_ok {
             self.condition("Initialized", true, None, None)
@@ -1191,7 +1332,10 @@ impl Worker {
                 "Initialized",
                 false,
                 Some("ContainersNotInitialized"),
-                Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                )),
             )
         });
         conditions.push(self.condition("Ready", ready, ready_reason, ready_msg.clone()));
@@ -1287,9 +1431,11 @@ impl Worker {
             if s.running() {
                 let id = s.current.as_ref().map(|c| c.id.clone()).unwrap_or_default();
                 let (name, init) = (s.name.clone(), s.init);
-                self.agent
-                    .recorder
-                    .normal(&self.involved(Some((&name, init))), "Killing", format!("Stopping container {name}"));
+                self.agent.recorder.normal(
+                    &self.involved(Some((&name, init))),
+                    "Killing",
+                    format!("Stopping container {name}"),
+                );
                 let rt = runtime.clone();
                 stops.push(async move {
                     match rt.stop(&id, grace).await {
