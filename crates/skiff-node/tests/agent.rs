@@ -560,7 +560,7 @@ async fn crashing_container_backs_off_with_growing_delay() {
     let env = Env::start().await;
     env.create_pod(pod_json("crash", "exit 1", json!({}))).await;
     let messages: std::cell::RefCell<Vec<String>> = std::cell::RefCell::new(Vec::new());
-    let p = wait_for("restartCount >= 4 with back-off", || {
+    let p = wait_for("restartCount >= 5 with back-off", || {
         let messages = &messages;
         let env = &env;
         async move {
@@ -573,7 +573,7 @@ async fn crashing_container_backs_off_with_growing_delay() {
             {
                 messages.borrow_mut().push(m.to_string());
             }
-            (cs["restartCount"].as_i64().unwrap_or(0) >= 4 && messages.borrow().len() >= 2)
+            (cs["restartCount"].as_i64().unwrap_or(0) >= 5 && messages.borrow().len() >= 2)
                 .then_some(p)
         }
     })
@@ -585,15 +585,27 @@ async fn crashing_container_backs_off_with_growing_delay() {
     assert_eq!(phase(&p), "Running");
     let uid = p.metadata.uid.clone().expect("uid");
     let messages = messages.into_inner();
+    // The delays seen (a poll may miss a short window, but never sees them shrink).
+    let suffix = format!(" restarting failed container=main pod=crash_default({uid})");
+    let delays: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            let d = m
+                .strip_prefix("back-off ")
+                .and_then(|m| m.strip_suffix(suffix.as_str()))
+                .unwrap_or_else(|| panic!("unexpected message {m:?}"));
+            match d.strip_suffix("ms") {
+                Some(ms) => ms.parse().expect("ms"),
+                None => {
+                    let s: f64 = d.trim_end_matches('s').parse().expect("seconds");
+                    (s * 1000.0) as u64
+                }
+            }
+        })
+        .collect();
+    assert!(delays.windows(2).all(|w| w[0] < w[1]), "{messages:?}");
     assert!(
-        messages.iter().any(|m| m
-            == &format!(
-                "back-off 100ms restarting failed container=main pod=crash_default({uid})"
-            )),
-        "{messages:?}"
-    );
-    assert!(
-        messages.iter().any(|m| m.starts_with("back-off 200ms")),
+        delays.iter().all(|d| [100, 200, 400, 800].contains(d)),
         "{messages:?}"
     );
     let events = env.events_of("crash").await;
