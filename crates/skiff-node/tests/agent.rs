@@ -26,10 +26,38 @@ struct Env {
     client: kube::Client,
     runtime: Arc<ProcessRuntime>,
     agent: Option<AgentHandle>,
+    images: Option<skiff_runtime::images::ImageStore>,
+}
+
+/// Kills what a failed test left running (a passing test has removed it already).
+impl Drop for Env {
+    fn drop(&mut self) {
+        let left = futures::executor::block_on(self.runtime.list()).unwrap_or_default();
+        for c in left {
+            if let Some(pid) = c.pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
 }
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    /// Starts with an image store prepared by `images` before the agent starts.
+    async fn start_with_images(images: impl FnOnce(&skiff_runtime::images::ImageStore)) -> Env {
+        Env::start_with(|env| {
+            let store = skiff_runtime::images::ImageStore::open(env.dir.path().join("images"))
+                .expect("image store");
+            images(&store);
+            env.images = Some(store);
+        })
+        .await
+    }
+
+    async fn start_with(before_agent: impl FnOnce(&mut Env)) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let running = skiff_server::start(ServerConfig {
             port: 0,
@@ -47,7 +75,9 @@ impl Env {
             client,
             runtime,
             agent: None,
+            images: None,
         };
+        before_agent(&mut env);
         env.start_agent().await;
         env
     }
@@ -72,7 +102,7 @@ impl Env {
             Arc::new(HostNetwork {
                 ip: "127.0.0.1".parse().expect("ip"),
             }),
-            None,
+            self.images.clone(),
             self.config(),
         )
         .await
@@ -830,5 +860,150 @@ async fn restarted_agent_adopts_running_pods_and_removes_orphans() {
     })
     .await;
     assert!(!pid_alive(pids.lines().next().expect("pid")));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_config_is_merged_and_pull_policies_are_honoured() {
+    let env = Env::start_with_images(|store| {
+        let image = skiff_runtime::testimages::TestImage::new("tool:v1")
+            .cmd(&[
+                "/bin/busybox",
+                "sh",
+                "-c",
+                "env > $OUT.tmp; pwd >> $OUT.tmp; mv $OUT.tmp $OUT; sleep 1000",
+            ])
+            .env("IMG_VAR=from-image")
+            .env("SHARED=image")
+            .working_dir("/tmp");
+        let archive = image.docker_archive().expect("archive");
+        store.import(&archive[..]).expect("import");
+    })
+    .await;
+    let scratch = env.scratch("img");
+    let out = scratch.join("out");
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "from-image", "namespace": "default"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": "tool:v1", "imagePullPolicy": "IfNotPresent",
+            "env": [{"name": "OUT", "value": out.display().to_string()}, {"name": "SHARED", "value": "pod"}]
+        }]}
+    }))
+    .await;
+    let text = wait_for("image command output", || async {
+        std::fs::read_to_string(&out).ok()
+    })
+    .await;
+    assert!(text.lines().any(|l| l == "IMG_VAR=from-image"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "SHARED=pod"),
+        "pod env overrides image env: {text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "/tmp"),
+        "image working dir: {text}"
+    );
+    let p = wait_for("Running", || async {
+        let p = env.pod("from-image").await?;
+        (phase(&p) == "Running").then_some(p)
+    })
+    .await;
+    let image_id = status(&p)["containerStatuses"][0]["imageID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        image_id.starts_with("docker.io/library/tool:v1@sha256:"),
+        "{image_id}"
+    );
+    let events = env.events_of("from-image").await;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Pulled")
+        && e.message.as_deref() == Some("Container image \"tool:v1\" already present on machine")));
+
+    for (name, policy, reason) in [
+        ("never", "Never", "ErrImageNeverPull"),
+        ("ifnotpresent", "IfNotPresent", "ImagePullBackOff"),
+    ] {
+        env.create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": NODE, "containers": [{
+                "name": "main", "image": "absent:v1", "imagePullPolicy": policy
+            }]}
+        }))
+        .await;
+        let p = wait_for(reason, || async {
+            let p = env.pod(name).await?;
+            (status(&p)["containerStatuses"][0]["state"]["waiting"]["reason"] == reason)
+                .then_some(p)
+        })
+        .await;
+        assert_eq!(phase(&p), "Pending");
+    }
+    let p = env.pod("never").await.expect("pod");
+    assert_eq!(
+        status(&p)["containerStatuses"][0]["state"]["waiting"]["message"],
+        "Container image \"absent:v1\" is not present with pull policy of Never"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_before_app_containers() {
+    let env = Env::start().await;
+    let scratch = env.scratch("init");
+    let log = scratch.join("order");
+    let step = |name: &str| {
+        json!({"name": name, "image": "busybox:1.36",
+               "command": ["/bin/busybox", "sh", "-c", format!("echo {name} >> {}", log.display())]})
+    };
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "with-init", "namespace": "default"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1,
+            "initContainers": [step("first"), step("second")],
+            "containers": [{"name": "main", "image": "busybox:1.36",
+                "command": ["/bin/busybox", "sh", "-c", format!("echo main >> {}; sleep 1000", log.display())]}]}
+    }))
+    .await;
+    let p = wait_for("Running after init", || async {
+        let p = env.pod("with-init").await?;
+        (phase(&p) == "Running" && condition(&p, "Ready").as_deref() == Some("True")).then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    let st = status(&p);
+    for i in 0..2 {
+        assert_eq!(
+            st["initContainerStatuses"][i]["state"]["terminated"]["reason"], "Completed",
+            "{st:#}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("order"),
+        "first\nsecond\nmain\n"
+    );
+
+    // A failing init container under restartPolicy Never fails the pod; the app never runs.
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "bad-init", "namespace": "default"},
+        "spec": {"nodeName": NODE, "restartPolicy": "Never",
+            "initContainers": [{"name": "fail", "image": "busybox:1.36", "command": ["/bin/busybox", "false"]}],
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["/bin/busybox", "sleep", "1000"]}]}
+    }))
+    .await;
+    let p = wait_for("Failed", || async {
+        let p = env.pod("bad-init").await?;
+        (phase(&p) == "Failed").then_some(p)
+    })
+    .await;
+    let st = status(&p);
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("False"));
     env.stop().await;
 }
