@@ -230,14 +230,84 @@ fn valid_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_graphic() && c != '=')
 }
 
+/// Docker-links-style variables for the Services a pod sees (`<NAME>_SERVICE_HOST`,
+/// `<NAME>_PORT_<port>_TCP`, ...): those of its namespace when `enableServiceLinks` is on,
+/// and always the `kubernetes` Service, so in-cluster clients find the API.
+pub async fn service_env(client: &Client, namespace: &str, links: bool) -> Vec<(String, String)> {
+    use k8s_openapi::api::core::v1::Service;
+    let mut services: Vec<Service> = Vec::new();
+    if links {
+        let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+        match api.list(&Default::default()).await {
+            Ok(l) => services.extend(l.items),
+            Err(e) => tracing::debug!(error = %e, "listing services for pod environment"),
+        }
+    }
+    if namespace != "default" || !links {
+        let api: Api<Service> = Api::namespaced(client.clone(), "default");
+        if let Ok(Some(k)) = api.get_opt("kubernetes").await {
+            services.push(k);
+        }
+    }
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = svc.spec else { continue };
+        let Some(ip) = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None") else {
+            continue;
+        };
+        let name = svc
+            .metadata
+            .name
+            .unwrap_or_default()
+            .to_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{name}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(pn) = p.name.as_ref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        pn.to_uppercase().replace('-', "_")
+                    ),
+                    p.port.to_string(),
+                ));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.clone().unwrap_or_else(|| "TCP".into())
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in &ports {
+            let pr = proto(p);
+            let prefix = format!("{name}_PORT_{}_{}", p.port, pr.to_uppercase());
+            out.push((
+                prefix.clone(),
+                format!("{}://{ip}:{}", pr.to_lowercase(), p.port),
+            ));
+            out.push((format!("{prefix}_PROTO"), pr.to_lowercase()));
+            out.push((format!("{prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.clone()));
+        }
+    }
+    out
+}
+
 /// The container's `envFrom` then `env`, resolved and expanded, in Kubernetes' order (later
 /// names override earlier ones but keep their first position).
 pub async fn container_env(
     sources: &mut Sources<'_>,
     facts: &PodFacts<'_>,
     container: &Container,
+    services: Vec<(String, String)>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = services;
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| match env
         .iter_mut()
         .find(|(n, _)| *n == k)

@@ -83,6 +83,9 @@ pub struct Target {
     pub runtime: Arc<dyn Runtime>,
     pub container_id: String,
     pub container: Container,
+    /// What the last agent reported for an adopted container; false for a new one.
+    pub initially_ready: bool,
+    pub initially_started: bool,
 }
 
 fn port_of(target: &Target, port: &IntOrString) -> Result<u16, String> {
@@ -308,7 +311,11 @@ fn send(tx: &Tx, id: &str, ev: ProbeEvent) -> bool {
 pub async fn run(target: Target, tx: Tx) {
     let id = target.container_id.clone();
     let c = target.container.clone();
-    if let Some(p) = &c.startup_probe {
+    if let Some(p) = c
+        .startup_probe
+        .as_ref()
+        .filter(|_| !target.initially_started)
+    {
         let s = Settings::of(p);
         tokio::time::sleep(s.initial_delay).await;
         let mut counter = Counter::default();
@@ -418,7 +425,7 @@ pub async fn run(target: Target, tx: Tx) {
         let s = Settings::of(p);
         tokio::time::sleep(s.initial_delay).await;
         let mut counter = Counter::default();
-        let mut ready = false;
+        let mut ready = target.initially_ready;
         loop {
             let verdict = match attempt(p, &target, s.timeout).await {
                 Outcome::Unsupported(m) => {
@@ -524,6 +531,8 @@ mod tests {
             pod_ip: "127.0.0.1".parse().expect("ip"),
             runtime: rt,
             container_id: "x".into(),
+            initially_ready: false,
+            initially_started: false,
             container: serde_json::from_value(serde_json::json!({
                 "name": "c", "ports": [{"name": "http", "containerPort": port}]
             }))

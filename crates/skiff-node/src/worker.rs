@@ -227,17 +227,20 @@ impl Worker {
             } else {
                 status.container_statuses.as_ref()
             };
-            list.and_then(|l| l.iter().find(|s| s.name == n)).map(|s| {
-                (
-                    s.restart_count.max(0) as u32,
-                    s.container_id.is_some(),
-                    s.image_id.clone(),
-                )
-            })
+            list.and_then(|l| l.iter().find(|s| s.name == n))
         };
+        let runtime_name = agent.runtime.name();
         let make = |c: &Container, init: bool| {
-            let (seen_restarts, seen_ran, image_id) =
-                seen(init, &c.name).unwrap_or((0, false, String::new()));
+            let reported = seen(init, &c.name);
+            let (seen_restarts, seen_ran, image_id) = reported
+                .map(|s| {
+                    (
+                        s.restart_count.max(0) as u32,
+                        s.container_id.is_some(),
+                        s.image_id.clone(),
+                    )
+                })
+                .unwrap_or((0, false, String::new()));
             let mut slot = Slot {
                 name: c.name.clone(),
                 init,
@@ -271,6 +274,15 @@ impl Worker {
             };
             slot.current = mine.first().copied().map(instance);
             slot.previous = mine.get(1).copied().map(instance);
+            // An adopted running container keeps the readiness it had: an agent restart
+            // must not take the pod out of its Services until a probe says so.
+            if let (Some(cur), Some(r)) = (&slot.current, reported)
+                && cur.exit.is_none()
+                && r.container_id.as_deref() == Some(&format!("{runtime_name}://{}", cur.id))
+            {
+                slot.ready = r.ready;
+                slot.started = r.started.unwrap_or(r.ready);
+            }
             if slot.current.is_some() {
                 // Back-off continues where it was rather than restarting at once.
                 for _ in 0..slot.restart_count().min(8) {
@@ -761,10 +773,12 @@ impl Worker {
         // 2. Configuration: environment, command, mounts, resources.
         let pod_ip = self.sandbox.as_ref().map(|s| s.ip);
         let client = self.agent.client.clone();
+        let links = self.spec().enable_service_links.unwrap_or(true);
+        let services = crate::env::service_env(&client, &self.namespace, links).await;
         let env = {
             let mut sources = Sources::new(&client, &self.namespace);
             let facts = self.facts(pod_ip);
-            crate::env::container_env(&mut sources, &facts, &c).await
+            crate::env::container_env(&mut sources, &facts, &c, services).await
         };
         let env = match env {
             Ok(e) => e,
@@ -1000,6 +1014,8 @@ impl Worker {
                     runtime: self.agent.runtime.clone(),
                     container_id: id,
                     container,
+                    initially_ready: self.slot(i).ready,
+                    initially_started: self.slot(i).started,
                 };
                 Some(tokio::spawn(probe::run(target, self.probe_tx.clone())))
             }

@@ -422,6 +422,9 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
         "MEM_MI=64",
         "MESSAGE=hello from web, $(GREETING)",
         "CFG_greeting=hello",
+        "KUBERNETES_SERVICE_HOST=10.43.0.1",
+        "KUBERNETES_SERVICE_PORT=443",
+        "KUBERNETES_PORT_443_TCP=tcp://10.43.0.1:443",
     ] {
         assert!(
             vars.lines().any(|l| l == want),
