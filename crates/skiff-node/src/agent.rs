@@ -335,7 +335,12 @@ async fn clean_up_and_adopt(
     }
     let root = agent.config.root_dir.clone();
     let known2 = known.clone();
+    let cgroups = agent.runtime.capabilities().cgroups;
     let _ = tokio::task::spawn_blocking(move || {
+        // Only runtimes that use cgroups make pod cgroups.
+        if cgroups {
+            crate::cgroups::remove_orphans(&known2);
+        }
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if looks_like_uid(&name)

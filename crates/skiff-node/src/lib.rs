@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod cgroups;
 pub mod config;
 pub mod env;
 pub mod events;

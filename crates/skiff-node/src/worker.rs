@@ -904,7 +904,7 @@ impl Worker {
                     .clone()
                     .unwrap_or_else(|| self.name.clone()),
             ),
-            cgroup_parent: Some(format!("skiff/pod{}", self.uid)),
+            cgroup_parent: Some(crate::cgroups::pod_cgroup(&self.uid)),
             user,
         };
 
@@ -1499,7 +1499,14 @@ impl Worker {
         }
         let root = self.agent.config.root_dir.clone();
         let uid = self.uid.clone();
-        match tokio::task::spawn_blocking(move || volumes::cleanup(&root, &uid)).await {
+        let cgroups = self.agent.runtime.capabilities().cgroups;
+        let cleanup = move || {
+            if cgroups {
+                crate::cgroups::remove_pod(&uid);
+            }
+            volumes::cleanup(&root, &uid)
+        };
+        match tokio::task::spawn_blocking(cleanup).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(pod = %self.key(), error = %e, "removing pod volumes"),
             Err(e) => tracing::warn!(pod = %self.key(), error = %e, "removing pod volumes"),
