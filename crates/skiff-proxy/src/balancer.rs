@@ -146,7 +146,10 @@ mod tests {
         let now = Instant::now();
         let first = b.pick(client(1), &[], now).expect("pick");
         for i in 1..5 {
-            assert_eq!(b.pick(client(1), &[], now + Duration::from_secs(i)), Some(first));
+            assert_eq!(
+                b.pick(client(1), &[], now + Duration::from_secs(i)),
+                Some(first)
+            );
         }
         // Another client gets the next endpoint.
         let other = b.pick(client(2), &[], now).expect("pick");

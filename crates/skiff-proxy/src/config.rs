@@ -83,6 +83,9 @@ mod tests {
             cluster_domain: "Corp.Example.".into(),
             ..ProxyConfig::default()
         };
-        assert!(resolv_conf("ml", &c).contains("search ml.svc.corp.example svc.corp.example corp.example\n"));
+        assert!(
+            resolv_conf("ml", &c)
+                .contains("search ml.svc.corp.example svc.corp.example corp.example\n")
+        );
     }
 }

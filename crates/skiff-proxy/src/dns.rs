@@ -28,7 +28,10 @@ pub enum DnsRecord {
     /// ExternalName Services.
     Cname(String),
     /// `_port._proto.<svc>...`: a named port of a Service (or of one headless endpoint).
-    Srv { port: u16, target: String },
+    Srv {
+        port: u16,
+        target: String,
+    },
 }
 
 impl DnsRecord {
@@ -190,12 +193,7 @@ fn to_record(name: &Name, r: &DnsRecord) -> Option<Record> {
 
 /// Answers one DNS request from the table. Over UDP an answer larger than 512 bytes (or the
 /// client's EDNS payload size) is truncated so that the client retries over TCP.
-pub(crate) fn respond(
-    table: &DnsTable,
-    request: &[u8],
-    udp: bool,
-    can_forward: bool,
-) -> Answer {
+pub(crate) fn respond(table: &DnsTable, request: &[u8], udp: bool, can_forward: bool) -> Answer {
     let req = match Message::from_vec(request) {
         Ok(m) => m,
         Err(_) if request.len() >= 2 => {
@@ -267,7 +265,8 @@ pub(crate) fn respond(
             if qt == RecordType::SRV {
                 for r in &matching {
                     if let DnsRecord::Srv { target, .. } = r
-                        && let (Lookup::Records(addrs), Some(n)) = (table.lookup(target), fqdn(target))
+                        && let (Lookup::Records(addrs), Some(n)) =
+                            (table.lookup(target), fqdn(target))
                     {
                         resp.add_additionals(addrs.iter().filter_map(|a| to_record(&n, a)));
                     }
@@ -285,7 +284,11 @@ pub(crate) fn respond(
     match resp.to_vec() {
         Ok(bytes) if bytes.len() <= limit => Answer::Reply(bytes),
         Ok(_) => encode(resp.truncate()),
-        Err(_) => encode(Message::error_msg(id, OpCode::Query, ResponseCode::ServFail)),
+        Err(_) => encode(Message::error_msg(
+            id,
+            OpCode::Query,
+            ResponseCode::ServFail,
+        )),
     }
 }
 
@@ -549,12 +552,23 @@ mod tests {
             ResponseCode::NXDomain
         );
         assert_eq!(
-            ask(&t, "web.default.svc.cluster.local.default.svc.cluster.local", RecordType::A).0,
+            ask(
+                &t,
+                "web.default.svc.cluster.local.default.svc.cluster.local",
+                RecordType::A
+            )
+            .0,
             ResponseCode::NXDomain
         );
-        assert_eq!(ask(&t, "example.com", RecordType::A).0, ResponseCode::Refused);
+        assert_eq!(
+            ask(&t, "example.com", RecordType::A).0,
+            ResponseCode::Refused
+        );
         // A name that merely ends like the domain is not in it.
-        assert_eq!(ask(&t, "notcluster.local", RecordType::A).0, ResponseCode::Refused);
+        assert_eq!(
+            ask(&t, "notcluster.local", RecordType::A).0,
+            ResponseCode::Refused
+        );
         let q = query_bytes(9, "example.com", RecordType::A).expect("query");
         assert_eq!(respond(&t, &q, true, true), Answer::Forward);
     }
@@ -563,7 +577,12 @@ mod tests {
     fn srv_cname_and_pod_records() {
         let t = table();
         assert_eq!(
-            ask(&t, "_http._tcp.web.default.svc.cluster.local", RecordType::SRV).1,
+            ask(
+                &t,
+                "_http._tcp.web.default.svc.cluster.local",
+                RecordType::SRV
+            )
+            .1,
             vec!["80 web.default.svc.cluster.local.".to_string()]
         );
         assert_eq!(

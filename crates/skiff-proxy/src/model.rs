@@ -136,10 +136,7 @@ fn is_headless(svc: &Service) -> bool {
 
 /// Whether an endpoint takes new connections: Kubernetes treats a missing `ready` as ready.
 fn is_ready(ep: &Endpoint) -> bool {
-    ep.conditions
-        .as_ref()
-        .and_then(|c| c.ready)
-        .unwrap_or(true)
+    ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
 }
 
 /// A terminating endpoint that still serves: used only when no endpoint is ready, as
@@ -365,7 +362,10 @@ fn dns_records(dns: &mut DnsTable, svc: &Service, ns: &str, name: &str, slices: 
     let ports = spec.ports.as_deref().unwrap_or_default();
     if service_type(svc) == "ExternalName" {
         if let Some(target) = &spec.external_name {
-            dns.add(&fqdn, DnsRecord::Cname(target.trim_end_matches('.').to_string()));
+            dns.add(
+                &fqdn,
+                DnsRecord::Cname(target.trim_end_matches('.').to_string()),
+            );
         }
         return;
     }
@@ -410,7 +410,8 @@ fn dns_records(dns: &mut DnsTable, svc: &Service, ns: &str, name: &str, slices: 
                 dns.add(&fqdn, DnsRecord::address(ip));
             }
             for p in slice.ports.iter().flatten() {
-                if let (Some(pn), Some(port)) = (&p.name, p.port.and_then(|n| u16::try_from(n).ok()))
+                if let (Some(pn), Some(port)) =
+                    (&p.name, p.port.and_then(|n| u16::try_from(n).ok()))
                 {
                     let proto = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
                     dns.add(
@@ -485,8 +486,14 @@ mod tests {
         assert_eq!(d.routes[&key].affinity, None);
         let addrs: Vec<String> = d.listeners.keys().map(|a| a.to_string()).collect();
         assert_eq!(addrs, vec!["0.0.0.0:30080", "10.43.0.5:80", "127.0.0.1:80"]);
-        assert!(d.addresses.contains(&"10.43.0.5".parse::<IpAddr>().expect("ip")));
-        assert!(d.addresses.contains(&"10.43.0.10".parse::<IpAddr>().expect("ip")));
+        assert!(
+            d.addresses
+                .contains(&"10.43.0.5".parse::<IpAddr>().expect("ip"))
+        );
+        assert!(
+            d.addresses
+                .contains(&"10.43.0.10".parse::<IpAddr>().expect("ip"))
+        );
         assert_eq!(d.load_balancers.len(), 1);
         assert!(d.load_balancers[0].conflicts.is_empty());
     }
@@ -539,12 +546,14 @@ mod tests {
                      "ports": [{"port": 80, "nodePort": 30081}]}
         }));
         let mut older = older;
-        older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2024-01-01T00:00:00Z".parse().expect("ts"),
-        ));
-        newer.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2024-01-02T00:00:00Z".parse().expect("ts"),
-        ));
+        older.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2024-01-01T00:00:00Z".parse().expect("ts"),
+            ));
+        newer.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2024-01-02T00:00:00Z".parse().expect("ts"),
+            ));
         let d = desired(&[&newer, &older], &[], &config());
         let lb: SocketAddr = "127.0.0.1:80".parse().expect("addr");
         assert_eq!(d.listeners[&lb].route.service, "web");
@@ -554,7 +563,11 @@ mod tests {
             .find(|l| l.name == "web2")
             .expect("web2");
         assert_eq!(web2.conflicts.len(), 1);
-        assert!(web2.conflicts[0].contains("default/web:http"), "{:?}", web2.conflicts);
+        assert!(
+            web2.conflicts[0].contains("default/web:http"),
+            "{:?}",
+            web2.conflicts
+        );
     }
 
     #[test]

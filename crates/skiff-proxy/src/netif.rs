@@ -84,16 +84,15 @@ impl ServiceInterface {
                     // holds local addresses just the same and forwards nothing.
                     ip(&["link", "add", name, "type", "bridge"])
                         .await
-                        .map_err(|e| {
-                            tracing::warn!("creating dummy interface {name}: {dummy}");
-                            e
+                        .inspect_err(|_| {
+                            tracing::warn!("creating dummy interface {name}: {dummy}")
                         })?;
                     created = true;
                 }
             }
             // Link-local IPv6 addresses are noise on an interface that never sends a packet.
-            let _ = tokio::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")
-                .await;
+            let _ =
+                tokio::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1").await;
         }
         let iface = ServiceInterface {
             name: name.to_string(),
@@ -161,7 +160,9 @@ impl ServiceInterface {
             }
         }
         if self.created {
-            return ip(&["link", "del", "dev", self.name.as_str()]).await.map(drop);
+            return ip(&["link", "del", "dev", self.name.as_str()])
+                .await
+                .map(drop);
         }
         for a in self.addresses().await? {
             self.remove(a).await?;

@@ -154,8 +154,12 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, Pro
     let (services, svc_task) = watch_into_store::<Service>(&client, notify.clone());
     let (slices, slice_task) = watch_into_store::<EndpointSlice>(&client, notify.clone());
     let ready_task = {
-        let (services, slices, notify, ready) =
-            (services.clone(), slices.clone(), notify.clone(), ready.clone());
+        let (services, slices, notify, ready) = (
+            services.clone(),
+            slices.clone(),
+            notify.clone(),
+            ready.clone(),
+        );
         tokio::spawn(async move {
             if services.wait_until_ready().await.is_ok() && slices.wait_until_ready().await.is_ok()
             {
@@ -354,7 +358,8 @@ impl Engine {
             }
         }
 
-        self.dns_tx.send_replace(Arc::new(std::mem::take(&mut d.dns)));
+        self.dns_tx
+            .send_replace(Arc::new(std::mem::take(&mut d.dns)));
         retry |= self.converge_load_balancers(&d, &services).await;
 
         self.syncs += 1;
@@ -432,7 +437,10 @@ impl Engine {
             .iter()
             .filter_map(|s| {
                 Some((
-                    (s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?),
+                    (
+                        s.metadata.namespace.as_deref()?,
+                        s.metadata.name.as_deref()?,
+                    ),
                     s.as_ref(),
                 ))
             })
@@ -443,7 +451,12 @@ impl Engine {
         let mut problems: Vec<(String, String, String, &'static str)> = Vec::new();
         for lb in &d.load_balancers {
             for c in &lb.conflicts {
-                problems.push((lb.namespace.clone(), lb.name.clone(), c.clone(), "PortInUse"));
+                problems.push((
+                    lb.namespace.clone(),
+                    lb.name.clone(),
+                    c.clone(),
+                    "PortInUse",
+                ));
             }
         }
         for (route, why) in self.failed.values() {
@@ -518,7 +531,10 @@ impl Engine {
             return true;
         };
         let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        let ingress: Vec<_> = want.iter().map(|ip| json!({"ip": ip, "ipMode": "VIP"})).collect();
+        let ingress: Vec<_> = want
+            .iter()
+            .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+            .collect();
         let patch = json!({"status": {"loadBalancer": {"ingress": if ingress.is_empty() { serde_json::Value::Null } else { json!(ingress) }}}});
         match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
