@@ -633,3 +633,110 @@ mod tests {
         assert_eq!(parse_answer(&b).expect("answer").1.len(), 100);
     }
 }
+
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+
+    /// A fake upstream on loopback that answers every query with 127.0.0.99.
+    async fn fake_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut resp = Message::response(req.metadata.id, OpCode::Query);
+                if let Some(q) = req.queries.first() {
+                    resp.add_query(q.clone());
+                    resp.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(A(Ipv4Addr::new(127, 0, 0, 99))),
+                    ));
+                }
+                let _ = sock.send_to(&resp.to_vec().expect("encode"), peer).await;
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn forwards_foreign_names_to_the_upstream() {
+        let (up, task) = fake_upstream().await;
+        let q = query_bytes(77, "example.com", RecordType::A).expect("query");
+        let answer = forward(up, q).await.expect("answer");
+        let (code, data) = parse_answer(&answer).expect("parse");
+        assert_eq!(code, ResponseCode::NoError);
+        assert_eq!(data, vec!["127.0.0.99".to_string()]);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn silent_upstream_gives_servfail() {
+        // Bound but never answering.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let q = query_bytes(78, "example.com", RecordType::A).expect("query");
+        let answer = forward(silent.local_addr().expect("addr"), q)
+            .await
+            .expect("answer");
+        assert_eq!(
+            parse_answer(&answer).expect("parse").0,
+            ResponseCode::ServFail
+        );
+    }
+
+    #[tokio::test]
+    async fn server_answers_over_udp_and_tcp() {
+        // The server binds one address for both protocols: find a port free for both.
+        let (udp, tcp) = loop {
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+            let port = u.local_addr().expect("addr").port();
+            if let Ok(t) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                break (u, t);
+            }
+        };
+        let addr = udp.local_addr().expect("addr");
+        drop((udp, tcp));
+        let mut t = DnsTable::new("cluster.local");
+        t.add(
+            "web.default.svc.cluster.local",
+            DnsRecord::A(Ipv4Addr::new(10, 43, 0, 5)),
+        );
+        let (tx, rx) = watch::channel(Arc::new(t));
+        let server = DnsServer::start(addr, rx, None).await.expect("start");
+        let q = query_bytes(5, "web.default.svc.cluster.local", RecordType::A).expect("query");
+
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        client.send_to(&q, addr).await.expect("send");
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("in time")
+            .expect("recv");
+        assert_eq!(
+            parse_answer(&buf[..n]).expect("parse").1,
+            vec!["10.43.0.5".to_string()]
+        );
+
+        // A new table is served at once, and TCP serves several queries on one connection.
+        tx.send_replace(Arc::new(DnsTable::new("cluster.local")));
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        for _ in 0..2 {
+            let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+            msg.extend_from_slice(&q);
+            s.write_all(&msg).await.expect("send");
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.expect("len");
+            let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut answer).await.expect("answer");
+            assert_eq!(
+                parse_answer(&answer).expect("parse").0,
+                ResponseCode::NXDomain
+            );
+        }
+        server.abort();
+    }
+}

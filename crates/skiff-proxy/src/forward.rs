@@ -14,7 +14,9 @@ use crate::balancer::Balancer;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Endpoints tried for one connection before it is given up.
 const MAX_TRIES: usize = 3;
-const BUFFER: usize = 64 * 1024;
+/// Per direction and connection: big enough for bulk transfers, small enough that many
+/// short connections stay cheap.
+const BUFFER: usize = 32 * 1024;
 
 /// Serves `listener` until aborted; `stop` ends the connections in flight too (shutdown).
 pub(crate) fn spawn(

@@ -327,7 +327,7 @@ pub fn desired(services: &[&Service], slices: &[&EndpointSlice], config: &ProxyC
             };
             for ip in &ips {
                 if let Some(c) = claim(SocketAddr::new(*ip, port), ListenerKind::ClusterIp) {
-                    tracing::warn!("{c}");
+                    tracing::debug!("{c}");
                 }
             }
             if matches!(ty, "NodePort" | "LoadBalancer")
@@ -337,7 +337,7 @@ pub fn desired(services: &[&Service], slices: &[&EndpointSlice], config: &ProxyC
                     ListenerKind::NodePort,
                 )
             {
-                tracing::warn!("{c}");
+                tracing::debug!("{c}");
             }
             if let Some(lb) = &mut lb {
                 let addr = SocketAddr::new(lb_bind, port);

@@ -397,7 +397,7 @@ impl Engine {
                 tracing::info!("stopped listening on {a} for {}", l.route);
             }
         }
-        self.failed.clear();
+        let previous = std::mem::take(&mut self.failed);
         for (addr, spec) in &d.listeners {
             if self.listeners.contains_key(addr) {
                 continue;
@@ -423,7 +423,12 @@ impl Engine {
                     } else {
                         format!("cannot listen on {} port {addr}: {e}", spec.kind)
                     };
-                    tracing::warn!("{}: {why}", spec.route);
+                    // Retried every few seconds: say it once, not on every retry.
+                    if previous.get(addr).is_some_and(|(_, w)| *w == why) {
+                        tracing::debug!("{}: {why}", spec.route);
+                    } else {
+                        tracing::warn!("{}: {why} (retrying)", spec.route);
+                    }
                     self.failed.insert(*addr, (spec.route.clone(), why));
                 }
             }
