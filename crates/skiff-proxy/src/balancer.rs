@@ -44,6 +44,11 @@ impl Balancer {
         s.affinity = affinity;
     }
 
+    /// Whether `endpoint` still takes new traffic.
+    pub fn contains(&self, endpoint: SocketAddr) -> bool {
+        self.lock().endpoints.contains(&endpoint)
+    }
+
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         self.lock().endpoints.clone()
     }

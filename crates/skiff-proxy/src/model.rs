@@ -62,9 +62,39 @@ impl fmt::Display for ListenerKind {
     }
 }
 
-/// One TCP socket the proxy should listen on.
+/// The transport of a Service port the proxy serves (SCTP is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    fn of(p: &ServicePort) -> Option<Protocol> {
+        match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// A socket: transport and address.
+pub type Listen = (Protocol, SocketAddr);
+
+/// One socket the proxy should listen on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
+    pub protocol: Protocol,
     pub addr: SocketAddr,
     pub kind: ListenerKind,
     pub route: PortKey,
@@ -75,8 +105,8 @@ pub struct ListenerSpec {
 pub struct LoadBalancerService {
     pub namespace: String,
     pub name: String,
-    /// The addresses its `port`s need on the LB address.
-    pub listeners: Vec<SocketAddr>,
+    /// The sockets its `port`s need on the LB address.
+    pub listeners: Vec<Listen>,
     /// Why some port cannot be opened (another Service holds it).
     pub conflicts: Vec<String>,
 }
@@ -85,18 +115,14 @@ pub struct LoadBalancerService {
 #[derive(Debug, Default)]
 pub struct Desired {
     pub routes: HashMap<PortKey, Route>,
-    /// By address; each address is claimed by one Service port only.
-    pub listeners: BTreeMap<SocketAddr, ListenerSpec>,
+    /// Each socket is claimed by one Service port only.
+    pub listeners: BTreeMap<Listen, ListenerSpec>,
     /// Addresses for the service interface: cluster IPs (and the DNS address).
     pub addresses: BTreeSet<IpAddr>,
     pub load_balancers: Vec<LoadBalancerService>,
     /// Services (namespace, name) that are not LoadBalancers, whose stale ingress we clear.
     pub others: Vec<(String, String)>,
     pub dns: DnsTable,
-}
-
-fn is_tcp(p: &ServicePort) -> bool {
-    p.protocol.as_deref().unwrap_or("TCP") == "TCP"
 }
 
 fn service_type(svc: &Service) -> &str {
@@ -289,8 +315,8 @@ pub fn desired(services: &[&Service], slices: &[&EndpointSlice], config: &ProxyC
         }
         d.addresses.extend(ips.iter().copied());
         let aff = affinity(svc);
-        for p in ports.iter().filter(|p| is_tcp(p)) {
-            let Ok(port) = u16::try_from(p.port) else {
+        for p in ports {
+            let (Some(proto), Ok(port)) = (Protocol::of(p), u16::try_from(p.port)) else {
                 continue;
             };
             let key = PortKey {
@@ -306,16 +332,17 @@ pub fn desired(services: &[&Service], slices: &[&EndpointSlice], config: &ProxyC
                 },
             );
             let mut claim = |addr: SocketAddr, kind: ListenerKind| -> Option<String> {
-                match d.listeners.get(&addr) {
+                match d.listeners.get(&(proto, addr)) {
                     Some(held) if held.route != key => Some(format!(
-                        "{kind} port {addr} is already used by Service {}",
+                        "{kind} port {addr}/{proto} is already used by Service {}",
                         held.route
                     )),
                     Some(_) => None,
                     None => {
                         d.listeners.insert(
-                            addr,
+                            (proto, addr),
                             ListenerSpec {
+                                protocol: proto,
                                 addr,
                                 kind,
                                 route: key.clone(),
@@ -341,7 +368,7 @@ pub fn desired(services: &[&Service], slices: &[&EndpointSlice], config: &ProxyC
             }
             if let Some(lb) = &mut lb {
                 let addr = SocketAddr::new(lb_bind, port);
-                lb.listeners.push(addr);
+                lb.listeners.push((proto, addr));
                 if let Some(c) = claim(addr, ListenerKind::LoadBalancer) {
                     lb.conflicts.push(c);
                 }
@@ -484,7 +511,7 @@ mod tests {
             ]
         );
         assert_eq!(d.routes[&key].affinity, None);
-        let addrs: Vec<String> = d.listeners.keys().map(|a| a.to_string()).collect();
+        let addrs: Vec<String> = d.listeners.keys().map(|(_, a)| a.to_string()).collect();
         assert_eq!(addrs, vec!["0.0.0.0:30080", "10.43.0.5:80", "127.0.0.1:80"]);
         assert!(
             d.addresses
@@ -556,7 +583,7 @@ mod tests {
             ));
         let d = desired(&[&newer, &older], &[], &config());
         let lb: SocketAddr = "127.0.0.1:80".parse().expect("addr");
-        assert_eq!(d.listeners[&lb].route.service, "web");
+        assert_eq!(d.listeners[&(Protocol::Tcp, lb)].route.service, "web");
         let web2 = d
             .load_balancers
             .iter()
@@ -567,6 +594,38 @@ mod tests {
             web2.conflicts[0].contains("default/web:http"),
             "{:?}",
             web2.conflicts
+        );
+    }
+
+    #[test]
+    fn tcp_and_udp_ports_on_one_number_are_two_listeners() {
+        let s = svc(json!({
+            "metadata": {"name": "dns", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.53", "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                {"name": "sctp", "port": 99, "protocol": "SCTP"}]}
+        }));
+        let e = slice(json!({
+            "metadata": {"name": "dns-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"},
+                      {"name": "dns-tcp", "port": 5354, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.42.0.2"]}]
+        }));
+        let d = desired(&[&s], &[&e], &config());
+        let addr: SocketAddr = "10.43.0.53:53".parse().expect("addr");
+        assert_eq!(d.listeners.len(), 2);
+        let udp = &d.listeners[&(Protocol::Udp, addr)].route;
+        let tcp = &d.listeners[&(Protocol::Tcp, addr)].route;
+        assert_eq!(
+            d.routes[udp].endpoints,
+            vec!["10.42.0.2:5353".parse().expect("addr")]
+        );
+        assert_eq!(
+            d.routes[tcp].endpoints,
+            vec!["10.42.0.2:5354".parse().expect("addr")]
         );
     }
 

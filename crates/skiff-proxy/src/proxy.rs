@@ -22,7 +22,7 @@ use crate::balancer::Balancer;
 use crate::config::ProxyConfig;
 use crate::dns::{DnsServer, DnsTable};
 use crate::forward;
-use crate::model::{self, Desired, PortKey};
+use crate::model::{self, Desired, Listen, PortKey, Protocol};
 use crate::netif::ServiceInterface;
 
 /// How soon a failed listen or status write is tried again.
@@ -47,10 +47,12 @@ pub struct ProxyStatus {
     pub syncs: u64,
     /// Addresses on the service interface.
     pub addresses: BTreeSet<IpAddr>,
-    /// Open listeners and the Service port each forwards to (`ns/name:port`).
+    /// Open TCP listeners and the Service port each forwards to (`ns/name:port`).
     pub listeners: BTreeMap<SocketAddr, String>,
-    /// Listeners that could not be opened, and why (retried).
-    pub failed: BTreeMap<SocketAddr, String>,
+    /// Open UDP sockets and the Service port each forwards to.
+    pub udp_listeners: BTreeMap<SocketAddr, String>,
+    /// Sockets (`TCP 127.0.0.1:80`) that could not be opened, and why (retried).
+    pub failed: BTreeMap<String, String>,
     /// Where cluster DNS answers.
     pub dns: Option<SocketAddr>,
 }
@@ -283,8 +285,8 @@ struct Engine {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     balancers: HashMap<PortKey, Arc<Balancer>>,
-    listeners: BTreeMap<SocketAddr, RunningListener>,
-    failed: BTreeMap<SocketAddr, (PortKey, String)>,
+    listeners: BTreeMap<Listen, RunningListener>,
+    failed: BTreeMap<Listen, (PortKey, String)>,
     /// Warning Events already emitted: (namespace, name, message).
     warned: HashSet<(String, String, String)>,
     stop: watch::Receiver<bool>,
@@ -367,15 +369,12 @@ impl Engine {
         let status = ProxyStatus {
             syncs: self.syncs,
             addresses,
-            listeners: self
-                .listeners
-                .iter()
-                .map(|(a, l)| (*a, l.route.to_string()))
-                .collect(),
+            listeners: self.listening(Protocol::Tcp),
+            udp_listeners: self.listening(Protocol::Udp),
             failed: self
                 .failed
                 .iter()
-                .map(|(a, (_, why))| (*a, why.clone()))
+                .map(|((p, a), (_, why))| (format!("{p} {a}"), why.clone()))
                 .collect(),
             dns: Some(self.dns_addr),
         };
@@ -383,9 +382,17 @@ impl Engine {
         retry
     }
 
+    fn listening(&self, protocol: Protocol) -> BTreeMap<SocketAddr, String> {
+        self.listeners
+            .iter()
+            .filter(|((p, _), _)| *p == protocol)
+            .map(|((_, a), l)| (*a, l.route.to_string()))
+            .collect()
+    }
+
     async fn converge_listeners(&mut self, d: &Desired) -> bool {
         // Stop what is no longer wanted (or now belongs to another Service port).
-        let stale: Vec<SocketAddr> = self
+        let stale: Vec<Listen> = self
             .listeners
             .iter()
             .filter(|(a, l)| d.listeners.get(a).is_none_or(|s| s.route != l.route))
@@ -394,23 +401,31 @@ impl Engine {
         for a in stale {
             if let Some(l) = self.listeners.remove(&a) {
                 l.task.abort();
-                tracing::info!("stopped listening on {a} for {}", l.route);
+                tracing::info!("stopped listening on {} {} for {}", a.0, a.1, l.route);
             }
         }
         let previous = std::mem::take(&mut self.failed);
-        for (addr, spec) in &d.listeners {
-            if self.listeners.contains_key(addr) {
+        for (key, spec) in &d.listeners {
+            if self.listeners.contains_key(key) {
                 continue;
             }
             let Some(balancer) = self.balancers.get(&spec.route) else {
                 continue;
             };
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => {
-                    let task = forward::spawn(l, balancer.clone(), self.stop.clone());
-                    tracing::info!("{} {addr} -> {}", spec.kind, spec.route);
+            let addr = &spec.addr;
+            let bound = match spec.protocol {
+                Protocol::Tcp => tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map(|l| forward::spawn(l, balancer.clone(), self.stop.clone())),
+                Protocol::Udp => tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map(|s| forward::spawn_udp(s, balancer.clone(), self.stop.clone())),
+            };
+            match bound {
+                Ok(task) => {
+                    tracing::info!("{} {addr}/{} -> {}", spec.kind, spec.protocol, spec.route);
                     self.listeners.insert(
-                        *addr,
+                        *key,
                         RunningListener {
                             route: spec.route.clone(),
                             task,
@@ -418,18 +433,22 @@ impl Engine {
                     );
                 }
                 Err(e) => {
+                    let p = spec.protocol;
                     let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-                        format!("{} port {addr} is already in use on the host", spec.kind)
+                        format!(
+                            "{} port {addr}/{p} is already in use on the host",
+                            spec.kind
+                        )
                     } else {
-                        format!("cannot listen on {} port {addr}: {e}", spec.kind)
+                        format!("cannot listen on {} port {addr}/{p}: {e}", spec.kind)
                     };
                     // Retried every few seconds: say it once, not on every retry.
-                    if previous.get(addr).is_some_and(|(_, w)| *w == why) {
+                    if previous.get(key).is_some_and(|(_, w)| *w == why) {
                         tracing::debug!("{}: {why}", spec.route);
                     } else {
                         tracing::warn!("{}: {why} (retrying)", spec.route);
                     }
-                    self.failed.insert(*addr, (spec.route.clone(), why));
+                    self.failed.insert(*key, (spec.route.clone(), why));
                 }
             }
         }

@@ -776,3 +776,133 @@ async fn load_balancer_port_conflicts_are_reported_and_retried() {
     .await;
     env.stop().await;
 }
+
+/// UDP servers on several 127.0.0.x addresses, one port: each answers `<its address> <payload>`.
+async fn udp_backends(ips: &[&str]) -> (u16, Vec<tokio::task::JoinHandle<()>>) {
+    'retry: for _ in 0..50 {
+        let first = UdpSocket::bind((ips[0], 0)).await.expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        let mut socks = vec![first];
+        for ip in &ips[1..] {
+            match UdpSocket::bind((*ip, port)).await {
+                Ok(s) => socks.push(s),
+                Err(_) => continue 'retry,
+            }
+        }
+        let tasks = socks
+            .into_iter()
+            .zip(ips)
+            .map(|(s, ip)| {
+                let ip = ip.to_string();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1500];
+                    while let Ok((n, peer)) = s.recv_from(&mut buf).await {
+                        let reply = format!("{ip} {}", String::from_utf8_lossy(&buf[..n]));
+                        let _ = s.send_to(reply.as_bytes(), peer).await;
+                    }
+                })
+            })
+            .collect();
+        return (port, tasks);
+    }
+    panic!("no common free UDP port on {ips:?}");
+}
+
+/// Sends `msg` from `sock` to `to` and returns the answering backend's address.
+async fn udp_ask(sock: &UdpSocket, to: SocketAddr, msg: &str) -> Option<String> {
+    sock.send_to(msg.as_bytes(), to).await.ok()?;
+    let mut buf = [0u8; 1500];
+    let (n, from) = tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    assert_eq!(from, to, "the answer comes from the Service address");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let (ep, echoed) = text.split_once(' ')?;
+    assert_eq!(echoed, msg);
+    Some(ep.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_service_ports() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let (port, tasks) = udp_backends(&["127.0.0.8", "127.0.0.9"]).await;
+    let svc = env
+        .create_service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "stats"},
+            "spec": {"ports": [{"name": "statsd", "port": 8125, "protocol": "UDP"}]}
+        }))
+        .await;
+    let slice = |endpoints: Value| -> EndpointSlice {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "stats-1", "labels": {
+                "kubernetes.io/service-name": "stats",
+                "endpointslice.kubernetes.io/managed-by": "skiff-proxy-test"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "statsd", "port": port, "protocol": "UDP"}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice")
+    };
+    let slices = env.slices();
+    slices
+        .create(
+            &PostParams::default(),
+            &slice(json!([ready("127.0.0.8", true), ready("127.0.0.9", true)])),
+        )
+        .await
+        .expect("create slice");
+    let addr = SocketAddr::new(cluster_ip(&svc), 8125);
+    let wait = env
+        .proxy()
+        .wait_for(|s| s.udp_listeners.contains_key(&addr));
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("UDP listener");
+
+    // Each client is one flow to one endpoint; clients are spread over both.
+    let a = UdpSocket::bind("0.0.0.0:0").await.expect("bind");
+    let first = eventually("a UDP answer", || udp_ask(&a, addr, "x")).await;
+    for i in 0..5 {
+        assert_eq!(
+            udp_ask(&a, addr, &format!("m{i}")).await,
+            Some(first.clone())
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let c = UdpSocket::bind("0.0.0.0:0").await.expect("bind");
+        seen.insert(udp_ask(&c, addr, "hello").await.expect("answer"));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // The flow's endpoint becomes not ready: the same client moves to the other one.
+    let other = if first == "127.0.0.8" {
+        "127.0.0.9"
+    } else {
+        "127.0.0.8"
+    };
+    let mut s = slice(json!([ready(&first, false), ready(other, true)]));
+    s.metadata.resource_version = slices
+        .get("stats-1")
+        .await
+        .expect("get")
+        .metadata
+        .resource_version;
+    slices
+        .replace("stats-1", &PostParams::default(), &s)
+        .await
+        .expect("replace");
+    eventually("the flow moves", || async {
+        (udp_ask(&a, addr, "y").await.as_deref() == Some(other)).then_some(())
+    })
+    .await;
+    for t in tasks {
+        t.abort();
+    }
+    env.stop().await;
+}
