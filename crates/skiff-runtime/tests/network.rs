@@ -337,9 +337,27 @@ fn setup_recovers_a_lost_namespace() {
     let (addr, server) = echo_server(&ns, again.ip);
     ping_pong(TcpStream::connect_timeout(&addr, TIMEOUT).expect("host -> recreated pod"));
     server.join().unwrap();
+
+    // A corrupt state file (a torn write, a bad disk) does not wedge the sandbox: setup
+    // starts over and the old lease is released.
+    let state_file = t.net.config().state_dir.join(format!("{}.json", t.id("a")));
+    std::fs::write(&state_file, b"{ not json").unwrap();
+    let third = t.setup("a", &[]).expect("setup over a corrupt state file");
+    assert!(ns.exists());
+    if third.ip != again.ip {
+        assert!(
+            !t.ipam_lease_exists(again.ip),
+            "old lease of {} kept",
+            again.ip
+        );
+    }
+    assert_eq!(t.bridge_ports(), 1);
+    std::fs::write(&state_file, b"{ not json").unwrap();
     t.teardown("a");
     assert!(!ns.exists());
-    assert!(!t.ipam_lease_exists(again.ip));
+    assert!(!state_file.exists());
+    assert!(!t.ipam_lease_exists(third.ip));
+    assert_eq!(t.bridge_ports(), 0);
 }
 
 #[test]

@@ -321,19 +321,26 @@ impl CniNetwork {
         cni_args: String,
         port_mappings: Vec<Value>,
     ) -> Result<PodNetworkStatus, NetworkError> {
-        if let Some(state) = self.load_state(sandbox_id)? {
-            if let Some(ip) = state.ip
-                && state.result.is_some()
-                && netns::is_pinned(&state.netns)
-            {
-                return Ok(PodNetworkStatus {
-                    netns: Some(state.netns),
-                    ip,
-                });
+        match self.load_state(sandbox_id) {
+            Ok(None) => {}
+            Ok(Some(state)) => {
+                if let Some(ip) = state.ip
+                    && state.result.is_some()
+                    && netns::is_pinned(&state.netns)
+                {
+                    return Ok(PodNetworkStatus {
+                        netns: Some(state.netns),
+                        ip,
+                    });
+                }
+                // Half set up (a crash during ADD, or the namespace vanished): start over.
+                tracing::info!(sandbox_id, "redoing incomplete pod network setup");
+                self.teardown_locked(sandbox_id)?;
             }
-            // Half set up (a crash during ADD, or the namespace vanished): start over.
-            tracing::info!(sandbox_id, "redoing incomplete pod network setup");
-            self.teardown_locked(sandbox_id)?;
+            Err(err) => {
+                tracing::warn!(sandbox_id, error = %err, "redoing setup over unreadable state");
+                self.teardown_locked(sandbox_id)?;
+            }
         }
         let netns_path = self.netns_path(sandbox_id);
         // A namespace without state is a leftover from a crash before the state was saved.
@@ -457,10 +464,18 @@ impl CniNetwork {
         let state = match self.load_state(sandbox_id) {
             Ok(state) => state,
             Err(err) => {
-                // Unreadable state cannot drive DEL; still free the namespace and the file
-                // so that the sandbox does not linger forever.
-                tracing::warn!(sandbox_id, error = %err, "dropping unreadable CNI state");
-                None
+                // Unreadable state: DEL with today's configs and no prevResult still
+                // removes the pod's interface and releases its lease (by container id).
+                tracing::warn!(sandbox_id, error = %err, "unreadable CNI state, using defaults");
+                Some(SandboxState {
+                    sandbox_id: sandbox_id.to_string(),
+                    netns: netns_path.clone(),
+                    cni_args: format!("IgnoreUnknown=1;K8S_POD_INFRA_CONTAINER_ID={sandbox_id}"),
+                    loopback: self.loopback_config(),
+                    plugins: self.plugin_chain(Vec::new()),
+                    result: None,
+                    ip: None,
+                })
             }
         };
         let mut first_err: Option<NetworkError> = None;
