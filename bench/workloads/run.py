@@ -115,7 +115,7 @@ class Cluster:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        subprocess.run([self.skiff, "killall", "--data-dir", self.data] + NODE_FLAGS,
+        subprocess.run([self.skiff, "killall", "--data-dir", self.data],
                        capture_output=True)
 
 

@@ -1,6 +1,8 @@
 //! Assembles one skiff control plane: opens the store, prepares credentials, serves the API
 //! over TLS, bootstraps the built-in namespaces, and starts the controllers — in that order.
 
+pub mod node;
+
 use anyhow::{Context, Result};
 use axum::Router;
 use serde_json::{Value, json};
@@ -149,6 +151,8 @@ pub struct Running {
     pub api: Arc<ApiServer>,
     /// A client that calls the API in-process as the controllers' identity.
     pub client: skiff_client::Client,
+    /// The in-process node, if any.
+    pub node: Option<node::NodeHandle>,
     shutdown: tokio::sync::watch::Sender<bool>,
     serve: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -157,6 +161,9 @@ pub struct Running {
 impl Running {
     /// Stops accepting connections and stops the controllers.
     pub async fn shutdown(self) {
+        if let Some(node) = self.node {
+            node.shutdown().await;
+        }
         let _ = self.shutdown.send(true);
         for t in &self.tasks {
             t.abort();
@@ -248,7 +255,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
 
     // 4. Built-in objects, written through the API like any client would.
     let client = in_process_client(
-        router,
+        router.clone(),
         UserInfo::new("system:skiff-controller-manager", &[SYSTEM_MASTERS]),
     );
     bootstrap(&client, advertise, config.service_cidr).await?;
@@ -264,6 +271,30 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         ));
     }
 
+    // 6. The node next to the control plane: it talks to the API in-process, as a node.
+    let node = match &config.node {
+        Some(options) => {
+            let node_client = in_process_client(
+                router,
+                UserInfo::new(
+                    &format!("system:node:{}", options.name),
+                    &[SYSTEM_MASTERS, "system:nodes"],
+                ),
+            );
+            Some(
+                node::start_node(
+                    node_client,
+                    options,
+                    config.service_cidr,
+                    data,
+                    &pki.ca.cert_pem,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     let kubeconfig = kubeconfig_path(data);
     let kc = kubeconfig_yaml(
         &format!("https://{advertise}"),
@@ -276,6 +307,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         kubeconfig,
         api,
         client,
+        node,
         shutdown,
         serve,
         tasks,
@@ -384,27 +416,8 @@ async fn bootstrap(
         }),
     )
     .await?;
-    // The cluster DNS address is reserved by a Service like CoreDNS' `kube-dns`; the node's
-    // proxy answers DNS on it itself (the label tells it not to proxy the ports).
-    let dns = Ipv4Addr::from(u32::from(cidr.0).wrapping_add(10)).to_string();
-    create_if_missing(
-        client,
-        "/api/v1/namespaces/kube-system/services",
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS", DNS_SERVICE_LABEL: "true"}},
-            "spec": {"clusterIP": dns, "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-            ]},
-        }),
-    )
-    .await?;
     Ok(())
 }
-
-/// Marks the Service whose address the node proxies' DNS servers answer on.
-pub const DNS_SERVICE_LABEL: &str = "skiff.dev/cluster-dns";
 
 async fn create_if_missing(client: &skiff_client::Client, path: &str, obj: Value) -> Result<()> {
     // Look first: on a restart a create can fail for reasons other than 409 (the `kubernetes`

@@ -209,6 +209,15 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.kill9();
+        // A cluster with a node leaves containers, sandboxes and interfaces behind on
+        // purpose (they survive restarts); a test must not.
+        if self.dir.path().join("node.json").exists() || self.dir.path().join("oci").exists() {
+            let _ = Command::new(&self.bin)
+                .args(["killall", "--data-dir"])
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .status();
+        }
     }
 }
 

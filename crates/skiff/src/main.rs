@@ -29,6 +29,48 @@ enum Command {
     Serve(skiff_serving::ServeArgs),
     /// Manage the node's local images (`docker save app:v1 | skiff images import -`).
     Images(ImagesArgs),
+    /// Join this machine (or network namespace) to a cluster as a node.
+    Agent(AgentArgs),
+    /// Remove every container, pod network namespace, mount and interface a node of this
+    /// data directory created (like k3s-killall.sh); the cluster's state is kept.
+    Killall(KillallArgs),
+    /// Per-container shim of the oci runtime (started by the node, not by hand).
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The API server, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "SKIFF_SERVER")]
+    server: String,
+    /// The cluster's node token (`node-token` in the server's data directory).
+    #[arg(long, env = "SKIFF_TOKEN")]
+    token: String,
+    /// The cluster CA certificate (`pki/ca.crt` in the server's data directory).
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// Where this node keeps images, containers and pod volumes.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Pod addresses of the cluster (as given to `skiff up`).
+    #[arg(long, default_value = "10.42.0.0/16", value_parser = parse_cidr)]
+    cluster_cidr: (Ipv4Addr, u8),
+    /// Service addresses of the cluster (as given to `skiff up`).
+    #[arg(long, default_value = "10.43.0.0/16", value_parser = parse_cidr)]
+    service_cidr: (Ipv4Addr, u8),
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args)]
+struct KillallArgs {
+    /// The data directory of the `skiff up` or `skiff agent` whose node is to be cleaned.
+    #[arg(long, env = "SKIFF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -154,6 +196,11 @@ struct KubeconfigArgs {
 }
 
 fn main() -> Result<()> {
+    // The shim is tiny and synchronous: no logging set-up, no async runtime.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(std::ffi::OsStr::new("shim")) {
+        std::process::exit(skiff_runtime::oci::shim_main(argv));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
@@ -166,6 +213,9 @@ fn main() -> Result<()> {
         Command::Up(a) | Command::Server(a) => up(a),
         Command::Kubeconfig(a) => kubeconfig(a),
         Command::Serve(a) => serve(a),
+        Command::Agent(a) => agent(a),
+        Command::Killall(a) => killall(a),
+        Command::Shim { args } => std::process::exit(skiff_runtime::oci::shim_main(args)),
         Command::Images(a) => {
             let dir = a.data_dir.unwrap_or_else(skiff_server::default_data_dir);
             skiff_runtime::cli::run_images(&dir.join("images"), a.command)
@@ -200,6 +250,45 @@ fn up(args: UpArgs) -> Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+fn agent(args: AgentArgs) -> Result<()> {
+    let mut options = args
+        .node
+        .options(args.service_cidr, args.cluster_cidr)
+        .context("--disable-agent makes no sense for `skiff agent`")?;
+    options.cluster_cidr = args.cluster_cidr;
+    let data = args
+        .data_dir
+        .unwrap_or_else(|| skiff_server::default_data_dir().join("agent"));
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let ca = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("reading the CA certificate {}", args.ca_file.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = skiff_client::remote(&args.server, args.token.trim(), ca.as_bytes())
+            .context("building the API client")?;
+        client
+            .apiserver_version()
+            .await
+            .with_context(|| format!("reaching the API server at {}", args.server))?;
+        let node =
+            skiff_server::node::start_node(client, &options, args.service_cidr, &data, &ca).await?;
+        println!("node {} joined {}", node.node_name(), args.server);
+        wait_for_signal().await?;
+        eprintln!("shutting down (containers keep running; `skiff killall` removes them)");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn killall(args: KillallArgs) -> Result<()> {
+    let data = args.data_dir.unwrap_or_else(skiff_server::default_data_dir);
+    let report = skiff_server::node::killall(&data)?;
+    println!("{report}");
+    Ok(())
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -198,7 +198,6 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 #[test]
-#[ignore = "wired up in the next commits"]
 fn ml_api_lesson() {
     if let Some(why) = unsupported() {
         eprintln!("skipping: {why}");
