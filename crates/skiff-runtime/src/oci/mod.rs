@@ -29,8 +29,10 @@ use state::{ExitRecord, Meta, ShimConfig};
 pub use shim::shim_main;
 pub use spec::ImageDefaults;
 
-/// How often `wait` looks at the exit file the shim writes.
+/// First poll interval of `wait` (and of `remove` waiting for a shim).
 const POLL: Duration = Duration::from_millis(20);
+/// Slowest poll of `wait`.
+const POLL_MAX: Duration = Duration::from_millis(250);
 /// How long `remove` waits for a killed container's shim to record the exit.
 const REMOVE_WAIT: Duration = Duration::from_secs(15);
 
@@ -45,6 +47,9 @@ pub struct OciConfig {
     /// executable with `shim` (the `skiff shim <dir>` subcommand calling [`shim_main`]).
     pub shim: PathBuf,
     pub shim_args: Vec<OsString>,
+    /// Container log rotation (kubelet defaults: 10 MiB, 5 files); `None` = never rotate.
+    pub log_max_bytes: Option<u64>,
+    pub log_max_files: u32,
 }
 
 impl OciConfig {
@@ -55,6 +60,8 @@ impl OciConfig {
             runc: runc.into(),
             shim,
             shim_args,
+            log_max_bytes: Some(state::DEFAULT_LOG_MAX_BYTES),
+            log_max_files: state::DEFAULT_LOG_MAX_FILES,
         }
     }
 
@@ -248,6 +255,8 @@ impl Inner {
             runc: self.cfg.runc.clone(),
             runc_root: self.cfg.root.join("runc"),
             cgroup_path: cgroup_path.clone(),
+            log_max_bytes: self.cfg.log_max_bytes,
+            log_max_files: self.cfg.log_max_files,
         };
         state::write_atomic(&dir.join(state::SHIM_CONFIG), &to_json(&shim_cfg)?)
             .map_err(io("writing shim.json"))?;
@@ -256,6 +265,7 @@ impl Inner {
             image: spec.image.clone(),
             created_at_ns: state::now_ns(),
             cgroup_path,
+            boot_id: state::boot_id(),
         };
         state::write_atomic(&dir.join(state::META), &to_json(&meta)?)
             .map_err(io("writing meta.json"))?;
@@ -280,7 +290,14 @@ impl Inner {
     }
 
     fn shim_alive(&self, dir: &Path) -> bool {
-        state::read_pid(&dir.join(state::SHIM_PID)).is_some_and(state::alive)
+        self.pid_alive(dir, state::SHIM_PID)
+    }
+
+    /// Whether the process of a pid file lives; never after a reboot (the pid is reused).
+    fn pid_alive(&self, dir: &Path, pid_file: &str) -> bool {
+        let meta: Option<Meta> = state::read_json(&dir.join(state::META)).ok().flatten();
+        let same_boot = meta.is_none_or(|m| m.boot_id.is_empty() || m.boot_id == state::boot_id());
+        same_boot && state::read_pid(&dir.join(pid_file)).is_some_and(state::alive)
     }
 
     fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
@@ -303,7 +320,7 @@ impl Inner {
         if exit.is_none() && !self.shim_alive(&dir) {
             // Look again: the shim may have written the file just before exiting.
             exit = self.exit_record(&dir)?;
-            let init_alive = state::read_pid(&dir.join(state::INIT_PID)).is_some_and(state::alive);
+            let init_alive = self.pid_alive(&dir, state::INIT_PID);
             if exit.is_none() && dir.join(state::SHIM_PID).exists() && !init_alive {
                 // The shim was killed and the container is gone too: nobody can learn the
                 // real exit any more. (While the container lives it is still reported as
@@ -536,7 +553,10 @@ impl Runtime for OciRuntime {
         self.blocking(move |i| i.kill(&id, signal)).await
     }
 
+    /// Polls the exit file the shim writes, quickly at first (short-lived containers, stop
+    /// escalation) and then at [`POLL_MAX`], so many waiting pods stay cheap.
     async fn wait(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let mut interval = POLL;
         loop {
             let st = self.status(id).await?;
             match (st.state, st.started_at) {
@@ -548,7 +568,10 @@ impl Runtime for OciRuntime {
                         action: "wait",
                     });
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => {
+                    tokio::time::sleep(interval).await;
+                    interval = (interval * 5 / 4).min(POLL_MAX);
+                }
             }
         }
     }
