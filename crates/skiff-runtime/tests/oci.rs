@@ -233,6 +233,23 @@ async fn a_killed_shim_is_reported_and_removal_still_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_failures_leave_nothing_behind() {
     let Some(env) = Env::new() else { return };
+    // A directory an interrupted create left (no metadata yet) does not block the id.
+    let stale = spec("stale-dir", "echo fresh");
+    let stale_dir = env.root.join("containers").join(&stale.id);
+    std::fs::create_dir_all(stale_dir.join("rootfs")).expect("stale dir");
+    assert!(env.rt.status(&stale.id).await.is_err());
+    env.rt
+        .create(&stale)
+        .await
+        .expect("create over a stale dir");
+    env.rt.start(&stale.id).await.expect("start");
+    assert_eq!(
+        env.rt.wait(&stale.id).await.expect("wait").exit_code,
+        Some(0)
+    );
+    assert_eq!(log_lines(&env.rt, &stale.id), ["fresh"]);
+    env.rt.remove(&stale.id).await.expect("remove");
+
     let mut s = spec("bad-image", "exit 0");
     s.image = "no-such-image:1".into();
     assert!(env.rt.create(&s).await.is_err());

@@ -9,11 +9,12 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -82,6 +83,28 @@ pub struct OciRuntime {
 struct Inner {
     cfg: OciConfig,
     images: ImageStore,
+    /// Ids whose `create` runs in this process right now.
+    creating: Mutex<HashSet<String>>,
+}
+
+/// Claim on an id being created, released on drop.
+struct Creating<'a>(&'a Mutex<HashSet<String>>, String);
+
+impl<'a> Creating<'a> {
+    fn claim(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Self> {
+        let mut ids = set.lock().unwrap_or_else(|p| p.into_inner());
+        ids.insert(id.to_string())
+            .then(|| Creating(set, id.to_string()))
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 impl OciRuntime {
@@ -102,7 +125,11 @@ impl OciRuntime {
             ));
         }
         Ok(OciRuntime {
-            inner: Arc::new(Inner { cfg, images }),
+            inner: Arc::new(Inner {
+                cfg,
+                images,
+                creating: Mutex::new(HashSet::new()),
+            }),
         })
     }
 
@@ -214,11 +241,20 @@ impl Inner {
         if spec.command.is_empty() && spec.args.is_empty() {
             return Err(RuntimeError::InvalidSpec("no command".into()));
         }
+        let Some(_claim) = Creating::claim(&self.creating, &spec.id) else {
+            return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+        };
         let dir = self.dir(&spec.id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+                if dir.join(state::META).exists() {
+                    return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+                }
+                // Left by a create interrupted before it recorded anything (the agent died):
+                // nobody else knows it, so clear it and start over.
+                self.teardown(&spec.id, &dir)?;
+                std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
             }
             Err(e) => return Err(RuntimeError::io(format!("creating {}", dir.display()), e)),
         }
