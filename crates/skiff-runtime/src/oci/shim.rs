@@ -47,13 +47,12 @@ pub fn shim_main(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// Starts the daemon and relays its one-line verdict: `ok` or the error.
 fn launch(dir: &Path) -> i32 {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("shim: cannot find own executable: {e}");
-            return 1;
-        }
-    };
+    // Our own path names the daemon in `ps`; /proc/self/exe still runs when the binary was
+    // replaced on disk (an upgrade).
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let log = OpenOptions::new()
         .create(true)
         .append(true)
