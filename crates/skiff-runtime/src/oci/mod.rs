@@ -40,7 +40,9 @@ const REMOVE_WAIT: Duration = Duration::from_secs(15);
 /// Configuration of the OCI runtime.
 #[derive(Debug, Clone)]
 pub struct OciConfig {
-    /// State directory (e.g. `/run/skiff/oci`); containers are adopted from it on restart.
+    /// State directory, e.g. `/var/lib/skiff/oci` (not a tmpfs: the containers' overlayfs
+    /// upper dirs live in it); containers are adopted from it on restart, and after a reboot
+    /// its leftovers report as exited (the boot id differs) until removed.
     pub root: PathBuf,
     /// The `runc` binary.
     pub runc: PathBuf,
@@ -590,7 +592,7 @@ impl Runtime for OciRuntime {
     }
 
     /// Polls the exit file the shim writes, quickly at first (short-lived containers, stop
-    /// escalation) and then at [`POLL_MAX`], so many waiting pods stay cheap.
+    /// escalation), then every 250 ms, so many waiting pods stay cheap.
     async fn wait(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let mut interval = POLL;
         loop {
