@@ -230,6 +230,16 @@ async fn a_killed_shim_is_reported_and_removal_still_cleans_up() {
     assert!(left.is_empty(), "left {left:?}");
 }
 
+#[test]
+fn the_default_shim_is_refused_in_a_test_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = ImageStore::open(dir.path().join("images")).expect("store");
+    let err = OciRuntime::new(dir.path().join("oci"), images, RUNC.into())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("with_shim"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_failures_leave_nothing_behind() {
     let Some(env) = Env::new() else { return };

@@ -120,6 +120,18 @@ impl OciRuntime {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
         }
+        // The default shim is this executable's `shim` subcommand. A cargo test binary has
+        // none: it would take `shim` for a test filter and run tests recursively.
+        let in_test_binary = std::env::current_exe().is_ok_and(|exe| {
+            exe == cfg.shim && exe.parent().and_then(Path::file_name) == Some("deps".as_ref())
+        });
+        if in_test_binary {
+            return Err(RuntimeError::InvalidSpec(
+                "no shim configured (this is a test binary without a `shim` subcommand): \
+                 use OciConfig::with_shim with the skiff or skiff-shim binary"
+                    .into(),
+            ));
+        }
         if !cfg.runc.exists() {
             return Err(RuntimeError::io(
                 format!("runc at {}", cfg.runc.display()),
