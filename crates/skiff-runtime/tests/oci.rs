@@ -582,3 +582,22 @@ async fn agent_killed_with_sigkill() {
     env.rt.remove(&id).await.expect("remove");
     assert!(env.rt.leftovers(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_start_once() {
+    let Some(env) = Env::new() else { return };
+    let s = spec(
+        &format!("twice-{:06x}", rand::random::<u32>() & 0xff_ffff),
+        "echo once; /bin/busybox sleep 1000 & wait",
+    );
+    env.rt.create(&s).await.expect("create");
+    let (a, b) = tokio::join!(env.rt.start(&s.id), env.rt.start(&s.id));
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    conformance::wait_for_log(&env.rt, &s.id, "once").await;
+    assert_eq!(
+        env.rt.status(&s.id).await.expect("status").state,
+        ContainerState::Running
+    );
+    env.rt.remove(&s.id).await.expect("remove");
+    assert!(env.rt.leftovers(&s.id).is_empty());
+}

@@ -352,10 +352,19 @@ impl Inner {
 
     fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let dir = self.existing_dir(id)?;
-        let started = std::fs::read_to_string(dir.join(state::STARTED))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(state::from_ns);
+        let marker = dir.join(state::STARTED);
+        let started = match std::fs::read_to_string(&marker) {
+            Ok(s) => match s.trim().parse::<u64>() {
+                Ok(ns) => Some(state::from_ns(ns)),
+                // Caught between creation and write (see `start`).
+                Err(_) => Some(
+                    std::fs::metadata(&marker)
+                        .and_then(|m| m.modified())
+                        .unwrap_or_else(|_| std::time::SystemTime::now()),
+                ),
+            },
+            Err(_) => None,
+        };
         let mut st = ContainerStatus {
             id: id.to_string(),
             state: ContainerState::Created,
@@ -416,9 +425,27 @@ impl Inner {
         let dir = self.dir(id);
         // Recorded first: a restarted agent must see a container that may be running as
         // started, never a running one as created.
+        // Created exclusively: of two concurrent starts, only one gets past here (the other
+        // must not remove the marker of a container the first one started).
         let marker = dir.join(state::STARTED);
-        state::write_atomic(&marker, state::now_ns().to_string().as_bytes())
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::InvalidState {
+                    id: id.to_string(),
+                    state: ContainerState::Running,
+                    action: "start",
+                });
+            }
+            Err(e) => return Err(RuntimeError::io("writing start time", e)),
+        };
+        std::io::Write::write_all(&mut f, state::now_ns().to_string().as_bytes())
             .map_err(io("writing start time"))?;
+        drop(f);
         if let Err(e) = self.runc_run(&["start", id]) {
             let _ = std::fs::remove_file(&marker);
             return Err(e);
