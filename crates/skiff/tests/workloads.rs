@@ -623,3 +623,276 @@ fn ml_api_lesson() {
         left.is_empty().then_some(())
     });
 }
+
+/// A network namespace with a veth pair to the host, removed on drop.
+struct NetnsHost {
+    name: String,
+    host_if: String,
+}
+
+impl NetnsHost {
+    fn create(name: &str, host_if: &str, ns_if: &str, host_ip: &str, ns_ip: &str) -> NetnsHost {
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Leftovers of an earlier, killed run.
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        let _ = Command::new("ip").args(["link", "del", host_if]).output();
+        ip(&["netns", "add", name]);
+        let guard = NetnsHost {
+            name: name.into(),
+            host_if: host_if.into(),
+        };
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
+        ]);
+        ip(&["link", "set", ns_if, "netns", name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", host_if]);
+        ip(&["link", "set", host_if, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{ns_ip}/24"), "dev", ns_if],
+            vec!["link", "set", ns_if, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", name, "ip"];
+            full.extend(args.iter().copied());
+            ip(&full);
+        }
+        guard
+    }
+
+    /// `nsenter --net`: only the network namespace changes (cgroups and mounts stay the
+    /// host's, as for a node on another machine that shares nothing but the wire).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A `skiff agent` process; killed (and its node cleaned) on drop.
+struct Agent {
+    child: Option<std::process::Child>,
+    data: tempfile::TempDir,
+}
+
+impl Agent {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn second_node_joins_and_its_pods_come_back_when_it_dies() {
+    if let Some(why) = unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    if !Path::new("/usr/bin/nsenter").exists() {
+        eprintln!("skipping: nsenter missing");
+        return;
+    }
+    let net = NetnsHost::create("skt-node2", "skv2h", "skv2n", "10.79.0.1", "10.79.0.2");
+    let cluster = TestCluster::start_with(
+        skiff(),
+        &[
+            "--bind",
+            "10.79.0.1",
+            "--runtime",
+            "oci",
+            "--cluster-cidr",
+            "10.80.0.0/16",
+            "--service-cidr",
+            "10.81.0.0/16",
+            "--bridge",
+            "skt2",
+            "--service-interface",
+            "skt2-svc",
+            "--kubelet-port",
+            "0",
+            "--node-ip",
+            "10.79.0.1",
+            "--lb-address",
+            "10.79.0.1",
+            "--node-port-address",
+            "10.79.0.1",
+            "--node-monitor-grace-period",
+            "3",
+            "--pod-eviction-timeout",
+            "2",
+        ],
+    );
+    import_images(&cluster);
+    let token = std::fs::read_to_string(cluster.data_dir().join("node-token")).expect("token");
+    let mut agent = Agent {
+        child: None,
+        data: tempfile::Builder::new()
+            .prefix("skiff-agent-")
+            .tempdir()
+            .expect("tempdir"),
+    };
+    // The second node has its own image store (like another machine) with the same images.
+    copy_image_store(cluster.data_dir(), agent.data.path());
+    agent.child = Some(
+        net.command(skiff())
+            .args([
+                "agent",
+                "--server",
+                &format!("https://10.79.0.1:{}", cluster.port),
+            ])
+            .args(["--token", token.trim(), "--ca-file"])
+            .arg(cluster.ca_path())
+            .arg("--data-dir")
+            .arg(agent.data.path())
+            .args([
+                "--node-name",
+                "node2",
+                "--node-ip",
+                "10.79.0.2",
+                "--runtime",
+                "oci",
+                "--cluster-cidr",
+                "10.80.0.0/16",
+                "--service-cidr",
+                "10.81.0.0/16",
+                "--bridge",
+                "skt3",
+                "--service-interface",
+                "skt3-svc",
+                "--kubelet-port",
+                "0",
+                "--lb-address",
+                "10.79.0.2",
+                "--node-port-address",
+                "10.79.0.2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("skiff agent"),
+    );
+    wait_for(Duration::from_secs(30), "node2 Ready", || {
+        let n = cluster.get_json(&["nodes"]);
+        let ready = n["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        (ready == 2).then_some(())
+    });
+
+    cluster.apply(SPREAD);
+    wait_ready(&cluster, "app=spread", 4, Duration::from_secs(60));
+    let on = |node: &str| {
+        ready_pods(&cluster, "app=spread")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .count()
+    };
+    assert!(
+        on("node2") > 0,
+        "no pod on node2: {}",
+        cluster.kubectl_ok(&["get", "pods", "-o", "wide"])
+    );
+    // A pod on node2 answers logs through its agent.
+    let pod2 = ready_pods(&cluster, "app=spread")
+        .into_iter()
+        .find(|p| p["spec"]["nodeName"] == "node2")
+        .expect("pod on node2");
+    let name2 = pod2["metadata"]["name"].as_str().expect("name").to_string();
+    cluster.kubectl_ok(&["logs", &name2]);
+
+    // kill -9 of the agent: node2 goes NotReady, its pods come back on the first node.
+    agent.kill9();
+    wait_for(Duration::from_secs(30), "node2 NotReady", || {
+        let n = cluster.get_json(&["node", "node2"]);
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] != "True")
+            .then_some(())
+    });
+    let first = cluster.get_json(&["nodes"])["items"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .find(|n| n != "node2")
+        .expect("first node");
+    wait_for(
+        Duration::from_secs(60),
+        "4 ready pods on the first node",
+        || (on(&first) == 4).then_some(()),
+    );
+
+    // The dead agent's containers and sandboxes are removed like after a crash of a
+    // real node: `skiff killall` in its namespace.
+    let out = net
+        .command(skiff())
+        .args(["killall", "--data-dir"])
+        .arg(agent.data.path())
+        .output()
+        .expect("killall");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.kubectl_ok(&["delete", "deployment", "spread"]);
+}
+
+const SPREAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      containers:
+      - name: sleeper
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo started; sleep 3600"]
+        resources: {requests: {cpu: 100m, memory: 32Mi}}
+"#;
+
+/// The second node's image store starts as a copy of the first one's (like loading the
+/// same image on both machines).
+fn copy_image_store(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from.join("images"))
+        .arg(to.join("images"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
