@@ -11,8 +11,10 @@ use tokio::task::JoinHandle;
 
 use crate::balancer::Balancer;
 
-/// How long one endpoint may take to accept before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one endpoint may take to accept before the next one is tried. Endpoints are on
+/// this machine's bridge: one that has not answered in a second is gone (its pod deleted, the
+/// EndpointSlice not updated yet), and the next one should get the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Endpoints tried for one connection before it is given up.
 const MAX_TRIES: usize = 3;
 /// Per direction and connection: big enough for bulk transfers, small enough that many

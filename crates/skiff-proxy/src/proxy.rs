@@ -324,17 +324,35 @@ impl Engine {
         let mut retry = false;
 
         // Addresses first: a listener can only bind once its address is local.
-        let have = match self.iface.addresses().await {
+        let mut have = match self.iface.addresses().await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!("{e}");
+                match self.iface.repair().await {
+                    Ok(true) => {
+                        tracing::warn!("{} had been removed: recreated it", self.iface.name())
+                    }
+                    Ok(false) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                }
                 BTreeSet::new()
             }
         };
-        for ip in d.addresses.difference(&have) {
-            if let Err(e) = self.iface.add(*ip).await {
-                tracing::warn!("adding {ip}: {e}");
-                retry = true;
+        let missing: Vec<IpAddr> = d.addresses.difference(&have).copied().collect();
+        for ip in missing {
+            match self.iface.add(ip).await {
+                Ok(()) => {
+                    have.insert(ip);
+                }
+                Err(e) => {
+                    tracing::warn!("adding {ip}: {e}");
+                    retry = true;
+                }
             }
         }
 
@@ -354,9 +372,13 @@ impl Engine {
 
         retry |= self.converge_listeners(&d).await;
 
-        for ip in have.difference(&d.addresses) {
-            if let Err(e) = self.iface.remove(*ip).await {
-                tracing::warn!("removing {ip}: {e}");
+        let extra: Vec<IpAddr> = have.difference(&d.addresses).copied().collect();
+        for ip in extra {
+            match self.iface.remove(ip).await {
+                Ok(()) => {
+                    have.remove(&ip);
+                }
+                Err(e) => tracing::warn!("removing {ip}: {e}"),
             }
         }
 
@@ -365,10 +387,9 @@ impl Engine {
         retry |= self.converge_load_balancers(&d, &services).await;
 
         self.syncs += 1;
-        let addresses = self.iface.addresses().await.unwrap_or_default();
         let status = ProxyStatus {
             syncs: self.syncs,
-            addresses,
+            addresses: have,
             listeners: self.listening(Protocol::Tcp),
             udp_listeners: self.listening(Protocol::Udp),
             failed: self

@@ -675,6 +675,33 @@ async fn cluster_dns() {
         (query(dns, full, RecordType::A, false).await.0 == ResponseCode::NXDomain).then_some(())
     })
     .await;
+
+    // Someone deletes the interface: the next sync puts it back, DNS answers again.
+    let iface = env.config.service_interface.clone();
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "del", "dev", &iface])
+        .status()
+        .expect("ip");
+    assert!(deleted.success());
+    let again = env
+        .create_service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "again"},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .await;
+    let again_ip = cluster_ip(&again);
+    let wait = env
+        .proxy()
+        .wait_for(|s| s.addresses.contains(&again_ip) && s.addresses.contains(&dns.ip()));
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("addresses back");
+    assert!(link_exists(&iface));
+    assert_eq!(
+        query(dns, "again.default.svc.cluster.local", RecordType::A, false).await,
+        (ResponseCode::NoError, vec![again_ip.to_string()])
+    );
     env.stop().await;
 }
 
