@@ -615,6 +615,11 @@ async fn cluster_dns() {
             "{name} over TCP"
         );
     }
+    let reverse = skiff_proxy::dns::reverse_name(cluster_ip(&web));
+    assert_eq!(
+        query(dns, &reverse, RecordType::PTR, false).await,
+        (ResponseCode::NoError, vec![format!("{full}.")])
+    );
     assert_eq!(
         query(dns, full, RecordType::AAAA, false).await,
         (ResponseCode::NoError, vec![])
