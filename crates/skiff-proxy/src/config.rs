@@ -12,6 +12,8 @@ pub struct ProxyConfig {
     pub node_address: IpAddr,
     /// The interface that carries the cluster IPs and the DNS address (a dummy interface,
     /// or a port-less bridge where the kernel has no dummy driver). Created if missing.
+    /// Empty: touch no interface (no root needed); cluster IPs are then not served, only
+    /// node ports and load balancers, and `dns_address` must already be local (loopback).
     pub service_interface: String,
     /// The cluster DNS server's address; it goes on the service interface.
     pub dns_address: IpAddr,

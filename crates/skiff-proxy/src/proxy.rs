@@ -114,13 +114,20 @@ impl Drop for ProxyHandle {
 /// watches that drive everything else. Returns once DNS listens; [`ProxyHandle::synced`]
 /// tells when the Services are served.
 pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    let mut iface = ServiceInterface::ensure(&config.service_interface).await?;
+    // Without an interface (no root) only node ports and load balancers are served.
+    let mut iface = if config.service_interface.is_empty() {
+        None
+    } else {
+        Some(ServiceInterface::ensure(&config.service_interface).await?)
+    };
     let started = async {
-        if let Some(cidr) = config.service_cidr {
-            iface.route(cidr).await?;
-        }
-        if needs_interface(config.dns_address) {
-            iface.add(config.dns_address).await?;
+        if let Some(iface) = &mut iface {
+            if let Some(cidr) = config.service_cidr {
+                iface.route(cidr).await?;
+            }
+            if needs_interface(config.dns_address) {
+                iface.add(config.dns_address).await?;
+            }
         }
         let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::new(&config.domain())));
         let dns_addr = SocketAddr::new(config.dns_address, config.dns_port);
@@ -136,16 +143,23 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, Pro
     let (dns_tx, dns, dns_addr) = match started {
         Ok(x) => x,
         Err(e) => {
-            if let Err(c) = iface.delete().await {
+            if let Some(iface) = &iface
+                && let Err(c) = iface.delete().await
+            {
                 tracing::warn!("cleaning up {}: {c}", iface.name());
             }
             return Err(e);
         }
     };
-    tracing::info!(
-        "cluster DNS on {dns_addr}, service addresses on {}",
-        iface.name()
-    );
+    match &iface {
+        Some(i) => tracing::info!(
+            "cluster DNS on {dns_addr}, service addresses on {}",
+            i.name()
+        ),
+        None => tracing::info!(
+            "cluster DNS on {dns_addr}; no service interface: cluster IPs are not served"
+        ),
+    }
 
     if config.register_dns_service {
         register_dns_service(&client, &config).await;
@@ -278,7 +292,7 @@ struct RunningListener {
 struct Engine {
     client: Client,
     config: ProxyConfig,
-    iface: ServiceInterface,
+    iface: Option<ServiceInterface>,
     dns: DnsServer,
     dns_tx: watch::Sender<Arc<DnsTable>>,
     dns_addr: SocketAddr,
@@ -324,36 +338,15 @@ impl Engine {
         let mut retry = false;
 
         // Addresses first: a listener can only bind once its address is local.
-        let mut have = match self.iface.addresses().await {
-            Ok(a) => a,
-            Err(e) => {
-                match self.iface.repair().await {
-                    Ok(true) => {
-                        tracing::warn!("{} had been removed: recreated it", self.iface.name())
-                    }
-                    Ok(false) => {
-                        tracing::warn!("{e}");
-                        retry = true;
-                    }
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        retry = true;
-                    }
-                }
-                BTreeSet::new()
-            }
-        };
-        let missing: Vec<IpAddr> = d.addresses.difference(&have).copied().collect();
-        for ip in missing {
-            match self.iface.add(ip).await {
-                Ok(()) => {
-                    have.insert(ip);
-                }
-                Err(e) => {
-                    tracing::warn!("adding {ip}: {e}");
-                    retry = true;
-                }
-            }
+        let mut have = BTreeSet::new();
+        if self.iface.is_some() {
+            let (h, failed) = self.add_addresses(&d.addresses).await;
+            have = h;
+            retry |= failed;
+        } else {
+            d.addresses.clear();
+            d.listeners
+                .retain(|_, l| l.kind != model::ListenerKind::ClusterIp);
         }
 
         // Endpoints: new connections follow the EndpointSlices from now on.
@@ -372,13 +365,15 @@ impl Engine {
 
         retry |= self.converge_listeners(&d).await;
 
-        let extra: Vec<IpAddr> = have.difference(&d.addresses).copied().collect();
-        for ip in extra {
-            match self.iface.remove(ip).await {
-                Ok(()) => {
-                    have.remove(&ip);
+        if let Some(iface) = &self.iface {
+            let extra: Vec<IpAddr> = have.difference(&d.addresses).copied().collect();
+            for ip in extra {
+                match iface.remove(ip).await {
+                    Ok(()) => {
+                        have.remove(&ip);
+                    }
+                    Err(e) => tracing::warn!("removing {ip}: {e}"),
                 }
-                Err(e) => tracing::warn!("removing {ip}: {e}"),
             }
         }
 
@@ -401,6 +396,44 @@ impl Engine {
         };
         self.status.send_replace(status);
         retry
+    }
+
+    /// Puts `wanted` on the interface (recreating it if it was removed). Returns what is on
+    /// it and whether something failed.
+    async fn add_addresses(&mut self, wanted: &BTreeSet<IpAddr>) -> (BTreeSet<IpAddr>, bool) {
+        let Some(iface) = &mut self.iface else {
+            return (BTreeSet::new(), false);
+        };
+        let mut retry = false;
+        let mut have = match iface.addresses().await {
+            Ok(a) => a,
+            Err(e) => {
+                match iface.repair().await {
+                    Ok(true) => tracing::warn!("{} had been removed: recreated it", iface.name()),
+                    Ok(false) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                }
+                BTreeSet::new()
+            }
+        };
+        for ip in wanted.difference(&have.clone()) {
+            match iface.add(*ip).await {
+                Ok(()) => {
+                    have.insert(*ip);
+                }
+                Err(e) => {
+                    tracing::warn!("adding {ip}: {e}");
+                    retry = true;
+                }
+            }
+        }
+        (have, retry)
     }
 
     fn listening(&self, protocol: Protocol) -> BTreeMap<SocketAddr, String> {
@@ -642,8 +675,10 @@ impl Engine {
             l.task.abort();
         }
         self.dns.abort();
-        if let Err(e) = self.iface.delete().await {
-            tracing::warn!("cleaning up {}: {e}", self.iface.name());
+        if let Some(iface) = &self.iface
+            && let Err(e) = iface.delete().await
+        {
+            tracing::warn!("cleaning up {}: {e}", iface.name());
         }
         let mut status = self.status.borrow().clone();
         status.addresses.clear();

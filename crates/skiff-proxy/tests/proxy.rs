@@ -63,12 +63,28 @@ struct Env {
     _guard: InterfaceGuard,
 }
 
+/// A port free for both TCP and UDP on 127.0.0.1 (the DNS server binds both).
+fn free_dual_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let port = u.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Env {
     async fn start() -> Option<Env> {
         if !is_root() {
             eprintln!("skipped: the proxy's service interface needs root");
             return None;
         }
+        Some(Env::start_with(true).await)
+    }
+
+    /// `interface: false` is the no-root mode: loopback only, no service interface.
+    async fn start_with(interface: bool) -> Env {
         // A /24 and an interface of our own per test (and per concurrent test process).
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -86,13 +102,25 @@ impl Env {
         .await
         .expect("server starts");
         let client = running.client.clone();
-        let config = ProxyConfig {
-            lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            service_interface: iface,
-            dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, subnet, 10)),
-            service_cidr: Some(cidr),
-            ..ProxyConfig::default()
+        let config = if interface {
+            ProxyConfig {
+                lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                service_interface: iface,
+                dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, subnet, 10)),
+                service_cidr: Some(cidr),
+                ..ProxyConfig::default()
+            }
+        } else {
+            ProxyConfig {
+                lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                service_interface: String::new(),
+                dns_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                dns_port: free_dual_port(),
+                register_dns_service: false,
+                ..ProxyConfig::default()
+            }
         };
         let proxy = skiff_proxy::run(client.clone(), config.clone())
             .await
@@ -100,7 +128,7 @@ impl Env {
         tokio::time::timeout(TIMEOUT, proxy.synced())
             .await
             .expect("proxy syncs");
-        Some(Env {
+        Env {
             _dir: dir,
             running: Some(running),
             client,
@@ -108,7 +136,7 @@ impl Env {
             config,
             kubernetes_ip: Ipv4Addr::new(10, 96, subnet, 1),
             _guard: guard,
-        })
+        }
     }
 
     fn proxy(&self) -> &ProxyHandle {
@@ -936,5 +964,42 @@ async fn udp_service_ports() {
     for t in tasks {
         t.abort();
     }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_interface_load_balancers_and_dns_still_work() {
+    // No root needed: nothing but loopback sockets.
+    let env = Env::start_with(false).await;
+    let backends = Backends::start(&["127.0.0.10"]).await;
+    let lb_port = free_port();
+    let svc = env.create_service(lb_service("plain", lb_port)).await;
+    env.put_slice(
+        "plain-1",
+        "plain",
+        backends.port,
+        json!([ready("127.0.0.10", true)]),
+    )
+    .await;
+    let lb = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), lb_port);
+    env.listening(lb).await;
+    eventually("LB forwards", || async {
+        (hello(lb).await.as_deref() == Some("127.0.0.10")).then_some(())
+    })
+    .await;
+    let status = env.proxy().status();
+    assert!(status.addresses.is_empty(), "{status:?}");
+    assert!(
+        !status
+            .listeners
+            .contains_key(&SocketAddr::new(cluster_ip(&svc), lb_port)),
+        "{status:?}"
+    );
+    assert!(!link_exists(&env.config.service_interface) || env.config.service_interface.is_empty());
+    let dns = SocketAddr::new(env.config.dns_address, env.config.dns_port);
+    assert_eq!(
+        query(dns, "plain.default.svc.cluster.local", RecordType::A, false).await,
+        (ResponseCode::NoError, vec![cluster_ip(&svc).to_string()])
+    );
     env.stop().await;
 }
