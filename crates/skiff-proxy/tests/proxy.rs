@@ -995,7 +995,6 @@ async fn without_an_interface_load_balancers_and_dns_still_work() {
             .contains_key(&SocketAddr::new(cluster_ip(&svc), lb_port)),
         "{status:?}"
     );
-    assert!(!link_exists(&env.config.service_interface) || env.config.service_interface.is_empty());
     let dns = SocketAddr::new(env.config.dns_address, env.config.dns_port);
     assert_eq!(
         query(dns, "plain.default.svc.cluster.local", RecordType::A, false).await,
