@@ -261,8 +261,10 @@ async fn register_dns_service(client: &Client, config: &ProxyConfig) {
                                 "kubernetes.io/cluster-service": "true"}},
         "spec": {"clusterIP": config.dns_address.to_string(),
                  "ports": [
-                    {"name": "dns", "port": config.dns_port, "protocol": "UDP", "targetPort": config.dns_port},
-                    {"name": "dns-tcp", "port": config.dns_port, "protocol": "TCP", "targetPort": config.dns_port}]}
+                    {"name": "dns", "port": config.dns_port, "protocol": "UDP",
+                     "targetPort": config.dns_port},
+                    {"name": "dns-tcp", "port": config.dns_port, "protocol": "TCP",
+                     "targetPort": config.dns_port}]}
     }));
     let Ok(svc) = svc else { return };
     match api.get_opt("kube-dns").await {
@@ -613,7 +615,13 @@ impl Engine {
             .iter()
             .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
             .collect();
-        let patch = json!({"status": {"loadBalancer": {"ingress": if ingress.is_empty() { serde_json::Value::Null } else { json!(ingress) }}}});
+        // A merge patch replaces the list whole; null removes it.
+        let ingress = if ingress.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(ingress)
+        };
+        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
         match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
