@@ -641,6 +641,14 @@ mod tests {
             d.routes.values().next().expect("route").affinity,
             Some(DEFAULT_AFFINITY_TIMEOUT)
         );
+        let spec = s.spec.as_mut().expect("spec");
+        spec.session_affinity_config =
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).expect("config");
+        let d = desired(&[&s], &[], &config());
+        assert_eq!(
+            d.routes.values().next().expect("route").affinity,
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]

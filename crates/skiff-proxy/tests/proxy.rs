@@ -708,6 +708,15 @@ async fn cluster_dns() {
         (query(dns, full, RecordType::A, false).await.0 == ResponseCode::NXDomain).then_some(())
     })
     .await;
+    // ... and so do its address and listener.
+    let web_listener = SocketAddr::new(cluster_ip(&web), 80);
+    let wait = env.proxy().wait_for(|s| {
+        !s.addresses.contains(&web_listener.ip()) && !s.listeners.contains_key(&web_listener)
+    });
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("address and listener removed");
+    assert!(!skiff_proxy::netif::is_local_address(web_listener.ip()).await);
 
     // Someone deletes the interface: the next sync puts it back, DNS answers again.
     let iface = env.config.service_interface.clone();
