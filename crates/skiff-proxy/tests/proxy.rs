@@ -88,7 +88,7 @@ impl Env {
         // A /24 and an interface of our own per test (and per concurrent test process).
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let subnet = ((pid % 50) as u8) * 5 + n + 1;
+        let subnet = ((pid % 35) as u8) * 7 + n + 1;
         let iface = format!("skp{}t{n}", pid % 100_000);
         let guard = InterfaceGuard(iface.clone());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1009,5 +1009,142 @@ async fn without_an_interface_load_balancers_and_dns_still_work() {
         query(dns, "plain.default.svc.cluster.local", RecordType::A, false).await,
         (ResponseCode::NoError, vec![cluster_ip(&svc).to_string()])
     );
+    env.stop().await;
+}
+
+/// A network namespace with a veth to the host, standing in for a pod, and its resolv.conf
+/// (which `ip netns exec` mounts over /etc/resolv.conf). Removed on drop.
+struct PodNetns {
+    name: String,
+    host_veth: String,
+}
+
+impl PodNetns {
+    fn create(subnet: u8, resolv_conf: &str) -> PodNetns {
+        let id = std::process::id() % 100_000;
+        let ns = PodNetns {
+            name: format!("skpn{id}"),
+            host_veth: format!("skv{id}a"),
+        };
+        let peer = format!("skv{id}b");
+        let host_ip = format!("10.97.{subnet}.1/30");
+        let pod_ip = format!("10.97.{subnet}.2/30");
+        let via = format!("10.97.{subnet}.1");
+        let dir = format!("/etc/netns/{}", ns.name);
+        std::fs::create_dir_all(&dir).expect("netns dir");
+        std::fs::write(format!("{dir}/resolv.conf"), resolv_conf).expect("resolv.conf");
+        let n = ns.name.as_str();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", n],
+            vec![
+                "link",
+                "add",
+                &ns.host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "netns", n],
+            vec!["addr", "add", &host_ip, "dev", &ns.host_veth],
+            vec!["link", "set", &ns.host_veth, "up"],
+            vec!["-n", n, "addr", "add", &pod_ip, "dev", &peer],
+            vec!["-n", n, "link", "set", &peer, "up"],
+            vec!["-n", n, "link", "set", "lo", "up"],
+            vec!["-n", n, "route", "add", "default", "via", &via],
+        ];
+        for args in steps {
+            let ok = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        }
+        ns
+    }
+
+    /// Runs a shell command inside the namespace (on the blocking pool).
+    async fn sh(&self, script: &str) -> (bool, String) {
+        let (name, script) = (self.name.clone(), script.to_string());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "timeout", "10", "bash", "-c", &script,
+                ])
+                .output()
+                .expect("ip netns exec");
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+        .await
+        .expect("task")
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        for args in [
+            vec!["netns", "del", self.name.as_str()],
+            vec!["link", "del", "dev", self.host_veth.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip")
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let backends = Backends::start(&["127.0.0.11"]).await;
+    let svc = env
+        .create_service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "ml-api-service"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+        }))
+        .await;
+    env.put_slice(
+        "ml-api-1",
+        "ml-api-service",
+        backends.port,
+        json!([ready("127.0.0.11", true)]),
+    )
+    .await;
+    let cip = SocketAddr::new(cluster_ip(&svc), 80);
+    env.listening(cip).await;
+    eventually("endpoints", || async { hello(cip).await }).await;
+
+    let subnet = match env.kubernetes_ip.octets() {
+        [_, _, s, _] => s,
+    };
+    let pod = PodNetns::create(subnet, &skiff_proxy::resolv_conf("default", &env.config));
+    // glibc's resolver with the pod's resolv.conf: search path, our DNS, the cluster IP.
+    let (ok, out) = pod.sh("getent hosts ml-api-service").await;
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("{} ", cip.ip()))
+            && out.contains("ml-api-service.default.svc.cluster.local"),
+        "{out}"
+    );
+    // And a connection by name goes through the cluster IP to the endpoint.
+    let (ok, out) = pod
+        .sh("exec 3<>/dev/tcp/ml-api-service/80 && head -1 <&3")
+        .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "127.0.0.11");
+    drop(pod);
     env.stop().await;
 }
