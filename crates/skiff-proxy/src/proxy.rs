@@ -470,8 +470,7 @@ impl Engine {
             };
             let addr = &spec.addr;
             let bound = match spec.protocol {
-                Protocol::Tcp => tokio::net::TcpListener::bind(addr)
-                    .await
+                Protocol::Tcp => forward::bind_tcp(*addr, spec.kind)
                     .map(|l| forward::spawn(l, balancer.clone(), self.stop.clone())),
                 Protocol::Udp => tokio::net::UdpSocket::bind(addr)
                     .await
