@@ -403,6 +403,32 @@ async fn routes_cluster_ip_node_port_and_load_balancer() {
     })
     .await;
 
+    // kubectl shows where the LoadBalancer is, as with k3s.
+    let kubeconfig = env.running.as_ref().expect("server").kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "service", "web", "--no-headers"])
+            .output()
+    })
+    .await
+    .expect("task");
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let cols: Vec<&str> = text.split_whitespace().collect();
+            // NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE
+            assert_eq!(
+                cols.get(..4),
+                Some(&["web", "LoadBalancer", &cip.ip().to_string(), "127.0.0.1"][..]),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("kubectl not run ({e}): EXTERNAL-IP column not checked"),
+    }
+
     // A connection through the proxy really carries data both ways.
     let mut held = TcpStream::connect(cip).await.expect("connect");
     let mut greeting = [0u8; 10];
