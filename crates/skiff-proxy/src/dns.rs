@@ -298,7 +298,13 @@ pub(crate) fn respond(table: &DnsTable, request: &[u8], udp: bool, can_forward: 
                     .filter(|r| qt == RecordType::ANY || r.record_type() == qt)
                     .collect()
             };
-            if matching.is_empty() {
+            let apex = qname
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(table.domain());
+            if apex && matches!(qt, RecordType::SOA | RecordType::ANY) {
+                // The cluster domain is our zone: its SOA is ours to give.
+                resp.add_answers(soa(table.domain()));
+            } else if matching.is_empty() {
                 resp.add_authorities(soa(&zone));
             }
             resp.add_answers(matching.iter().filter_map(|r| to_record(q.name(), r)));
@@ -584,6 +590,20 @@ mod tests {
             ask(&t, "cluster.local", RecordType::A),
             (ResponseCode::NoError, vec![])
         );
+    }
+
+    #[test]
+    fn the_cluster_domain_has_an_soa() {
+        let t = table();
+        let q = query_bytes(3, "cluster.local", RecordType::SOA).expect("query");
+        let Answer::Reply(b) = respond(&t, &q, true, false) else {
+            panic!("no reply")
+        };
+        let m = Message::from_vec(&b).expect("message");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].record_type(), RecordType::SOA);
     }
 
     #[test]
