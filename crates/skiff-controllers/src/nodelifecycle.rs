@@ -337,8 +337,12 @@ impl Controller {
             if let Some(deleting) = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0) {
                 // Nobody on an unreachable node confirms termination: finish it ourselves
                 // once the grace period is over.
+                // deletionTimestamp has whole seconds only: allow one more.
+                let deadline = deleting
+                    .checked_add(SignedDuration::from_secs(1))
+                    .unwrap_or(deleting);
                 if unreachable {
-                    if deleting <= now {
+                    if deadline <= now {
                         tracing::info!(pod = %pod.name_any(), node = %name, "force-deleting pod on unreachable node");
                         let dp = DeleteParams {
                             grace_period_seconds: Some(0),
@@ -346,7 +350,7 @@ impl Controller {
                         };
                         ignore_gone(pods.delete(&pod.name_any(), &dp).await.map(|_| ()))?;
                     } else {
-                        soonest(deleting);
+                        soonest(deadline);
                     }
                 }
                 continue;
