@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -327,6 +327,21 @@ async fn silent_node_is_marked_unknown_tainted_and_drained() {
     assert!(forever.metadata.deletion_timestamp.is_none());
     let dt = pods.get_opt("fast").await.expect("get");
     assert!(dt.is_none());
+    // `kubectl describe` shows why.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    let evs = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    let has = |obj: &str, reason: &str| {
+        evs.iter().any(|e| {
+            e.involved_object.name.as_deref() == Some(obj) && e.reason.as_deref() == Some(reason)
+        })
+    };
+    assert!(has("fast", "TaintManagerEviction"), "{evs:#?}");
+    assert!(has("forever", "NodeNotReady"), "{evs:#?}");
+    assert!(has("n1", "NodeNotReady"), "{evs:#?}");
 
     // The agent comes back: heartbeat and Ready=True remove the taints.
     let _heartbeat = Heartbeat::start(leases.clone(), "n1");
