@@ -48,6 +48,7 @@ fn forwarded_param(sub: &str, key: &str) -> bool {
                 | "sinceTime"
                 | "tailLines"
                 | "limitBytes"
+                | "stream"
         ),
         "exec" | "attach" => matches!(key, "command" | "stdin" | "stdout" | "stderr" | "tty"),
         "portforward" => key == "ports",

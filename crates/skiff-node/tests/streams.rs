@@ -503,6 +503,30 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!((code, out.as_str()), (0, "piped\n"), "{err}");
 
+    // attach: the main process's output from now on, until it exits.
+    env.pod(
+        "chatty",
+        Some(NODE),
+        &[(
+            "main",
+            "for i in $(seq 1 15); do echo tick $i; echo tock $i >&2; sleep 0.2; done",
+        )],
+        0,
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(env.running().client.clone(), "default");
+    pods.patch_status(
+        "chatty",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .expect("pod running");
+    let (code, out, err) = env.kubectl(&["attach", "chatty"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("tick 15\n") && !out.contains("tock"), "{out}");
+    assert!(err.contains("tock 15\n"), "{err}");
+
     // kubectl 1.32 tunnels SPDY in WebSocket; without the feature it upgrades to SPDY.
     port_forward(env, true).await;
     port_forward(env, false).await;

@@ -122,6 +122,8 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
     /// Keep reading as the file grows (`-f`), until the container has exited.
     pub follow: bool,
+    /// Only the records of one stream (the kubelet's `stream=Stdout|Stderr`); `None` = both.
+    pub stream: Option<Stream>,
 }
 
 /// Reading a log file failed (the client going away is not an error).
@@ -179,7 +181,9 @@ pub async fn read_log<W: AsyncWrite + Unpin>(
             let Some(rec) = parse_record(&text) else {
                 continue;
             };
-            if opts.since.is_some_and(|since| rec.time < since) {
+            if opts.since.is_some_and(|since| rec.time < since)
+                || opts.stream.is_some_and(|s| s != rec.stream)
+            {
                 continue;
             }
             let mut chunk = Vec::with_capacity(rec.text.len() + 40);
@@ -347,6 +351,11 @@ mod tests {
             read(&path, opts).await,
             "2026-01-01T00:00:01Z two\n2026-01-01T00:00:02Z thr2026-01-01T00:00:02Z ee\n2026-01-01T00:00:03Z four\n"
         );
+        let opts = LogOptions {
+            stream: Some(Stream::Stderr),
+            ..Default::default()
+        };
+        assert_eq!(read(&path, opts).await, "two\n");
         let opts = LogOptions {
             limit_bytes: Some(6),
             ..Default::default()
