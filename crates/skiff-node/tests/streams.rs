@@ -255,8 +255,10 @@ impl Env {
         let pods: Api<Pod> = Api::namespaced(self.running().client.clone(), "default");
         pods.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
-                .expect("pod"),
+            &serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}),
+            )
+            .expect("pod"),
         )
         .await
         .expect("create pod");
@@ -401,6 +403,15 @@ async fn scenarios(env: &Env) {
         out.lines().count() == 3 && out.lines().all(|l| l.contains("Z ")),
         "{out}"
     );
+
+    let (code, out, err) = env.kubectl(&["logs", "done", "--since=1h"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\ntwo\nthree\n"), "{err}");
+    let (code, out, err) = env
+        .kubectl(&["logs", "done", "--since-time=2999-01-01T00:00:00Z"])
+        .await;
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, out, err) = env.kubectl(&["logs", "-l", "app=done"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\ntwo\nthree\n"), "{err}");
 
     let (code, out, err) = env.kubectl(&["logs", "done", "--limit-bytes=5"]).await;
     assert_eq!((code, out.as_str()), (0, "one\nt"), "{err}");
