@@ -1,0 +1,565 @@
+//! Liveness, readiness and startup probes (httpGet, tcpSocket, exec) with the Kubernetes
+//! defaults, run by one task per container that reports transitions to the pod worker.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use skiff_runtime::{ExecSpec, Runtime, RuntimeError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    pub fn title(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// One probe attempt's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure(String),
+    /// The probe cannot run here (e.g. exec on a runtime without exec): treated as absent.
+    Unsupported(String),
+}
+
+/// What the probe task tells the pod worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// The startup probe succeeded (or there is none): `started`, and the other probes run.
+    Started,
+    /// Readiness changed.
+    Ready(bool),
+    /// Liveness or startup failed `failureThreshold` times: the container must be restarted.
+    Failed { kind: ProbeKind, message: String },
+    /// A failed attempt (an `Unhealthy` event).
+    Unhealthy { kind: ProbeKind, message: String },
+    /// A probe that cannot run on this runtime was skipped.
+    Skipped { kind: ProbeKind, message: String },
+}
+
+/// A probe with the Kubernetes defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+impl Settings {
+    pub fn of(p: &Probe) -> Settings {
+        let secs = |v: Option<i32>, d: i32| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
+        Settings {
+            initial_delay: secs(p.initial_delay_seconds, 0),
+            period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
+            timeout: secs(p.timeout_seconds, 1).max(Duration::from_secs(1)),
+            success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
+            failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
+        }
+    }
+}
+
+/// Where probes go: the pod's IP, and the runtime for exec.
+#[derive(Clone)]
+pub struct Target {
+    pub pod_ip: IpAddr,
+    pub runtime: Arc<dyn Runtime>,
+    pub container_id: String,
+    pub container: Container,
+    /// What the last agent reported for an adopted container; false for a new one.
+    pub initially_ready: bool,
+    pub initially_started: bool,
+}
+
+fn port_of(target: &Target, port: &IntOrString) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
+        IntOrString::String(name) => {
+            if let Ok(p) = name.parse::<u16>() {
+                return Ok(p);
+            }
+            target
+                .container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok())
+                .ok_or_else(|| format!("unknown port name {name:?}"))
+        }
+    }
+}
+
+/// Runs one attempt of `probe`.
+pub async fn attempt(probe: &Probe, target: &Target, timeout: Duration) -> Outcome {
+    if let Some(h) = &probe.http_get {
+        let port = match port_of(target, &h.port) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failure(e),
+        };
+        let host: IpAddr = match h.host.as_deref().filter(|h| !h.is_empty()) {
+            Some(h) => match h.parse() {
+                Ok(ip) => ip,
+                Err(_) => return Outcome::Failure(format!("host {h:?} is not an IP address")),
+            },
+            None => target.pod_ip,
+        };
+        if h.scheme.as_deref() == Some("HTTPS") {
+            return Outcome::Unsupported("HTTPS probes are not supported by skiff yet".into());
+        }
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        let headers: Vec<(String, String)> = h
+            .http_headers
+            .iter()
+            .flatten()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let addr = SocketAddr::new(host, port);
+        let url = format!("http://{addr}{path}");
+        return match tokio::time::timeout(timeout, http_get(addr, &path, &headers)).await {
+            Err(_) => Outcome::Failure(format!(
+                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            )),
+            Ok(Err(e)) => Outcome::Failure(format!("Get \"{url}\": dial tcp {addr}: {e}")),
+            Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
+            Ok(Ok(code)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        };
+    }
+    if let Some(t) = &probe.tcp_socket {
+        let port = match port_of(target, &t.port) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failure(e),
+        };
+        let host: IpAddr = t
+            .host
+            .as_deref()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(target.pod_ip);
+        let addr = SocketAddr::new(host, port);
+        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Outcome::Success,
+            Ok(Err(e)) => Outcome::Failure(format!("dial tcp {addr}: connect: {}", short_io(&e))),
+            Err(_) => Outcome::Failure(format!("dial tcp {addr}: i/o timeout")),
+        };
+    }
+    if let Some(e) = &probe.exec {
+        if !target.runtime.capabilities().exec {
+            return Outcome::Unsupported(format!(
+                "exec probes are not supported by the {} runtime; probe skipped",
+                target.runtime.name()
+            ));
+        }
+        let spec = ExecSpec {
+            command: e.command.clone().unwrap_or_default(),
+            tty: false,
+            stdin: false,
+        };
+        return match tokio::time::timeout(
+            timeout,
+            exec(&target.runtime, &target.container_id, &spec),
+        )
+        .await
+        {
+            Err(_) => Outcome::Failure(format!("command {:?} timed out", spec.command.join(" "))),
+            Ok(Err(RuntimeError::Unsupported { .. })) => Outcome::Unsupported(format!(
+                "exec probes are not supported by the {} runtime; probe skipped",
+                target.runtime.name()
+            )),
+            Ok(Err(e)) => Outcome::Failure(e.to_string()),
+            Ok(Ok((0, _))) => Outcome::Success,
+            Ok(Ok((_, output))) => Outcome::Failure(output),
+        };
+    }
+    if probe.grpc.is_some() {
+        return Outcome::Unsupported(
+            "gRPC probes are not supported by skiff yet; probe skipped".into(),
+        );
+    }
+    Outcome::Unsupported("probe has no handler".into())
+}
+
+fn short_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code.
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        req.push_str("User-Agent: kube-probe/1.32\r\n");
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+    {
+        req.push_str("Accept: */*\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    // Only the status line matters; stop once it is in.
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let code = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response")
+        })?;
+    Ok(code)
+}
+
+/// Runs a command in the container; returns its exit code and (bounded) output.
+async fn exec(
+    runtime: &Arc<dyn Runtime>,
+    id: &str,
+    spec: &ExecSpec,
+) -> Result<(i32, String), RuntimeError> {
+    let mut p = runtime.exec(id, spec).await?;
+    drop(p.stdin.take());
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let limit = 10 * 1024;
+    let read_out = async {
+        let _ = (&mut p.stdout).take(limit).read_to_end(&mut out).await;
+    };
+    let read_err = async {
+        if let Some(e) = p.stderr.as_mut() {
+            let _ = e.take(limit).read_to_end(&mut err).await;
+        }
+    };
+    tokio::join!(read_out, read_err);
+    let code = p.exit.await?;
+    out.extend_from_slice(&err);
+    Ok((code, String::from_utf8_lossy(&out).trim_end().to_string()))
+}
+
+/// Counts consecutive results against the thresholds.
+#[derive(Debug, Default)]
+struct Counter {
+    successes: u32,
+    failures: u32,
+}
+
+impl Counter {
+    /// Records an attempt; `Some(true/false)` when a threshold is (newly or again) met.
+    fn record(&mut self, ok: bool, s: &Settings) -> Option<bool> {
+        if ok {
+            self.failures = 0;
+            self.successes += 1;
+            (self.successes >= s.success_threshold).then_some(true)
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            (self.failures >= s.failure_threshold).then_some(false)
+        }
+    }
+}
+
+type Tx = mpsc::UnboundedSender<(String, ProbeEvent)>;
+
+fn send(tx: &Tx, id: &str, ev: ProbeEvent) -> bool {
+    tx.send((id.to_string(), ev)).is_ok()
+}
+
+/// The probe task of one container instance: startup first, then liveness and readiness
+/// side by side. Ends when the worker drops the receiver or aborts it.
+pub async fn run(target: Target, tx: Tx) {
+    let id = target.container_id.clone();
+    let c = target.container.clone();
+    if let Some(p) = c
+        .startup_probe
+        .as_ref()
+        .filter(|_| !target.initially_started)
+    {
+        let s = Settings::of(p);
+        tokio::time::sleep(s.initial_delay).await;
+        let mut counter = Counter::default();
+        loop {
+            match attempt(p, &target, s.timeout).await {
+                Outcome::Unsupported(m) => {
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Startup,
+                            message: m,
+                        },
+                    );
+                    break;
+                }
+                Outcome::Success => {
+                    if counter.record(true, &s) == Some(true) {
+                        break;
+                    }
+                }
+                Outcome::Failure(m) => {
+                    let done = counter.record(false, &s) == Some(false);
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Startup,
+                            message: m.clone(),
+                        },
+                    ) {
+                        return;
+                    }
+                    if done {
+                        send(
+                            &tx,
+                            &id,
+                            ProbeEvent::Failed {
+                                kind: ProbeKind::Startup,
+                                message: m,
+                            },
+                        );
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(s.period).await;
+        }
+    }
+    if !send(&tx, &id, ProbeEvent::Started) {
+        return;
+    }
+    let liveness = async {
+        let Some(p) = &c.liveness_probe else { return };
+        let s = Settings::of(p);
+        tokio::time::sleep(s.initial_delay).await;
+        let mut counter = Counter::default();
+        loop {
+            match attempt(p, &target, s.timeout).await {
+                Outcome::Unsupported(m) => {
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Liveness,
+                            message: m,
+                        },
+                    );
+                    return;
+                }
+                Outcome::Success => {
+                    counter.record(true, &s);
+                }
+                Outcome::Failure(m) => {
+                    let done = counter.record(false, &s) == Some(false);
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Liveness,
+                            message: m.clone(),
+                        },
+                    ) {
+                        return;
+                    }
+                    if done {
+                        send(
+                            &tx,
+                            &id,
+                            ProbeEvent::Failed {
+                                kind: ProbeKind::Liveness,
+                                message: m,
+                            },
+                        );
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(s.period).await;
+        }
+    };
+    let readiness = async {
+        let Some(p) = &c.readiness_probe else {
+            send(&tx, &id, ProbeEvent::Ready(true));
+            return;
+        };
+        let s = Settings::of(p);
+        tokio::time::sleep(s.initial_delay).await;
+        let mut counter = Counter::default();
+        let mut ready = target.initially_ready;
+        loop {
+            let verdict = match attempt(p, &target, s.timeout).await {
+                Outcome::Unsupported(m) => {
+                    send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Skipped {
+                            kind: ProbeKind::Readiness,
+                            message: m,
+                        },
+                    );
+                    send(&tx, &id, ProbeEvent::Ready(true));
+                    return;
+                }
+                Outcome::Success => counter.record(true, &s),
+                Outcome::Failure(m) => {
+                    if !send(
+                        &tx,
+                        &id,
+                        ProbeEvent::Unhealthy {
+                            kind: ProbeKind::Readiness,
+                            message: m,
+                        },
+                    ) {
+                        return;
+                    }
+                    counter.record(false, &s)
+                }
+            };
+            if let Some(v) = verdict
+                && v != ready
+            {
+                ready = v;
+                if !send(&tx, &id, ProbeEvent::Ready(v)) {
+                    return;
+                }
+            }
+            tokio::time::sleep(s.period).await;
+        }
+    };
+    tokio::join!(liveness, readiness);
+    // Keep the task (and so the channel) alive: the worker aborts it with the container.
+    std::future::pending::<()>().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_like_kubernetes() {
+        let s = Settings::of(&Probe::default());
+        assert_eq!(s.period, Duration::from_secs(10));
+        assert_eq!(s.timeout, Duration::from_secs(1));
+        assert_eq!((s.success_threshold, s.failure_threshold), (1, 3));
+        assert_eq!(s.initial_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn counter_thresholds() {
+        let s = Settings {
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            success_threshold: 2,
+            failure_threshold: 2,
+        };
+        let mut c = Counter::default();
+        assert_eq!(c.record(true, &s), None);
+        assert_eq!(c.record(true, &s), Some(true));
+        assert_eq!(c.record(false, &s), None);
+        assert_eq!(c.record(false, &s), Some(false));
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 512];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let reply = if req.starts_with("GET /ok ") {
+                    "200 OK"
+                } else {
+                    "503 Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {reply}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt: Arc<dyn Runtime> =
+            Arc::new(skiff_runtime::process::ProcessRuntime::new(dir.path()).expect("runtime"));
+        let target = Target {
+            pod_ip: "127.0.0.1".parse().expect("ip"),
+            runtime: rt,
+            container_id: "x".into(),
+            initially_ready: false,
+            initially_started: false,
+            container: serde_json::from_value(serde_json::json!({
+                "name": "c", "ports": [{"name": "http", "containerPort": port}]
+            }))
+            .expect("container"),
+        };
+        let probe = |v: serde_json::Value| -> Probe { serde_json::from_value(v).expect("probe") };
+        let t = Duration::from_secs(1);
+        let ok = probe(serde_json::json!({"httpGet": {"path": "/ok", "port": "http"}}));
+        assert_eq!(attempt(&ok, &target, t).await, Outcome::Success);
+        let bad = probe(serde_json::json!({"httpGet": {"path": "/bad", "port": port}}));
+        assert_eq!(
+            attempt(&bad, &target, t).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+        let tcp = probe(serde_json::json!({"tcpSocket": {"port": port}}));
+        assert_eq!(attempt(&tcp, &target, t).await, Outcome::Success);
+        server.abort();
+        let _ = server.await;
+        let closed = probe(serde_json::json!({"tcpSocket": {"port": port}}));
+        assert!(matches!(
+            attempt(&closed, &target, t).await,
+            Outcome::Failure(_)
+        ));
+        let exec = probe(serde_json::json!({"exec": {"command": ["true"]}}));
+        assert!(matches!(
+            attempt(&exec, &target, t).await,
+            Outcome::Unsupported(_)
+        ));
+    }
+}
