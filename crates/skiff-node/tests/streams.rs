@@ -514,6 +514,30 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!((code, out.as_str()), (0, "piped\n"), "{err}");
 
+    // kubectl cp: tar through exec both ways, binary and bigger than any buffer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.path().join("src.bin"), &data).expect("write src");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).expect("remote dir");
+    let src = dir.path().join("src.bin").display().to_string();
+    let dest = format!("sleeper:{}/copied.bin", remote.display());
+    let (code, _, err) = env.kubectl(&["cp", &src, &dest]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(remote.join("copied.bin")).expect("copied") == data,
+        "upload differs"
+    );
+    let back = dir.path().join("back.bin").display().to_string();
+    let (code, _, err) = env.kubectl(&["cp", &dest, &back]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(&back).expect("back") == data,
+        "download differs"
+    );
+
     // attach: the main process's output from now on, until it exits.
     env.pod(
         "chatty",
