@@ -482,6 +482,14 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("oops"), "{err}");
+    let (code, _, err) = env
+        .kubectl(&["exec", "sleeper", "--", "/nonexistent/cmd"])
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error executing command in container"),
+        "{err}"
+    );
     // stdin reaches the command and its end closes it (v5 close signal).
     let (code, out, err) = env
         .kubectl_with(
@@ -629,9 +637,9 @@ async fn port_forward(env: &Env, websockets: bool) {
         );
     };
 
-    // Two connections one after the other, the second with more than a flow-control
-    // window of data.
-    for size in [5usize, 300_000] {
+    // Connections one after the other and side by side, some with more than a SPDY
+    // flow-control window of data.
+    let echo_through = |size: usize| async move {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local_port))
             .await
@@ -648,7 +656,10 @@ async fn port_forward(env: &Env, websockets: bool) {
             .await
             .expect("echo in time");
         assert!(got == payload, "echoed bytes differ for {size} bytes");
-    }
+    };
+    echo_through(5).await;
+    echo_through(300_000).await;
+    futures::future::join_all([1, 70_000, 200_000, 12].map(echo_through)).await;
     let _ = kubectl.kill().await;
     echo_task.abort();
 }
