@@ -419,19 +419,19 @@ async fn scenarios(env: &Env) {
     let (code, out, err) = env.kubectl(&["logs", "done", "-p"]).await;
     assert_eq!((code, out.as_str()), (0, "attempt 0\n"), "{err}");
 
-    // Follow until the container exits.
-    env.pod(
-        "ticker",
-        Some(NODE),
-        &[("main", "for i in 1 2 3; do echo tick $i; sleep 0.3; done")],
-        0,
-    )
-    .await;
-    let (code, out, err) = env.kubectl(&["logs", "-f", "ticker"]).await;
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "tick 1\ntick 2\ntick 3\n"),
-        "{err}"
+    // Follow: lines arrive while the container runs, and kubectl ends when it exits.
+    let stop_dir = tempfile::tempdir().expect("tempdir");
+    let stop = stop_dir.path().join("stop-ticker");
+    env.pod("ticker", Some(NODE), &[("main", &ticker_script(&stop))], 0)
+        .await;
+    let (code, first, rest, err) =
+        stream_until_stopped(env, &["logs", "-f", "ticker"], &stop).await;
+    assert_eq!(code, Some(0), "{err}");
+    // stdout and stderr are logged by separate pumps: either may come first.
+    assert!(first == "tick 1\n" || first == "tock 1\n", "{first}");
+    assert!(
+        rest.ends_with("done-out\ndone-err\n") || rest.ends_with("done-err\ndone-out\n"),
+        "{rest}"
     );
 
     // No earlier instance.
@@ -547,16 +547,9 @@ async fn scenarios(env: &Env) {
     );
 
     // attach: the main process's output from now on, until it exits.
-    env.pod(
-        "chatty",
-        Some(NODE),
-        &[(
-            "main",
-            "for i in $(seq 1 15); do echo tick $i; echo tock $i >&2; sleep 0.2; done",
-        )],
-        0,
-    )
-    .await;
+    let stop = dir.path().join("stop-attach");
+    env.pod("chatty", Some(NODE), &[("main", &ticker_script(&stop))], 0)
+        .await;
     let pods: Api<Pod> = Api::namespaced(env.running().client.clone(), "default");
     pods.patch_status(
         "chatty",
@@ -565,14 +558,68 @@ async fn scenarios(env: &Env) {
     )
     .await
     .expect("pod running");
-    let (code, out, err) = env.kubectl(&["attach", "chatty"]).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(out.ends_with("tick 15\n") && !out.contains("tock"), "{out}");
-    assert!(err.contains("tock 15\n"), "{err}");
+    let (code, first, rest, err) = stream_until_stopped(env, &["attach", "chatty"], &stop).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(first.starts_with("tick "), "{first}");
+    assert!(
+        rest.ends_with("done-out\n") && !rest.contains("tock"),
+        "{rest}"
+    );
+    assert!(err.contains("done-err\n"), "{err}");
 
     // kubectl 1.32 tunnels SPDY in WebSocket; without the feature it upgrades to SPDY.
     port_forward(env, true).await;
     port_forward(env, false).await;
+}
+
+/// Runs a streaming kubectl command (`logs -f`, `attach`) against a container that ticks
+/// until `stop` exists: reads the first line (so the stream is live), creates `stop`, and
+/// reads the rest until kubectl ends with the container. (exit code, first line, rest, stderr)
+async fn stream_until_stopped(
+    env: &Env,
+    args: &[&str],
+    stop: &std::path::Path,
+) -> (Option<i32>, String, String, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.running().kubeconfig)
+        .args(["-n", "default"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first))
+        .await
+        .expect("first line in time")
+        .expect("read kubectl output");
+    std::fs::write(stop, "").expect("stop file");
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_to_string(&mut rest))
+        .await
+        .expect("kubectl ends with the container")
+        .expect("read kubectl output");
+    let out = child.wait_with_output().await.expect("kubectl ends");
+    (
+        out.status.code(),
+        first,
+        rest,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A shell loop printing `tick N` (and `tock N` on stderr) until `stop` exists, then
+/// `done-out` / `done-err`.
+fn ticker_script(stop: &std::path::Path) -> String {
+    format!(
+        "i=0; while [ ! -e {} ]; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.1; done; echo done-out; echo done-err >&2",
+        stop.display()
+    )
 }
 
 /// `kubectl port-forward` to a TCP echo server "in the pod" (host network here).
