@@ -355,6 +355,32 @@ fn wants_upgrade(req: &Request<Incoming>, protocol: &str) -> bool {
         })
 }
 
+/// One task owns the write half of an upgraded connection: frames from every stream are
+/// queued to it (bounded, so a slow client slows the producers) and written whole; when
+/// every sender is gone the connection is shut down.
+fn spawn_writer<W>(
+    mut wr: W,
+    queue: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(queue);
+    let task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    (tx, task)
+}
+
 /// Every value of a comma-separated, possibly repeated header.
 fn header_list(req: &Request<Incoming>, name: &str) -> Vec<String> {
     req.headers()

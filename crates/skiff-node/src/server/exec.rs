@@ -179,16 +179,8 @@ async fn session<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (tx, writer) = super::spawn_writer(wr, 64);
     let status = match start(&c, &spec, attach).await {
         Err(e) => json!({
             "metadata": {},
@@ -353,16 +345,8 @@ where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     use super::spdy::{FLAG_FIN, Frame, FrameReader, FrameWriter};
-    let (rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (tx, writer) = super::spawn_writer(wr, 64);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SpdyStreams>();
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(16);
     let (resize_tx, mut resize_rx) = mpsc::channel::<(u16, u16)>(4);
