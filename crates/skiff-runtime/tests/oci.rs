@@ -230,9 +230,36 @@ async fn a_killed_shim_is_reported_and_removal_still_cleans_up() {
     assert!(left.is_empty(), "left {left:?}");
 }
 
+#[test]
+fn the_default_shim_is_refused_in_a_test_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = ImageStore::open(dir.path().join("images")).expect("store");
+    let err = OciRuntime::new(dir.path().join("oci"), images, RUNC.into())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("with_shim"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_failures_leave_nothing_behind() {
     let Some(env) = Env::new() else { return };
+    // A directory an interrupted create left (no metadata yet) does not block the id.
+    let stale = spec("stale-dir", "echo fresh");
+    let stale_dir = env.root.join("containers").join(&stale.id);
+    std::fs::create_dir_all(stale_dir.join("rootfs")).expect("stale dir");
+    assert!(env.rt.status(&stale.id).await.is_err());
+    env.rt
+        .create(&stale)
+        .await
+        .expect("create over a stale dir");
+    env.rt.start(&stale.id).await.expect("start");
+    assert_eq!(
+        env.rt.wait(&stale.id).await.expect("wait").exit_code,
+        Some(0)
+    );
+    assert_eq!(log_lines(&env.rt, &stale.id), ["fresh"]);
+    env.rt.remove(&stale.id).await.expect("remove");
+
     let mut s = spec("bad-image", "exit 0");
     s.image = "no-such-image:1".into();
     assert!(env.rt.create(&s).await.is_err());
@@ -462,4 +489,115 @@ async fn exec_with_a_terminal() {
         5
     );
     env.rt.remove(&s.id).await.expect("remove");
+}
+
+const HELPER_ENV: &str = "SKIFF_OCI_AGENT_HELPER";
+
+/// Stands in for a node agent in its own process (`agent_killed_with_sigkill` runs it and
+/// kills it with SIGKILL); does nothing when run directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process of agent_killed_with_sigkill"]
+async fn agent_helper() {
+    let Some(args) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let args = args.to_string_lossy().into_owned();
+    let [root, images, id, gate] = args.split('\n').collect::<Vec<_>>()[..] else {
+        panic!("bad helper arguments {args:?}");
+    };
+    let rt = runtime(Path::new(root), &ImageStore::open(images).expect("store"));
+    let mut s = spec(
+        id,
+        "echo started; while [ ! -e /gate/go ]; do /bin/busybox sleep 0.05; done; echo finishing; exit 42",
+    );
+    s.mounts = vec![skiff_runtime::Mount {
+        source: gate.into(),
+        destination: "/gate".into(),
+        read_only: true,
+    }];
+    rt.create(&s).await.expect("create");
+    rt.start(&s.id).await.expect("start");
+    conformance::wait_for_log(&rt, &s.id, "started").await;
+    println!("helper-ready");
+    // Waits like an agent would, until killed.
+    let _ = rt.wait(&s.id).await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_with_sigkill() {
+    use std::io::BufRead;
+    let Some(env) = Env::new() else { return };
+    let id = format!("sigkill-{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let gate = env._dir.path().join("gate");
+    std::fs::create_dir(&gate).expect("gate");
+    let args = [
+        env.root.to_str().expect("utf8"),
+        env.images.root().to_str().expect("utf8"),
+        &id,
+        gate.to_str().expect("utf8"),
+    ]
+    .join("\n");
+    let mut agent = std::process::Command::new(std::env::current_exe().expect("test exe"))
+        .args(["agent_helper", "--exact", "--ignored", "--nocapture"])
+        .env(HELPER_ENV, args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("helper agent");
+    // Killed on every path out of here, like the agent in the e2e tests.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = agent.stdout.take().expect("stdout");
+    let mut agent = Kill(agent);
+    let ready = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == "helper-ready")
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("helper ready in time")
+        .expect("reader");
+    assert!(ready, "helper agent exited before its container ran");
+    let pid = env.rt.status(&id).await.expect("status").pid.expect("pid");
+    agent.0.kill().expect("SIGKILL the agent");
+    agent.0.wait().expect("reap the agent");
+
+    // The container outlived its agent and is adopted; then it exits with nobody watching.
+    let st = env.rt.status(&id).await.expect("status");
+    assert_eq!((st.state, st.pid), (ContainerState::Running, Some(pid)));
+    std::fs::write(gate.join("go"), "").expect("open the gate");
+    let st = tokio::time::timeout(Duration::from_secs(20), env.rt.wait(&id))
+        .await
+        .expect("exit in time")
+        .expect("wait");
+    assert_eq!(st.exit_code, Some(42));
+    assert_eq!(log_lines(&env.rt, &id), ["started", "finishing"]);
+    env.rt.remove(&id).await.expect("remove");
+    assert!(env.rt.leftovers(&id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_start_once() {
+    let Some(env) = Env::new() else { return };
+    let s = spec(
+        &format!("twice-{:06x}", rand::random::<u32>() & 0xff_ffff),
+        "echo once; /bin/busybox sleep 1000 & wait",
+    );
+    env.rt.create(&s).await.expect("create");
+    let (a, b) = tokio::join!(env.rt.start(&s.id), env.rt.start(&s.id));
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    conformance::wait_for_log(&env.rt, &s.id, "once").await;
+    assert_eq!(
+        env.rt.status(&s.id).await.expect("status").state,
+        ContainerState::Running
+    );
+    env.rt.remove(&s.id).await.expect("remove");
+    assert!(env.rt.leftovers(&s.id).is_empty());
 }

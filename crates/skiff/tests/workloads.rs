@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use skiff_runtime::binimage::{ImageConfig, image_from_binary};
-use skiff_runtime::testimages::TestImage;
+use skiff_runtime::testimages::{Layer, TestImage};
 use skiff_testkit::{TestCluster, wait_for};
 
 const DEPLOYMENT: &str = include_str!("../../../examples/ml-api/deployment.yaml");
@@ -56,9 +56,17 @@ fn import_images(cluster: &TestCluster) {
         .expect("building the ml-api image");
         archives.push(archive);
     }
+    // busybox with the applets the steps use linked into /bin, like the real image.
+    let mut tools = Layer::new();
+    for applet in [
+        "env", "wget", "nslookup", "head", "tail", "sleep", "cat", "echo", "ls", "hostname",
+    ] {
+        tools = tools.symlink(&format!("bin/{applet}"), "busybox");
+    }
     archives.push(
         TestImage::busybox("busybox:latest")
             .expect("busybox image")
+            .layer(tools)
             .cmd(&["sh"])
             .oci_archive()
             .expect("busybox archive"),
@@ -191,6 +199,145 @@ fn wait_ready(cluster: &TestCluster, selector: &str, n: usize, timeout: Duration
     });
 }
 
+/// The pods of the later steps: a memory hog (32 MiB limit), a crasher, a pod whose output
+/// is followed, and one with ConfigMap and Secret values in its environment.
+const LAB: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: model-config, namespace: lab}
+data: {MODEL_NAME: iris}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: api-secret, namespace: lab}
+stringData: {API_KEY: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog, namespace: lab}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "head -c 400m /dev/zero | tail"]
+    resources: {limits: {memory: 32Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher, namespace: lab}
+spec:
+  containers:
+  - name: crasher
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo failing; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker, namespace: lab}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo one; sleep 2; echo two"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: envpod, namespace: lab}
+spec:
+  containers:
+  - name: shell
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    envFrom:
+    - configMapRef: {name: model-config}
+    env:
+    - name: API_KEY
+      valueFrom: {secretKeyRef: {name: api-secret, key: API_KEY}}
+"#;
+
+/// Host PIDs of a running pod's container, from its cgroup.
+fn container_pids(pod: &serde_json::Value) -> Vec<u32> {
+    let uid = pod["metadata"]["uid"].as_str().expect("uid");
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|c| c.split("://").nth(1))
+        .expect("containerID");
+    let procs = format!("/sys/fs/cgroup/pids/skiff/pod{uid}/{id}/cgroup.procs");
+    std::fs::read_to_string(&procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// `kubectl port-forward pod/<name> <local>:8080`, then GET /health through it.
+fn port_forward_works(cluster: &TestCluster, pod: &str) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = cluster
+        .kubectl_cmd()
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{port}:8080"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let addr = format!("127.0.0.1:{port}");
+    let got = wait_for(Duration::from_secs(20), "port-forward answers", || {
+        predict(&addr).ok()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.0, "v1.0");
+}
+
+/// What the node left behind for pods `uids`: cgroups, mounts, namespaces, veths.
+fn leftovers(data: &Path, uids: &[String]) -> Vec<String> {
+    let mut left = Vec::new();
+    for uid in uids {
+        for ctl in ["memory", "cpu", "pids"] {
+            let dir = format!("/sys/fs/cgroup/{ctl}/skiff/pod{uid}");
+            if Path::new(&dir).exists() {
+                left.push(dir);
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let pods = data.join("pods").to_string_lossy().into_owned();
+    let oci = data.join("oci").to_string_lossy().into_owned();
+    let netns = data.join("netns").to_string_lossy().into_owned();
+    for mp in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if mp.starts_with(&pods) || mp.starts_with(&oci) || mp.starts_with(&format!("{netns}/")) {
+            left.push(format!("mount {mp}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(data.join("netns")) {
+        for e in entries.flatten() {
+            left.push(format!("netns {}", e.path().display()));
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "master", "skt0"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for l in links.lines() {
+        left.push(format!("interface {l}"));
+    }
+    left
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("writing manifest");
@@ -231,6 +378,9 @@ fn ml_api_lesson() {
 
     // 1. apply; 3/3 Running with IPs and the node; /predict through the LoadBalancer.
     cluster.kubectl_ok(&["apply", "-f", &deployment, "-f", &service]);
+    // Pods of later steps that take their time (back-off) start now, in their own namespace.
+    cluster.kubectl_ok(&["create", "namespace", "lab"]);
+    cluster.apply(LAB);
     wait_ready(&cluster, "app=ml-api", 3, Duration::from_secs(60));
     let wide = cluster.kubectl_ok(&["get", "pods", "-o", "wide"]);
     assert_eq!(wide.matches("Running").count(), 3, "{wide}");
@@ -328,13 +478,148 @@ fn ml_api_lesson() {
         "replacement ready after {replaced_in:?}"
     );
 
-    // 10 (partial). Deleting the manifests leaves no pods behind.
+    // 5b. kill -9 of a container's process: restarted, RESTARTS 1.
+    let pod = ready_pods(&cluster, "app=ml-api")[0].clone();
+    let name = pod["metadata"]["name"].as_str().expect("name").to_string();
+    let pids = container_pids(&pod);
+    assert!(!pids.is_empty(), "no process found for {name}");
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "RESTARTS 1 and ready again",
+        || {
+            let p = cluster.get_json(&["pod", &name]);
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["restartCount"] == 1 && cs["ready"] == true).then_some(())
+        },
+    );
+    let row = cluster.kubectl_ok(&["get", "pod", &name, "--no-headers"]);
+    assert!(
+        row.split_whitespace().nth(3) == Some("1"),
+        "RESTARTS column: {row}"
+    );
+
+    // OOMKilled past the memory limit; CrashLoopBackOff with a growing delay.
+    let oom = wait_for(Duration::from_secs(60), "OOMKilled", || {
+        let p = cluster.get_json(&["pod", "hog", "-n", "lab"]);
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        (t["reason"] == "OOMKilled").then(|| t.clone())
+    });
+    assert_eq!(oom["exitCode"], 137, "{oom}");
+    wait_for(Duration::from_secs(90), "CrashLoopBackOff at 20 s", || {
+        let p = cluster.get_json(&["pod", "crasher", "-n", "lab"]);
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "CrashLoopBackOff"
+            && w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("back-off 20s")))
+        .then_some(())
+    });
+    let events = cluster.kubectl_ok(&["get", "events", "-n", "lab"]);
+    assert!(events.contains("BackOff"), "{events}");
+
+    // 6. logs, logs -f, describe with events, exec showing ConfigMap/Secret values,
+    //    port-forward.
+    let logs = cluster.kubectl_ok(&["logs", &name]);
+    assert!(logs.contains("listening on 0.0.0.0:8080"), "{logs}");
+    let follow = cluster.kubectl_ok(&["logs", "-f", "talker", "-n", "lab"]);
+    assert_eq!(follow, "one\ntwo\n");
+    let describe = cluster.kubectl_ok(&["describe", "pod", &name]);
+    for needle in ["Events:", "Scheduled", "Started", "Node:", "IP:"] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle}: {describe}"
+        );
+    }
+    wait_for(Duration::from_secs(30), "env pod running", || {
+        let p = cluster.get_json(&["pod", "envpod", "-n", "lab"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let env = cluster.kubectl_ok(&["exec", "envpod", "-n", "lab", "--", "env"]);
+    assert!(env.contains("MODEL_NAME=iris"), "{env}");
+    assert!(env.contains("API_KEY=s3cret"), "{env}");
+    port_forward_works(&cluster, &name);
+
+    // 7. a pod resolves the Service by DNS and calls it by its ClusterIP.
+    let svc = cluster.get_json(&["service", "ml-api-service"]);
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let lookup = cluster.kubectl_ok(&[
+        "exec",
+        "envpod",
+        "-n",
+        "lab",
+        "--",
+        "nslookup",
+        "ml-api-service.default.svc.cluster.local",
+    ]);
+    assert!(lookup.contains(&cluster_ip), "{lookup}");
+    let answer = cluster.kubectl_ok(&[
+        "exec",
+        "envpod",
+        "-n",
+        "lab",
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "--header",
+        "Content-Type: application/json",
+        "--post-data",
+        r#"{"features":[1,2,3]}"#,
+        "http://ml-api-service.default/predict",
+    ]);
+    assert!(answer.contains(r#""prediction":6"#), "{answer}");
+
+    // 8. a NodePort Service answers on 127.0.0.1:<nodePort>.
+    cluster.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "ml-api",
+        "--name",
+        "ml-api-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "8080",
+    ]);
+    let np = cluster.get_json(&["service", "ml-api-np"]);
+    let node_port = np["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .expect("nodePort");
+    let (version, _) = wait_for(Duration::from_secs(20), "an answer on the NodePort", || {
+        predict(&format!("127.0.0.1:{node_port}")).ok()
+    });
+    assert_eq!(version, "v1.0");
+
+    // 10. deleting everything leaves no process, mount, cgroup, namespace or interface.
+    let uids: Vec<String> = cluster.get_json(&["pods", "-A"])["items"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+        .collect();
     cluster.kubectl_ok(&["delete", "-f", &deployment, "-f", &service]);
-    wait_for(Duration::from_secs(60), "pods gone", || {
-        let all = cluster.get_json(&["pods"]);
+    cluster.kubectl_ok(&["delete", "service", "ml-api-np"]);
+    cluster.kubectl_ok(&["delete", "namespace", "lab", "--wait=false"]);
+    wait_for(Duration::from_secs(90), "pods gone", || {
+        let all = cluster.get_json(&["pods", "-A"]);
         all["items"]
             .as_array()
             .is_some_and(Vec::is_empty)
             .then_some(())
+    });
+    let data = cluster.data_dir().to_path_buf();
+    wait_for(Duration::from_secs(20), "nothing left on the host", || {
+        let left = leftovers(&data, &uids);
+        if !left.is_empty() {
+            eprintln!("still left: {left:?}");
+        }
+        left.is_empty().then_some(())
     });
 }

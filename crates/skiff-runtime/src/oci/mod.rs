@@ -9,11 +9,12 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -29,15 +30,19 @@ use state::{ExitRecord, Meta, ShimConfig};
 pub use shim::shim_main;
 pub use spec::ImageDefaults;
 
-/// How often `wait` looks at the exit file the shim writes.
+/// First poll interval of `wait` (and of `remove` waiting for a shim).
 const POLL: Duration = Duration::from_millis(20);
+/// Slowest poll of `wait`.
+const POLL_MAX: Duration = Duration::from_millis(250);
 /// How long `remove` waits for a killed container's shim to record the exit.
 const REMOVE_WAIT: Duration = Duration::from_secs(15);
 
 /// Configuration of the OCI runtime.
 #[derive(Debug, Clone)]
 pub struct OciConfig {
-    /// State directory (e.g. `/run/skiff/oci`); containers are adopted from it on restart.
+    /// State directory, e.g. `/var/lib/skiff/oci` (not a tmpfs: the containers' overlayfs
+    /// upper dirs live in it); containers are adopted from it on restart, and after a reboot
+    /// its leftovers report as exited (the boot id differs) until removed.
     pub root: PathBuf,
     /// The `runc` binary.
     pub runc: PathBuf,
@@ -45,6 +50,9 @@ pub struct OciConfig {
     /// executable with `shim` (the `skiff shim <dir>` subcommand calling [`shim_main`]).
     pub shim: PathBuf,
     pub shim_args: Vec<OsString>,
+    /// Container log rotation (kubelet defaults: 10 MiB, 5 files); `None` = never rotate.
+    pub log_max_bytes: Option<u64>,
+    pub log_max_files: u32,
 }
 
 impl OciConfig {
@@ -55,6 +63,8 @@ impl OciConfig {
             runc: runc.into(),
             shim,
             shim_args,
+            log_max_bytes: Some(state::DEFAULT_LOG_MAX_BYTES),
+            log_max_files: state::DEFAULT_LOG_MAX_FILES,
         }
     }
 
@@ -75,6 +85,28 @@ pub struct OciRuntime {
 struct Inner {
     cfg: OciConfig,
     images: ImageStore,
+    /// Ids whose `create` runs in this process right now.
+    creating: Mutex<HashSet<String>>,
+}
+
+/// Claim on an id being created, released on drop.
+struct Creating<'a>(&'a Mutex<HashSet<String>>, String);
+
+impl<'a> Creating<'a> {
+    fn claim(set: &'a Mutex<HashSet<String>>, id: &str) -> Option<Self> {
+        let mut ids = set.lock().unwrap_or_else(|p| p.into_inner());
+        ids.insert(id.to_string())
+            .then(|| Creating(set, id.to_string()))
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 impl OciRuntime {
@@ -88,6 +120,18 @@ impl OciRuntime {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
         }
+        // The default shim is this executable's `shim` subcommand. A cargo test binary has
+        // none: it would take `shim` for a test filter and run tests recursively.
+        let in_test_binary = std::env::current_exe().is_ok_and(|exe| {
+            exe == cfg.shim && exe.parent().and_then(Path::file_name) == Some("deps".as_ref())
+        });
+        if in_test_binary {
+            return Err(RuntimeError::InvalidSpec(
+                "no shim configured (this is a test binary without a `shim` subcommand): \
+                 use OciConfig::with_shim with the skiff or skiff-shim binary"
+                    .into(),
+            ));
+        }
         if !cfg.runc.exists() {
             return Err(RuntimeError::io(
                 format!("runc at {}", cfg.runc.display()),
@@ -95,7 +139,11 @@ impl OciRuntime {
             ));
         }
         Ok(OciRuntime {
-            inner: Arc::new(Inner { cfg, images }),
+            inner: Arc::new(Inner {
+                cfg,
+                images,
+                creating: Mutex::new(HashSet::new()),
+            }),
         })
     }
 
@@ -207,11 +255,20 @@ impl Inner {
         if spec.command.is_empty() && spec.args.is_empty() {
             return Err(RuntimeError::InvalidSpec("no command".into()));
         }
+        let Some(_claim) = Creating::claim(&self.creating, &spec.id) else {
+            return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+        };
         let dir = self.dir(&spec.id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+                if dir.join(state::META).exists() {
+                    return Err(RuntimeError::AlreadyExists(spec.id.clone()));
+                }
+                // Left by a create interrupted before it recorded anything (the agent died):
+                // nobody else knows it, so clear it and start over.
+                self.teardown(&spec.id, &dir)?;
+                std::fs::create_dir(&dir).map_err(io(format!("creating {}", dir.display())))?;
             }
             Err(e) => return Err(RuntimeError::io(format!("creating {}", dir.display()), e)),
         }
@@ -248,6 +305,8 @@ impl Inner {
             runc: self.cfg.runc.clone(),
             runc_root: self.cfg.root.join("runc"),
             cgroup_path: cgroup_path.clone(),
+            log_max_bytes: self.cfg.log_max_bytes,
+            log_max_files: self.cfg.log_max_files,
         };
         state::write_atomic(&dir.join(state::SHIM_CONFIG), &to_json(&shim_cfg)?)
             .map_err(io("writing shim.json"))?;
@@ -256,6 +315,7 @@ impl Inner {
             image: spec.image.clone(),
             created_at_ns: state::now_ns(),
             cgroup_path,
+            boot_id: state::boot_id(),
         };
         state::write_atomic(&dir.join(state::META), &to_json(&meta)?)
             .map_err(io("writing meta.json"))?;
@@ -280,15 +340,31 @@ impl Inner {
     }
 
     fn shim_alive(&self, dir: &Path) -> bool {
-        state::read_pid(&dir.join(state::SHIM_PID)).is_some_and(state::alive)
+        self.pid_alive(dir, state::SHIM_PID)
+    }
+
+    /// Whether the process of a pid file lives; never after a reboot (the pid is reused).
+    fn pid_alive(&self, dir: &Path, pid_file: &str) -> bool {
+        let meta: Option<Meta> = state::read_json(&dir.join(state::META)).ok().flatten();
+        let same_boot = meta.is_none_or(|m| m.boot_id.is_empty() || m.boot_id == state::boot_id());
+        same_boot && state::read_pid(&dir.join(pid_file)).is_some_and(state::alive)
     }
 
     fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
         let dir = self.existing_dir(id)?;
-        let started = std::fs::read_to_string(dir.join(state::STARTED))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(state::from_ns);
+        let marker = dir.join(state::STARTED);
+        let started = match std::fs::read_to_string(&marker) {
+            Ok(s) => match s.trim().parse::<u64>() {
+                Ok(ns) => Some(state::from_ns(ns)),
+                // Caught between creation and write (see `start`).
+                Err(_) => Some(
+                    std::fs::metadata(&marker)
+                        .and_then(|m| m.modified())
+                        .unwrap_or_else(|_| std::time::SystemTime::now()),
+                ),
+            },
+            Err(_) => None,
+        };
         let mut st = ContainerStatus {
             id: id.to_string(),
             state: ContainerState::Created,
@@ -303,7 +379,7 @@ impl Inner {
         if exit.is_none() && !self.shim_alive(&dir) {
             // Look again: the shim may have written the file just before exiting.
             exit = self.exit_record(&dir)?;
-            let init_alive = state::read_pid(&dir.join(state::INIT_PID)).is_some_and(state::alive);
+            let init_alive = self.pid_alive(&dir, state::INIT_PID);
             if exit.is_none() && dir.join(state::SHIM_PID).exists() && !init_alive {
                 // The shim was killed and the container is gone too: nobody can learn the
                 // real exit any more. (While the container lives it is still reported as
@@ -349,9 +425,27 @@ impl Inner {
         let dir = self.dir(id);
         // Recorded first: a restarted agent must see a container that may be running as
         // started, never a running one as created.
+        // Created exclusively: of two concurrent starts, only one gets past here (the other
+        // must not remove the marker of a container the first one started).
         let marker = dir.join(state::STARTED);
-        state::write_atomic(&marker, state::now_ns().to_string().as_bytes())
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::InvalidState {
+                    id: id.to_string(),
+                    state: ContainerState::Running,
+                    action: "start",
+                });
+            }
+            Err(e) => return Err(RuntimeError::io("writing start time", e)),
+        };
+        std::io::Write::write_all(&mut f, state::now_ns().to_string().as_bytes())
             .map_err(io("writing start time"))?;
+        drop(f);
         if let Err(e) = self.runc_run(&["start", id]) {
             let _ = std::fs::remove_file(&marker);
             return Err(e);
@@ -536,7 +630,10 @@ impl Runtime for OciRuntime {
         self.blocking(move |i| i.kill(&id, signal)).await
     }
 
+    /// Polls the exit file the shim writes, quickly at first (short-lived containers, stop
+    /// escalation), then every 250 ms, so many waiting pods stay cheap.
     async fn wait(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let mut interval = POLL;
         loop {
             let st = self.status(id).await?;
             match (st.state, st.started_at) {
@@ -548,7 +645,10 @@ impl Runtime for OciRuntime {
                         action: "wait",
                     });
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => {
+                    tokio::time::sleep(interval).await;
+                    interval = (interval * 5 / 4).min(POLL_MAX);
+                }
             }
         }
     }

@@ -47,13 +47,12 @@ pub fn shim_main(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// Starts the daemon and relays its one-line verdict: `ok` or the error.
 fn launch(dir: &Path) -> i32 {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("shim: cannot find own executable: {e}");
-            return 1;
-        }
-    };
+    // Our own path names the daemon in `ps`; /proc/self/exe still runs when the binary was
+    // replaced on disk (an upgrade).
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -136,10 +135,7 @@ fn run(dir: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("writing shim pid: {e}"))?;
 
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(state::LOG))
+    let log = LogFile::open(dir.join(state::LOG), cfg.log_max_bytes, cfg.log_max_files)
         .map_err(|e| format!("opening container log: {e}"))?;
     let log = Arc::new(Mutex::new(log));
     let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -251,9 +247,69 @@ pub(crate) fn runc_error(log: &Path) -> Option<String> {
     })
 }
 
+/// The container log with size-based rotation like the kubelet's (`containerLogMaxSize`,
+/// `containerLogMaxFiles`): the full file becomes `container.log.1`, older ones shift up,
+/// and the oldest beyond the limit is deleted. Readers follow the current file.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: Option<u64>,
+    /// Files kept in all, the current one included.
+    max_files: u32,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, max_bytes: Option<u64>, max_files: u32) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path,
+            file,
+            size,
+            max_bytes,
+            max_files: max_files.max(1),
+        })
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn write(&mut self, record: &[u8]) {
+        if let Some(max) = self.max_bytes
+            && self.size > 0
+            && self.size + record.len() as u64 > max
+        {
+            let _ = self.rotate();
+        }
+        // A full disk must not kill the container; the output is lost, as with the kubelet.
+        if self.file.write_all(record).is_ok() {
+            self.size += record.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.max_files == 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(self.rotated(self.max_files - 1));
+        for n in (1..self.max_files - 1).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        *self = LogFile::open(self.path.clone(), self.max_bytes, self.max_files)?;
+        Ok(())
+    }
+}
+
 /// Copies one output stream into the log, one CRI record per line (blocking twin of
 /// [`crate::logs`]' async pump).
-fn pump(reader: impl Read, stream: Stream, log: &Mutex<File>) {
+fn pump(reader: impl Read, stream: Stream, log: &Mutex<LogFile>) {
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {
@@ -270,9 +326,7 @@ fn pump(reader: impl Read, stream: Stream, log: &Mutex<File>) {
             None => (&buf[..], buf.len() == MAX_RECORD),
         };
         let record = format_record(chrono::Utc::now(), stream, partial, text);
-        let mut file = log.lock().unwrap_or_else(|p| p.into_inner());
-        // A full disk must not kill the container; the output is lost, as with the kubelet.
-        let _ = file.write_all(&record);
+        log.lock().unwrap_or_else(|p| p.into_inner()).write(&record);
     }
 }
 
@@ -297,7 +351,7 @@ mod tests {
     fn pump_writes_cri_records() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let log = Mutex::new(File::create(&path).expect("log"));
+        let log = Mutex::new(LogFile::open(path.clone(), None, 5).expect("log"));
         pump(&b"one\ntwo"[..], Stream::Stderr, &log);
         let text = std::fs::read_to_string(&path).expect("read");
         let recs: Vec<(Stream, bool, String)> = text
@@ -312,6 +366,30 @@ mod tests {
                 (Stream::Stderr, false, "two".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn logs_rotate_by_size_keeping_max_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("container.log");
+        let mut log = LogFile::open(path.clone(), Some(100), 3).expect("log");
+        for i in 0..10u8 {
+            // 40-byte records: two fit in 100 bytes, the third rotates.
+            log.write(&[b'0' + i; 40]);
+        }
+        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+        assert_eq!(read(&path), [[b'8'; 40], [b'9'; 40]].concat());
+        assert_eq!(read(&log.rotated(1)), [[b'6'; 40], [b'7'; 40]].concat());
+        assert_eq!(read(&log.rotated(2)), [[b'4'; 40], [b'5'; 40]].concat());
+        assert!(!log.rotated(3).exists(), "more files kept than allowed");
+        // A record larger than the limit still gets written, alone.
+        log.write(&[b'x'; 150]);
+        assert_eq!(read(&path).len(), 150);
+
+        let mut single = LogFile::open(dir.path().join("one.log"), Some(50), 1).expect("log");
+        single.write(&[b'a'; 40]);
+        single.write(&[b'b'; 40]);
+        assert_eq!(read(&dir.path().join("one.log")), [b'b'; 40]);
     }
 
     #[test]

@@ -33,7 +33,21 @@ pub struct ShimConfig {
     pub runc_root: PathBuf,
     /// The container's cgroup, absolute from each controller's root.
     pub cgroup_path: String,
+    /// Rotate `container.log` beyond this size (`None`: never).
+    #[serde(default)]
+    pub log_max_bytes: Option<u64>,
+    /// Log files kept, the current one included.
+    #[serde(default = "default_log_max_files")]
+    pub log_max_files: u32,
 }
+
+fn default_log_max_files() -> u32 {
+    DEFAULT_LOG_MAX_FILES
+}
+
+/// The kubelet's defaults (`containerLogMaxSize`, `containerLogMaxFiles`).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 10 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 5;
 
 /// Written by the runtime at creation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +55,9 @@ pub struct Meta {
     pub image: String,
     pub created_at_ns: u64,
     pub cgroup_path: String,
+    /// The boot the container was created in: after a reboot, recorded pids mean nothing.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// How the main process ended, written once by the shim.
@@ -54,6 +71,13 @@ pub struct ExitRecord {
     /// Why the exit is not the process's own (e.g. the shim was lost), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`); empty if unreadable.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 pub fn now_ns() -> u64 {
