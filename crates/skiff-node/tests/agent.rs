@@ -144,6 +144,17 @@ impl Env {
             .collect()
     }
 
+    /// Waits for an event about pod `pod` with `reason` whose message satisfies `pred`
+    /// (events are written in the background).
+    async fn event(&self, pod: &str, reason: &str, pred: impl Fn(&str) -> bool) -> Event {
+        wait_for(&format!("{reason} event for {pod}"), || async {
+            self.events_of(pod).await.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason) && pred(e.message.as_deref().unwrap_or(""))
+            })
+        })
+        .await
+    }
+
     async fn stop(mut self) {
         // Pods first, so no process outlives the test.
         let pods = self
@@ -253,6 +264,13 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let p = path.display().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
 }
 
 fn pid_alive(pid: &str) -> bool {
@@ -380,7 +398,8 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
                 }],
                 "volumes": [
                     {"name": "conf", "configMap": {"name": "settings", "items": [{"key": "model.conf", "path": "model.conf"}]}},
-                    {"name": "scratch", "emptyDir": {}}
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
                 ]
             }}),
         ))
@@ -443,20 +462,35 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
     );
     assert!(!vol.join("conf/greeting").exists(), "only the listed items");
     assert!(vol.join("scratch").is_dir());
+    let mem = vol.join("mem");
+    assert!(mounted(&mem), "emptyDir medium Memory is a tmpfs");
+
+    // What the streaming server asks the agent.
+    let lookup = env.agent.as_ref().expect("agent").lookup();
+    let c = lookup
+        .container("default", "web", None, false)
+        .expect("lookup");
+    assert_eq!(c.id, format!("{uid}_main_0"));
+    assert_eq!(lookup.pod_netns("default", "web").expect("netns"), None);
+    assert!(matches!(
+        lookup.container("default", "web", Some("nope"), false),
+        Err(skiff_node::streams::StreamError::BadRequest(_))
+    ));
+    assert!(matches!(
+        lookup.container("default", "web", None, true),
+        Err(skiff_node::streams::StreamError::BadRequest(_))
+    ));
+    assert!(matches!(
+        lookup.container("default", "absent", None, false),
+        Err(skiff_node::streams::StreamError::NotFound(_))
+    ));
     let hosts = std::fs::read_to_string(env.dir.path().join("pods").join(&uid).join("etc-hosts"))
         .expect("hosts");
     assert!(hosts.contains("127.0.0.1\tweb"), "{hosts}");
 
-    let events = env.events_of("web").await;
-    let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
-    assert!(
-        reasons.contains(&"Created") && reasons.contains(&"Started"),
-        "{reasons:?}"
-    );
-    let started = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("Started"))
-        .expect("Started");
+    env.event("web", "Created", |m| m == "Created container: main")
+        .await;
+    let started = env.event("web", "Started", |_| true).await;
     assert_eq!(
         started.source.as_ref().and_then(|s| s.component.as_deref()),
         Some("kubelet")
@@ -491,13 +525,8 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
         !env.dir.path().join("pods").join(&uid).exists(),
         "pod directory left"
     );
-    let killing = env.events_of("web").await;
-    assert!(
-        killing
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Killing")
-                && e.message.as_deref() == Some("Stopping container main"))
-    );
+    env.event("web", "Killing", |m| m == "Stopping container main")
+        .await;
     env.stop().await;
 }
 
@@ -641,13 +670,15 @@ async fn crashing_container_backs_off_with_growing_delay() {
         delays.iter().all(|d| [100, 200, 400, 800].contains(d)),
         "{messages:?}"
     );
-    let events = env.events_of("crash").await;
-    assert!(events.iter().any(|e| {
-        e.reason.as_deref() == Some("BackOff")
-            && e.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("Back-off restarting failed container main"))
-    }));
+    let lookup = env.agent.as_ref().expect("agent").lookup();
+    let prev = lookup
+        .container("default", "crash", Some("main"), true)
+        .expect("previous");
+    assert!(prev.id.starts_with(&format!("{uid}_main_")), "{}", prev.id);
+    env.event("crash", "BackOff", |m| {
+        m.starts_with("Back-off restarting failed container main")
+    })
+    .await;
     env.stop().await;
 }
 
@@ -689,16 +720,10 @@ async fn readiness_probe_toggles_ready() {
     std::fs::remove_file(www.join("ready")).expect("remove ready file");
     let p = ready("False").await;
     assert_eq!(status(&p)["containerStatuses"][0]["ready"], false);
-    let events = env.events_of("probed").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Unhealthy")
-                && e.message.as_deref().is_some_and(|m| m.starts_with(
-                    "Readiness probe failed: HTTP probe failed with statuscode: 404"
-                ))),
-        "{events:#?}"
-    );
+    env.event("probed", "Unhealthy", |m| {
+        m == "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    })
+    .await;
     std::fs::write(www.join("ready"), "ok").expect("ready file");
     ready("True").await;
 
@@ -723,6 +748,29 @@ async fn readiness_probe_toggles_ready() {
         (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
     })
     .await;
+
+    // The process runtime cannot exec: the probe is skipped with a warning, the pod is ready.
+    env.create_pod(pod_json(
+        "exec-probed",
+        "sleep 1000",
+        json!({"spec": {"containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["/bin/busybox", "sleep", "1000"],
+            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+        }]}}),
+    ))
+    .await;
+    wait_for("exec-probed ready", || async {
+        let p = env.pod("exec-probed").await?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    let e = env
+        .event("exec-probed", "ProbeWarning", |m| {
+            m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+        })
+        .await;
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
     env.stop().await;
 }
 
@@ -754,19 +802,14 @@ async fn liveness_failure_restarts_the_container() {
         st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
         143
     );
-    let events = env.events_of("unhealthy").await;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("Killing")
-            && e.message.as_deref()
-                == Some("Container main failed liveness probe, will be restarted")),
-        "{events:#?}"
-    );
-    assert!(events.iter().any(|e| {
-        e.reason.as_deref() == Some("Unhealthy")
-            && e.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("Liveness probe failed: dial tcp 127.0.0.1:"))
-    }));
+    env.event("unhealthy", "Killing", |m| {
+        m == "Container main failed liveness probe, will be restarted"
+    })
+    .await;
+    env.event("unhealthy", "Unhealthy", |m| {
+        m.starts_with("Liveness probe failed: dial tcp 127.0.0.1:")
+    })
+    .await;
     env.stop().await;
 }
 
@@ -920,9 +963,10 @@ async fn image_config_is_merged_and_pull_policies_are_honoured() {
         image_id.starts_with("docker.io/library/tool:v1@sha256:"),
         "{image_id}"
     );
-    let events = env.events_of("from-image").await;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Pulled")
-        && e.message.as_deref() == Some("Container image \"tool:v1\" already present on machine")));
+    env.event("from-image", "Pulled", |m| {
+        m == "Container image \"tool:v1\" already present on machine"
+    })
+    .await;
 
     for (name, policy, reason) in [
         ("never", "Never", "ErrImageNeverPull"),
