@@ -179,6 +179,9 @@ fn exit_of(st: &ContainerStatus) -> Exit {
     }
 }
 
+/// How long a postStart hook may take.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 type ExitMsg = (String, Result<ContainerStatus, String>);
 type ProbeMsg = (String, ProbeEvent);
 
@@ -967,6 +970,7 @@ impl Worker {
                     .recorder
                     .normal(&who, "Started", format!("Started container {name}"));
                 self.watch_instance(i);
+                self.post_start(i).await;
             }
             Err(e) => {
                 let m = e.to_string();
@@ -986,6 +990,57 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Runs the postStart hook; a failure kills the container (the restart policy decides).
+    async fn post_start(&mut self, i: usize) {
+        let Some(target) = self.target(i) else { return };
+        let Some(hook) = target
+            .container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+        else {
+            return;
+        };
+        let grace = self.grace_period(None);
+        let Err(e) = probe::run_hook(&hook, &target, POST_START_TIMEOUT).await else {
+            return;
+        };
+        let (name, init) = (self.slot(i).name.clone(), self.slot(i).init);
+        let who = self.involved(Some((&name, init)));
+        self.agent.recorder.warning(
+            &who,
+            "FailedPostStartHook",
+            format!("PostStartHook failed: {e}"),
+        );
+        self.agent.recorder.normal(
+            &who,
+            "Killing",
+            format!("FailedPostStartHook: container {name} will be restarted"),
+        );
+        let runtime = self.agent.runtime.clone();
+        let id = target.container_id.clone();
+        tokio::spawn(async move {
+            let _ = runtime.stop(&id, grace).await;
+        });
+    }
+
+    /// Where probes and hooks of container `i`'s current instance go.
+    fn target(&self, i: usize) -> Option<probe::Target> {
+        let id = self.slot(i).current.as_ref()?.id.clone();
+        Some(probe::Target {
+            pod_ip: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.ip)
+                .unwrap_or(self.agent.config.host_ip()),
+            runtime: self.agent.runtime.clone(),
+            container_id: id,
+            container: self.container(i)?,
+            initially_ready: self.slot(i).ready,
+            initially_started: self.slot(i).started,
+        })
     }
 
     /// Starts the exit waiter and the probes of container `i`'s running instance.
@@ -1100,12 +1155,20 @@ impl Worker {
                     format!("Container {name} failed {what} probe, will be restarted"),
                 );
                 let grace = self.grace_period(None);
-                let runtime = self.agent.runtime.clone();
-                let id = id.to_string();
+                let Some(target) = self.target(i) else { return };
+                let recorder = self.agent.recorder.clone();
                 // The exit arrives through the waiter, and the restart policy decides.
                 tokio::spawn(async move {
-                    if let Err(e) = runtime.stop(&id, grace).await {
-                        tracing::warn!(%id, error = %e, "stopping an unhealthy container");
+                    let (hook, stopped) = probe::kill_container(&target, grace).await;
+                    if let Some(e) = hook {
+                        recorder.warning(
+                            &who,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: {e}"),
+                        );
+                    }
+                    if let Err(e) = stopped {
+                        tracing::warn!(id = %target.container_id, error = %e, "stopping an unhealthy container");
                     }
                 });
                 self.slot_mut(i).ready = false;
@@ -1452,9 +1515,21 @@ impl Worker {
                     "Killing",
                     format!("Stopping container {name}"),
                 );
-                let rt = runtime.clone();
+                let Some(target) = self.target(i) else {
+                    continue;
+                };
+                let recorder = self.agent.recorder.clone();
+                let who = self.involved(Some((&name, init)));
                 stops.push(async move {
-                    match rt.stop(&id, grace).await {
+                    let (hook, stopped) = probe::kill_container(&target, grace).await;
+                    if let Some(e) = hook {
+                        recorder.warning(
+                            &who,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: {e}"),
+                        );
+                    }
+                    match stopped {
                         Ok(st) => Some((id, st)),
                         Err(e) => {
                             tracing::warn!(%id, error = %e, "stopping a container");

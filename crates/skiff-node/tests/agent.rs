@@ -1054,3 +1054,75 @@ async fn init_containers_run_in_order_before_app_containers() {
     assert_eq!(condition(&p, "Initialized").as_deref(), Some("False"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_run_after_start_and_before_sigterm() {
+    let env = Env::start().await;
+    // The hooks call back into the test: it records which paths arrive, in order.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(path) = req.split_whitespace().nth(1) {
+                seen2.lock().expect("seen").push(path.to_string());
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let scratch = env.scratch("hooks");
+    let script = format!(
+        "trap 'echo term > {d}/term; exit 0' TERM; while true; do /bin/busybox sleep 0.1; done",
+        d = scratch.display()
+    );
+    env.create_pod(pod_json(
+        "hooked",
+        &script,
+        json!({"spec": {"containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["/bin/busybox", "sh", "-c", script],
+            "lifecycle": {
+                "postStart": {"httpGet": {"path": "/started", "port": port, "host": "127.0.0.1"}},
+                "preStop": {"httpGet": {"path": "/draining", "port": port, "host": "127.0.0.1"}}
+            }
+        }]}}),
+    ))
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("hooked").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    assert_eq!(*seen.lock().expect("seen"), vec!["/started".to_string()]);
+    assert!(!scratch.join("term").exists());
+    env.pods()
+        .delete("hooked", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("pod removed", || async {
+        env.pod("hooked").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        vec!["/started".to_string(), "/draining".to_string()]
+    );
+    assert!(
+        scratch.join("term").exists(),
+        "SIGTERM after the preStop hook"
+    );
+    server.abort();
+    env.stop().await;
+}
