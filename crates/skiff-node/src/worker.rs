@@ -207,6 +207,7 @@ pub(crate) struct Worker {
     status_retry: Option<Instant>,
     prepare_retry: Option<Instant>,
     prepare_error: Option<String>,
+    volumes_resync: Option<Instant>,
     warned: HashSet<String>,
     /// The pod had finished before this worker started: its status is history, not ours.
     frozen: bool,
@@ -341,6 +342,7 @@ impl Worker {
             status_retry: None,
             prepare_retry: None,
             prepare_error: None,
+            volumes_resync: None,
             warned: HashSet::new(),
             frozen: terminal.is_some(),
             exit_tx,
@@ -396,13 +398,6 @@ impl Worker {
             self.transition(Stage::Finished);
         }
         self.publish_view();
-        // Adopted running instances need their exit waiters and probes again.
-        for i in 0..self.inits.len() + self.apps.len() {
-            let running = self.slot(i).running();
-            if running {
-                self.watch_instance(i);
-            }
-        }
         loop {
             let gone = match &*rx.borrow_and_update() {
                 PodUpdate::Present(p) => {
@@ -474,6 +469,7 @@ impl Worker {
             .filter_map(|s| s.retry_at)
             .chain(self.prepare_retry)
             .chain(self.status_retry)
+            .chain(self.volumes_resync.filter(|_| self.terminal.is_none()))
             .min()
     }
 
@@ -493,7 +489,16 @@ impl Worker {
                 Ok(()) => {
                     self.prepare_retry = None;
                     self.prepare_error = None;
+                    self.volumes_resync =
+                        Some(Instant::now() + self.agent.config.volume_resync_interval);
                     self.transition(Stage::Creating);
+                    // Adopted running instances need their exit waiters and probes again,
+                    // now that the pod IP is known.
+                    for i in 0..self.inits.len() + self.apps.len() {
+                        if self.slot(i).running() && self.slot(i).waiter.is_none() {
+                            self.watch_instance(i);
+                        }
+                    }
                 }
                 Err((reason, message)) => {
                     if self.prepare_error.as_deref() != Some(message.as_str()) {
@@ -506,6 +511,9 @@ impl Worker {
                     return;
                 }
             }
+        }
+        if self.volumes_resync.is_some_and(|t| Instant::now() >= t) {
+            self.resync_volumes().await;
         }
         if !self.initialized {
             self.sync_inits().await;
@@ -535,6 +543,20 @@ impl Worker {
         };
         if next != Stage::Creating || self.stage == Stage::Starting {
             self.transition(next);
+        }
+    }
+
+    /// Rewrites configMap, secret, downwardAPI and projected volumes from the current
+    /// objects, as the kubelet does periodically (files change atomically under the app).
+    async fn resync_volumes(&mut self) {
+        self.volumes_resync = Some(Instant::now() + self.agent.config.volume_resync_interval);
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip);
+        let root = self.agent.config.root_dir.clone();
+        let client = self.agent.client.clone();
+        let mut sources = Sources::new(&client, &self.namespace);
+        let facts = self.facts(pod_ip);
+        if let Err(e) = volumes::prepare(&root, &mut sources, &facts).await {
+            tracing::debug!(pod = %self.key(), error = %e, "refreshing volumes");
         }
     }
 

@@ -90,6 +90,7 @@ impl Env {
         c.backoff_base = Duration::from_millis(100);
         c.backoff_max = Duration::from_millis(800);
         c.retry_interval = Duration::from_millis(200);
+        c.volume_resync_interval = Duration::from_millis(300);
         c.pod_cidr = Some("10.42.0.0/24".into());
         c
     }
@@ -461,6 +462,20 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
         "threshold=0.5\n"
     );
     assert!(!vol.join("conf/greeting").exists(), "only the listed items");
+    // An updated ConfigMap reaches the running pod's volume.
+    let patch = json!({"data": {"model.conf": "threshold=0.9\n"}});
+    cms.patch(
+        "settings",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("update cm");
+    wait_for("volume refreshed", || async {
+        (std::fs::read_to_string(vol.join("conf/model.conf")).ok()? == "threshold=0.9\n")
+            .then_some(())
+    })
+    .await;
     assert!(vol.join("scratch").is_dir());
     let mem = vol.join("mem");
     assert!(mounted(&mem), "emptyDir medium Memory is a tmpfs");
