@@ -91,6 +91,8 @@ struct Instance {
     restart: u32,
     started_at: Option<SystemTime>,
     exit: Option<Exit>,
+    /// The spec image it runs (`None` for adopted instances: whatever the spec says).
+    image: Option<String>,
 }
 
 /// A container of the pod across its restarts.
@@ -108,6 +110,9 @@ struct Slot {
     seen_ran: bool,
     ready: bool,
     started: bool,
+    /// The spec changed under a running instance: it is being stopped and starts again
+    /// at once, whatever the restart policy.
+    respec: bool,
     image_id: String,
     probes: Option<JoinHandle<()>>,
     waiter: Option<JoinHandle<()>>,
@@ -257,6 +262,7 @@ impl Worker {
                 seen_ran,
                 ready: false,
                 started: false,
+                respec: false,
                 image_id,
                 probes: None,
                 waiter: None,
@@ -275,6 +281,7 @@ impl Worker {
                 restart,
                 started_at: st.started_at,
                 exit: (st.state == ContainerState::Exited).then(|| exit_of(st)),
+                image: None,
             };
             slot.current = mine.first().copied().map(instance);
             slot.previous = mine.get(1).copied().map(instance);
@@ -650,6 +657,9 @@ impl Worker {
 
     /// Whether an exited container of this slot is to run again.
     fn wants_restart(&self, i: usize, exit: &Exit) -> bool {
+        if self.slot(i).respec {
+            return true;
+        }
         let policy = self
             .spec()
             .restart_policy
@@ -669,6 +679,12 @@ impl Worker {
         let now = Instant::now();
         let slot = self.slot(i);
         if slot.running() {
+            self.check_spec_change(i);
+            return;
+        }
+        if slot.respec && slot.exited().is_some() {
+            self.slot_mut(i).respec = false;
+            self.start_instance(i).await;
             return;
         }
         if let Some(exit) = slot.exited().cloned() {
@@ -711,6 +727,39 @@ impl Worker {
             return;
         }
         self.start_instance(i).await;
+    }
+
+    /// A new image for a running container (e.g. `kubectl set image pod/...`): the kubelet
+    /// kills it and starts the new one.
+    fn check_spec_change(&mut self, i: usize) {
+        let slot = self.slot(i);
+        if slot.respec {
+            return;
+        }
+        let want = self.container(i).and_then(|c| c.image);
+        let have = slot.current.as_ref().and_then(|c| c.image.clone());
+        let (Some(want), Some(have)) = (want, have) else {
+            return;
+        };
+        if want == have {
+            return;
+        }
+        let (name, init) = (slot.name.clone(), slot.init);
+        let who = self.involved(Some((&name, init)));
+        self.agent.recorder.normal(
+            &who,
+            "Killing",
+            format!("Container {name} definition changed, will be restarted"),
+        );
+        let grace = self.grace_period(None);
+        if let Some(target) = self.target(i) {
+            tokio::spawn(async move {
+                let _ = probe::kill_container(&target, grace).await;
+            });
+        }
+        let s = self.slot_mut(i);
+        s.respec = true;
+        s.ready = false;
     }
 
     /// Sets a waiting reason and schedules another attempt.
@@ -964,6 +1013,7 @@ impl Worker {
             restart,
             started_at: Some(now),
             exit: None,
+            image: Some(image.clone()),
         };
         {
             let s = self.slot_mut(i);

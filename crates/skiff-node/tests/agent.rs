@@ -1141,3 +1141,41 @@ async fn lifecycle_hooks_run_after_start_and_before_sigterm() {
     server.abort();
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_image_restarts_the_container() {
+    let env = Env::start().await;
+    env.create_pod(pod_json(
+        "upgrade",
+        "while true; do /bin/busybox sleep 0.1; done",
+        json!({"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("upgrade").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    let patch = json!({"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}});
+    env.pods()
+        .patch(
+            "upgrade",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .expect("set image");
+    let p = wait_for("restarted with the new image", || async {
+        let p = env.pod("upgrade").await?;
+        let st = status(&p);
+        let cs = &st["containerStatuses"][0];
+        (cs["restartCount"] == 1 && cs["state"]["running"].is_object()).then_some(p)
+    })
+    .await;
+    assert_eq!(status(&p)["containerStatuses"][0]["image"], "busybox:1.37");
+    env.event("upgrade", "Killing", |m| {
+        m == "Container main definition changed, will be restarted"
+    })
+    .await;
+    env.stop().await;
+}
