@@ -1179,3 +1179,34 @@ async fn new_image_restarts_the_container() {
     .await;
     env.stop().await;
 }
+
+/// Create -> Ready latency of pods on this agent (process runtime, host network): a quick
+/// figure for the agent's own overhead. `cargo test -p skiff-node --test agent -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn pod_start_latency() {
+    let env = Env::start().await;
+    let n = 50;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let name = format!("lat-{i}");
+        let t = std::time::Instant::now();
+        env.create_pod(pod_json(
+            &name,
+            "exec /bin/busybox sleep 1000",
+            json!({"spec": {"terminationGracePeriodSeconds": 1}}),
+        ))
+        .await;
+        wait_for("Ready", || async {
+            let p = env.pod(&name).await?;
+            (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+        })
+        .await;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[n / 2];
+    let p99 = latencies[(n * 99 / 100).min(n - 1)];
+    println!("pod start latency over {n} pods: p50 {p50:?}, p99 {p99:?}");
+    env.stop().await;
+}
