@@ -326,6 +326,27 @@ async fn node_registers_with_capacity_and_renews_its_lease() {
         Some("10.42.0.0/24")
     );
 
+    // The node lifecycle controller marks a silent node Unknown; the agent corrects it
+    // on its next status check, not a minute later.
+    let unknown = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
+        "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}});
+    nodes
+        .patch_status(
+            NODE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&unknown),
+        )
+        .await
+        .expect("mark Unknown");
+    wait_for("Ready again", || async {
+        let n = nodes.get(NODE).await.ok()?;
+        let c = n.status?.conditions?;
+        c.iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-node-lease");
     let first = wait_for("lease", || async {
         let l = leases.get_opt(NODE).await.expect("get lease")?;
