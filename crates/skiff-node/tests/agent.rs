@@ -1231,3 +1231,41 @@ async fn pod_start_latency() {
     println!("pod start latency over {n} pods: p50 {p50:?}, p99 {p99:?}");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ignored_means_sigkill_after_the_grace_period() {
+    let env = Env::start().await;
+    let scratch = env.scratch("stubborn");
+    let script = format!(
+        "echo $$$$ > {}/pid; trap '' TERM; while true; do /bin/busybox sleep 0.1; done",
+        scratch.display()
+    );
+    env.create_pod(pod_json(
+        "stubborn",
+        &script,
+        json!({"spec": {"terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    let pid = wait_for("pid", || async {
+        std::fs::read_to_string(scratch.join("pid")).ok()
+    })
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("stubborn").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    let t = std::time::Instant::now();
+    env.pods()
+        .delete("stubborn", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("pod removed", || async {
+        env.pod("stubborn").await.is_none().then_some(())
+    })
+    .await;
+    // SIGTERM did nothing, so only SIGKILL at the end of the grace period ended it.
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(!pid_alive(&pid));
+    env.stop().await;
+}
