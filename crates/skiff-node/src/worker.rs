@@ -184,6 +184,9 @@ fn exit_of(st: &ContainerStatus) -> Exit {
     }
 }
 
+/// Longest grace period for the containers of a pod removed from the API without one.
+const GONE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a postStart hook may take.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1248,17 +1251,22 @@ impl Worker {
         }
     }
 
+    /// The grace period for stopping containers: the delete's, else the pod's
+    /// `terminationGracePeriodSeconds`. A pod already gone from the API (force-deleted)
+    /// gets at most [`GONE_GRACE`]: nobody waits for it any more.
     fn grace_period(&self, deleted: Option<&Pod>) -> Duration {
         let meta = deleted.map(|p| &p.metadata).unwrap_or(&self.pod.metadata);
-        let secs = meta
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
+        let spec = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
+        let secs = match (meta.deletion_grace_period_seconds, deleted) {
+            (Some(g), _) => g,
+            (None, Some(_)) => spec.min(GONE_GRACE.as_secs() as i64),
+            (None, None) => spec,
+        };
         Duration::from_secs(secs.max(0) as u64)
     }
 

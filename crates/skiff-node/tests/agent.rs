@@ -1267,5 +1267,38 @@ async fn sigterm_ignored_means_sigkill_after_the_grace_period() {
     // SIGTERM did nothing, so only SIGKILL at the end of the grace period ended it.
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
     assert!(!pid_alive(&pid));
+
+    // Force deletion (grace 0): the API forgets the pod at once; the agent still stops it,
+    // without waiting out the pod's 30 s.
+    std::fs::remove_file(scratch.join("pid")).expect("rm pid");
+    env.create_pod(pod_json(
+        "forced",
+        &script,
+        json!({"spec": {"terminationGracePeriodSeconds": 30}}),
+    ))
+    .await;
+    let pid = wait_for("pid", || async {
+        std::fs::read_to_string(scratch.join("pid")).ok()
+    })
+    .await;
+    let t = std::time::Instant::now();
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    env.pods()
+        .delete("forced", &force)
+        .await
+        .expect("force delete");
+    assert!(env.pod("forced").await.is_none());
+    wait_for("process killed", || async {
+        (!pid_alive(&pid)).then_some(())
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    wait_for("containers removed", || async {
+        env.runtime.list().await.ok()?.is_empty().then_some(())
+    })
+    .await;
     env.stop().await;
 }
