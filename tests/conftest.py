@@ -22,7 +22,7 @@ class Cluster:
     def __init__(self):
         self.dir = tempfile.TemporaryDirectory(prefix="skiff-py-")
         self.proc = subprocess.Popen(
-            [skiff_bin(), "up", "--port", "0", "--data-dir", self.dir.name],
+            [skiff_bin(), "up", "--port", "0", "--disable-agent", "--data-dir", self.dir.name],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         line = self.proc.stdout.readline()

@@ -192,6 +192,10 @@ fn subresources(r: &ResourceDef) -> Vec<(&'static str, &'static str, &'static st
     if r.kind == "Pod" {
         out.push(("binding", "Binding", "", "v1"));
         out.push(("eviction", "Eviction", "policy", "v1"));
+        out.push(("log", "Pod", "", "v1"));
+        out.push(("exec", "PodExecOptions", "", "v1"));
+        out.push(("attach", "PodAttachOptions", "", "v1"));
+        out.push(("portforward", "PodPortForwardOptions", "", "v1"));
     }
     out
 }
@@ -200,6 +204,8 @@ fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "finalize" => vec!["update"],
         "binding" | "eviction" => vec!["create"],
+        "log" => vec!["get"],
+        "exec" | "attach" | "portforward" => vec!["create", "get"],
         _ => vec!["get", "patch", "update"],
     }
 }

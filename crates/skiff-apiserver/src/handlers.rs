@@ -69,10 +69,16 @@ async fn dispatch(api: Arc<ApiServer>, req: Request) -> HandlerResult {
             "scale" => rp.def.scale,
             "finalize" => rp.def.kind == "Namespace",
             "binding" | "eviction" => rp.def.kind == "Pod" && rp.def.group.is_empty(),
+            s if crate::proxy::is_node_subresource(s) => {
+                rp.def.kind == "Pod" && rp.def.group.is_empty()
+            }
             _ => false,
         };
         if !ok {
             return Err(ApiError::NoRoute.into());
+        }
+        if crate::proxy::is_node_subresource(sub) {
+            return crate::proxy::serve(api, &rp, req).await;
         }
     }
     let output = request::negotiate(
@@ -143,7 +149,12 @@ fn verb_of(method: &Method, rp: &ResourcePath, query: &Query) -> Result<&'static
         ("GET", true) if query.flag("watch") => "watch",
         ("GET", true) => "get",
         ("POST", false) => "create",
-        ("POST", true) if matches!(rp.subresource.as_deref(), Some("binding" | "eviction")) => {
+        ("POST", true)
+            if matches!(
+                rp.subresource.as_deref(),
+                Some("binding" | "eviction" | "exec" | "attach" | "portforward")
+            ) =>
+        {
             "create"
         }
         ("PUT", true) => "update",

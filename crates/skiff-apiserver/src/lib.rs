@@ -7,6 +7,7 @@ pub mod auth;
 pub mod discovery;
 pub mod handlers;
 pub mod pki;
+pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod serve;
@@ -40,6 +41,10 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// Default and upper bound of watch duration when the client gives no `timeoutSeconds`.
     pub max_watch: Duration,
+    /// The client certificate presented to nodes for logs/exec/port-forward (CN
+    /// `kube-apiserver-kubelet-client`, see `Pki::issue_kubelet_client`); `None` answers
+    /// those subresources with 503.
+    pub kubelet_client: Option<pki::CertAndKey>,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +56,7 @@ impl Default for ApiConfig {
             max_body_bytes: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(10),
             max_watch: Duration::from_secs(1800),
+            kubelet_client: None,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct ApiServer {
     pub alloc_lock: tokio::sync::Mutex<()>,
     /// Encoded watch events shared by all watchers.
     pub watch_encoded: Arc<watch::EncodedEvents>,
+    /// TLS client configuration towards nodes, built from `config.kubelet_client` on first use.
+    kubelet_tls: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl ApiServer {
@@ -81,7 +89,21 @@ impl ApiServer {
             config,
             alloc_lock: tokio::sync::Mutex::new(()),
             watch_encoded: Arc::default(),
+            kubelet_tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The TLS client configuration for talking to nodes.
+    pub fn kubelet_tls(&self) -> Result<Arc<rustls::ClientConfig>, ApiError> {
+        let Some(cert) = &self.config.kubelet_client else {
+            return Err(ApiError::ServiceUnavailable {
+                message: "the API server has no client certificate for nodes".into(),
+            });
+        };
+        self.kubelet_tls
+            .get_or_init(|| proxy::kubelet_client_config(cert))
+            .clone()
+            .map_err(ApiError::internal)
     }
 }
 

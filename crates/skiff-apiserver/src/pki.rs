@@ -16,6 +16,13 @@ pub struct CertAndKey {
     pub key_pem: String,
 }
 
+impl std::fmt::Debug for CertAndKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("CertAndKey").finish_non_exhaustive()
+    }
+}
+
 /// The CA plus the serving certificate of the API server.
 #[derive(Clone)]
 pub struct Pki {
@@ -71,6 +78,15 @@ impl Pki {
     /// Issues a client certificate for `user` in `groups` (CN = user, O = groups), signed by the CA.
     pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<CertAndKey> {
         issue(&self.ca, user, groups, &[], false)
+    }
+
+    /// The API server's client certificate towards nodes (kube-apiserver's
+    /// `--kubelet-client-certificate`): CN `kube-apiserver-kubelet-client`, O `system:masters`.
+    pub fn issue_kubelet_client(&self) -> Result<CertAndKey> {
+        self.issue_client(
+            crate::proxy::KUBELET_CLIENT_CN,
+            &[crate::auth::SYSTEM_MASTERS],
+        )
     }
 }
 

@@ -48,6 +48,8 @@ impl Server {
         let spawned = Instant::now();
         let mut child = Command::new(skiff)
             .arg("up")
+            // The control-plane benchmark measures the API and store, not a node.
+            .arg("--disable-agent")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--port")

@@ -19,3 +19,34 @@ where
 {
     Client::new(service, "default")
 }
+
+/// Why a remote client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("invalid server URL {0:?}")]
+    Url(String),
+    #[error("the CA file holds no PEM certificate")]
+    NoCertificate,
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// A client for a remote API server at `server` (`https://host:port`) that trusts only the
+/// cluster CA `ca_pem` and authenticates with a bearer `token` (used by `skiff agent`).
+pub fn remote(server: &str, token: &str, ca_pem: &[u8]) -> Result<Client, RemoteError> {
+    let url: http::Uri = server
+        .parse()
+        .map_err(|_| RemoteError::Url(server.to_string()))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut &ca_pem[..])
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect();
+    if certs.is_empty() {
+        return Err(RemoteError::NoCertificate);
+    }
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(certs);
+    config.auth_info.token = Some(token.to_string().into());
+    config.default_namespace = "default".into();
+    Ok(Client::try_from(config)?)
+}

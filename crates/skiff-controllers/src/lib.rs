@@ -38,22 +38,51 @@
 //! - [`deployment`] — RollingUpdate (maxSurge/maxUnavailable, readiness, minReadySeconds) and
 //!   Recreate through ReplicaSets named `<deployment>-<pod-template-hash>`, revisions for
 //!   `kubectl rollout history/undo`, pause/resume/restart, progress deadline.
+//! - [`nodeipam`] — gives each Node a /24 pod subnet (`spec.podCIDR`) of the cluster CIDR;
+//!   started by skiff-server, which knows the CIDR.
+//! - [`endpoints`] — the core/v1 Endpoints of every Service with a selector: ready and
+//!   not-ready pod addresses, `targetPort` names resolved per pod; written only on change.
+//! - [`endpointslice`] — the discovery.k8s.io/v1 EndpointSlices of the same Services (100
+//!   endpoints a slice, `ready`/`serving`/`terminating` conditions), updated in place.
+//! - [`nodelifecycle`] — nodes without a heartbeat (Lease or Ready condition) for the grace
+//!   period become Ready=Unknown, not-ready/unreachable nodes are tainted, and pods on
+//!   NoExecute-tainted nodes are evicted when their tolerations run out.
 
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod resources;
+mod servicepods;
 mod workload;
 
 use skiff_client::Client;
 
-/// Starts every built-in controller; the handles stop them when aborted.
+/// Settings of the controllers that have any (the rest need none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub node_lifecycle: nodelifecycle::Config,
+}
+
+/// Starts every built-in controller with the default [`Config`]; the handles stop them
+/// when aborted.
 pub fn start_all(client: Client) -> Vec<tokio::task::JoinHandle<()>> {
+    start_with(client, Config::default())
+}
+
+/// Starts every built-in controller with `config`; the handles stop them when aborted.
+pub fn start_with(client: Client, config: Config) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         namespace::start(client.clone()),
         garbagecollector::start(client.clone()),
         replicaset::start(client.clone()),
-        deployment::start(client),
+        deployment::start(client.clone()),
+        endpoints::start(client.clone()),
+        endpointslice::start(client.clone()),
+        nodelifecycle::start_with(client, config.node_lifecycle),
     ]
 }

@@ -6,6 +6,7 @@
 //! - [`worker`]: the pod lifecycle state machine; [`probe`], [`backoff`], [`env`],
 //!   [`volumes`], [`resources`] are its parts; [`events`] reports, [`node`] heartbeats.
 //! - [`streams`]: the seam between the agent's pod bookkeeping and its streaming server.
+//! - [`server`]: the streaming HTTPS server (logs, exec, port-forward) the API server calls.
 
 pub mod agent;
 pub mod backoff;
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod node;
 pub mod probe;
 pub mod resources;
+pub mod server;
 pub mod streams;
 pub mod volumes;
 pub mod worker;

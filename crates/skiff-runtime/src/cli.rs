@@ -29,6 +29,29 @@ pub enum ImagesCommand {
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
+    /// Build an image of one host program and the shared libraries it loads (no Docker needed):
+    /// `skiff images build-binary ./ml-api --tag ml-api:v1 --port 8080 --import`.
+    BuildBinary {
+        /// The program; it goes to /usr/bin/<name> and is the entrypoint.
+        binary: PathBuf,
+        #[arg(long)]
+        tag: String,
+        /// `KEY=value` in the image config (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Exposed TCP port (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+        /// Default arguments (the image's Cmd).
+        #[arg(last = true)]
+        args: Vec<String>,
+        /// Archive to write (`-` is standard output).
+        #[arg(short, long, default_value = "-", conflicts_with = "import")]
+        output: String,
+        /// Import the image into this node's store instead of writing an archive.
+        #[arg(long)]
+        import: bool,
+    },
 }
 
 /// Runs an images subcommand against the store at `root`, printing to stdout.
@@ -76,26 +99,69 @@ pub fn run_images(root: &Path, cmd: ImagesCommand) -> anyhow::Result<()> {
             let exe = std::env::current_exe()?;
             let archive = crate::binimage::serve_image(&tag, &exe, &ort)
                 .map_err(|e| anyhow::anyhow!("building {tag}: {e}"))?;
-            if import {
-                for image in store.import(archive.as_slice())? {
-                    for r in image.references {
-                        writeln!(out, "Loaded image: {r}")?;
-                    }
-                }
-            } else if output == "-" {
-                if std::io::IsTerminal::is_terminal(&out) {
-                    anyhow::bail!("refusing to write an image archive to a terminal: use -o FILE");
-                }
-                out.write_all(&archive)?;
-            } else {
-                std::fs::write(&output, &archive)
-                    .map_err(|e| anyhow::anyhow!("writing {output}: {e}"))?;
-                eprintln!(
-                    "Wrote {tag} to {output} ({})",
-                    human_size(archive.len() as u64)
-                );
+            emit(&store, &mut out, &tag, archive, &output, import)?;
+        }
+        ImagesCommand::BuildBinary {
+            binary,
+            tag,
+            env,
+            ports,
+            args,
+            output,
+            import,
+        } => {
+            if let Some(bad) = env.iter().find(|e| !e.contains('=')) {
+                anyhow::bail!("--env {bad:?}: expected KEY=value");
+            }
+            let name = binary
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow::anyhow!("{} names no file", binary.display()))?;
+            let mut env = env;
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.push(format!("PATH={}", crate::process::DEFAULT_PATH));
+            }
+            let config = crate::binimage::ImageConfig {
+                entrypoint: vec![format!("/usr/bin/{name}")],
+                cmd: args,
+                env,
+                exposed_ports: ports.iter().map(|p| format!("{p}/tcp")).collect(),
+                working_dir: Some("/".into()),
+            };
+            let archive = crate::binimage::image_from_binary(&tag, &binary, &[], config)
+                .map_err(|e| anyhow::anyhow!("building {tag}: {e}"))?;
+            emit(&store, &mut out, &tag, archive, &output, import)?;
+        }
+    }
+    Ok(())
+}
+
+/// Imports a built image archive, or writes it to `output` (`-` = standard output).
+fn emit(
+    store: &ImageStore,
+    out: &mut std::io::StdoutLock<'_>,
+    tag: &str,
+    archive: Vec<u8>,
+    output: &str,
+    import: bool,
+) -> anyhow::Result<()> {
+    if import {
+        for image in store.import(archive.as_slice())? {
+            for r in image.references {
+                writeln!(out, "Loaded image: {r}")?;
             }
         }
+    } else if output == "-" {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!("refusing to write an image archive to a terminal: use -o FILE");
+        }
+        out.write_all(&archive)?;
+    } else {
+        std::fs::write(output, &archive).map_err(|e| anyhow::anyhow!("writing {output}: {e}"))?;
+        eprintln!(
+            "Wrote {tag} to {output} ({})",
+            human_size(archive.len() as u64)
+        );
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //!   with blob GC, rootfs unpacking); [`overlay`]: overlayfs root filesystems over it.
 //! - [`runtime`]: the `Runtime` trait and capabilities; [`process`]: the no-isolation
 //!   development runtime; [`conformance`]: the suite every runtime passes.
+//! - [`oci`]: the runc runtime (overlayfs rootfs, OCI spec, per-container shim, adoption).
 //! - [`network`]: the `PodNetwork` trait (a namespace and IP per pod sandbox).
 //! - [`logs`]: CRI-format container log files; [`testimages`]: archive builders for tests;
 //!   [`cli`]: `skiff images import|ls|rm|build-serve`; [`binimage`]: self-contained images
@@ -15,11 +16,13 @@ pub mod conformance;
 pub mod images;
 pub mod logs;
 pub mod network;
+pub mod oci;
 pub mod overlay;
 pub mod process;
 pub mod runtime;
 pub mod testimages;
 
+pub use oci::{OciConfig, OciRuntime, shim_main};
 pub use runtime::{
     BoxedReader, BoxedWriter, Capabilities, ContainerSpec, ContainerState, ContainerStatus,
     ExecProcess, ExecSpec, Mount, Resources, Runtime, RuntimeError,

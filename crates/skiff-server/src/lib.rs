@@ -1,6 +1,8 @@
 //! Assembles one skiff control plane: opens the store, prepares credentials, serves the API
 //! over TLS, bootstraps the built-in namespaces, and starts the controllers — in that order.
 
+pub mod node;
+
 use anyhow::{Context, Result};
 use axum::Router;
 use serde_json::{Value, json};
@@ -27,9 +29,82 @@ pub struct ServerConfig {
     /// Extra subject alternative names for the serving certificate.
     pub tls_sans: Vec<String>,
     pub service_cidr: (Ipv4Addr, u8),
+    /// Pod addresses of the cluster; each node gets a /24 of it (`spec.podCIDR`).
+    pub cluster_cidr: (Ipv4Addr, u8),
     pub node_port_range: (u16, u16),
     /// Start the built-in controllers.
     pub controllers: bool,
+    /// The node this process also runs (agent, pod network, service proxy and DNS);
+    /// `None` = control plane only (`--disable-agent`).
+    pub node: Option<NodeOptions>,
+}
+
+/// Which container runtime the in-process node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// runc with an image store, cgroups and a network namespace per pod (needs root).
+    Oci,
+    /// Plain host processes, no isolation (development without root).
+    Process,
+}
+
+/// Settings of the in-process node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    /// InternalIP of the Node; the API server reaches the node's streaming server there.
+    pub ip: IpAddr,
+    pub runtime: RuntimeKind,
+    /// Pod addresses of the whole cluster; this node takes its first /24.
+    pub cluster_cidr: (Ipv4Addr, u8),
+    /// The pods' bridge.
+    pub bridge: String,
+    /// Dummy interface holding the service addresses.
+    pub service_interface: String,
+    /// Cluster DNS address (in the service CIDR).
+    pub cluster_dns: Ipv4Addr,
+    /// Where LoadBalancer services listen (k3s ServiceLB style).
+    pub lb_address: IpAddr,
+    /// Where NodePort services listen.
+    pub node_port_address: IpAddr,
+    /// Port of the node's streaming server (logs, exec, port-forward); 0 picks one.
+    pub kubelet_port: u16,
+}
+
+impl NodeOptions {
+    /// Defaults like k3s: the host's name, 10.42.0.0/16 pods on `skiff0`, DNS 10.43.0.10.
+    pub fn new(runtime: RuntimeKind) -> Self {
+        NodeOptions {
+            name: hostname().unwrap_or_else(|| "skiff".into()),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            runtime,
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
+            bridge: "skiff0".into(),
+            service_interface: "skiff-svc".into(),
+            cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            node_port_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            kubelet_port: 10250,
+        }
+    }
+}
+
+/// `oci` when running as root with runc installed, else `process`.
+pub fn default_runtime() -> RuntimeKind {
+    let root = rustix::process::geteuid().is_root();
+    let runc = [
+        "/usr/sbin/runc",
+        "/usr/bin/runc",
+        "/usr/local/bin/runc",
+        "/usr/local/sbin/runc",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_file());
+    if root && runc {
+        RuntimeKind::Oci
+    } else {
+        RuntimeKind::Process
+    }
 }
 
 impl ServerConfig {
@@ -40,8 +115,12 @@ impl ServerConfig {
             port: 6443,
             tls_sans: Vec::new(),
             service_cidr: (Ipv4Addr::new(10, 43, 0, 0), 16),
+            cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
             node_port_range: (30000, 32767),
             controllers: true,
+            // The library default is a control plane only (in-process tests run side by
+            // side); `skiff up` adds the node unless told `--disable-agent`.
+            node: None,
         }
     }
 }
@@ -72,6 +151,8 @@ pub struct Running {
     pub api: Arc<ApiServer>,
     /// A client that calls the API in-process as the controllers' identity.
     pub client: skiff_client::Client,
+    /// The in-process node, if any.
+    pub node: Option<node::NodeHandle>,
     shutdown: tokio::sync::watch::Sender<bool>,
     serve: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -80,6 +161,9 @@ pub struct Running {
 impl Running {
     /// Stops accepting connections and stops the controllers.
     pub async fn shutdown(self) {
+        if let Some(node) = self.node {
+            node.shutdown().await;
+        }
         let _ = self.shutdown.send(true);
         for t in &self.tasks {
             t.abort();
@@ -109,6 +193,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
 
     // 2. Credentials.
     let admin_token = load_or_create_admin_token(data)?;
+    load_or_create_node_token(data)?;
     let tokens = TokenAuthenticator::parse(&std::fs::read_to_string(data.join("tokens.csv"))?);
     let mut sans: Vec<String> = vec![
         "localhost".into(),
@@ -153,6 +238,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         service_cidr: config.service_cidr,
         node_port_range: config.node_port_range,
         advertise_address: advertise.to_string(),
+        kubelet_client: Some(pki.issue_kubelet_client()?),
         ..ApiConfig::default()
     };
     let api = ApiServer::new(store, tokens, Arc::new(MastersOnly), api_config);
@@ -169,7 +255,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
 
     // 4. Built-in objects, written through the API like any client would.
     let client = in_process_client(
-        router,
+        router.clone(),
         UserInfo::new("system:skiff-controller-manager", &[SYSTEM_MASTERS]),
     );
     bootstrap(&client, advertise, config.service_cidr).await?;
@@ -179,7 +265,35 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     if config.controllers {
         tasks.extend(skiff_controllers::start_all(client.clone()));
         tasks.push(skiff_scheduler::start(client.clone()));
+        tasks.push(skiff_controllers::nodeipam::start(
+            client.clone(),
+            config.cluster_cidr,
+        ));
     }
+
+    // 6. The node next to the control plane: it talks to the API in-process, as a node.
+    let node = match &config.node {
+        Some(options) => {
+            let node_client = in_process_client(
+                router,
+                UserInfo::new(
+                    &format!("system:node:{}", options.name),
+                    &[SYSTEM_MASTERS, "system:nodes"],
+                ),
+            );
+            Some(
+                node::start_node(
+                    node_client,
+                    options,
+                    config.service_cidr,
+                    data,
+                    &pki.ca.cert_pem,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
 
     let kubeconfig = kubeconfig_path(data);
     let kc = kubeconfig_yaml(
@@ -193,6 +307,7 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
         kubeconfig,
         api,
         client,
+        node,
         shutdown,
         serve,
         tasks,
@@ -230,6 +345,30 @@ fn load_or_create_admin_token(data: &Path) -> Result<String> {
     write_private(data, "tokens.csv", &line)?;
     Ok(token)
 }
+
+/// The token nodes join with (`skiff agent --token`), kept in `node-token` and listed in
+/// `tokens.csv`. Nodes are cluster admins until RBAC lands (the authorizer is MastersOnly).
+fn load_or_create_node_token(data: &Path) -> Result<String> {
+    let path = data.join("tokens.csv");
+    let contents = std::fs::read_to_string(&path).unwrap_or_default();
+    for line in contents.lines() {
+        let mut parts = line.splitn(3, ',');
+        if let (Some(token), Some(NODE_USER)) = (parts.next(), parts.next()) {
+            write_private(data, "node-token", &format!("{token}\n"))?;
+            return Ok(token.to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let token = hex::encode(bytes);
+    let line = format!("{token},{NODE_USER},node,\"{SYSTEM_MASTERS},system:nodes\"\n");
+    write_private(data, "tokens.csv", &format!("{contents}{line}"))?;
+    write_private(data, "node-token", &format!("{token}\n"))?;
+    Ok(token)
+}
+
+/// The user joined nodes authenticate as.
+const NODE_USER: &str = "system:node-agent";
 
 /// The kubeconfig for the admin user.
 pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {

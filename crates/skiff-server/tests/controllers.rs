@@ -432,3 +432,28 @@ async fn controllers_started_late_and_twice_converge_on_work_left_behind() {
     }
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn nodes_get_distinct_pod_subnets() {
+    let (running, _dir) = start().await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(running.client.clone());
+    for name in ["n1", "n2"] {
+        let node = serde_json::from_value(json!({"metadata": {"name": name}})).expect("node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+    let mut cidrs = Vec::new();
+    for name in ["n1", "n2"] {
+        let cidr = wait_for(&format!("podCIDR of {name}"), || async {
+            let n = nodes.get(name).await.expect("get node");
+            n.spec.and_then(|s| s.pod_cidr)
+        })
+        .await;
+        cidrs.push(cidr);
+    }
+    cidrs.sort();
+    assert_eq!(cidrs, ["10.42.0.0/24", "10.42.1.0/24"]);
+    running.shutdown().await;
+}

@@ -1,10 +1,11 @@
 //! Open Inference Protocol REST bodies: JSON requests with the binary tensor extension, and responses.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::backend::Signature;
-use crate::tensor::{DataType, Tensor, TensorData, TensorError, element_count};
+use crate::tensor::{DataType, Tensor, TensorData, TensorDecodeError, TensorError, element_count};
 
 /// Why a request body could not be decoded; always a client error.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +47,10 @@ struct JsonInput {
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+    /// Kept as raw text: numeric tensors are decoded straight into typed buffers, without
+    /// an intermediate `Value` tree (most of the JSON decoding cost for big requests).
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +145,12 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
                 binary = rest;
                 TensorData::from_binary(&input.name, dt, &input.shape, count, chunk)?
             }
-            (None, Some(data)) => TensorData::from_json(&input.name, dt, data)?,
+            (None, Some(data)) => {
+                TensorData::from_json_text(&input.name, dt, data.get()).map_err(|e| match e {
+                    TensorDecodeError::Json(msg) => ProtocolError::Json(msg),
+                    TensorDecodeError::Tensor(e) => ProtocolError::Tensor(e),
+                })?
+            }
             (None, None) => return Err(ProtocolError::NoData(input.name)),
         };
         inputs.push(Tensor::new(input.name, input.shape, data)?);

@@ -358,6 +358,44 @@ impl TensorData {
         })
     }
 
+    /// Decodes JSON `data` given as text. FP32/FP64 (what models take) are parsed straight
+    /// into the typed buffer; anything the fast path does not accept goes through
+    /// [`TensorData::from_json`], which also words the errors.
+    pub fn from_json_text(
+        name: &str,
+        dt: DataType,
+        text: &str,
+    ) -> Result<TensorData, TensorDecodeError> {
+        use serde::de::DeserializeSeed;
+        let fast = match dt {
+            DataType::Fp32 => {
+                let mut out = Vec::new();
+                let mut de = serde_json::Deserializer::from_str(text);
+                FlatFloats(&mut |x| out.push(x as f32))
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+                    .ok()
+                    .map(|()| TensorData::Fp32(out))
+            }
+            DataType::Fp64 => {
+                let mut out = Vec::new();
+                let mut de = serde_json::Deserializer::from_str(text);
+                FlatFloats(&mut |x| out.push(x))
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+                    .ok()
+                    .map(|()| TensorData::Fp64(out))
+            }
+            _ => None,
+        };
+        if let Some(data) = fast {
+            return Ok(data);
+        }
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| TensorDecodeError::Json(e.to_string()))?;
+        Ok(Self::from_json(name, dt, &value)?)
+    }
+
     /// Decodes JSON `data` (flat or nested row-major arrays) of the given datatype.
     pub fn from_json(name: &str, dt: DataType, data: &Value) -> Result<TensorData, TensorError> {
         let mut flat = Vec::new();
@@ -450,6 +488,49 @@ impl TensorData {
                 index,
             });
         }
+        Ok(())
+    }
+}
+
+/// Why JSON tensor data could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorDecodeError {
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+}
+
+/// Streams the numbers of (nested) JSON arrays, row-major, into a sink; rejects anything
+/// else (strings such as "NaN" included: the slow path handles those).
+struct FlatFloats<'s>(&'s mut dyn FnMut(f64));
+
+impl<'de> serde::de::DeserializeSeed<'de> for FlatFloats<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FlatFloats<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers or arrays of numbers")
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        (self.0)(v);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        (self.0)(v as f64);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        (self.0)(v as f64);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(FlatFloats(&mut *self.0))?.is_some() {}
         Ok(())
     }
 }
@@ -619,6 +700,27 @@ pub fn split_rows(t: &Tensor, rows: &[usize]) -> Result<Vec<Tensor>, TensorError
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_fast_path_matches_the_value_path() {
+        for (dt, text) in [
+            (DataType::Fp32, "[[1, 2.5], [-3e2, 4]]"),
+            (DataType::Fp64, "[1, 2.5, -300, 4, 18446744073709551615]"),
+            (DataType::Fp32, "[\"NaN\", 1]"),
+            (DataType::Int64, "[[1, 2], [3, 4]]"),
+            (DataType::Fp64, "7"),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let slow = TensorData::from_json("x", dt, &value).unwrap();
+            let fast = TensorData::from_json_text("x", dt, text).unwrap();
+            // NaN != NaN: compare the debug forms.
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+        }
+        let err = TensorData::from_json_text("x", DataType::Fp32, "[1, true]").unwrap_err();
+        assert!(err.to_string().contains("element 1 is true"), "{err}");
+        let err = TensorData::from_json_text("x", DataType::Fp32, "[1, ").unwrap_err();
+        assert!(matches!(err, TensorDecodeError::Json(_)), "{err}");
+    }
 
     #[test]
     fn json_nested_and_flat_decode_alike() {

@@ -11,14 +11,22 @@ pub struct TestCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `skiff up` arguments, kept for restarts.
+    args: Vec<String>,
     /// `https://127.0.0.1:<port>`
     pub server: String,
     pub port: u16,
 }
 
 impl TestCluster {
-    /// Starts `bin up` (the `skiff` binary) on a free port with a fresh data directory.
+    /// Starts `bin up` (the `skiff` binary) on a free port with a fresh data directory, as a
+    /// control plane only (`--disable-agent`: no node, so that tests can run side by side).
     pub fn start(bin: impl AsRef<Path>) -> TestCluster {
+        Self::start_with(bin, &["--disable-agent"])
+    }
+
+    /// Starts `bin up <args>` on a free port with a fresh data directory.
+    pub fn start_with(bin: impl AsRef<Path>, args: &[&str]) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("skiff-test-")
             .tempdir()
@@ -27,6 +35,7 @@ impl TestCluster {
             bin: bin.as_ref().to_path_buf(),
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
             server: String::new(),
             port: 0,
         };
@@ -39,6 +48,7 @@ impl TestCluster {
         let mut child = Command::new(&self.bin)
             .args(["up", "--port", &port.to_string(), "--data-dir"])
             .arg(self.dir.path())
+            .args(&self.args)
             .env(
                 "SKIFF_LOG",
                 std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into()),
@@ -199,6 +209,15 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.kill9();
+        // A cluster with a node leaves containers, sandboxes and interfaces behind on
+        // purpose (they survive restarts); a test must not.
+        if self.dir.path().join("node.json").exists() || self.dir.path().join("oci").exists() {
+            let _ = Command::new(&self.bin)
+                .args(["killall", "--data-dir"])
+                .arg(self.dir.path())
+                .stdout(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -170,12 +170,13 @@ fn delete_namespace_marks_it_terminating_and_refuses_new_content() {
         assert!(ns["metadata"]["deletionTimestamp"].is_string(), "{ns}");
         let out = c.kubectl(&["create", "configmap", "late", "-n", "doomed"]);
         assert!(!out.status.success());
+        // The controller may finish between the GET and the create: then it is gone.
+        let err = stderr(&out);
         assert!(
-            stderr(&out).contains(
+            err.contains(
                 "configmaps \"late\" is forbidden: unable to create new content in namespace doomed because it is being terminated"
-            ),
-            "{}",
-            stderr(&out)
+            ) || err.contains("namespaces \"doomed\" not found"),
+            "{err}"
         );
     }
 }

@@ -1,5 +1,18 @@
 //! Pod networking: the `PodNetwork` trait (one network namespace and IP per pod sandbox)
 //! and the host-network implementation used with the `process` runtime.
+//!
+//! [`CniNetwork`] is the real implementation: a named network namespace per sandbox wired
+//! to a node bridge by the standard CNI plugins; [`run_in_netns`] runs code (connects,
+//! listens) inside a pod's namespace, [`connect_in_netns`] is its async TCP connect.
+
+mod cidr;
+mod cni;
+mod host;
+mod netns;
+
+pub use cidr::Ipv4Cidr;
+pub use cni::{CniConfig, CniNetwork};
+pub use netns::{connect_in_netns, run_in_netns};
 
 use std::net::IpAddr;
 use std::path::PathBuf;

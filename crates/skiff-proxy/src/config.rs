@@ -1,0 +1,91 @@
+//! The proxy's configuration (addresses, interface, DNS) and the resolv.conf pods get.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Everything the Service proxy and cluster DNS can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Where LoadBalancer Services open their `port` (k3s ServiceLB on one machine); also the
+    /// address written to `status.loadBalancer.ingress`.
+    pub lb_address: IpAddr,
+    /// Where NodePort (and LoadBalancer) Services open their `nodePort`.
+    pub node_address: IpAddr,
+    /// The interface that carries the cluster IPs and the DNS address (a dummy interface,
+    /// or a port-less bridge where the kernel has no dummy driver). Created if missing.
+    pub service_interface: String,
+    /// The cluster DNS server's address; it goes on the service interface.
+    pub dns_address: IpAddr,
+    pub dns_port: u16,
+    pub cluster_domain: String,
+    /// Where names outside the cluster domain are forwarded; `None` answers them REFUSED.
+    pub dns_upstream: Option<SocketAddr>,
+    /// Create the `kube-system/kube-dns` Service with `clusterIP: dns_address` (as k3s does),
+    /// which also keeps the API server from handing that address to another Service.
+    pub register_dns_service: bool,
+    /// The service CIDR (for example `10.43.0.0/16`): when set, it is routed to the service
+    /// interface so that traffic to an unallocated service address never leaves the machine.
+    pub service_cidr: Option<(Ipv4Addr, u8)>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            node_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            service_interface: "skiff-svc".into(),
+            dns_address: IpAddr::V4(Ipv4Addr::new(10, 43, 0, 10)),
+            dns_port: 53,
+            cluster_domain: "cluster.local".into(),
+            dns_upstream: None,
+            register_dns_service: true,
+            service_cidr: None,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The cluster domain in lower case without surrounding dots.
+    pub(crate) fn domain(&self) -> String {
+        self.cluster_domain.trim_matches('.').to_ascii_lowercase()
+    }
+
+    /// The address LoadBalancer Services are reachable at, as written into their status.
+    pub(crate) fn lb_ingress_ip(&self) -> IpAddr {
+        if self.lb_address.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            self.lb_address
+        }
+    }
+}
+
+/// The resolv.conf of a pod in `namespace` (ClusterFirst DNS policy): our DNS server and
+/// Kubernetes' search path, so that `svc` and `svc.ns` resolve.
+pub fn resolv_conf(namespace: &str, config: &ProxyConfig) -> String {
+    let d = config.domain();
+    format!(
+        "nameserver {}\nsearch {namespace}.svc.{d} svc.{d} {d}\noptions ndots:5\n",
+        config.dns_address
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_has_nameserver_and_search_path() {
+        assert_eq!(
+            resolv_conf("default", &ProxyConfig::default()),
+            "nameserver 10.43.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+        );
+        let c = ProxyConfig {
+            cluster_domain: "Corp.Example.".into(),
+            ..ProxyConfig::default()
+        };
+        assert!(
+            resolv_conf("ml", &c)
+                .contains("search ml.svc.corp.example svc.corp.example corp.example\n")
+        );
+    }
+}
