@@ -35,15 +35,18 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let names = ["oci_pod_lifecycle", "cni_pod_network"];
     if !filters.is_empty()
         && !filters
             .iter()
-            .any(|f| "oci_pod_lifecycle".contains(f.as_str()))
+            .any(|f| names.iter().any(|n| n.contains(f.as_str())))
     {
         return;
     }
     if std::env::args().any(|a| a == "--list") {
-        println!("oci_pod_lifecycle: test");
+        for n in names {
+            println!("{n}: test");
+        }
         return;
     }
     if !rustix::process::geteuid().is_root() {
@@ -61,6 +64,12 @@ fn main() {
         .expect("tokio");
     rt.block_on(oci_pod_lifecycle());
     println!("test oci_pod_lifecycle ... ok");
+    if Path::new("/usr/lib/cni/bridge").exists() {
+        rt.block_on(cni_pod_network());
+        println!("test cni_pod_network ... ok");
+    } else {
+        eprintln!("skipping cni test: /usr/lib/cni/bridge missing (containernetworking-plugins)");
+    }
 }
 
 async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
@@ -321,6 +330,122 @@ async fn oci_pod_lifecycle() {
     let pods_dir = dir.path().join("pods").display().to_string();
     assert!(!mounts.contains(&pods_dir), "mounts left under {pods_dir}");
 
+    agent.shutdown().await;
+    running.shutdown().await;
+}
+
+/// The test's own CNI network (bridge, subnets), removed on drop.
+struct TestNet(skiff_runtime::network::CniNetwork);
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for id in self.0.list_blocking().unwrap_or_default() {
+            let _ = self.0.teardown_blocking(&id);
+        }
+        if let Err(e) = self.0.teardown_host() {
+            eprintln!("cleanup of the test network: {e}");
+        }
+    }
+}
+
+/// Pods in their own network namespaces through CNI: the pod IP is reported, probes reach
+/// the pod there, and deletion removes the namespace.
+async fn cni_pod_network() {
+    use skiff_runtime::network::{CniConfig, CniNetwork, Ipv4Cidr, PodNetwork};
+    use std::net::Ipv4Addr;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid = std::process::id() % 100_000;
+    let config = CniConfig {
+        plugin_dir: "/usr/lib/cni".into(),
+        state_dir: dir.path().join("cni"),
+        netns_dir: dir.path().join("netns"),
+        network_name: "skn-agent".into(),
+        bridge: format!("ska-{pid}"),
+        pod_subnet: Ipv4Cidr::new(Ipv4Addr::new(10, 199, 40, 0), 24).expect("subnet"),
+        cluster_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 199, 40, 0), 23).expect("cluster"),
+        service_cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 198, 40, 0), 24).expect("services"),
+        mtu: None,
+    };
+    let cni = CniNetwork::new(config).expect("cni");
+    let _net = TestNet(cni.clone());
+    cni.ensure_host_routes().expect("host routes");
+    let network: Arc<dyn PodNetwork> = Arc::new(cni);
+
+    let images = ImageStore::open(dir.path().join("images")).expect("image store");
+    let archive = TestImage::busybox(IMAGE)
+        .expect("busybox image")
+        .oci_archive()
+        .expect("archive");
+    images.import(archive.as_slice()).expect("import");
+    let oci = OciRuntime::with_config(OciConfig::new(dir.path().join("oci"), RUNC), images.clone())
+        .expect("oci runtime");
+    let _cleanup = Cleanup(oci.clone());
+    let running = skiff_server::start(ServerConfig {
+        port: 0,
+        controllers: false,
+        ..ServerConfig::new(dir.path().join("server"))
+    })
+    .await
+    .expect("server");
+    let client = running.client.clone();
+    let mut config = AgentConfig::new(dir.path().join("pods"));
+    config.node_name = NODE.into();
+    config.retry_interval = Duration::from_millis(200);
+    let agent = skiff_node::run(
+        client.clone(),
+        Arc::new(oci.clone()),
+        network.clone(),
+        Some(images),
+        config,
+    )
+    .await
+    .expect("agent");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bb = "/bin/busybox";
+    let script = format!(
+        "{bb} mkdir -p /www && echo ok > /www/healthz && exec {bb} httpd -f -p 8080 -h /www"
+    );
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 2, "containers": [{
+            "name": "main", "image": IMAGE, "imagePullPolicy": "Never",
+            "command": [bb, "sh", "-c", script],
+            "ports": [{"containerPort": 8080}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+        }]}
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let p = wait_for("web Ready through its pod IP", || async {
+        pods.get_opt("web").await.ok()?.filter(ready)
+    })
+    .await;
+    let ip = status(&p)["podIP"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.199.40."), "pod IP {ip}");
+    let uid = p.metadata.uid.clone().expect("uid");
+    assert_eq!(network.list().await.expect("sandboxes"), vec![uid.clone()]);
+    let netns = agent.lookup().pod_netns("default", "web").expect("lookup");
+    assert!(
+        netns.is_some_and(|n| n.exists()),
+        "pod netns for port-forward"
+    );
+
+    pods.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("web removed", || async {
+        pods.get_opt("web").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        network.list().await.expect("sandboxes").is_empty(),
+        "sandbox left"
+    );
+    assert!(oci.ids().expect("ids").is_empty(), "containers left");
     agent.shutdown().await;
     running.shutdown().await;
 }
