@@ -356,6 +356,28 @@ async fn clean_up_and_adopt(
     Ok(adopt)
 }
 
+/// Removes the containers, sandbox and directories of a pod the agent will not run.
+async fn remove_leftovers(agent: &Arc<NodeAgent>, uid: &str, containers: Vec<ContainerStatus>) {
+    for c in containers {
+        if let Err(e) = agent.runtime.remove(&c.id).await {
+            tracing::warn!(id = %c.id, error = %e, "removing the container of a deleted pod");
+        }
+    }
+    if let Err(e) = agent.network.teardown(uid).await {
+        tracing::warn!(pod = %uid, error = %e, "removing the sandbox of a deleted pod");
+    }
+    let root = agent.config.root_dir.clone();
+    let uid = uid.to_string();
+    let cgroups = agent.runtime.capabilities().cgroups;
+    let _ = tokio::task::spawn_blocking(move || {
+        if cgroups {
+            crate::cgroups::remove_pod(&uid);
+        }
+        crate::volumes::cleanup(&root, &uid)
+    })
+    .await;
+}
+
 struct WorkerHandle {
     tx: watch::Sender<PodUpdate>,
     task: JoinHandle<()>,
@@ -379,29 +401,31 @@ async fn dispatch(agent: Arc<NodeAgent>, mut adopt: HashMap<String, Vec<Containe
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut listed: HashSet<String> = HashSet::new();
 
-    let mut apply =
-        |pod: Pod, workers: &mut HashMap<String, WorkerHandle>, finished: &HashSet<String>| {
-            let Some(uid) = pod.metadata.uid.clone() else {
-                return;
-            };
-            if let Some(w) = workers.get(&uid) {
-                w.tx.send_replace(PodUpdate::Present(Box::new(pod)));
-                return;
-            }
-            if finished.contains(&uid) {
-                return;
-            }
-            let adopted = adopt.remove(&uid).unwrap_or_default();
-            let worker = Worker::new(agent.clone(), pod.clone(), adopted);
-            let (tx, rx) = watch::channel(PodUpdate::Present(Box::new(pod)));
-            let done = done_tx.clone();
-            let u = uid.clone();
-            let task = tokio::spawn(async move {
-                worker.run(rx).await;
-                let _ = done.send(u);
-            });
-            workers.insert(uid, WorkerHandle { tx, task });
+    let apply = |pod: Pod,
+                 workers: &mut HashMap<String, WorkerHandle>,
+                 finished: &HashSet<String>,
+                 adopt: &mut HashMap<String, Vec<ContainerStatus>>| {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
         };
+        if let Some(w) = workers.get(&uid) {
+            w.tx.send_replace(PodUpdate::Present(Box::new(pod)));
+            return;
+        }
+        if finished.contains(&uid) {
+            return;
+        }
+        let adopted = adopt.remove(&uid).unwrap_or_default();
+        let worker = Worker::new(agent.clone(), pod.clone(), adopted);
+        let (tx, rx) = watch::channel(PodUpdate::Present(Box::new(pod)));
+        let done = done_tx.clone();
+        let u = uid.clone();
+        let task = tokio::spawn(async move {
+            worker.run(rx).await;
+            let _ = done.send(u);
+        });
+        workers.insert(uid, WorkerHandle { tx, task });
+    };
 
     loop {
         tokio::select! {
@@ -413,9 +437,14 @@ async fn dispatch(agent: Arc<NodeAgent>, mut adopt: HashMap<String, Vec<Containe
                         if let Some(uid) = &p.metadata.uid {
                             listed.insert(uid.clone());
                         }
-                        apply(p, &mut workers, &finished);
+                        apply(p, &mut workers, &finished, &mut adopt);
                     }
                     Ok(watcher::Event::InitDone) => {
+                        // Adopted containers whose pod went away between the start-up list
+                        // and the watch's.
+                        for (uid, containers) in adopt.drain() {
+                            remove_leftovers(&agent, &uid, containers).await;
+                        }
                         // Pods deleted while the watch was down.
                         for (uid, w) in &workers {
                             if !listed.contains(uid) {
@@ -426,7 +455,7 @@ async fn dispatch(agent: Arc<NodeAgent>, mut adopt: HashMap<String, Vec<Containe
                             }
                         }
                     }
-                    Ok(watcher::Event::Apply(p)) => apply(p, &mut workers, &finished),
+                    Ok(watcher::Event::Apply(p)) => apply(p, &mut workers, &finished, &mut adopt),
                     Ok(watcher::Event::Delete(p)) => {
                         if let Some(w) = p.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
                             w.tx.send_replace(PodUpdate::Gone(Box::new(p)));

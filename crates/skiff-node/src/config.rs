@@ -50,6 +50,8 @@ pub struct AgentConfig {
     /// How long before a failed pod preparation (volumes, sandbox) or a missing image is
     /// tried again.
     pub retry_interval: Duration,
+    /// How often configMap, secret, downwardAPI and projected volumes are refreshed.
+    pub volume_resync_interval: Duration,
 }
 
 impl AgentConfig {
@@ -73,6 +75,7 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
             retry_interval: Duration::from_secs(2),
+            volume_resync_interval: Duration::from_secs(60),
         }
     }
 

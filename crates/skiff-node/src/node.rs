@@ -61,7 +61,10 @@ fn filesystem_bytes(path: &Path) -> Option<(u64, u64)> {
         p = p.parent()?;
     }
     let s = rustix::fs::statvfs(p).ok()?;
-    Some((s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize))
+    Some((
+        s.f_blocks.saturating_mul(s.f_frsize),
+        s.f_bavail.saturating_mul(s.f_frsize),
+    ))
 }
 
 /// Number of `/dev/nvidia<N>` devices.
@@ -326,15 +329,19 @@ impl NodeReporter {
                 memory: false,
                 disk: false,
             });
+        let api: Api<Node> = Api::all(self.client.clone());
         let due = match &self.last_written {
             None => true,
-            Some((old, at)) => *old != p || at.elapsed() >= self.config.status_report_interval,
+            Some((old, at)) => {
+                *old != p
+                    || at.elapsed() >= self.config.status_report_interval
+                    || !self.conditions_match(&api, &p).await?
+            }
         };
         if !due {
             return Ok(());
         }
         let status = self.status(&p);
-        let api: Api<Node> = Api::all(self.client.clone());
         api.patch_status(
             &self.config.node_name,
             &PatchParams::default(),
@@ -343,6 +350,25 @@ impl NodeReporter {
         .await?;
         self.last_written = Some((p, Instant::now()));
         Ok(())
+    }
+
+    /// Whether the Node's conditions still say what we last wrote: the node lifecycle
+    /// controller sets `Ready=Unknown` when heartbeats stop, and a recovered agent must
+    /// correct that at once rather than at the next report.
+    async fn conditions_match(&self, api: &Api<Node>, p: &Pressure) -> Result<bool, kube::Error> {
+        let node = api.get(&self.config.node_name).await?;
+        let conditions = node.status.and_then(|s| s.conditions).unwrap_or_default();
+        let status_of = |t: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .map(|c| c.status.clone())
+        };
+        let want = |b: bool| Some(if b { "True" } else { "False" }.to_string());
+        Ok(status_of("Ready") == want(true)
+            && status_of("MemoryPressure") == want(p.memory)
+            && status_of("DiskPressure") == want(p.disk)
+            && status_of("PIDPressure") == want(false))
     }
 
     /// Creates or renews the node's Lease.

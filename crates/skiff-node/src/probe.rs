@@ -278,6 +278,63 @@ async fn exec(
     Ok((code, String::from_utf8_lossy(&out).trim_end().to_string()))
 }
 
+/// Runs a lifecycle hook (postStart / preStop) handler: exec, httpGet or sleep.
+pub async fn run_hook(
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(timeout)).await;
+        return Ok(());
+    }
+    if h.exec.is_none() && h.http_get.is_none() {
+        // tcpSocket hooks are deprecated and do nothing, as in Kubernetes.
+        return Ok(());
+    }
+    let as_probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        ..Probe::default()
+    };
+    match attempt(&as_probe, target, timeout).await {
+        Outcome::Success => Ok(()),
+        Outcome::Failure(m) | Outcome::Unsupported(m) => Err(m),
+    }
+}
+
+/// Stops a container like the kubelet: its preStop hook first (within the grace period),
+/// then SIGTERM, then SIGKILL once the rest of the grace period has passed. Returns the
+/// hook's error, if it failed, next to the stop's result.
+pub async fn kill_container(
+    target: &Target,
+    grace: Duration,
+) -> (
+    Option<String>,
+    Result<skiff_runtime::ContainerStatus, RuntimeError>,
+) {
+    let started = std::time::Instant::now();
+    let mut hook_error = None;
+    if let Some(h) = target
+        .container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        && !grace.is_zero()
+        && let Err(e) = run_hook(h, target, grace).await
+    {
+        hook_error = Some(e);
+    }
+    // Like the kubelet, SIGTERM always gets a short moment even after a long hook.
+    let rest = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(2).min(grace));
+    (
+        hook_error,
+        target.runtime.stop(&target.container_id, rest).await,
+    )
+}
+
 /// Counts consecutive results against the thresholds.
 #[derive(Debug, Default)]
 struct Counter {

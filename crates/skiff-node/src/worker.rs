@@ -91,6 +91,8 @@ struct Instance {
     restart: u32,
     started_at: Option<SystemTime>,
     exit: Option<Exit>,
+    /// The spec image it runs (`None` for adopted instances: whatever the spec says).
+    image: Option<String>,
 }
 
 /// A container of the pod across its restarts.
@@ -108,6 +110,9 @@ struct Slot {
     seen_ran: bool,
     ready: bool,
     started: bool,
+    /// The spec changed under a running instance: it is being stopped and starts again
+    /// at once, whatever the restart policy.
+    respec: bool,
     image_id: String,
     probes: Option<JoinHandle<()>>,
     waiter: Option<JoinHandle<()>>,
@@ -179,6 +184,12 @@ fn exit_of(st: &ContainerStatus) -> Exit {
     }
 }
 
+/// Longest grace period for the containers of a pod removed from the API without one.
+const GONE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a postStart hook may take.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 type ExitMsg = (String, Result<ContainerStatus, String>);
 type ProbeMsg = (String, ProbeEvent);
 
@@ -204,6 +215,7 @@ pub(crate) struct Worker {
     status_retry: Option<Instant>,
     prepare_retry: Option<Instant>,
     prepare_error: Option<String>,
+    volumes_resync: Option<Instant>,
     warned: HashSet<String>,
     /// The pod had finished before this worker started: its status is history, not ours.
     frozen: bool,
@@ -253,6 +265,7 @@ impl Worker {
                 seen_ran,
                 ready: false,
                 started: false,
+                respec: false,
                 image_id,
                 probes: None,
                 waiter: None,
@@ -271,6 +284,7 @@ impl Worker {
                 restart,
                 started_at: st.started_at,
                 exit: (st.state == ContainerState::Exited).then(|| exit_of(st)),
+                image: None,
             };
             slot.current = mine.first().copied().map(instance);
             slot.previous = mine.get(1).copied().map(instance);
@@ -338,6 +352,7 @@ impl Worker {
             status_retry: None,
             prepare_retry: None,
             prepare_error: None,
+            volumes_resync: None,
             warned: HashSet::new(),
             frozen: terminal.is_some(),
             exit_tx,
@@ -393,13 +408,6 @@ impl Worker {
             self.transition(Stage::Finished);
         }
         self.publish_view();
-        // Adopted running instances need their exit waiters and probes again.
-        for i in 0..self.inits.len() + self.apps.len() {
-            let running = self.slot(i).running();
-            if running {
-                self.watch_instance(i);
-            }
-        }
         loop {
             let gone = match &*rx.borrow_and_update() {
                 PodUpdate::Present(p) => {
@@ -471,6 +479,7 @@ impl Worker {
             .filter_map(|s| s.retry_at)
             .chain(self.prepare_retry)
             .chain(self.status_retry)
+            .chain(self.volumes_resync.filter(|_| self.terminal.is_none()))
             .min()
     }
 
@@ -490,7 +499,16 @@ impl Worker {
                 Ok(()) => {
                     self.prepare_retry = None;
                     self.prepare_error = None;
+                    self.volumes_resync =
+                        Some(Instant::now() + self.agent.config.volume_resync_interval);
                     self.transition(Stage::Creating);
+                    // Adopted running instances need their exit waiters and probes again,
+                    // now that the pod IP is known.
+                    for i in 0..self.inits.len() + self.apps.len() {
+                        if self.slot(i).running() && self.slot(i).waiter.is_none() {
+                            self.watch_instance(i);
+                        }
+                    }
                 }
                 Err((reason, message)) => {
                     if self.prepare_error.as_deref() != Some(message.as_str()) {
@@ -503,6 +521,9 @@ impl Worker {
                     return;
                 }
             }
+        }
+        if self.volumes_resync.is_some_and(|t| Instant::now() >= t) {
+            self.resync_volumes().await;
         }
         if !self.initialized {
             self.sync_inits().await;
@@ -532,6 +553,20 @@ impl Worker {
         };
         if next != Stage::Creating || self.stage == Stage::Starting {
             self.transition(next);
+        }
+    }
+
+    /// Rewrites configMap, secret, downwardAPI and projected volumes from the current
+    /// objects, as the kubelet does periodically (files change atomically under the app).
+    async fn resync_volumes(&mut self) {
+        self.volumes_resync = Some(Instant::now() + self.agent.config.volume_resync_interval);
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip);
+        let root = self.agent.config.root_dir.clone();
+        let client = self.agent.client.clone();
+        let mut sources = Sources::new(&client, &self.namespace);
+        let facts = self.facts(pod_ip);
+        if let Err(e) = volumes::prepare(&root, &mut sources, &facts).await {
+            tracing::debug!(pod = %self.key(), error = %e, "refreshing volumes");
         }
     }
 
@@ -625,6 +660,9 @@ impl Worker {
 
     /// Whether an exited container of this slot is to run again.
     fn wants_restart(&self, i: usize, exit: &Exit) -> bool {
+        if self.slot(i).respec {
+            return true;
+        }
         let policy = self
             .spec()
             .restart_policy
@@ -644,6 +682,12 @@ impl Worker {
         let now = Instant::now();
         let slot = self.slot(i);
         if slot.running() {
+            self.check_spec_change(i);
+            return;
+        }
+        if slot.respec && slot.exited().is_some() {
+            self.slot_mut(i).respec = false;
+            self.start_instance(i).await;
             return;
         }
         if let Some(exit) = slot.exited().cloned() {
@@ -686,6 +730,39 @@ impl Worker {
             return;
         }
         self.start_instance(i).await;
+    }
+
+    /// A new image for a running container (e.g. `kubectl set image pod/...`): the kubelet
+    /// kills it and starts the new one.
+    fn check_spec_change(&mut self, i: usize) {
+        let slot = self.slot(i);
+        if slot.respec {
+            return;
+        }
+        let want = self.container(i).and_then(|c| c.image);
+        let have = slot.current.as_ref().and_then(|c| c.image.clone());
+        let (Some(want), Some(have)) = (want, have) else {
+            return;
+        };
+        if want == have {
+            return;
+        }
+        let (name, init) = (slot.name.clone(), slot.init);
+        let who = self.involved(Some((&name, init)));
+        self.agent.recorder.normal(
+            &who,
+            "Killing",
+            format!("Container {name} definition changed, will be restarted"),
+        );
+        let grace = self.grace_period(None);
+        if let Some(target) = self.target(i) {
+            tokio::spawn(async move {
+                let _ = probe::kill_container(&target, grace).await;
+            });
+        }
+        let s = self.slot_mut(i);
+        s.respec = true;
+        s.ready = false;
     }
 
     /// Sets a waiting reason and schedules another attempt.
@@ -939,6 +1016,7 @@ impl Worker {
             restart,
             started_at: Some(now),
             exit: None,
+            image: Some(image.clone()),
         };
         {
             let s = self.slot_mut(i);
@@ -967,6 +1045,7 @@ impl Worker {
                     .recorder
                     .normal(&who, "Started", format!("Started container {name}"));
                 self.watch_instance(i);
+                self.post_start(i).await;
             }
             Err(e) => {
                 let m = e.to_string();
@@ -986,6 +1065,57 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Runs the postStart hook; a failure kills the container (the restart policy decides).
+    async fn post_start(&mut self, i: usize) {
+        let Some(target) = self.target(i) else { return };
+        let Some(hook) = target
+            .container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.clone())
+        else {
+            return;
+        };
+        let grace = self.grace_period(None);
+        let Err(e) = probe::run_hook(&hook, &target, POST_START_TIMEOUT).await else {
+            return;
+        };
+        let (name, init) = (self.slot(i).name.clone(), self.slot(i).init);
+        let who = self.involved(Some((&name, init)));
+        self.agent.recorder.warning(
+            &who,
+            "FailedPostStartHook",
+            format!("PostStartHook failed: {e}"),
+        );
+        self.agent.recorder.normal(
+            &who,
+            "Killing",
+            format!("FailedPostStartHook: container {name} will be restarted"),
+        );
+        let runtime = self.agent.runtime.clone();
+        let id = target.container_id.clone();
+        tokio::spawn(async move {
+            let _ = runtime.stop(&id, grace).await;
+        });
+    }
+
+    /// Where probes and hooks of container `i`'s current instance go.
+    fn target(&self, i: usize) -> Option<probe::Target> {
+        let id = self.slot(i).current.as_ref()?.id.clone();
+        Some(probe::Target {
+            pod_ip: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.ip)
+                .unwrap_or(self.agent.config.host_ip()),
+            runtime: self.agent.runtime.clone(),
+            container_id: id,
+            container: self.container(i)?,
+            initially_ready: self.slot(i).ready,
+            initially_started: self.slot(i).started,
+        })
     }
 
     /// Starts the exit waiter and the probes of container `i`'s running instance.
@@ -1100,12 +1230,20 @@ impl Worker {
                     format!("Container {name} failed {what} probe, will be restarted"),
                 );
                 let grace = self.grace_period(None);
-                let runtime = self.agent.runtime.clone();
-                let id = id.to_string();
+                let Some(target) = self.target(i) else { return };
+                let recorder = self.agent.recorder.clone();
                 // The exit arrives through the waiter, and the restart policy decides.
                 tokio::spawn(async move {
-                    if let Err(e) = runtime.stop(&id, grace).await {
-                        tracing::warn!(%id, error = %e, "stopping an unhealthy container");
+                    let (hook, stopped) = probe::kill_container(&target, grace).await;
+                    if let Some(e) = hook {
+                        recorder.warning(
+                            &who,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: {e}"),
+                        );
+                    }
+                    if let Err(e) = stopped {
+                        tracing::warn!(id = %target.container_id, error = %e, "stopping an unhealthy container");
                     }
                 });
                 self.slot_mut(i).ready = false;
@@ -1113,17 +1251,22 @@ impl Worker {
         }
     }
 
+    /// The grace period for stopping containers: the delete's, else the pod's
+    /// `terminationGracePeriodSeconds`. A pod already gone from the API (force-deleted)
+    /// gets at most [`GONE_GRACE`]: nobody waits for it any more.
     fn grace_period(&self, deleted: Option<&Pod>) -> Duration {
         let meta = deleted.map(|p| &p.metadata).unwrap_or(&self.pod.metadata);
-        let secs = meta
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
+        let spec = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
+        let secs = match (meta.deletion_grace_period_seconds, deleted) {
+            (Some(g), _) => g,
+            (None, Some(_)) => spec.min(GONE_GRACE.as_secs() as i64),
+            (None, None) => spec,
+        };
         Duration::from_secs(secs.max(0) as u64)
     }
 
@@ -1452,9 +1595,21 @@ impl Worker {
                     "Killing",
                     format!("Stopping container {name}"),
                 );
-                let rt = runtime.clone();
+                let Some(target) = self.target(i) else {
+                    continue;
+                };
+                let recorder = self.agent.recorder.clone();
+                let who = self.involved(Some((&name, init)));
                 stops.push(async move {
-                    match rt.stop(&id, grace).await {
+                    let (hook, stopped) = probe::kill_container(&target, grace).await;
+                    if let Some(e) = hook {
+                        recorder.warning(
+                            &who,
+                            "FailedPreStopHook",
+                            format!("PreStopHook failed: {e}"),
+                        );
+                    }
+                    match stopped {
                         Ok(st) => Some((id, st)),
                         Err(e) => {
                             tracing::warn!(%id, error = %e, "stopping a container");

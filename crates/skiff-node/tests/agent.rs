@@ -90,6 +90,7 @@ impl Env {
         c.backoff_base = Duration::from_millis(100);
         c.backoff_max = Duration::from_millis(800);
         c.retry_interval = Duration::from_millis(200);
+        c.volume_resync_interval = Duration::from_millis(300);
         c.pod_cidr = Some("10.42.0.0/24".into());
         c
     }
@@ -142,6 +143,17 @@ impl Env {
             .into_iter()
             .filter(|e| e.involved_object.name.as_deref() == Some(name))
             .collect()
+    }
+
+    /// Waits for an event about pod `pod` with `reason` whose message satisfies `pred`
+    /// (events are written in the background).
+    async fn event(&self, pod: &str, reason: &str, pred: impl Fn(&str) -> bool) -> Event {
+        wait_for(&format!("{reason} event for {pod}"), || async {
+            self.events_of(pod).await.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason) && pred(e.message.as_deref().unwrap_or(""))
+            })
+        })
+        .await
     }
 
     async fn stop(mut self) {
@@ -255,6 +267,13 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let p = path.display().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
 fn pid_alive(pid: &str) -> bool {
     Path::new("/proc").join(pid.trim()).exists()
 }
@@ -306,6 +325,27 @@ async fn node_registers_with_capacity_and_renews_its_lease() {
         node.spec.and_then(|s| s.pod_cidr).as_deref(),
         Some("10.42.0.0/24")
     );
+
+    // The node lifecycle controller marks a silent node Unknown; the agent corrects it
+    // on its next status check, not a minute later.
+    let unknown = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown",
+        "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]}});
+    nodes
+        .patch_status(
+            NODE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&unknown),
+        )
+        .await
+        .expect("mark Unknown");
+    wait_for("Ready again", || async {
+        let n = nodes.get(NODE).await.ok()?;
+        let c = n.status?.conditions?;
+        c.iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
 
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-node-lease");
     let first = wait_for("lease", || async {
@@ -380,7 +420,8 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
                 }],
                 "volumes": [
                     {"name": "conf", "configMap": {"name": "settings", "items": [{"key": "model.conf", "path": "model.conf"}]}},
-                    {"name": "scratch", "emptyDir": {}}
+                    {"name": "scratch", "emptyDir": {}},
+                    {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
                 ]
             }}),
         ))
@@ -442,21 +483,50 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
         "threshold=0.5\n"
     );
     assert!(!vol.join("conf/greeting").exists(), "only the listed items");
+    // An updated ConfigMap reaches the running pod's volume.
+    let patch = json!({"data": {"model.conf": "threshold=0.9\n"}});
+    cms.patch(
+        "settings",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .expect("update cm");
+    wait_for("volume refreshed", || async {
+        (std::fs::read_to_string(vol.join("conf/model.conf")).ok()? == "threshold=0.9\n")
+            .then_some(())
+    })
+    .await;
     assert!(vol.join("scratch").is_dir());
+    let mem = vol.join("mem");
+    assert!(mounted(&mem), "emptyDir medium Memory is a tmpfs");
+
+    // What the streaming server asks the agent.
+    let lookup = env.agent.as_ref().expect("agent").lookup();
+    let c = lookup
+        .container("default", "web", None, false)
+        .expect("lookup");
+    assert_eq!(c.id, format!("{uid}_main_0"));
+    assert_eq!(lookup.pod_netns("default", "web").expect("netns"), None);
+    assert!(matches!(
+        lookup.container("default", "web", Some("nope"), false),
+        Err(skiff_node::streams::StreamError::BadRequest(_))
+    ));
+    assert!(matches!(
+        lookup.container("default", "web", None, true),
+        Err(skiff_node::streams::StreamError::BadRequest(_))
+    ));
+    assert!(matches!(
+        lookup.container("default", "absent", None, false),
+        Err(skiff_node::streams::StreamError::NotFound(_))
+    ));
     let hosts = std::fs::read_to_string(env.dir.path().join("pods").join(&uid).join("etc-hosts"))
         .expect("hosts");
     assert!(hosts.contains("127.0.0.1\tweb"), "{hosts}");
 
-    let events = env.events_of("web").await;
-    let reasons: Vec<&str> = events.iter().filter_map(|e| e.reason.as_deref()).collect();
-    assert!(
-        reasons.contains(&"Created") && reasons.contains(&"Started"),
-        "{reasons:?}"
-    );
-    let started = events
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("Started"))
-        .expect("Started");
+    env.event("web", "Created", |m| m == "Created container: main")
+        .await;
+    let started = env.event("web", "Started", |_| true).await;
     assert_eq!(
         started.source.as_ref().and_then(|s| s.component.as_deref()),
         Some("kubelet")
@@ -491,13 +561,8 @@ async fn pod_runs_with_env_volumes_and_events_then_terminates_gracefully() {
         !env.dir.path().join("pods").join(&uid).exists(),
         "pod directory left"
     );
-    let killing = env.events_of("web").await;
-    assert!(
-        killing
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Killing")
-                && e.message.as_deref() == Some("Stopping container main"))
-    );
+    env.event("web", "Killing", |m| m == "Stopping container main")
+        .await;
     env.stop().await;
 }
 
@@ -641,13 +706,15 @@ async fn crashing_container_backs_off_with_growing_delay() {
         delays.iter().all(|d| [100, 200, 400, 800].contains(d)),
         "{messages:?}"
     );
-    let events = env.events_of("crash").await;
-    assert!(events.iter().any(|e| {
-        e.reason.as_deref() == Some("BackOff")
-            && e.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("Back-off restarting failed container main"))
-    }));
+    let lookup = env.agent.as_ref().expect("agent").lookup();
+    let prev = lookup
+        .container("default", "crash", Some("main"), true)
+        .expect("previous");
+    assert!(prev.id.starts_with(&format!("{uid}_main_")), "{}", prev.id);
+    env.event("crash", "BackOff", |m| {
+        m.starts_with("Back-off restarting failed container main")
+    })
+    .await;
     env.stop().await;
 }
 
@@ -689,16 +756,10 @@ async fn readiness_probe_toggles_ready() {
     std::fs::remove_file(www.join("ready")).expect("remove ready file");
     let p = ready("False").await;
     assert_eq!(status(&p)["containerStatuses"][0]["ready"], false);
-    let events = env.events_of("probed").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Unhealthy")
-                && e.message.as_deref().is_some_and(|m| m.starts_with(
-                    "Readiness probe failed: HTTP probe failed with statuscode: 404"
-                ))),
-        "{events:#?}"
-    );
+    env.event("probed", "Unhealthy", |m| {
+        m == "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    })
+    .await;
     std::fs::write(www.join("ready"), "ok").expect("ready file");
     ready("True").await;
 
@@ -723,6 +784,29 @@ async fn readiness_probe_toggles_ready() {
         (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
     })
     .await;
+
+    // The process runtime cannot exec: the probe is skipped with a warning, the pod is ready.
+    env.create_pod(pod_json(
+        "exec-probed",
+        "sleep 1000",
+        json!({"spec": {"containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["/bin/busybox", "sleep", "1000"],
+            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
+        }]}}),
+    ))
+    .await;
+    wait_for("exec-probed ready", || async {
+        let p = env.pod("exec-probed").await?;
+        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+    })
+    .await;
+    let e = env
+        .event("exec-probed", "ProbeWarning", |m| {
+            m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+        })
+        .await;
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
     env.stop().await;
 }
 
@@ -754,19 +838,14 @@ async fn liveness_failure_restarts_the_container() {
         st["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
         143
     );
-    let events = env.events_of("unhealthy").await;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("Killing")
-            && e.message.as_deref()
-                == Some("Container main failed liveness probe, will be restarted")),
-        "{events:#?}"
-    );
-    assert!(events.iter().any(|e| {
-        e.reason.as_deref() == Some("Unhealthy")
-            && e.message
-                .as_deref()
-                .is_some_and(|m| m.starts_with("Liveness probe failed: dial tcp 127.0.0.1:"))
-    }));
+    env.event("unhealthy", "Killing", |m| {
+        m == "Container main failed liveness probe, will be restarted"
+    })
+    .await;
+    env.event("unhealthy", "Unhealthy", |m| {
+        m.starts_with("Liveness probe failed: dial tcp 127.0.0.1:")
+    })
+    .await;
     env.stop().await;
 }
 
@@ -920,9 +999,10 @@ async fn image_config_is_merged_and_pull_policies_are_honoured() {
         image_id.starts_with("docker.io/library/tool:v1@sha256:"),
         "{image_id}"
     );
-    let events = env.events_of("from-image").await;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Pulled")
-        && e.message.as_deref() == Some("Container image \"tool:v1\" already present on machine")));
+    env.event("from-image", "Pulled", |m| {
+        m == "Container image \"tool:v1\" already present on machine"
+    })
+    .await;
 
     for (name, policy, reason) in [
         ("never", "Never", "ErrImageNeverPull"),
@@ -1008,5 +1088,217 @@ async fn init_containers_run_in_order_before_app_containers() {
         "PodInitializing"
     );
     assert_eq!(condition(&p, "Initialized").as_deref(), Some("False"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_run_after_start_and_before_sigterm() {
+    let env = Env::start().await;
+    // The hooks call back into the test: it records which paths arrive, in order.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(path) = req.split_whitespace().nth(1) {
+                seen2.lock().expect("seen").push(path.to_string());
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let scratch = env.scratch("hooks");
+    let script = format!(
+        "trap 'echo term > {d}/term; exit 0' TERM; while true; do /bin/busybox sleep 0.1; done",
+        d = scratch.display()
+    );
+    env.create_pod(pod_json(
+        "hooked",
+        &script,
+        json!({"spec": {"containers": [{
+            "name": "main", "image": "busybox:1.36",
+            "command": ["/bin/busybox", "sh", "-c", script],
+            "lifecycle": {
+                "postStart": {"httpGet": {"path": "/started", "port": port, "host": "127.0.0.1"}},
+                "preStop": {"httpGet": {"path": "/draining", "port": port, "host": "127.0.0.1"}}
+            }
+        }]}}),
+    ))
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("hooked").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    assert_eq!(*seen.lock().expect("seen"), vec!["/started".to_string()]);
+    assert!(!scratch.join("term").exists());
+    env.pods()
+        .delete("hooked", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("pod removed", || async {
+        env.pod("hooked").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        vec!["/started".to_string(), "/draining".to_string()]
+    );
+    assert!(
+        scratch.join("term").exists(),
+        "SIGTERM after the preStop hook"
+    );
+    server.abort();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_image_restarts_the_container() {
+    let env = Env::start().await;
+    env.create_pod(pod_json(
+        "upgrade",
+        "while true; do /bin/busybox sleep 0.1; done",
+        json!({"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("upgrade").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    let patch = json!({"spec": {"containers": [{"name": "main", "image": "busybox:1.37"}]}});
+    env.pods()
+        .patch(
+            "upgrade",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .expect("set image");
+    let p = wait_for("restarted with the new image", || async {
+        let p = env.pod("upgrade").await?;
+        let st = status(&p);
+        let cs = &st["containerStatuses"][0];
+        (cs["restartCount"] == 1 && cs["state"]["running"].is_object()).then_some(p)
+    })
+    .await;
+    assert_eq!(status(&p)["containerStatuses"][0]["image"], "busybox:1.37");
+    env.event("upgrade", "Killing", |m| {
+        m == "Container main definition changed, will be restarted"
+    })
+    .await;
+    env.stop().await;
+}
+
+/// Create -> Ready latency of pods on this agent (process runtime, host network): a quick
+/// figure for the agent's own overhead. `cargo test -p skiff-node --test agent -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn pod_start_latency() {
+    let env = Env::start().await;
+    let n = 50;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let name = format!("lat-{i}");
+        let t = std::time::Instant::now();
+        env.create_pod(pod_json(
+            &name,
+            "exec /bin/busybox sleep 1000",
+            json!({"spec": {"terminationGracePeriodSeconds": 1}}),
+        ))
+        .await;
+        wait_for("Ready", || async {
+            let p = env.pod(&name).await?;
+            (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
+        })
+        .await;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[n / 2];
+    let p99 = latencies[(n * 99 / 100).min(n - 1)];
+    println!("pod start latency over {n} pods: p50 {p50:?}, p99 {p99:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ignored_means_sigkill_after_the_grace_period() {
+    let env = Env::start().await;
+    let scratch = env.scratch("stubborn");
+    let script = format!(
+        "echo $$$$ > {}/pid; trap '' TERM; while true; do /bin/busybox sleep 0.1; done",
+        scratch.display()
+    );
+    env.create_pod(pod_json(
+        "stubborn",
+        &script,
+        json!({"spec": {"terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    let pid = wait_for("pid", || async {
+        std::fs::read_to_string(scratch.join("pid")).ok()
+    })
+    .await;
+    wait_for("Running", || async {
+        let p = env.pod("stubborn").await?;
+        (phase(&p) == "Running").then_some(())
+    })
+    .await;
+    let t = std::time::Instant::now();
+    env.pods()
+        .delete("stubborn", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("pod removed", || async {
+        env.pod("stubborn").await.is_none().then_some(())
+    })
+    .await;
+    // SIGTERM did nothing, so only SIGKILL at the end of the grace period ended it.
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(!pid_alive(&pid));
+
+    // Force deletion (grace 0): the API forgets the pod at once; the agent still stops it,
+    // without waiting out the pod's 30 s.
+    std::fs::remove_file(scratch.join("pid")).expect("rm pid");
+    env.create_pod(pod_json(
+        "forced",
+        &script,
+        json!({"spec": {"terminationGracePeriodSeconds": 30}}),
+    ))
+    .await;
+    let pid = wait_for("pid", || async {
+        std::fs::read_to_string(scratch.join("pid")).ok()
+    })
+    .await;
+    let t = std::time::Instant::now();
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    env.pods()
+        .delete("forced", &force)
+        .await
+        .expect("force delete");
+    assert!(env.pod("forced").await.is_none());
+    wait_for("process killed", || async {
+        (!pid_alive(&pid)).then_some(())
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    wait_for("containers removed", || async {
+        env.runtime.list().await.ok()?.is_empty().then_some(())
+    })
+    .await;
     env.stop().await;
 }
