@@ -597,6 +597,42 @@ fn ml_api_lesson() {
     });
     assert_eq!(version, "v1.0");
 
+    // kill -9 of skiff itself: the containers keep running, and the restarted node adopts
+    // them (same container IDs, no restarts, no duplicates); traffic flows again.
+    let containers = |c: &TestCluster| -> std::collections::BTreeMap<String, (String, i64)> {
+        ready_pods(c, "app=ml-api")
+            .iter()
+            .map(|p| {
+                let cs = &p["status"]["containerStatuses"][0];
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    (
+                        cs["containerID"].as_str().unwrap_or_default().to_string(),
+                        cs["restartCount"].as_i64().unwrap_or(-1),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let before = containers(&cluster);
+    let mut cluster = cluster;
+    cluster.restart();
+    let (version, _) = wait_for(
+        Duration::from_secs(20),
+        "an answer after the restart",
+        || predict(&lb).ok(),
+    );
+    assert_eq!(version, "v1.0");
+    wait_ready(&cluster, "app=ml-api", 5, Duration::from_secs(30));
+    assert_eq!(
+        containers(&cluster),
+        before,
+        "containers changed across a restart"
+    );
+
     // 10. deleting everything leaves no process, mount, cgroup, namespace or interface.
     let uids: Vec<String> = cluster.get_json(&["pods", "-A"])["items"]
         .as_array()
