@@ -39,7 +39,7 @@ pub fn start(client: Client) -> tokio::task::JoinHandle<()> {
 }
 
 async fn run(client: Client) {
-    let (watches, worker) = Watches::start(&client);
+    let (watches, worker) = Watches::start(&client, false);
     let ctx = Arc::new(Ctx { client, watches });
     // Waiting here, not in a second task: a reflector store wakes only one waiter.
     ctx.watches.ready().await;
@@ -109,6 +109,8 @@ async fn reconcile(ctx: &Ctx, key: &Key) -> Result<(), ReconcileError> {
             labels: Some(labels),
             annotations: Some(annotations),
             resource_version: current.as_ref().and_then(|c| c.resource_version()),
+            // The server keeps the managed fields of a write that sends none.
+            managed_fields: None,
             ..current.map(|c| c.metadata).unwrap_or_default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
