@@ -118,7 +118,12 @@ async fn reconcile(ctx: &Ctx, key: &Key) -> Result<(), ReconcileError> {
     if ep.metadata.resource_version.is_some() {
         api.replace(&key.1, &PostParams::default(), &ep).await?;
     } else {
-        api.create(&PostParams::default(), &ep).await?;
+        match api.create(&PostParams::default(), &ep).await {
+            Ok(_) => {}
+            // The namespace is being deleted: the Service goes with it.
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

@@ -115,7 +115,12 @@ async fn apply(api: &Api<EndpointSlice>, plan: Plan) -> Result<(), ReconcileErro
             .await?;
     }
     for s in &plan.create {
-        api.create(&PostParams::default(), s).await?;
+        match api.create(&PostParams::default(), s).await {
+            Ok(_) => {}
+            // The namespace is being deleted: the Service goes with it.
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
