@@ -59,6 +59,30 @@ impl Env {
         Api::namespaced(self.client.clone(), "default")
     }
 
+    /// Runs kubectl against this server (blocking, so on the blocking pool).
+    async fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let kubeconfig = self.running.kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("-n")
+                .arg("default")
+                .args(&args)
+                .output()
+                .expect("kubectl runs");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        })
+        .await
+        .expect("kubectl task")
+    }
+
     async fn stop(self) {
         for c in &self.controllers {
             c.abort();
@@ -365,6 +389,25 @@ async fn endpoints_and_slices_follow_pods_and_services() {
         slices.len(),
         2,
         "one slice per resolved port set: {slices:#?}"
+    );
+    // kubectl reads both: `get endpoints` the Endpoints, `describe service` the slices.
+    let (ok, out) = env.kubectl(&["get", "endpoints", "web"]).await;
+    assert!(
+        ok && out.contains("10.42.0.1:8080") && out.contains("more"),
+        "{out}"
+    );
+    let (ok, out) = env.kubectl(&["describe", "service", "web"]).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Endpoints:"))
+        .unwrap_or_default();
+    assert!(
+        ok && line.contains("10.42.0.1:8080") && line.contains("10.42.0.2:8081"),
+        "{out}"
+    );
+    assert!(
+        !line.contains("10.42.0.3"),
+        "not-ready pods are not listed: {out}"
     );
 
     // Nothing relevant changes: neither object is written again.
