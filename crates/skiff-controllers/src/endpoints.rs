@@ -39,7 +39,7 @@ pub fn start(client: Client) -> tokio::task::JoinHandle<()> {
 }
 
 async fn run(client: Client) {
-    let (watches, worker) = Watches::start(&client);
+    let (watches, worker) = Watches::start(&client, false);
     let ctx = Arc::new(Ctx { client, watches });
     // Waiting here, not in a second task: a reflector store wakes only one waiter.
     ctx.watches.ready().await;
@@ -109,6 +109,8 @@ async fn reconcile(ctx: &Ctx, key: &Key) -> Result<(), ReconcileError> {
             labels: Some(labels),
             annotations: Some(annotations),
             resource_version: current.as_ref().and_then(|c| c.resource_version()),
+            // The server keeps the managed fields of a write that sends none.
+            managed_fields: None,
             ..current.map(|c| c.metadata).unwrap_or_default()
         },
         subsets: (!subsets.is_empty()).then_some(subsets),
@@ -116,7 +118,12 @@ async fn reconcile(ctx: &Ctx, key: &Key) -> Result<(), ReconcileError> {
     if ep.metadata.resource_version.is_some() {
         api.replace(&key.1, &PostParams::default(), &ep).await?;
     } else {
-        api.create(&PostParams::default(), &ep).await?;
+        match api.create(&PostParams::default(), &ep).await {
+            Ok(_) => {}
+            // The namespace is being deleted: the Service goes with it.
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

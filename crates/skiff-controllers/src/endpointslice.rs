@@ -10,15 +10,17 @@
 //! deleted is reused for one that would be created, and nothing is written when nothing
 //! changed. A Service without endpoints keeps one empty placeholder slice.
 //!
-//! Unlike Kubernetes, a Service whose selector is removed loses the slices this controller
-//! made (Kubernetes leaves them stale); slices for Services without a selector (mirrored from
-//! hand-written Endpoints) are not made.
+//! Services without a selector get their hand-written Endpoints mirrored into slices
+//! managed by `endpointslicemirroring-controller.k8s.io` (Kubernetes' EndpointSliceMirroring
+//! controller, folded in here), unless the Endpoints is labelled
+//! `endpointslice.kubernetes.io/skip-mirror: "true"`. Unlike Kubernetes, a Service whose
+//! selector is removed loses the slices made from its pods (Kubernetes leaves them stale).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -36,6 +38,11 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// This controller's value of [`MANAGED_BY_LABEL`] (Kubernetes' own, so tools recognise it).
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+/// The [`MANAGED_BY_LABEL`] of slices mirrored from the Endpoints of Services without a
+/// selector (Kubernetes' EndpointSliceMirroring controller's value).
+pub const MIRRORING_MANAGED_BY: &str = "endpointslicemirroring-controller.k8s.io";
+/// An Endpoints with this label set to "true" is not mirrored.
+pub const SKIP_MIRROR_LABEL: &str = "endpointslice.kubernetes.io/skip-mirror";
 /// Most endpoints in one slice (Kubernetes' default `--max-endpoints-per-slice`).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
@@ -50,7 +57,7 @@ pub fn start(client: Client) -> tokio::task::JoinHandle<()> {
 }
 
 async fn run(client: Client) {
-    let (watches, worker) = Watches::start(&client);
+    let (watches, worker) = Watches::start(&client, true);
     let ctx = Arc::new(Ctx { client, watches });
     worker
         .run("endpointslice", |key| {
@@ -62,34 +69,128 @@ async fn run(client: Client) {
 
 async fn reconcile(ctx: &Ctx, key: &Key) -> Result<(), ReconcileError> {
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &key.0);
-    let lp = ListParams::default().labels(&format!(
-        "{SERVICE_NAME_LABEL}={},{MANAGED_BY_LABEL}={MANAGED_BY}",
-        key.1
-    ));
-    let existing = api.list(&lp).await?.items;
+    let lp = ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={}", key.1));
+    let (ours, mirrored): (Vec<_>, Vec<_>) = api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| {
+            let by = s.labels().get(MANAGED_BY_LABEL).map(String::as_str);
+            by == Some(MANAGED_BY) || by == Some(MIRRORING_MANAGED_BY)
+        })
+        .partition(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY));
     let svc = ctx.watches.service(&ctx.client, key).await?;
-    let Some(svc) = svc.filter(|s| selector(s).is_some()) else {
-        // The Service is gone (the garbage collector would remove the slices too) or it no
-        // longer selects pods: its slices describe nothing any more.
-        for s in &existing {
-            delete(&api, s).await?;
-        }
+    let Some(svc) = svc else {
+        // The Service is gone (the garbage collector would remove the slices too).
+        delete_all(&api, &ours).await?;
+        delete_all(&api, &mirrored).await?;
         return Ok(());
     };
-    let sel = selector(&svc).cloned().unwrap_or_default();
-    let pods = ctx.watches.selected_pods(&key.0, &sel);
-    let plan = plan(&svc, &pods, existing);
-    for s in &plan.delete {
-        delete(&api, s).await?;
+    if let Some(sel) = selector(&svc) {
+        let pods = ctx.watches.selected_pods(&key.0, sel);
+        delete_all(&api, &mirrored).await?;
+        return apply(&api, plan(&svc, &pods, ours)).await;
     }
+    // No selector: the Service's hand-written Endpoints are mirrored.
+    delete_all(&api, &ours).await?;
+    let eps: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.0);
+    let source = eps
+        .get_opt(&key.1)
+        .await?
+        .filter(|e| e.labels().get(SKIP_MIRROR_LABEL).map(String::as_str) != Some("true"));
+    match source {
+        Some(ep) => apply(&api, plan_for(&svc, mirror(&svc, &ep), mirrored)).await,
+        None => delete_all(&api, &mirrored).await,
+    }
+}
+
+async fn apply(api: &Api<EndpointSlice>, plan: Plan) -> Result<(), ReconcileError> {
+    delete_all(api, &plan.delete).await?;
     for s in &plan.update {
-        api.replace(&s.name_any(), &PostParams::default(), s)
+        let mut s = s.clone();
+        // The server keeps the managed fields of a write that sends none.
+        s.metadata.managed_fields = None;
+        api.replace(&s.name_any(), &PostParams::default(), &s)
             .await?;
     }
     for s in &plan.create {
-        api.create(&PostParams::default(), s).await?;
+        match api.create(&PostParams::default(), s).await {
+            Ok(_) => {}
+            // The namespace is being deleted: the Service goes with it.
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
+}
+
+async fn delete_all(
+    api: &Api<EndpointSlice>,
+    slices: &[EndpointSlice],
+) -> Result<(), ReconcileError> {
+    for s in slices {
+        delete(api, s).await?;
+    }
+    Ok(())
+}
+
+/// The slices' content for a Service without a selector: its Endpoints, address by
+/// address (Kubernetes' EndpointSliceMirroring controller). Only the Ready condition is
+/// known for such addresses.
+fn mirror(svc: &Service, ep: &Endpoints) -> Desired {
+    let mut labels = ep.labels().clone();
+    labels.remove(SKIP_MIRROR_LABEL);
+    labels.insert(SERVICE_NAME_LABEL.into(), svc.name_any());
+    labels.insert(MANAGED_BY_LABEL.into(), MIRRORING_MANAGED_BY.into());
+    let mut endpoints: BTreeMap<PortSet, Vec<Endpoint>> = BTreeMap::new();
+    for subset in ep.subsets.iter().flatten() {
+        let ports: Vec<EndpointPort> = subset
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| EndpointPort {
+                name: Some(p.name.clone().unwrap_or_default()),
+                port: Some(p.port),
+                protocol: Some(
+                    p.protocol
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "TCP".into()),
+                ),
+                app_protocol: p.app_protocol.clone().filter(|a| !a.is_empty()),
+            })
+            .collect();
+        let pool = endpoints.entry(port_set(&ports)).or_default();
+        let lists = [
+            (&subset.addresses, true),
+            (&subset.not_ready_addresses, false),
+        ];
+        for (list, ready) in lists {
+            for a in list.iter().flatten() {
+                if a.ip.parse::<Ipv4Addr>().is_err() {
+                    continue;
+                }
+                pool.push(Endpoint {
+                    addresses: vec![a.ip.clone()],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(ready),
+                        ..Default::default()
+                    }),
+                    hostname: a.hostname.clone().filter(|h| !h.is_empty()),
+                    node_name: a.node_name.clone().filter(|n| !n.is_empty()),
+                    target_ref: a.target_ref.clone(),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    endpoints.retain(|_, v| !v.is_empty());
+    Desired {
+        endpoints,
+        labels,
+        placeholder: false,
+    }
 }
 
 async fn delete(api: &Api<EndpointSlice>, slice: &EndpointSlice) -> Result<(), ReconcileError> {
@@ -112,7 +213,7 @@ pub(crate) struct Plan {
 }
 
 /// A set of ports, in a canonical order, identifying which slices an endpoint may go to.
-type PortSet = Vec<(String, i32, String, String)>;
+pub(crate) type PortSet = Vec<(String, i32, String, String)>;
 
 fn port_set(ports: &[EndpointPort]) -> PortSet {
     let mut set: PortSet = ports
@@ -231,13 +332,31 @@ fn new_slice(
     }
 }
 
-/// Decides the creates, updates and deletes that make `existing` (this Service's managed
-/// slices) match the pods; a pure function so that it can be tested without a cluster.
+/// What a Service's slices should hold, whoever computed it.
+pub(crate) struct Desired {
+    pub endpoints: BTreeMap<PortSet, Vec<Endpoint>>,
+    pub labels: BTreeMap<String, String>,
+    /// Keep one empty slice when there are no endpoints.
+    pub placeholder: bool,
+}
+
+/// The slices of a Service with a selector: its pods.
 pub(crate) fn plan(svc: &Service, pods: &[Pod], existing: Vec<EndpointSlice>) -> Plan {
+    let want = Desired {
+        endpoints: desired(svc, pods),
+        labels: desired_labels(svc),
+        placeholder: true,
+    };
+    plan_for(svc, want, existing)
+}
+
+/// Decides the creates, updates and deletes that make `existing` (the Service's slices of
+/// one manager) hold `want`; a pure function so that it can be tested without a cluster.
+pub(crate) fn plan_for(svc: &Service, want: Desired, existing: Vec<EndpointSlice>) -> Plan {
     let mut plan = Plan::default();
-    let labels = desired_labels(svc);
+    let labels = want.labels;
     let owner = owner_ref(svc);
-    let mut want = desired(svc, pods);
+    let mut want_eps = want.endpoints;
 
     // Slices that stay, with their port set and whether they changed.
     let mut kept: Vec<(PortSet, EndpointSlice, bool)> = Vec::new();
@@ -253,7 +372,7 @@ pub(crate) fn plan(svc: &Service, pods: &[Pod], existing: Vec<EndpointSlice>) ->
             continue;
         }
         let set = port_set(slice.ports.as_deref().unwrap_or_default());
-        let Some(pool) = want.get_mut(&set) else {
+        let Some(pool) = want_eps.get_mut(&set) else {
             plan.delete.push(slice);
             continue;
         };
@@ -282,7 +401,7 @@ pub(crate) fn plan(svc: &Service, pods: &[Pod], existing: Vec<EndpointSlice>) ->
 
     // New endpoints: fill slices with room, then make new slices.
     let mut create: Vec<EndpointSlice> = Vec::new();
-    for (set, mut pool) in want {
+    for (set, mut pool) in want_eps {
         pool.sort_by_key(endpoint_id);
         let mut pool = pool.into_iter();
         for (kset, slice, changed) in kept.iter_mut() {
@@ -306,7 +425,7 @@ pub(crate) fn plan(svc: &Service, pods: &[Pod], existing: Vec<EndpointSlice>) ->
 
     // A Service without endpoints keeps one empty slice, so that "no endpoints" is
     // distinguishable from "not processed yet".
-    if kept.is_empty() && create.is_empty() {
+    if want.placeholder && kept.is_empty() && create.is_empty() {
         create.push(new_slice(svc, &labels, &owner));
     }
 

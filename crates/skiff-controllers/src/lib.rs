@@ -43,7 +43,8 @@
 //! - [`endpoints`] — the core/v1 Endpoints of every Service with a selector: ready and
 //!   not-ready pod addresses, `targetPort` names resolved per pod; written only on change.
 //! - [`endpointslice`] — the discovery.k8s.io/v1 EndpointSlices of the same Services (100
-//!   endpoints a slice, `ready`/`serving`/`terminating` conditions), updated in place.
+//!   endpoints a slice, `ready`/`serving`/`terminating` conditions), updated in place;
+//!   the hand-written Endpoints of Services without a selector are mirrored into slices.
 //! - [`nodelifecycle`] — nodes without a heartbeat (Lease or Ready condition) for the grace
 //!   period become Ready=Unknown, not-ready/unreachable nodes are tainted, and pods on
 //!   NoExecute-tainted nodes are evicted when their tolerations run out.

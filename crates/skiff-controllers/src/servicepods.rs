@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -42,8 +42,9 @@ pub(crate) struct Worker {
 
 impl Watches {
     /// Starts watching Services and Pods. Every Service change queues that Service; every Pod
-    /// change queues the Services whose selector matched the pod's labels before or after it.
-    pub fn start(client: &Client) -> (Watches, Worker) {
+    /// change queues the Services whose selector matched the pod's labels before or after it;
+    /// with `endpoints`, every Endpoints change queues the Service of the same name.
+    pub fn start(client: &Client, endpoints: bool) -> (Watches, Worker) {
         let (queue, rx) = unbounded_channel();
         let (services, svc_writer) = reflector::store::<Service>();
         let (pods, pod_writer) = reflector::store::<Pod>();
@@ -126,6 +127,27 @@ impl Watches {
                 }
             }
         });
+        let mut tasks = vec![svc_task, pod_task, resync_task];
+        if endpoints {
+            let tx = queue.clone();
+            let stream = watcher(
+                Api::<Endpoints>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects();
+            tasks.push(tokio::spawn(async move {
+                let mut events = std::pin::pin!(stream);
+                while let Some(ev) = events.next().await {
+                    match ev {
+                        Ok(ep) => {
+                            let _ = tx.send(key_of(&ep));
+                        }
+                        Err(e) => tracing::debug!(error = %e, "endpoints watch"),
+                    }
+                }
+            }));
+        }
         let watches = Watches {
             services,
             pods,
@@ -134,7 +156,7 @@ impl Watches {
         let worker = Worker {
             watches: watches.clone(),
             rx,
-            tasks: vec![svc_task, pod_task, resync_task],
+            tasks,
         };
         (watches, worker)
     }

@@ -59,6 +59,30 @@ impl Env {
         Api::namespaced(self.client.clone(), "default")
     }
 
+    /// Runs kubectl against this server (blocking, so on the blocking pool).
+    async fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let kubeconfig = self.running.kubeconfig.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("-n")
+                .arg("default")
+                .args(&args)
+                .output()
+                .expect("kubectl runs");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        })
+        .await
+        .expect("kubectl task")
+    }
+
     async fn stop(self) {
         for c in &self.controllers {
             c.abort();
@@ -366,6 +390,25 @@ async fn endpoints_and_slices_follow_pods_and_services() {
         2,
         "one slice per resolved port set: {slices:#?}"
     );
+    // kubectl reads both: `get endpoints` the Endpoints, `describe service` the slices.
+    let (ok, out) = env.kubectl(&["get", "endpoints", "web"]).await;
+    assert!(
+        ok && out.contains("10.42.0.1:8080") && out.contains("more"),
+        "{out}"
+    );
+    let (ok, out) = env.kubectl(&["describe", "service", "web"]).await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Endpoints:"))
+        .unwrap_or_default();
+    assert!(
+        ok && line.contains("10.42.0.1:8080") && line.contains("10.42.0.2:8081"),
+        "{out}"
+    );
+    assert!(
+        !line.contains("10.42.0.3"),
+        "not-ready pods are not listed: {out}"
+    );
 
     // Nothing relevant changes: neither object is written again.
     let ep_rv = ep.resource_version();
@@ -496,7 +539,7 @@ async fn endpoints_and_slices_follow_pods_and_services() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_without_selector_keep_their_endpoints() {
+async fn services_without_selector_keep_and_mirror_their_endpoints() {
     let env = Env::start().await;
     let svcs: Api<Service> = env.api();
     let eps: Api<Endpoints> = env.api();
@@ -526,13 +569,41 @@ async fn services_without_selector_keep_their_endpoints() {
     barrier(&env, 1).await;
     let now = eps.get("external").await.expect("endpoints");
     assert_eq!(now.resource_version(), created.resource_version());
-    let slices: Api<EndpointSlice> = env.api();
-    let all = slices
-        .list(&ListParams::default())
+
+    // Its Endpoints are mirrored into slices of their own manager.
+    let row = |ip: &str, ready: bool| (ip.to_string(), String::new(), 5432, ready, false, false);
+    let mirrored = wait_slices(&env, "external", &[row("127.0.0.1", true)].into()).await;
+    assert_eq!(
+        mirrored[0]
+            .labels()
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("endpointslicemirroring-controller.k8s.io")
+    );
+    let edit = json!({"subsets": [{
+        "addresses": [{"ip": "127.0.0.1"}],
+        "notReadyAddresses": [{"ip": "127.0.0.2"}],
+        "ports": [{"port": 5432}],
+    }]});
+    eps.patch("external", &PatchParams::default(), &Patch::Merge(&edit))
         .await
-        .expect("list")
-        .items;
-    assert!(slices_of(&all, "external").is_empty());
+        .expect("edit endpoints");
+    let want = [row("127.0.0.1", true), row("127.0.0.2", false)].into();
+    let updated = wait_slices(&env, "external", &want).await;
+    assert_eq!(
+        updated[0].name_any(),
+        mirrored[0].name_any(),
+        "updated in place"
+    );
+    let skip = json!({"metadata": {"labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}}});
+    eps.patch("external", &PatchParams::default(), &Patch::Merge(&skip))
+        .await
+        .expect("skip mirror");
+    let slices: Api<EndpointSlice> = env.api();
+    eventually(&slices, "mirrored slices removed", |all| {
+        slices_of(all, "external").is_empty().then_some(())
+    })
+    .await;
 
     // The headless variant with a selector and no ports still lists its pods.
     let headless: Service = serde_json::from_value(json!({

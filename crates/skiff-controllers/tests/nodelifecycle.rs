@@ -269,7 +269,7 @@ async fn silent_node_is_marked_unknown_tainted_and_drained() {
         took >= GRACE - Duration::from_millis(300),
         "too early: {took:?}"
     );
-    assert!(took <= GRACE + Duration::from_secs(2), "too late: {took:?}");
+    assert!(took <= GRACE + Duration::from_secs(4), "too late: {took:?}");
     let cond = n
         .status
         .as_ref()
@@ -313,12 +313,12 @@ async fn silent_node_is_marked_unknown_tainted_and_drained() {
         evicted["fast"] >= Duration::from_secs(1) - slack,
         "{evicted:?}"
     );
-    assert!(evicted["fast"] <= Duration::from_secs(3), "{evicted:?}");
+    assert!(evicted["fast"] <= Duration::from_secs(5), "{evicted:?}");
     assert!(
         evicted["default"] >= Duration::from_secs(3) - slack,
         "{evicted:?}"
     );
-    assert!(evicted["default"] <= Duration::from_secs(5), "{evicted:?}");
+    assert!(evicted["default"] <= Duration::from_secs(7), "{evicted:?}");
     eventually(&pods, "evicted pods force-deleted", |ps| {
         ps.iter().all(|p| p.name_any() == "forever").then_some(())
     })
