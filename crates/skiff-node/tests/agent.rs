@@ -785,28 +785,30 @@ async fn readiness_probe_toggles_ready() {
     })
     .await;
 
-    // The process runtime cannot exec: the probe is skipped with a warning, the pod is ready.
-    env.create_pod(pod_json(
-        "exec-probed",
-        "sleep 1000",
-        json!({"spec": {"containers": [{
-            "name": "main", "image": "busybox:1.36",
-            "command": ["/bin/busybox", "sleep", "1000"],
-            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
-        }]}}),
-    ))
-    .await;
-    wait_for("exec-probed ready", || async {
-        let p = env.pod("exec-probed").await?;
-        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
-    })
-    .await;
-    let e = env
-        .event("exec-probed", "ProbeWarning", |m| {
-            m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+    // Exec probes run the command through the runtime: `true` makes the pod ready,
+    // `false` keeps it unready with Unhealthy events.
+    for (name, cmd, ready) in [("exec-ok", "true", "True"), ("exec-bad", "false", "False")] {
+        env.create_pod(pod_json(
+            name,
+            "sleep 1000",
+            json!({"spec": {"containers": [{
+                "name": "main", "image": "busybox:1.36",
+                "command": ["/bin/busybox", "sleep", "1000"],
+                "readinessProbe": {"exec": {"command": ["/bin/busybox", cmd]}, "periodSeconds": 1}
+            }]}}),
+        ))
+        .await;
+        wait_for(&format!("{name} Ready={ready}"), || async {
+            let p = env.pod(name).await?;
+            let running = status(&p)["containerStatuses"][0]["state"]["running"].is_object();
+            (running && condition(&p, "Ready").as_deref() == Some(ready)).then_some(())
         })
         .await;
-    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    }
+    env.event("exec-bad", "Unhealthy", |m| {
+        m.starts_with("Readiness probe failed")
+    })
+    .await;
     env.stop().await;
 }
 

@@ -19,8 +19,8 @@ use tokio::sync::watch;
 
 use crate::logs::{Stream, pump};
 use crate::runtime::{
-    Capabilities, ContainerSpec, ContainerState, ContainerStatus, Runtime, RuntimeError,
-    validate_id,
+    BoxedReader, BoxedWriter, Capabilities, ContainerSpec, ContainerState, ContainerStatus,
+    ExecProcess, ExecSpec, Runtime, RuntimeError, validate_id,
 };
 
 /// `PATH` given to commands whose spec sets none (the one Docker images default to).
@@ -106,7 +106,8 @@ impl Runtime for ProcessRuntime {
             isolation: false,
             cgroups: false,
             network_namespaces: false,
-            exec: false,
+            // On the host, like the container itself.
+            exec: true,
         }
     }
 
@@ -271,6 +272,75 @@ impl Runtime for ProcessRuntime {
 
     fn log_path(&self, id: &str) -> Result<PathBuf, RuntimeError> {
         Ok(log_file(&self.get(id)?.dir))
+    }
+
+    /// Runs the command on the host with the container's environment and working
+    /// directory (no terminals: there is no isolation to give one a meaning).
+    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
+        use std::os::unix::process::ExitStatusExt;
+        let c = self.get(id)?;
+        let state = c.state.lock().unwrap_or_else(|p| p.into_inner()).0;
+        if state != ContainerState::Running {
+            return Err(RuntimeError::InvalidState {
+                id: id.to_string(),
+                state,
+                action: "exec",
+            });
+        }
+        if spec.tty {
+            return Err(RuntimeError::Unsupported {
+                runtime: "process",
+                what: "terminals",
+            });
+        }
+        let (program, args) = spec
+            .command
+            .split_first()
+            .ok_or_else(|| RuntimeError::InvalidSpec("empty exec command".into()))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if !c.spec.env.iter().any(|(k, _)| k == "PATH") {
+            cmd.env("PATH", DEFAULT_PATH);
+        }
+        cmd.envs(c.spec.env.iter().map(|(k, v)| (k, v)));
+        if let Some(wd) = &c.spec.working_dir {
+            cmd.current_dir(wd);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::io(format!("starting {program:?}"), e))?;
+        let stdin = child.stdin.take().map(|s| Box::pin(s) as BoxedWriter);
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| RuntimeError::InvalidSpec("exec without stdout".into()))?;
+        let stderr = child.stderr.take().map(|s| Box::pin(s) as BoxedReader);
+        Ok(ExecProcess {
+            stdin,
+            stdout: Box::pin(stdout),
+            stderr,
+            exit: Box::pin(async move {
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| RuntimeError::io("waiting for the exec", e))?;
+                Ok(match (status.code(), status.signal()) {
+                    (Some(code), _) => code,
+                    (None, Some(sig)) => 128 + sig,
+                    (None, None) => 255,
+                })
+            }),
+            resize: None,
+        })
     }
 
     /// Only this process's containers: they die with it, there is nothing to adopt.
