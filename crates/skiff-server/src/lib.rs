@@ -71,6 +71,9 @@ pub struct NodeOptions {
     pub node_port_address: IpAddr,
     /// Port of the node's streaming server (logs, exec, port-forward); 0 picks one.
     pub kubelet_port: u16,
+    /// The OCI runtime program (`runc`; `crun` where the cgroup layout allows it);
+    /// `None` finds runc.
+    pub oci_binary: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -87,6 +90,7 @@ impl NodeOptions {
             lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             node_port_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             kubelet_port: 10250,
+            oci_binary: None,
         }
     }
 }

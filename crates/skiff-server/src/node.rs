@@ -179,7 +179,10 @@ pub async fn start_node(
     let images = ImageStore::open(&dirs.images).context("opening the image store")?;
     let (runtime, network): (Arc<dyn Runtime>, Arc<dyn PodNetwork>) = match options.runtime {
         RuntimeKind::Oci => {
-            let runc = find_runc().context("the oci runtime needs runc (apt-get install runc)")?;
+            let runc = match &options.oci_binary {
+                Some(p) => p.clone(),
+                None => find_runc().context("the oci runtime needs runc (apt-get install runc)")?,
+            };
             let subnet = pod_subnet(&client, &name).await?;
             let state = NodeState {
                 bridge: options.bridge.clone(),

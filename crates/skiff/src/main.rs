@@ -145,6 +145,10 @@ struct NodeArgs {
     /// Port of the node's streaming server (logs, exec, port-forward); 0 picks one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// OCI runtime program for `--runtime oci` (default: runc from the PATH's usual places;
+    /// crun works where it accepts the machine's cgroup layout).
+    #[arg(long)]
+    oci_runtime_binary: Option<PathBuf>,
 }
 
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
@@ -189,6 +193,7 @@ impl NodeArgs {
         o.lb_address = self.lb_address;
         o.node_port_address = self.node_port_address;
         o.kubelet_port = self.kubelet_port;
+        o.oci_binary = self.oci_runtime_binary.clone();
         Some(o)
     }
 }
