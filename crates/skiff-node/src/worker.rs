@@ -1641,10 +1641,7 @@ impl Worker {
             }
         }
         for id in ids {
-            match runtime.remove(&id).await {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(%id, error = %e, "removing a container"),
-            }
+            remove_container(&*runtime, &id).await;
         }
         for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
             s.stop_tasks();
@@ -1684,6 +1681,26 @@ impl Worker {
             }
         }
         self.transition(Stage::Terminated);
+    }
+}
+
+/// Removes a container, retrying a few times: a runtime may still be finishing up after
+/// the container's exit (e.g. a shim writing its last log lines).
+pub(crate) async fn remove_container(runtime: &dyn skiff_runtime::Runtime, id: &str) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 0..6 {
+        match runtime.remove(id).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(%id, error = %e, "removing a container");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%id, error = %e, "removing a container, will retry");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
     }
 }
 
