@@ -48,6 +48,7 @@ fn forwarded_param(sub: &str, key: &str) -> bool {
                 | "sinceTime"
                 | "tailLines"
                 | "limitBytes"
+                | "stream"
         ),
         "exec" | "attach" => matches!(key, "command" | "stdin" | "stdout" | "stderr" | "tty"),
         "portforward" => key == "ports",
@@ -316,6 +317,12 @@ async fn proxy_upgrade(
     uri: String,
     mut req: Request,
 ) -> HandlerResult {
+    if req.version() != http::Version::HTTP_11 {
+        return Err(ApiError::bad_request(
+            "exec, attach and portforward need an HTTP/1.1 connection upgrade",
+        )
+        .into());
+    }
     let mut sender = connect(addr, tls).await?;
     let node_req = node_request(addr, &uri, &req, true)?;
     let mut resp =

@@ -29,10 +29,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{
+    Event, EventSource, Node, NodeCondition, ObjectReference, Pod, PodCondition, Taint, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -50,6 +52,10 @@ pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 /// The tolerationSeconds the DefaultTolerationSeconds defaulting writes.
 const DEFAULTED_TOLERATION_SECONDS: i64 = 300;
+/// Event source of node health changes (Kubernetes' node lifecycle controller's name).
+const NODE_CONTROLLER: &str = "node-controller";
+/// Event source of evictions (Kubernetes' taint eviction controller's name).
+const TAINT_EVICTION_CONTROLLER: &str = "taint-eviction-controller";
 /// The conditions a silent node gets set to Unknown (Kubernetes' list).
 const CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 
@@ -245,7 +251,26 @@ impl Controller {
             )
             .await
         {
-            Ok(n) => Ok(Some(n)),
+            Ok(n) => {
+                let message = format!("Node {} status is now: NodeNotReady", n.name_any());
+                let involved = ObjectReference {
+                    kind: Some("Node".into()),
+                    name: Some(n.name_any()),
+                    uid: n.uid(),
+                    ..Default::default()
+                };
+                record_event(
+                    &self.client,
+                    "default",
+                    involved,
+                    "Normal",
+                    "NodeNotReady",
+                    &message,
+                    NODE_CONTROLLER,
+                )
+                .await;
+                Ok(Some(n))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -337,8 +362,12 @@ impl Controller {
             if let Some(deleting) = pod.metadata.deletion_timestamp.as_ref().map(|t| t.0) {
                 // Nobody on an unreachable node confirms termination: finish it ourselves
                 // once the grace period is over.
+                // deletionTimestamp has whole seconds only: allow one more.
+                let deadline = deleting
+                    .checked_add(SignedDuration::from_secs(1))
+                    .unwrap_or(deleting);
                 if unreachable {
-                    if deleting <= now {
+                    if deadline <= now {
                         tracing::info!(pod = %pod.name_any(), node = %name, "force-deleting pod on unreachable node");
                         let dp = DeleteParams {
                             grace_period_seconds: Some(0),
@@ -346,13 +375,23 @@ impl Controller {
                         };
                         ignore_gone(pods.delete(&pod.name_any(), &dp).await.map(|_| ()))?;
                     } else {
-                        soonest(deleting);
+                        soonest(deadline);
                     }
                 }
                 continue;
             }
-            if unreachable {
-                mark_pod_not_ready(&pods, &pod).await?;
+            if unreachable && mark_pod_not_ready(&pods, &pod).await? {
+                let involved = pod_ref(&pod);
+                record_event(
+                    &self.client,
+                    &ns,
+                    involved,
+                    "Warning",
+                    "NodeNotReady",
+                    "Node is not ready",
+                    NODE_CONTROLLER,
+                )
+                .await;
             }
             let tolerations = pod
                 .spec
@@ -360,7 +399,20 @@ impl Controller {
                 .and_then(|s| s.tolerations.clone())
                 .unwrap_or_default();
             match eviction_time(&tolerations, &taints, &self.config, now) {
-                Some(at) if at <= now => evict(&pods, &pod, &name).await?,
+                Some(at) if at <= now => {
+                    evict(&pods, &pod, &name).await?;
+                    let message = format!("Marking for deletion Pod {ns}/{}", pod.name_any());
+                    record_event(
+                        &self.client,
+                        &ns,
+                        pod_ref(&pod),
+                        "Normal",
+                        "TaintManagerEviction",
+                        &message,
+                        TAINT_EVICTION_CONTROLLER,
+                    )
+                    .await;
+                }
                 Some(at) => soonest(at),
                 None => {}
             }
@@ -514,22 +566,78 @@ fn eviction_time(
     earliest
 }
 
-/// Sets the pod's Ready condition False (its node can no longer vouch for it).
-async fn mark_pod_not_ready(pods: &Api<Pod>, pod: &Pod) -> Result<(), ReconcileError> {
+/// Sets the pod's Ready condition False (its node can no longer vouch for it); true when
+/// it was written.
+async fn mark_pod_not_ready(pods: &Api<Pod>, pod: &Pod) -> Result<bool, ReconcileError> {
     let mut conditions = pod
         .status
         .as_ref()
         .and_then(|s| s.conditions.clone())
         .unwrap_or_default();
     let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready") else {
-        return Ok(());
+        return Ok(false);
     };
     if ready.status == "False" {
-        return Ok(());
+        return Ok(false);
     }
     ready.status = "False".into();
     ready.last_transition_time = Some(Time(Timestamp::now()));
-    write_pod_conditions(pods, pod, conditions).await
+    write_pod_conditions(pods, pod, conditions).await?;
+    Ok(true)
+}
+
+fn pod_ref(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: pod.namespace(),
+        name: Some(pod.name_any()),
+        uid: pod.uid(),
+        ..Default::default()
+    }
+}
+
+/// Writes a core/v1 Event (best effort: a lost event must not stop an eviction).
+async fn record_event(
+    client: &Client,
+    namespace: &str,
+    involved: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let now = Timestamp::now();
+    let name = format!(
+        "{}.{:x}",
+        involved.name.as_deref().unwrap_or("object"),
+        now.as_nanosecond()
+    );
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace.to_string()),
+            ..Default::default()
+        },
+        involved_object: involved,
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: None,
+        }),
+        reporting_component: Some(component.into()),
+        reporting_instance: Some(component.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(error = %e, reason, "writing an event failed");
+    }
 }
 
 /// Deletes a pod because of a NoExecute taint, first recording why in a DisruptionTarget

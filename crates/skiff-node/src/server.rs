@@ -3,7 +3,8 @@
 //!
 //! - [`tls`]: serving certificate and the client-certificate check.
 //! - [`logs`]: `GET /containerLogs/{ns}/{pod}/{container}`.
-//! - [`exec`]: `/exec/{ns}/{pod}/{container}` over WebSocket (`v5`/`v4.channel.k8s.io`).
+//! - [`exec`]: `/exec/...` and `/attach/{ns}/{pod}/{container}` over WebSocket
+//!   (`v5`/`v4.channel.k8s.io`) or SPDY/3.1.
 //! - [`portforward`]: `/portForward/{ns}/{pod}` over SPDY/3.1 ([`spdy`]).
 //! - [`websocket`]: the RFC 6455 framing the exec protocol rides on.
 
@@ -215,16 +216,22 @@ async fn handle(
         }
         ("GET" | "POST", ["exec", ns, pod, container]) => {
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            exec::exec(&ctx, &ns, &pod, &container, &query, req).await
+            exec::exec(&ctx, &ns, &pod, &container, &query, req, false).await
+        }
+        ("GET" | "POST", ["attach", ns, pod, container]) => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            exec::exec(&ctx, &ns, &pod, &container, &query, req, true).await
         }
         ("GET" | "POST", ["portForward", ns, pod]) => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
             portforward::port_forward(&ctx, &ns, &pod, req).await
         }
-        (_, ["containerLogs" | "exec" | "portForward", ..]) if !matches!(segs.len(), 3 | 4) => {
+        (_, ["containerLogs" | "exec" | "attach" | "portForward", ..])
+            if !matches!(segs.len(), 3 | 4) =>
+        {
             status_response(StatusCode::NOT_FOUND, "NotFound", "404 page not found")
         }
-        (_, ["containerLogs" | "exec" | "portForward", ..]) => status_response(
+        (_, ["containerLogs" | "exec" | "attach" | "portForward", ..]) => status_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             "method not allowed",
@@ -346,6 +353,32 @@ fn wants_upgrade(req: &Request<Incoming>, protocol: &str) -> bool {
             u.split(',')
                 .any(|p| p.trim().eq_ignore_ascii_case(protocol))
         })
+}
+
+/// One task owns the write half of an upgraded connection: frames from every stream are
+/// queued to it (bounded, so a slow client slows the producers) and written whole; when
+/// every sender is gone the connection is shut down.
+fn spawn_writer<W>(
+    mut wr: W,
+    queue: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(queue);
+    let task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    (tx, task)
 }
 
 /// Every value of a comma-separated, possibly repeated header.

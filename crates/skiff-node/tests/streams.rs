@@ -255,8 +255,10 @@ impl Env {
         let pods: Api<Pod> = Api::namespaced(self.running().client.clone(), "default");
         pods.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
-                .expect("pod"),
+            &serde_json::from_value(
+                json!({"metadata": {"name": name, "labels": {"app": name}}, "spec": spec}),
+            )
+            .expect("pod"),
         )
         .await
         .expect("create pod");
@@ -402,25 +404,34 @@ async fn scenarios(env: &Env) {
         "{out}"
     );
 
+    let (code, out, err) = env.kubectl(&["logs", "done", "--since=1h"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\ntwo\nthree\n"), "{err}");
+    let (code, out, err) = env
+        .kubectl(&["logs", "done", "--since-time=2999-01-01T00:00:00Z"])
+        .await;
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (code, out, err) = env.kubectl(&["logs", "-l", "app=done"]).await;
+    assert_eq!((code, out.as_str()), (0, "one\ntwo\nthree\n"), "{err}");
+
     let (code, out, err) = env.kubectl(&["logs", "done", "--limit-bytes=5"]).await;
     assert_eq!((code, out.as_str()), (0, "one\nt"), "{err}");
 
     let (code, out, err) = env.kubectl(&["logs", "done", "-p"]).await;
     assert_eq!((code, out.as_str()), (0, "attempt 0\n"), "{err}");
 
-    // Follow until the container exits.
-    env.pod(
-        "ticker",
-        Some(NODE),
-        &[("main", "for i in 1 2 3; do echo tick $i; sleep 0.3; done")],
-        0,
-    )
-    .await;
-    let (code, out, err) = env.kubectl(&["logs", "-f", "ticker"]).await;
-    assert_eq!(
-        (code, out.as_str()),
-        (0, "tick 1\ntick 2\ntick 3\n"),
-        "{err}"
+    // Follow: lines arrive while the container runs, and kubectl ends when it exits.
+    let stop_dir = tempfile::tempdir().expect("tempdir");
+    let stop = stop_dir.path().join("stop-ticker");
+    env.pod("ticker", Some(NODE), &[("main", &ticker_script(&stop))], 0)
+        .await;
+    let (code, first, rest, err) =
+        stream_until_stopped(env, &["logs", "-f", "ticker"], &stop).await;
+    assert_eq!(code, Some(0), "{err}");
+    // stdout and stderr are logged by separate pumps: either may come first.
+    assert!(first == "tick 1\n" || first == "tock 1\n", "{first}");
+    assert!(
+        rest.ends_with("done-out\ndone-err\n") || rest.ends_with("done-err\ndone-out\n"),
+        "{rest}"
     );
 
     // No earlier instance.
@@ -471,6 +482,14 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("oops"), "{err}");
+    let (code, _, err) = env
+        .kubectl(&["exec", "sleeper", "--", "/nonexistent/cmd"])
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error executing command in container"),
+        "{err}"
+    );
     // stdin reaches the command and its end closes it (v5 close signal).
     let (code, out, err) = env
         .kubectl_with(
@@ -503,9 +522,104 @@ async fn scenarios(env: &Env) {
         .await;
     assert_eq!((code, out.as_str()), (0, "piped\n"), "{err}");
 
+    // kubectl cp: tar through exec both ways, binary and bigger than any buffer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.path().join("src.bin"), &data).expect("write src");
+    let remote = dir.path().join("remote");
+    std::fs::create_dir(&remote).expect("remote dir");
+    let src = dir.path().join("src.bin").display().to_string();
+    let dest = format!("sleeper:{}/copied.bin", remote.display());
+    let (code, _, err) = env.kubectl(&["cp", &src, &dest]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(remote.join("copied.bin")).expect("copied") == data,
+        "upload differs"
+    );
+    let back = dir.path().join("back.bin").display().to_string();
+    let (code, _, err) = env.kubectl(&["cp", &dest, &back]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(&back).expect("back") == data,
+        "download differs"
+    );
+
+    // attach: the main process's output from now on, until it exits.
+    let stop = dir.path().join("stop-attach");
+    env.pod("chatty", Some(NODE), &[("main", &ticker_script(&stop))], 0)
+        .await;
+    let pods: Api<Pod> = Api::namespaced(env.running().client.clone(), "default");
+    pods.patch_status(
+        "chatty",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .expect("pod running");
+    let (code, first, rest, err) = stream_until_stopped(env, &["attach", "chatty"], &stop).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(first.starts_with("tick "), "{first}");
+    assert!(
+        rest.ends_with("done-out\n") && !rest.contains("tock"),
+        "{rest}"
+    );
+    assert!(err.contains("done-err\n"), "{err}");
+
     // kubectl 1.32 tunnels SPDY in WebSocket; without the feature it upgrades to SPDY.
     port_forward(env, true).await;
     port_forward(env, false).await;
+}
+
+/// Runs a streaming kubectl command (`logs -f`, `attach`) against a container that ticks
+/// until `stop` exists: reads the first line (so the stream is live), creates `stop`, and
+/// reads the rest until kubectl ends with the container. (exit code, first line, rest, stderr)
+async fn stream_until_stopped(
+    env: &Env,
+    args: &[&str],
+    stop: &std::path::Path,
+) -> (Option<i32>, String, String, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut child = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&env.running().kubeconfig)
+        .args(["-n", "default"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut first))
+        .await
+        .expect("first line in time")
+        .expect("read kubectl output");
+    std::fs::write(stop, "").expect("stop file");
+    let mut rest = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_to_string(&mut rest))
+        .await
+        .expect("kubectl ends with the container")
+        .expect("read kubectl output");
+    let out = child.wait_with_output().await.expect("kubectl ends");
+    (
+        out.status.code(),
+        first,
+        rest,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A shell loop printing `tick N` (and `tock N` on stderr) until `stop` exists, then
+/// `done-out` / `done-err`.
+fn ticker_script(stop: &std::path::Path) -> String {
+    format!(
+        "i=0; while [ ! -e {} ]; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.1; done; echo done-out; echo done-err >&2",
+        stop.display()
+    )
 }
 
 /// `kubectl port-forward` to a TCP echo server "in the pod" (host network here).
@@ -570,9 +684,9 @@ async fn port_forward(env: &Env, websockets: bool) {
         );
     };
 
-    // Two connections one after the other, the second with more than a flow-control
-    // window of data.
-    for size in [5usize, 300_000] {
+    // Connections one after the other and side by side, some with more than a SPDY
+    // flow-control window of data.
+    let echo_through = |size: usize| async move {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local_port))
             .await
@@ -589,7 +703,10 @@ async fn port_forward(env: &Env, websockets: bool) {
             .await
             .expect("echo in time");
         assert!(got == payload, "echoed bytes differ for {size} bytes");
-    }
+    };
+    echo_through(5).await;
+    echo_through(300_000).await;
+    futures::future::join_all([1, 70_000, 200_000, 12].map(echo_through)).await;
     let _ = kubectl.kill().await;
     echo_task.abort();
 }

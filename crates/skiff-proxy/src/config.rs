@@ -12,6 +12,8 @@ pub struct ProxyConfig {
     pub node_address: IpAddr,
     /// The interface that carries the cluster IPs and the DNS address (a dummy interface,
     /// or a port-less bridge where the kernel has no dummy driver). Created if missing.
+    /// Empty: touch no interface (no root needed); cluster IPs are then not served, only
+    /// node ports and load balancers, and `dns_address` must already be local (loopback).
     pub service_interface: String,
     /// The cluster DNS server's address; it goes on the service interface.
     pub dns_address: IpAddr,
@@ -44,6 +46,18 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The defaults for a cluster whose Services get addresses from `cidr`: the DNS server at
+    /// its tenth address (10.43.0.10 for k3s' 10.43.0.0/16) and the range routed to the
+    /// service interface.
+    pub fn for_service_cidr(cidr: (Ipv4Addr, u8)) -> Self {
+        let tenth = Ipv4Addr::from(u32::from(cidr.0).wrapping_add(10));
+        ProxyConfig {
+            dns_address: IpAddr::V4(tenth),
+            service_cidr: Some(cidr),
+            ..ProxyConfig::default()
+        }
+    }
+
     /// The cluster domain in lower case without surrounding dots.
     pub(crate) fn domain(&self) -> String {
         self.cluster_domain.trim_matches('.').to_ascii_lowercase()
@@ -72,6 +86,15 @@ pub fn resolv_conf(namespace: &str, config: &ProxyConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_address_follows_the_service_cidr() {
+        let c = ProxyConfig::for_service_cidr((Ipv4Addr::new(10, 43, 0, 0), 16));
+        assert_eq!(c.dns_address, IpAddr::V4(Ipv4Addr::new(10, 43, 0, 10)));
+        assert_eq!(c.service_cidr, Some((Ipv4Addr::new(10, 43, 0, 0), 16)));
+        let c = ProxyConfig::for_service_cidr((Ipv4Addr::new(10, 96, 0, 0), 12));
+        assert_eq!(c.dns_address, IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)));
+    }
 
     #[test]
     fn resolv_conf_has_nameserver_and_search_path() {

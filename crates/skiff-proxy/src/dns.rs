@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -32,6 +32,8 @@ pub enum DnsRecord {
         port: u16,
         target: String,
     },
+    /// Reverse lookups of cluster IPs and named endpoints.
+    Ptr(String),
 }
 
 impl DnsRecord {
@@ -48,6 +50,7 @@ impl DnsRecord {
             DnsRecord::Aaaa(_) => RecordType::AAAA,
             DnsRecord::Cname(_) => RecordType::CNAME,
             DnsRecord::Srv { .. } => RecordType::SRV,
+            DnsRecord::Ptr(_) => RecordType::PTR,
         }
     }
 }
@@ -68,6 +71,25 @@ pub struct DnsTable {
     domain: String,
     records: HashMap<String, Vec<DnsRecord>>,
     names: HashSet<String>,
+    /// `d.c.b.a.in-addr.arpa` (and ip6.arpa) names of the addresses we know.
+    reverse: HashMap<String, Vec<DnsRecord>>,
+}
+
+/// The reverse-lookup name of an address.
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::new();
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s + "ip6.arpa"
+        }
+    }
 }
 
 impl DnsTable {
@@ -118,6 +140,15 @@ impl DnsTable {
         }
     }
 
+    /// Answers reverse lookups of `ip` with `name`.
+    pub fn add_reverse(&mut self, ip: IpAddr, name: &str) {
+        let rs = self.reverse.entry(reverse_name(ip)).or_default();
+        let r = DnsRecord::Ptr(name.trim_end_matches('.').to_ascii_lowercase());
+        if !rs.contains(&r) {
+            rs.push(r);
+        }
+    }
+
     fn in_zone(&self, name: &str) -> bool {
         name == self.domain
             || name
@@ -127,6 +158,9 @@ impl DnsTable {
 
     pub fn lookup(&self, name: &str) -> Lookup {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(rs) = self.reverse.get(&name) {
+            return Lookup::Records(rs.clone());
+        }
         if !self.in_zone(&name) {
             return Lookup::OutOfZone;
         }
@@ -187,6 +221,7 @@ fn to_record(name: &Name, r: &DnsRecord) -> Option<Record> {
         DnsRecord::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
         DnsRecord::Cname(t) => RData::CNAME(CNAME(fqdn(t)?)),
         DnsRecord::Srv { port, target } => RData::SRV(SRV::new(0, 100, *port, fqdn(target)?)),
+        DnsRecord::Ptr(t) => RData::PTR(PTR(fqdn(t)?)),
     };
     Some(Record::from_rdata(name.clone(), TTL, rdata))
 }
@@ -225,6 +260,12 @@ pub(crate) fn respond(table: &DnsTable, request: &[u8], udp: bool, can_forward: 
     resp.add_query(q.clone());
     let qname = q.name().to_ascii();
     let lookup = table.lookup(&qname);
+    let zone = if qname.trim_end_matches('.').ends_with(".arpa") {
+        // Our reverse records are single names, not a zone of ours.
+        qname.trim_end_matches('.').to_string()
+    } else {
+        table.domain().to_string()
+    };
     if lookup == Lookup::OutOfZone {
         if can_forward {
             return Answer::Forward;
@@ -241,7 +282,7 @@ pub(crate) fn respond(table: &DnsTable, request: &[u8], udp: bool, can_forward: 
         Lookup::OutOfZone => {}
         Lookup::NxDomain => {
             resp.metadata.response_code = ResponseCode::NXDomain;
-            resp.add_authorities(soa(table.domain()));
+            resp.add_authorities(soa(&zone));
         }
         Lookup::Records(rs) => {
             let qt = q.query_type();
@@ -257,8 +298,14 @@ pub(crate) fn respond(table: &DnsTable, request: &[u8], udp: bool, can_forward: 
                     .filter(|r| qt == RecordType::ANY || r.record_type() == qt)
                     .collect()
             };
-            if matching.is_empty() {
-                resp.add_authorities(soa(table.domain()));
+            let apex = qname
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(table.domain());
+            if apex && matches!(qt, RecordType::SOA | RecordType::ANY) {
+                // The cluster domain is our zone: its SOA is ours to give.
+                resp.add_answers(soa(table.domain()));
+            } else if matching.is_empty() {
+                resp.add_authorities(soa(&zone));
             }
             resp.add_answers(matching.iter().filter_map(|r| to_record(q.name(), r)));
             // Help SRV clients: the targets' addresses.
@@ -480,6 +527,7 @@ pub fn parse_answer(bytes: &[u8]) -> Option<(ResponseCode, Vec<String>)> {
             RData::AAAA(a) => a.0.to_string(),
             RData::CNAME(c) => c.0.to_ascii(),
             RData::SRV(s) => format!("{} {}", s.port, s.target.to_ascii()),
+            RData::PTR(p) => p.0.to_ascii(),
             other => other.to_string(),
         })
         .collect();
@@ -545,6 +593,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_domain_has_an_soa() {
+        let t = table();
+        let q = query_bytes(3, "cluster.local", RecordType::SOA).expect("query");
+        let Answer::Reply(b) = respond(&t, &q, true, false) else {
+            panic!("no reply")
+        };
+        let m = Message::from_vec(&b).expect("message");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
     fn unknown_names_are_nxdomain_and_foreign_names_refused() {
         let t = table();
         assert_eq!(
@@ -596,6 +658,30 @@ mod tests {
         assert_eq!(
             ask(&t, "10-42-0.default.pod.cluster.local", RecordType::A).0,
             ResponseCode::NXDomain
+        );
+    }
+
+    #[test]
+    fn reverse_lookups_of_known_addresses() {
+        let mut t = table();
+        t.add_reverse(
+            IpAddr::V4(Ipv4Addr::new(10, 43, 0, 5)),
+            "web.default.svc.cluster.local",
+        );
+        assert_eq!(
+            ask(&t, "5.0.43.10.in-addr.arpa", RecordType::PTR),
+            (
+                ResponseCode::NoError,
+                vec!["web.default.svc.cluster.local.".to_string()]
+            )
+        );
+        assert_eq!(
+            ask(&t, "6.0.43.10.in-addr.arpa", RecordType::PTR).0,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            reverse_name("2001:db8::1".parse().expect("ip")),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
         );
     }
 

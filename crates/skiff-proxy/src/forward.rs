@@ -5,14 +5,17 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::balancer::Balancer;
+use crate::model::ListenerKind;
 
-/// How long one endpoint may take to accept before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one endpoint may take to accept before the next one is tried. Endpoints are on
+/// this machine's bridge: one that has not answered in a second is gone (its pod deleted, the
+/// EndpointSlice not updated yet), and the next one should get the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Endpoints tried for one connection before it is given up.
 const MAX_TRIES: usize = 3;
 /// Per direction and connection: big enough for bulk transfers, small enough that many
@@ -22,6 +25,25 @@ const BUFFER: usize = 32 * 1024;
 /// A UDP flow without a packet either way for this long is forgotten (kube-proxy's
 /// conntrack default for unreplied UDP is 30 s).
 const UDP_IDLE: Duration = Duration::from_secs(30);
+
+/// Opens a Service's TCP listener. Cluster IPs are ours alone, and a wildcard node or LB
+/// address must coexist with them on the same port (`lb_address: 0.0.0.0` and a cluster IP
+/// both on port 80): both get SO_REUSEPORT, and the kernel hands each connection to the
+/// listener with the most specific address. A specific node or LB address does not, so a
+/// port another program holds is reported as taken rather than shared.
+pub(crate) fn bind_tcp(addr: SocketAddr, kind: ListenerKind) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if kind == ListenerKind::ClusterIp || addr.ip().is_unspecified() {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
 
 /// Serves `listener` until aborted; `stop` ends the connections in flight too (shutdown).
 pub(crate) fn spawn(
@@ -213,4 +235,54 @@ async fn open_flow(
         upstream,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn specific_listener_wins_over_a_wildcard_on_the_same_port() {
+        // 127.0.0.12 stands in for a cluster IP; the wildcard for `lb_address: 0.0.0.0`.
+        let specific = bind_tcp(
+            "127.0.0.12:0".parse().expect("addr"),
+            ListenerKind::ClusterIp,
+        )
+        .expect("bind specific");
+        let port = specific.local_addr().expect("addr").port();
+        let wildcard = bind_tcp(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            ListenerKind::LoadBalancer,
+        )
+        .expect("the wildcard coexists with the cluster IP");
+        let serve = |l: TcpListener, tag: &'static [u8]| {
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut s, tag).await;
+                }
+            })
+        };
+        let (a, b) = (serve(specific, b"S"), serve(wildcard, b"W"));
+        let read = |ip: &'static str| async move {
+            let mut s = TcpStream::connect((ip, port)).await.expect("connect");
+            let mut tag = [0u8; 1];
+            s.read_exact(&mut tag).await.expect("tag");
+            tag[0]
+        };
+        for _ in 0..5 {
+            assert_eq!(read("127.0.0.12").await, b'S');
+            assert_eq!(read("127.0.0.1").await, b'W');
+        }
+        a.abort();
+        b.abort();
+    }
+
+    #[tokio::test]
+    async fn a_port_another_program_holds_is_reported_taken() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = other.local_addr().expect("addr");
+        let err = bind_tcp(addr, ListenerKind::LoadBalancer).expect_err("taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

@@ -399,6 +399,7 @@ fn dns_records(dns: &mut DnsTable, svc: &Service, ns: &str, name: &str, slices: 
     if !is_headless(svc) {
         for ip in cluster_ips(svc) {
             dns.add(&fqdn, DnsRecord::address(ip));
+            dns.add_reverse(ip, &fqdn);
         }
         for p in ports {
             if let (Some(pn), Ok(port)) = (&p.name, u16::try_from(p.port)) {
@@ -432,6 +433,7 @@ fn dns_records(dns: &mut DnsTable, svc: &Service, ns: &str, name: &str, slices: 
             let host_fqdn = format!("{}.{fqdn}", host.to_ascii_lowercase());
             if ep.hostname.is_some() {
                 dns.add(&host_fqdn, DnsRecord::address(ip));
+                dns.add_reverse(ip, &host_fqdn);
             }
             if seen.insert(ip) {
                 dns.add(&fqdn, DnsRecord::address(ip));
@@ -638,6 +640,14 @@ mod tests {
         assert_eq!(
             d.routes.values().next().expect("route").affinity,
             Some(DEFAULT_AFFINITY_TIMEOUT)
+        );
+        let spec = s.spec.as_mut().expect("spec");
+        spec.session_affinity_config =
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).expect("config");
+        let d = desired(&[&s], &[], &config());
+        assert_eq!(
+            d.routes.values().next().expect("route").affinity,
+            Some(Duration::from_secs(60))
         );
     }
 

@@ -74,26 +74,12 @@ impl ServiceInterface {
         if !valid_name(name) {
             return Err(NetError::InvalidName(name.to_string()));
         }
-        let exists = ip(&["-o", "link", "show", "dev", name]).await.is_ok();
-        let mut created = false;
-        if !exists {
-            match ip(&["link", "add", name, "type", "dummy"]).await {
-                Ok(_) => created = true,
-                Err(dummy) => {
-                    // Some kernels (containers) have no dummy driver; a bridge with no ports
-                    // holds local addresses just the same and forwards nothing.
-                    ip(&["link", "add", name, "type", "bridge"])
-                        .await
-                        .inspect_err(|_| {
-                            tracing::warn!("creating dummy interface {name}: {dummy}")
-                        })?;
-                    created = true;
-                }
-            }
-            // Link-local IPv6 addresses are noise on an interface that never sends a packet.
-            let _ =
-                tokio::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1").await;
-        }
+        let created = if link_exists(name).await {
+            false
+        } else {
+            create_link(name).await?;
+            true
+        };
         let iface = ServiceInterface {
             name: name.to_string(),
             created,
@@ -106,6 +92,20 @@ impl ServiceInterface {
             return Err(e);
         }
         Ok(iface)
+    }
+
+    /// Recreates the link (and its routes) if someone removed it. Returns whether it had to.
+    pub async fn repair(&mut self) -> Result<bool, NetError> {
+        if link_exists(&self.name).await {
+            return Ok(false);
+        }
+        create_link(&self.name).await?;
+        self.created = true;
+        ip(&["link", "set", self.name.as_str(), "up"]).await?;
+        for r in &self.routes {
+            ip(&["route", "replace", r.as_str(), "dev", self.name.as_str()]).await?;
+        }
+        Ok(true)
     }
 
     pub fn name(&self) -> &str {
@@ -169,6 +169,23 @@ impl ServiceInterface {
         }
         Ok(())
     }
+}
+
+async fn link_exists(name: &str) -> bool {
+    ip(&["-o", "link", "show", "dev", name]).await.is_ok()
+}
+
+/// Creates a dummy link, or a bridge without ports where the kernel has no dummy driver
+/// (containers): it holds local addresses just the same and forwards nothing.
+async fn create_link(name: &str) -> Result<(), NetError> {
+    if let Err(dummy) = ip(&["link", "add", name, "type", "dummy"]).await {
+        ip(&["link", "add", name, "type", "bridge"])
+            .await
+            .inspect_err(|_| tracing::warn!("creating dummy interface {name}: {dummy}"))?;
+    }
+    // Link-local IPv6 addresses are noise on an interface that never sends a packet.
+    let _ = tokio::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1").await;
+    Ok(())
 }
 
 fn parse_addresses(json: &str) -> Result<BTreeSet<IpAddr>, String> {

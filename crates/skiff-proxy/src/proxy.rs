@@ -114,13 +114,20 @@ impl Drop for ProxyHandle {
 /// watches that drive everything else. Returns once DNS listens; [`ProxyHandle::synced`]
 /// tells when the Services are served.
 pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
-    let mut iface = ServiceInterface::ensure(&config.service_interface).await?;
+    // Without an interface (no root) only node ports and load balancers are served.
+    let mut iface = if config.service_interface.is_empty() {
+        None
+    } else {
+        Some(ServiceInterface::ensure(&config.service_interface).await?)
+    };
     let started = async {
-        if let Some(cidr) = config.service_cidr {
-            iface.route(cidr).await?;
-        }
-        if needs_interface(config.dns_address) {
-            iface.add(config.dns_address).await?;
+        if let Some(iface) = &mut iface {
+            if let Some(cidr) = config.service_cidr {
+                iface.route(cidr).await?;
+            }
+            if needs_interface(config.dns_address) {
+                iface.add(config.dns_address).await?;
+            }
         }
         let (dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::new(&config.domain())));
         let dns_addr = SocketAddr::new(config.dns_address, config.dns_port);
@@ -136,16 +143,23 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, Pro
     let (dns_tx, dns, dns_addr) = match started {
         Ok(x) => x,
         Err(e) => {
-            if let Err(c) = iface.delete().await {
+            if let Some(iface) = &iface
+                && let Err(c) = iface.delete().await
+            {
                 tracing::warn!("cleaning up {}: {c}", iface.name());
             }
             return Err(e);
         }
     };
-    tracing::info!(
-        "cluster DNS on {dns_addr}, service addresses on {}",
-        iface.name()
-    );
+    match &iface {
+        Some(i) => tracing::info!(
+            "cluster DNS on {dns_addr}, service addresses on {}",
+            i.name()
+        ),
+        None => tracing::info!(
+            "cluster DNS on {dns_addr}; no service interface: cluster IPs are not served"
+        ),
+    }
 
     if config.register_dns_service {
         register_dns_service(&client, &config).await;
@@ -247,8 +261,10 @@ async fn register_dns_service(client: &Client, config: &ProxyConfig) {
                                 "kubernetes.io/cluster-service": "true"}},
         "spec": {"clusterIP": config.dns_address.to_string(),
                  "ports": [
-                    {"name": "dns", "port": config.dns_port, "protocol": "UDP", "targetPort": config.dns_port},
-                    {"name": "dns-tcp", "port": config.dns_port, "protocol": "TCP", "targetPort": config.dns_port}]}
+                    {"name": "dns", "port": config.dns_port, "protocol": "UDP",
+                     "targetPort": config.dns_port},
+                    {"name": "dns-tcp", "port": config.dns_port, "protocol": "TCP",
+                     "targetPort": config.dns_port}]}
     }));
     let Ok(svc) = svc else { return };
     match api.get_opt("kube-dns").await {
@@ -278,7 +294,7 @@ struct RunningListener {
 struct Engine {
     client: Client,
     config: ProxyConfig,
-    iface: ServiceInterface,
+    iface: Option<ServiceInterface>,
     dns: DnsServer,
     dns_tx: watch::Sender<Arc<DnsTable>>,
     dns_addr: SocketAddr,
@@ -324,18 +340,15 @@ impl Engine {
         let mut retry = false;
 
         // Addresses first: a listener can only bind once its address is local.
-        let have = match self.iface.addresses().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("{e}");
-                BTreeSet::new()
-            }
-        };
-        for ip in d.addresses.difference(&have) {
-            if let Err(e) = self.iface.add(*ip).await {
-                tracing::warn!("adding {ip}: {e}");
-                retry = true;
-            }
+        let mut have = BTreeSet::new();
+        if self.iface.is_some() {
+            let (h, failed) = self.add_addresses(&d.addresses).await;
+            have = h;
+            retry |= failed;
+        } else {
+            d.addresses.clear();
+            d.listeners
+                .retain(|_, l| l.kind != model::ListenerKind::ClusterIp);
         }
 
         // Endpoints: new connections follow the EndpointSlices from now on.
@@ -354,9 +367,15 @@ impl Engine {
 
         retry |= self.converge_listeners(&d).await;
 
-        for ip in have.difference(&d.addresses) {
-            if let Err(e) = self.iface.remove(*ip).await {
-                tracing::warn!("removing {ip}: {e}");
+        if let Some(iface) = &self.iface {
+            let extra: Vec<IpAddr> = have.difference(&d.addresses).copied().collect();
+            for ip in extra {
+                match iface.remove(ip).await {
+                    Ok(()) => {
+                        have.remove(&ip);
+                    }
+                    Err(e) => tracing::warn!("removing {ip}: {e}"),
+                }
             }
         }
 
@@ -365,10 +384,9 @@ impl Engine {
         retry |= self.converge_load_balancers(&d, &services).await;
 
         self.syncs += 1;
-        let addresses = self.iface.addresses().await.unwrap_or_default();
         let status = ProxyStatus {
             syncs: self.syncs,
-            addresses,
+            addresses: have,
             listeners: self.listening(Protocol::Tcp),
             udp_listeners: self.listening(Protocol::Udp),
             failed: self
@@ -380,6 +398,44 @@ impl Engine {
         };
         self.status.send_replace(status);
         retry
+    }
+
+    /// Puts `wanted` on the interface (recreating it if it was removed). Returns what is on
+    /// it and whether something failed.
+    async fn add_addresses(&mut self, wanted: &BTreeSet<IpAddr>) -> (BTreeSet<IpAddr>, bool) {
+        let Some(iface) = &mut self.iface else {
+            return (BTreeSet::new(), false);
+        };
+        let mut retry = false;
+        let mut have = match iface.addresses().await {
+            Ok(a) => a,
+            Err(e) => {
+                match iface.repair().await {
+                    Ok(true) => tracing::warn!("{} had been removed: recreated it", iface.name()),
+                    Ok(false) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        retry = true;
+                    }
+                }
+                BTreeSet::new()
+            }
+        };
+        for ip in wanted.difference(&have.clone()) {
+            match iface.add(*ip).await {
+                Ok(()) => {
+                    have.insert(*ip);
+                }
+                Err(e) => {
+                    tracing::warn!("adding {ip}: {e}");
+                    retry = true;
+                }
+            }
+        }
+        (have, retry)
     }
 
     fn listening(&self, protocol: Protocol) -> BTreeMap<SocketAddr, String> {
@@ -414,8 +470,7 @@ impl Engine {
             };
             let addr = &spec.addr;
             let bound = match spec.protocol {
-                Protocol::Tcp => tokio::net::TcpListener::bind(addr)
-                    .await
+                Protocol::Tcp => forward::bind_tcp(*addr, spec.kind)
                     .map(|l| forward::spawn(l, balancer.clone(), self.stop.clone())),
                 Protocol::Udp => tokio::net::UdpSocket::bind(addr)
                     .await
@@ -559,7 +614,13 @@ impl Engine {
             .iter()
             .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
             .collect();
-        let patch = json!({"status": {"loadBalancer": {"ingress": if ingress.is_empty() { serde_json::Value::Null } else { json!(ingress) }}}});
+        // A merge patch replaces the list whole; null removes it.
+        let ingress = if ingress.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(ingress)
+        };
+        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
         match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -621,8 +682,10 @@ impl Engine {
             l.task.abort();
         }
         self.dns.abort();
-        if let Err(e) = self.iface.delete().await {
-            tracing::warn!("cleaning up {}: {e}", self.iface.name());
+        if let Some(iface) = &self.iface
+            && let Err(e) = iface.delete().await
+        {
+            tracing::warn!("cleaning up {}: {e}", iface.name());
         }
         let mut status = self.status.borrow().clone();
         status.addresses.clear();

@@ -63,16 +63,32 @@ struct Env {
     _guard: InterfaceGuard,
 }
 
+/// A port free for both TCP and UDP on 127.0.0.1 (the DNS server binds both).
+fn free_dual_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let port = u.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Env {
     async fn start() -> Option<Env> {
         if !is_root() {
             eprintln!("skipped: the proxy's service interface needs root");
             return None;
         }
+        Some(Env::start_with(true).await)
+    }
+
+    /// `interface: false` is the no-root mode: loopback only, no service interface.
+    async fn start_with(interface: bool) -> Env {
         // A /24 and an interface of our own per test (and per concurrent test process).
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let subnet = ((pid % 50) as u8) * 5 + n + 1;
+        let subnet = ((pid % 35) as u8) * 7 + n + 1;
         let iface = format!("skp{}t{n}", pid % 100_000);
         let guard = InterfaceGuard(iface.clone());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -86,13 +102,25 @@ impl Env {
         .await
         .expect("server starts");
         let client = running.client.clone();
-        let config = ProxyConfig {
-            lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            service_interface: iface,
-            dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, subnet, 10)),
-            service_cidr: Some(cidr),
-            ..ProxyConfig::default()
+        let config = if interface {
+            ProxyConfig {
+                lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                service_interface: iface,
+                dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, subnet, 10)),
+                service_cidr: Some(cidr),
+                ..ProxyConfig::default()
+            }
+        } else {
+            ProxyConfig {
+                lb_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                node_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                service_interface: String::new(),
+                dns_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                dns_port: free_dual_port(),
+                register_dns_service: false,
+                ..ProxyConfig::default()
+            }
         };
         let proxy = skiff_proxy::run(client.clone(), config.clone())
             .await
@@ -100,7 +128,7 @@ impl Env {
         tokio::time::timeout(TIMEOUT, proxy.synced())
             .await
             .expect("proxy syncs");
-        Some(Env {
+        Env {
             _dir: dir,
             running: Some(running),
             client,
@@ -108,7 +136,7 @@ impl Env {
             config,
             kubernetes_ip: Ipv4Addr::new(10, 96, subnet, 1),
             _guard: guard,
-        })
+        }
     }
 
     fn proxy(&self) -> &ProxyHandle {
@@ -375,6 +403,32 @@ async fn routes_cluster_ip_node_port_and_load_balancer() {
     })
     .await;
 
+    // kubectl shows where the LoadBalancer is, as with k3s.
+    let kubeconfig = env.running.as_ref().expect("server").kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "service", "web", "--no-headers"])
+            .output()
+    })
+    .await
+    .expect("task");
+    match out {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let cols: Vec<&str> = text.split_whitespace().collect();
+            // NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE
+            assert_eq!(
+                cols.get(..4),
+                Some(&["web", "LoadBalancer", &cip.ip().to_string(), "127.0.0.1"][..]),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("kubectl not run ({e}): EXTERNAL-IP column not checked"),
+    }
+
     // A connection through the proxy really carries data both ways.
     let mut held = TcpStream::connect(cip).await.expect("connect");
     let mut greeting = [0u8; 10];
@@ -615,6 +669,11 @@ async fn cluster_dns() {
             "{name} over TCP"
         );
     }
+    let reverse = skiff_proxy::dns::reverse_name(cluster_ip(&web));
+    assert_eq!(
+        query(dns, &reverse, RecordType::PTR, false).await,
+        (ResponseCode::NoError, vec![format!("{full}.")])
+    );
     assert_eq!(
         query(dns, full, RecordType::AAAA, false).await,
         (ResponseCode::NoError, vec![])
@@ -675,6 +734,42 @@ async fn cluster_dns() {
         (query(dns, full, RecordType::A, false).await.0 == ResponseCode::NXDomain).then_some(())
     })
     .await;
+    // ... and so do its address and listener.
+    let web_listener = SocketAddr::new(cluster_ip(&web), 80);
+    let wait = env.proxy().wait_for(|s| {
+        !s.addresses.contains(&web_listener.ip()) && !s.listeners.contains_key(&web_listener)
+    });
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("address and listener removed");
+    assert!(!skiff_proxy::netif::is_local_address(web_listener.ip()).await);
+
+    // Someone deletes the interface: the next sync puts it back, DNS answers again.
+    let iface = env.config.service_interface.clone();
+    let deleted = std::process::Command::new("ip")
+        .args(["link", "del", "dev", &iface])
+        .status()
+        .expect("ip");
+    assert!(deleted.success());
+    let again = env
+        .create_service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "again"},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .await;
+    let again_ip = cluster_ip(&again);
+    let wait = env
+        .proxy()
+        .wait_for(|s| s.addresses.contains(&again_ip) && s.addresses.contains(&dns.ip()));
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("addresses back");
+    assert!(link_exists(&iface));
+    assert_eq!(
+        query(dns, "again.default.svc.cluster.local", RecordType::A, false).await,
+        (ResponseCode::NoError, vec![again_ip.to_string()])
+    );
     env.stop().await;
 }
 
@@ -904,5 +999,178 @@ async fn udp_service_ports() {
     for t in tasks {
         t.abort();
     }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_interface_load_balancers_and_dns_still_work() {
+    // No root needed: nothing but loopback sockets.
+    let env = Env::start_with(false).await;
+    let backends = Backends::start(&["127.0.0.10"]).await;
+    let lb_port = free_port();
+    let svc = env.create_service(lb_service("plain", lb_port)).await;
+    env.put_slice(
+        "plain-1",
+        "plain",
+        backends.port,
+        json!([ready("127.0.0.10", true)]),
+    )
+    .await;
+    let lb = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), lb_port);
+    env.listening(lb).await;
+    eventually("LB forwards", || async {
+        (hello(lb).await.as_deref() == Some("127.0.0.10")).then_some(())
+    })
+    .await;
+    let status = env.proxy().status();
+    assert!(status.addresses.is_empty(), "{status:?}");
+    assert!(
+        !status
+            .listeners
+            .contains_key(&SocketAddr::new(cluster_ip(&svc), lb_port)),
+        "{status:?}"
+    );
+    let dns = SocketAddr::new(env.config.dns_address, env.config.dns_port);
+    assert_eq!(
+        query(dns, "plain.default.svc.cluster.local", RecordType::A, false).await,
+        (ResponseCode::NoError, vec![cluster_ip(&svc).to_string()])
+    );
+    env.stop().await;
+}
+
+/// A network namespace with a veth to the host, standing in for a pod, and its resolv.conf
+/// (which `ip netns exec` mounts over /etc/resolv.conf). Removed on drop.
+struct PodNetns {
+    name: String,
+    host_veth: String,
+}
+
+impl PodNetns {
+    fn create(subnet: u8, resolv_conf: &str) -> PodNetns {
+        let id = std::process::id() % 100_000;
+        let ns = PodNetns {
+            name: format!("skpn{id}"),
+            host_veth: format!("skv{id}a"),
+        };
+        let peer = format!("skv{id}b");
+        let host_ip = format!("10.97.{subnet}.1/30");
+        let pod_ip = format!("10.97.{subnet}.2/30");
+        let via = format!("10.97.{subnet}.1");
+        let dir = format!("/etc/netns/{}", ns.name);
+        std::fs::create_dir_all(&dir).expect("netns dir");
+        std::fs::write(format!("{dir}/resolv.conf"), resolv_conf).expect("resolv.conf");
+        let n = ns.name.as_str();
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", n],
+            vec![
+                "link",
+                "add",
+                &ns.host_veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+            ],
+            vec!["link", "set", &peer, "netns", n],
+            vec!["addr", "add", &host_ip, "dev", &ns.host_veth],
+            vec!["link", "set", &ns.host_veth, "up"],
+            vec!["-n", n, "addr", "add", &pod_ip, "dev", &peer],
+            vec!["-n", n, "link", "set", &peer, "up"],
+            vec!["-n", n, "link", "set", "lo", "up"],
+            vec!["-n", n, "route", "add", "default", "via", &via],
+        ];
+        for args in steps {
+            let ok = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?}");
+        }
+        ns
+    }
+
+    /// Runs a shell command inside the namespace (on the blocking pool).
+    async fn sh(&self, script: &str) -> (bool, String) {
+        let (name, script) = (self.name.clone(), script.to_string());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &name, "timeout", "10", "bash", "-c", &script,
+                ])
+                .output()
+                .expect("ip netns exec");
+            (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+        .await
+        .expect("task")
+    }
+}
+
+impl Drop for PodNetns {
+    fn drop(&mut self) {
+        for args in [
+            vec!["netns", "del", self.name.as_str()],
+            vec!["link", "del", "dev", self.host_veth.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip")
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let backends = Backends::start(&["127.0.0.11"]).await;
+    let svc = env
+        .create_service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "ml-api-service"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+        }))
+        .await;
+    env.put_slice(
+        "ml-api-1",
+        "ml-api-service",
+        backends.port,
+        json!([ready("127.0.0.11", true)]),
+    )
+    .await;
+    let cip = SocketAddr::new(cluster_ip(&svc), 80);
+    env.listening(cip).await;
+    eventually("endpoints", || async { hello(cip).await }).await;
+
+    let subnet = match env.kubernetes_ip.octets() {
+        [_, _, s, _] => s,
+    };
+    let pod = PodNetns::create(subnet, &skiff_proxy::resolv_conf("default", &env.config));
+    // glibc's resolver with the pod's resolv.conf: search path, our DNS, the cluster IP.
+    let (ok, out) = pod.sh("getent hosts ml-api-service").await;
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("{} ", cip.ip()))
+            && out.contains("ml-api-service.default.svc.cluster.local"),
+        "{out}"
+    );
+    // And a connection by name goes through the cluster IP to the endpoint.
+    let (ok, out) = pod
+        .sh("exec 3<>/dev/tcp/ml-api-service/80 && head -1 <&3")
+        .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "127.0.0.11");
+    drop(pod);
     env.stop().await;
 }

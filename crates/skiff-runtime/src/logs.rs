@@ -122,6 +122,8 @@ pub struct LogOptions {
     pub limit_bytes: Option<u64>,
     /// Keep reading as the file grows (`-f`), until the container has exited.
     pub follow: bool,
+    /// Only the records of one stream (the kubelet's `stream=Stdout|Stderr`); `None` = both.
+    pub stream: Option<Stream>,
 }
 
 /// Reading a log file failed (the client going away is not an error).
@@ -179,7 +181,9 @@ pub async fn read_log<W: AsyncWrite + Unpin>(
             let Some(rec) = parse_record(&text) else {
                 continue;
             };
-            if opts.since.is_some_and(|since| rec.time < since) {
+            if opts.since.is_some_and(|since| rec.time < since)
+                || opts.stream.is_some_and(|s| s != rec.stream)
+            {
                 continue;
             }
             let mut chunk = Vec::with_capacity(rec.text.len() + 40);
@@ -225,9 +229,33 @@ pub async fn read_log<W: AsyncWrite + Unpin>(
             None if exit_seen => break,
             None => tokio::time::sleep(FOLLOW_POLL).await,
         }
+        // A log rotated away (a new file at `path`) or truncated in place is followed
+        // from the start of what `path` holds now.
+        if let Some(file) = rotated(path, reader.get_mut()).await {
+            reader = tokio::io::BufReader::new(file);
+            line.clear();
+        }
     }
     let _ = out.flush().await;
     Ok(written)
+}
+
+/// The file now at `path` if it is not the one being read (rotation), or the same file
+/// rewound if it shrank below the read position (truncation); `None` if nothing changed.
+async fn rotated(path: &Path, current: &mut tokio::fs::File) -> Option<tokio::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let now = tokio::fs::metadata(path).await.ok()?;
+    let ours = current.metadata().await.ok()?;
+    if now.ino() != ours.ino() || now.dev() != ours.dev() {
+        return tokio::fs::File::open(path).await.ok();
+    }
+    let pos = current.stream_position().await.ok()?;
+    if now.len() < pos {
+        let mut file = tokio::fs::File::open(path).await.ok()?;
+        file.seek(SeekFrom::Start(0)).await.ok()?;
+        return Some(file);
+    }
+    None
 }
 
 /// The offset of the last `n` records of the file (0 when it has fewer), found by reading
@@ -348,10 +376,53 @@ mod tests {
             "2026-01-01T00:00:01Z two\n2026-01-01T00:00:02Z thr2026-01-01T00:00:02Z ee\n2026-01-01T00:00:03Z four\n"
         );
         let opts = LogOptions {
+            stream: Some(Stream::Stderr),
+            ..Default::default()
+        };
+        assert_eq!(read(&path, opts).await, "two\n");
+        let opts = LogOptions {
             limit_bytes: Some(6),
             ..Default::default()
         };
         assert_eq!(read(&path, opts).await, "one\ntw");
+    }
+
+    #[tokio::test]
+    async fn follow_survives_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        write_log(&path, &[(0, Stream::Stdout, false, "before")]);
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<()>();
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let p = path.clone();
+        let reader = tokio::spawn(async move {
+            let opts = LogOptions {
+                follow: true,
+                ..Default::default()
+            };
+            let signal: ExitSignal = Box::pin(async move {
+                let _ = exit_rx.await;
+            });
+            read_log(&p, &opts, &mut server, Some(signal)).await
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"before\n") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "follow ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        std::fs::rename(&path, dir.path().join("log.1")).expect("rotate");
+        write_log(&path, &[(1, Stream::Stdout, false, "after")]);
+        while !got.ends_with(b"after\n") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "follow ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        exit_tx.send(()).expect("send");
+        client.read_to_end(&mut got).await.expect("read to end");
+        assert_eq!(String::from_utf8_lossy(&got), "before\nafter\n");
+        reader.await.expect("join").expect("read_log");
     }
 
     #[test]

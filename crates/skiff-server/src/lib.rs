@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub node_port_range: (u16, u16),
     /// Start the built-in controllers.
     pub controllers: bool,
+    /// Their settings (node monitor grace period, eviction timeout).
+    pub controller_config: skiff_controllers::Config,
     /// The node this process also runs (agent, pod network, service proxy and DNS);
     /// `None` = control plane only (`--disable-agent`).
     pub node: Option<NodeOptions>,
@@ -118,6 +120,7 @@ impl ServerConfig {
             cluster_cidr: (Ipv4Addr::new(10, 42, 0, 0), 16),
             node_port_range: (30000, 32767),
             controllers: true,
+            controller_config: skiff_controllers::Config::default(),
             // The library default is a control plane only (in-process tests run side by
             // side); `skiff up` adds the node unless told `--disable-agent`.
             node: None,
@@ -263,7 +266,10 @@ pub async fn start(config: ServerConfig) -> Result<Running> {
     // 5. Controllers.
     let mut tasks = Vec::new();
     if config.controllers {
-        tasks.extend(skiff_controllers::start_all(client.clone()));
+        tasks.extend(skiff_controllers::start_with(
+            client.clone(),
+            config.controller_config.clone(),
+        ));
         tasks.push(skiff_scheduler::start(client.clone()));
         tasks.push(skiff_controllers::nodeipam::start(
             client.clone(),

@@ -101,6 +101,13 @@ struct UpArgs {
     /// Service (ClusterIP) addresses.
     #[arg(long, default_value = "10.43.0.0/16", value_parser = parse_cidr)]
     service_cidr: (Ipv4Addr, u8),
+    /// Seconds without a heartbeat before a node is marked NotReady (Unknown).
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: u64,
+    /// Seconds pods stay on a NotReady/unreachable node before they are evicted (what the
+    /// default 300 s tolerations stand for).
+    #[arg(long, default_value_t = 300)]
+    pod_eviction_timeout: u64,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -238,6 +245,12 @@ fn up(args: UpArgs) -> Result<()> {
         config.service_cidr = args.service_cidr;
         config.cluster_cidr = args.cluster_cidr;
         config.node = args.node.options(args.service_cidr, args.cluster_cidr);
+        config.controller_config.node_lifecycle.grace_period =
+            std::time::Duration::from_secs(args.node_monitor_grace_period.max(1));
+        config
+            .controller_config
+            .node_lifecycle
+            .default_eviction_timeout = std::time::Duration::from_secs(args.pod_eviction_timeout);
         let running = skiff_server::start(config).await?;
         println!(
             "skiff is ready at https://{} ({} ms)\nexport KUBECONFIG={}",

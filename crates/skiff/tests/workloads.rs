@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use skiff_runtime::binimage::{ImageConfig, image_from_binary};
-use skiff_runtime::testimages::TestImage;
+use skiff_runtime::testimages::{Layer, TestImage};
 use skiff_testkit::{TestCluster, wait_for};
 
 const DEPLOYMENT: &str = include_str!("../../../examples/ml-api/deployment.yaml");
@@ -56,9 +56,17 @@ fn import_images(cluster: &TestCluster) {
         .expect("building the ml-api image");
         archives.push(archive);
     }
+    // busybox with the applets the steps use linked into /bin, like the real image.
+    let mut tools = Layer::new();
+    for applet in [
+        "env", "wget", "nslookup", "head", "tail", "sleep", "cat", "echo", "ls", "hostname",
+    ] {
+        tools = tools.symlink(&format!("bin/{applet}"), "busybox");
+    }
     archives.push(
         TestImage::busybox("busybox:latest")
             .expect("busybox image")
+            .layer(tools)
             .cmd(&["sh"])
             .oci_archive()
             .expect("busybox archive"),
@@ -191,6 +199,145 @@ fn wait_ready(cluster: &TestCluster, selector: &str, n: usize, timeout: Duration
     });
 }
 
+/// The pods of the later steps: a memory hog (32 MiB limit), a crasher, a pod whose output
+/// is followed, and one with ConfigMap and Secret values in its environment.
+const LAB: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: model-config, namespace: lab}
+data: {MODEL_NAME: iris}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: api-secret, namespace: lab}
+stringData: {API_KEY: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog, namespace: lab}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "head -c 400m /dev/zero | tail"]
+    resources: {limits: {memory: 32Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher, namespace: lab}
+spec:
+  containers:
+  - name: crasher
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo failing; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker, namespace: lab}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo one; sleep 2; echo two"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: envpod, namespace: lab}
+spec:
+  containers:
+  - name: shell
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    envFrom:
+    - configMapRef: {name: model-config}
+    env:
+    - name: API_KEY
+      valueFrom: {secretKeyRef: {name: api-secret, key: API_KEY}}
+"#;
+
+/// Host PIDs of a running pod's container, from its cgroup.
+fn container_pids(pod: &serde_json::Value) -> Vec<u32> {
+    let uid = pod["metadata"]["uid"].as_str().expect("uid");
+    let id = pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .and_then(|c| c.split("://").nth(1))
+        .expect("containerID");
+    let procs = format!("/sys/fs/cgroup/pids/skiff/pod{uid}/{id}/cgroup.procs");
+    std::fs::read_to_string(&procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// `kubectl port-forward pod/<name> <local>:8080`, then GET /health through it.
+fn port_forward_works(cluster: &TestCluster, pod: &str) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = cluster
+        .kubectl_cmd()
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{port}:8080"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl port-forward");
+    let addr = format!("127.0.0.1:{port}");
+    let got = wait_for(Duration::from_secs(20), "port-forward answers", || {
+        predict(&addr).ok()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.0, "v1.0");
+}
+
+/// What the node left behind for pods `uids`: cgroups, mounts, namespaces, veths.
+fn leftovers(data: &Path, uids: &[String]) -> Vec<String> {
+    let mut left = Vec::new();
+    for uid in uids {
+        for ctl in ["memory", "cpu", "pids"] {
+            let dir = format!("/sys/fs/cgroup/{ctl}/skiff/pod{uid}");
+            if Path::new(&dir).exists() {
+                left.push(dir);
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let pods = data.join("pods").to_string_lossy().into_owned();
+    let oci = data.join("oci").to_string_lossy().into_owned();
+    let netns = data.join("netns").to_string_lossy().into_owned();
+    for mp in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if mp.starts_with(&pods) || mp.starts_with(&oci) || mp.starts_with(&format!("{netns}/")) {
+            left.push(format!("mount {mp}"));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(data.join("netns")) {
+        for e in entries.flatten() {
+            left.push(format!("netns {}", e.path().display()));
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link", "show", "master", "skt0"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for l in links.lines() {
+        left.push(format!("interface {l}"));
+    }
+    left
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("writing manifest");
@@ -231,6 +378,9 @@ fn ml_api_lesson() {
 
     // 1. apply; 3/3 Running with IPs and the node; /predict through the LoadBalancer.
     cluster.kubectl_ok(&["apply", "-f", &deployment, "-f", &service]);
+    // Pods of later steps that take their time (back-off) start now, in their own namespace.
+    cluster.kubectl_ok(&["create", "namespace", "lab"]);
+    cluster.apply(LAB);
     wait_ready(&cluster, "app=ml-api", 3, Duration::from_secs(60));
     let wide = cluster.kubectl_ok(&["get", "pods", "-o", "wide"]);
     assert_eq!(wide.matches("Running").count(), 3, "{wide}");
@@ -328,13 +478,457 @@ fn ml_api_lesson() {
         "replacement ready after {replaced_in:?}"
     );
 
-    // 10 (partial). Deleting the manifests leaves no pods behind.
+    // 5b. kill -9 of a container's process: restarted, RESTARTS 1.
+    let pod = ready_pods(&cluster, "app=ml-api")[0].clone();
+    let name = pod["metadata"]["name"].as_str().expect("name").to_string();
+    let pids = container_pids(&pod);
+    assert!(!pids.is_empty(), "no process found for {name}");
+    for pid in pids {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "RESTARTS 1 and ready again",
+        || {
+            let p = cluster.get_json(&["pod", &name]);
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["restartCount"] == 1 && cs["ready"] == true).then_some(())
+        },
+    );
+    let row = cluster.kubectl_ok(&["get", "pod", &name, "--no-headers"]);
+    assert!(
+        row.split_whitespace().nth(3) == Some("1"),
+        "RESTARTS column: {row}"
+    );
+
+    // OOMKilled past the memory limit; CrashLoopBackOff with a growing delay.
+    let oom = wait_for(Duration::from_secs(60), "OOMKilled", || {
+        let p = cluster.get_json(&["pod", "hog", "-n", "lab"]);
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        (t["reason"] == "OOMKilled").then(|| t.clone())
+    });
+    assert_eq!(oom["exitCode"], 137, "{oom}");
+    wait_for(Duration::from_secs(90), "CrashLoopBackOff at 20 s", || {
+        let p = cluster.get_json(&["pod", "crasher", "-n", "lab"]);
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "CrashLoopBackOff"
+            && w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("back-off 20s")))
+        .then_some(())
+    });
+    let events = cluster.kubectl_ok(&["get", "events", "-n", "lab"]);
+    assert!(events.contains("BackOff"), "{events}");
+
+    // 6. logs, logs -f, describe with events, exec showing ConfigMap/Secret values,
+    //    port-forward.
+    let logs = cluster.kubectl_ok(&["logs", &name]);
+    assert!(logs.contains("listening on 0.0.0.0:8080"), "{logs}");
+    let follow = cluster.kubectl_ok(&["logs", "-f", "talker", "-n", "lab"]);
+    assert_eq!(follow, "one\ntwo\n");
+    let describe = cluster.kubectl_ok(&["describe", "pod", &name]);
+    for needle in ["Events:", "Scheduled", "Started", "Node:", "IP:"] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle}: {describe}"
+        );
+    }
+    wait_for(Duration::from_secs(30), "env pod running", || {
+        let p = cluster.get_json(&["pod", "envpod", "-n", "lab"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let env = cluster.kubectl_ok(&["exec", "envpod", "-n", "lab", "--", "env"]);
+    assert!(env.contains("MODEL_NAME=iris"), "{env}");
+    assert!(env.contains("API_KEY=s3cret"), "{env}");
+    port_forward_works(&cluster, &name);
+
+    // 7. a pod resolves the Service by DNS and calls it by its ClusterIP.
+    let svc = cluster.get_json(&["service", "ml-api-service"]);
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("clusterIP")
+        .to_string();
+    let lookup = cluster.kubectl_ok(&[
+        "exec",
+        "envpod",
+        "-n",
+        "lab",
+        "--",
+        "nslookup",
+        "ml-api-service.default.svc.cluster.local",
+    ]);
+    assert!(lookup.contains(&cluster_ip), "{lookup}");
+    let answer = cluster.kubectl_ok(&[
+        "exec",
+        "envpod",
+        "-n",
+        "lab",
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "--header",
+        "Content-Type: application/json",
+        "--post-data",
+        r#"{"features":[1,2,3]}"#,
+        "http://ml-api-service.default/predict",
+    ]);
+    assert!(answer.contains(r#""prediction":6"#), "{answer}");
+
+    // 8. a NodePort Service answers on 127.0.0.1:<nodePort>.
+    cluster.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "ml-api",
+        "--name",
+        "ml-api-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "8080",
+    ]);
+    let np = cluster.get_json(&["service", "ml-api-np"]);
+    let node_port = np["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .expect("nodePort");
+    let (version, _) = wait_for(Duration::from_secs(20), "an answer on the NodePort", || {
+        predict(&format!("127.0.0.1:{node_port}")).ok()
+    });
+    assert_eq!(version, "v1.0");
+
+    // kill -9 of skiff itself: the containers keep running, and the restarted node adopts
+    // them (same container IDs, no restarts, no duplicates); traffic flows again.
+    let containers = |c: &TestCluster| -> std::collections::BTreeMap<String, (String, i64)> {
+        ready_pods(c, "app=ml-api")
+            .iter()
+            .map(|p| {
+                let cs = &p["status"]["containerStatuses"][0];
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    (
+                        cs["containerID"].as_str().unwrap_or_default().to_string(),
+                        cs["restartCount"].as_i64().unwrap_or(-1),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let before = containers(&cluster);
+    let mut cluster = cluster;
+    cluster.restart();
+    let (version, _) = wait_for(
+        Duration::from_secs(20),
+        "an answer after the restart",
+        || predict(&lb).ok(),
+    );
+    assert_eq!(version, "v1.0");
+    wait_ready(&cluster, "app=ml-api", 5, Duration::from_secs(30));
+    assert_eq!(
+        containers(&cluster),
+        before,
+        "containers changed across a restart"
+    );
+
+    // 10. deleting everything leaves no process, mount, cgroup, namespace or interface.
+    let uids: Vec<String> = cluster.get_json(&["pods", "-A"])["items"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+        .collect();
     cluster.kubectl_ok(&["delete", "-f", &deployment, "-f", &service]);
-    wait_for(Duration::from_secs(60), "pods gone", || {
-        let all = cluster.get_json(&["pods"]);
+    cluster.kubectl_ok(&["delete", "service", "ml-api-np"]);
+    cluster.kubectl_ok(&["delete", "namespace", "lab", "--wait=false"]);
+    wait_for(Duration::from_secs(90), "pods gone", || {
+        let all = cluster.get_json(&["pods", "-A"]);
         all["items"]
             .as_array()
             .is_some_and(Vec::is_empty)
             .then_some(())
     });
+    let data = cluster.data_dir().to_path_buf();
+    wait_for(Duration::from_secs(20), "nothing left on the host", || {
+        let left = leftovers(&data, &uids);
+        if !left.is_empty() {
+            eprintln!("still left: {left:?}");
+        }
+        left.is_empty().then_some(())
+    });
+}
+
+/// A network namespace with a veth pair to the host, removed on drop.
+struct NetnsHost {
+    name: String,
+    host_if: String,
+}
+
+impl NetnsHost {
+    fn create(name: &str, host_if: &str, ns_if: &str, host_ip: &str, ns_ip: &str) -> NetnsHost {
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Leftovers of an earlier, killed run.
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        let _ = Command::new("ip").args(["link", "del", host_if]).output();
+        ip(&["netns", "add", name]);
+        let guard = NetnsHost {
+            name: name.into(),
+            host_if: host_if.into(),
+        };
+        ip(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", ns_if,
+        ]);
+        ip(&["link", "set", ns_if, "netns", name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", host_if]);
+        ip(&["link", "set", host_if, "up"]);
+        for args in [
+            vec!["addr", "add", &format!("{ns_ip}/24"), "dev", ns_if],
+            vec!["link", "set", ns_if, "up"],
+            vec!["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", name, "ip"];
+            full.extend(args.iter().copied());
+            ip(&full);
+        }
+        guard
+    }
+
+    /// `nsenter --net`: only the network namespace changes (cgroups and mounts stay the
+    /// host's, as for a node on another machine that shares nothing but the wire).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A `skiff agent` process; killed (and its node cleaned) on drop.
+struct Agent {
+    child: Option<std::process::Child>,
+    data: tempfile::TempDir,
+}
+
+impl Agent {
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn second_node_joins_and_its_pods_come_back_when_it_dies() {
+    if let Some(why) = unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    if !Path::new("/usr/bin/nsenter").exists() {
+        eprintln!("skipping: nsenter missing");
+        return;
+    }
+    let net = NetnsHost::create("skt-node2", "skv2h", "skv2n", "10.79.0.1", "10.79.0.2");
+    let cluster = TestCluster::start_with(
+        skiff(),
+        &[
+            "--bind",
+            "10.79.0.1",
+            "--runtime",
+            "oci",
+            "--cluster-cidr",
+            "10.80.0.0/16",
+            "--service-cidr",
+            "10.81.0.0/16",
+            "--bridge",
+            "skt2",
+            "--service-interface",
+            "skt2-svc",
+            "--kubelet-port",
+            "0",
+            "--node-ip",
+            "10.79.0.1",
+            "--lb-address",
+            "10.79.0.1",
+            "--node-port-address",
+            "10.79.0.1",
+            "--node-monitor-grace-period",
+            "3",
+            "--pod-eviction-timeout",
+            "2",
+        ],
+    );
+    import_images(&cluster);
+    let token = std::fs::read_to_string(cluster.data_dir().join("node-token")).expect("token");
+    let mut agent = Agent {
+        child: None,
+        data: tempfile::Builder::new()
+            .prefix("skiff-agent-")
+            .tempdir()
+            .expect("tempdir"),
+    };
+    // The second node has its own image store (like another machine) with the same images.
+    copy_image_store(cluster.data_dir(), agent.data.path());
+    agent.child = Some(
+        net.command(skiff())
+            .args([
+                "agent",
+                "--server",
+                &format!("https://10.79.0.1:{}", cluster.port),
+            ])
+            .args(["--token", token.trim(), "--ca-file"])
+            .arg(cluster.ca_path())
+            .arg("--data-dir")
+            .arg(agent.data.path())
+            .args([
+                "--node-name",
+                "node2",
+                "--node-ip",
+                "10.79.0.2",
+                "--runtime",
+                "oci",
+                "--cluster-cidr",
+                "10.80.0.0/16",
+                "--service-cidr",
+                "10.81.0.0/16",
+                "--bridge",
+                "skt3",
+                "--service-interface",
+                "skt3-svc",
+                "--kubelet-port",
+                "0",
+                "--lb-address",
+                "10.79.0.2",
+                "--node-port-address",
+                "10.79.0.2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("skiff agent"),
+    );
+    wait_for(Duration::from_secs(30), "node2 Ready", || {
+        let n = cluster.get_json(&["nodes"]);
+        let ready = n["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        (ready == 2).then_some(())
+    });
+
+    cluster.apply(SPREAD);
+    wait_ready(&cluster, "app=spread", 4, Duration::from_secs(60));
+    let on = |node: &str| {
+        ready_pods(&cluster, "app=spread")
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .count()
+    };
+    assert!(
+        on("node2") > 0,
+        "no pod on node2: {}",
+        cluster.kubectl_ok(&["get", "pods", "-o", "wide"])
+    );
+    // A pod on node2 answers logs through its agent.
+    let pod2 = ready_pods(&cluster, "app=spread")
+        .into_iter()
+        .find(|p| p["spec"]["nodeName"] == "node2")
+        .expect("pod on node2");
+    let name2 = pod2["metadata"]["name"].as_str().expect("name").to_string();
+    cluster.kubectl_ok(&["logs", &name2]);
+
+    // kill -9 of the agent: node2 goes NotReady, its pods come back on the first node.
+    agent.kill9();
+    wait_for(Duration::from_secs(30), "node2 NotReady", || {
+        let n = cluster.get_json(&["node", "node2"]);
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] != "True")
+            .then_some(())
+    });
+    let first = cluster.get_json(&["nodes"])["items"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .find(|n| n != "node2")
+        .expect("first node");
+    wait_for(
+        Duration::from_secs(60),
+        "4 ready pods on the first node",
+        || (on(&first) == 4).then_some(()),
+    );
+
+    // The dead agent's containers and sandboxes are removed like after a crash of a
+    // real node: `skiff killall` in its namespace.
+    let out = net
+        .command(skiff())
+        .args(["killall", "--data-dir"])
+        .arg(agent.data.path())
+        .output()
+        .expect("killall");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.kubectl_ok(&["delete", "deployment", "spread"]);
+}
+
+const SPREAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      containers:
+      - name: sleeper
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo started; sleep 3600"]
+        resources: {requests: {cpu: 100m, memory: 32Mi}}
+"#;
+
+/// The second node's image store starts as a copy of the first one's (like loading the
+/// same image on both machines).
+fn copy_image_store(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from.join("images"))
+        .arg(to.join("images"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
 }

@@ -41,6 +41,7 @@ struct Wanted {
 /// How long a SPDY client has to open the streams it asked for.
 const STREAM_CREATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// `attach` connects to the container's main process instead of starting a command.
 pub(super) async fn exec(
     ctx: &Ctx,
     ns: &str,
@@ -48,6 +49,7 @@ pub(super) async fn exec(
     container: &str,
     query: &Query,
     mut req: Request<Incoming>,
+    attach: bool,
 ) -> Response<Body> {
     let bad = |m: &str| status_response(StatusCode::BAD_REQUEST, "BadRequest", m);
     let transport = if wants_upgrade(&req, "websocket") {
@@ -81,7 +83,7 @@ pub(super) async fn exec(
         return bad("Upgrade request required");
     };
     let command = query.all("command").to_vec();
-    if command.is_empty() {
+    if command.is_empty() && !attach {
         return bad("you must specify at least one command for the container");
     }
     let spec = ExecSpec {
@@ -113,7 +115,9 @@ pub(super) async fn exec(
             let v5 = protocol == "v5.channel.k8s.io";
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => session(TokioIo::new(upgraded), c, spec, wanted, v5).await,
+                    Ok(upgraded) => {
+                        session(TokioIo::new(upgraded), c, spec, wanted, v5, attach).await
+                    }
                     Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
                 }
             });
@@ -132,7 +136,9 @@ pub(super) async fn exec(
         Transport::Spdy { protocol } => {
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => spdy_session(TokioIo::new(upgraded), c, spec, wanted).await,
+                    Ok(upgraded) => {
+                        spdy_session(TokioIo::new(upgraded), c, spec, wanted, attach).await
+                    }
                     Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
                 }
             });
@@ -163,21 +169,19 @@ fn data_frame(channel: u8, data: &[u8]) -> Vec<u8> {
     websocket::encode_frame(websocket::OP_BINARY, &payload, None)
 }
 
-async fn session<IO>(io: IO, c: ContainerRef, spec: ExecSpec, wanted: Wanted, v5: bool)
-where
+async fn session<IO>(
+    io: IO,
+    c: ContainerRef,
+    spec: ExecSpec,
+    wanted: Wanted,
+    v5: bool,
+    attach: bool,
+) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    let status = match c.runtime.exec(&c.id, &spec).await {
+    let (rd, wr) = tokio::io::split(io);
+    let (tx, writer) = super::spawn_writer(wr, 64);
+    let status = match start(&c, &spec, attach).await {
         Err(e) => json!({
             "metadata": {},
             "status": "Failure",
@@ -336,21 +340,13 @@ impl SpdyStreams {
 
 /// Exec over SPDY/3.1: the client opens one stream per `streamType` (error, stdin, stdout,
 /// stderr, resize); the final `Status` goes on the error stream.
-async fn spdy_session<IO>(io: IO, c: ContainerRef, spec: ExecSpec, wanted: Wanted)
+async fn spdy_session<IO>(io: IO, c: ContainerRef, spec: ExecSpec, wanted: Wanted, attach: bool)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     use super::spdy::{FLAG_FIN, Frame, FrameReader, FrameWriter};
-    let (rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (tx, writer) = super::spawn_writer(wr, 64);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SpdyStreams>();
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(16);
     let (resize_tx, mut resize_rx) = mpsc::channel::<(u16, u16)>(4);
@@ -444,7 +440,7 @@ where
         }
     };
     let error_stream = streams.error.unwrap_or_default();
-    let status = match c.runtime.exec(&c.id, &spec).await {
+    let status = match start(&c, &spec, attach).await {
         Err(e) => json!({
             "metadata": {},
             "status": "Failure",
@@ -518,4 +514,51 @@ async fn spdy_pump(mut from: BoxedReader, stream: Option<u32>, tx: mpsc::Sender<
             }
         }
     }
+}
+
+/// Starts the command, or for `attach` connects to the main process: its output as the
+/// runtime logs it from now on, until it exits (the runtimes keep no stdin for it).
+async fn start(
+    c: &ContainerRef,
+    spec: &ExecSpec,
+    attach: bool,
+) -> Result<skiff_runtime::ExecProcess, skiff_runtime::RuntimeError> {
+    if !attach {
+        return c.runtime.exec(&c.id, spec).await;
+    }
+    let status = c.runtime.status(&c.id).await?;
+    if status.state != skiff_runtime::ContainerState::Running {
+        return Err(skiff_runtime::RuntimeError::InvalidState {
+            id: c.id.clone(),
+            state: status.state,
+            action: "attach",
+        });
+    }
+    let path = c.runtime.log_path(&c.id)?;
+    let follow = |stream: skiff_runtime::logs::Stream| -> BoxedReader {
+        let (mut w, r) = tokio::io::duplex(64 * 1024);
+        let (rt, id, path) = (c.runtime.clone(), c.id.clone(), path.clone());
+        tokio::spawn(async move {
+            let opts = skiff_runtime::logs::LogOptions {
+                follow: true,
+                tail_lines: Some(0),
+                stream: Some(stream),
+                ..Default::default()
+            };
+            let exited: skiff_runtime::logs::ExitSignal = Box::pin(async move {
+                let _ = rt.wait(&id).await;
+            });
+            let _ = skiff_runtime::logs::read_log(&path, &opts, &mut w, Some(exited)).await;
+        });
+        Box::pin(r)
+    };
+    let (rt, id) = (c.runtime.clone(), c.id.clone());
+    Ok(skiff_runtime::ExecProcess {
+        stdin: None,
+        stdout: follow(skiff_runtime::logs::Stream::Stdout),
+        stderr: (!spec.tty).then(|| follow(skiff_runtime::logs::Stream::Stderr)),
+        // Attach ends when the container does; its exit code is the pod status's business.
+        exit: Box::pin(async move { rt.wait(&id).await.map(|_| 0) }),
+        resize: None,
+    })
 }

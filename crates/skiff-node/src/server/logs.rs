@@ -4,7 +4,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
-use skiff_runtime::logs::{ExitSignal, LogOptions, read_log};
+use skiff_runtime::logs::{ExitSignal, LogOptions, Stream, read_log};
 use tokio::io::AsyncReadExt;
 
 use super::{Body, Ctx, Query, status_response, stream_error};
@@ -34,6 +34,16 @@ fn options(query: &Query) -> Result<LogOptions, String> {
         }
         opts.since = Some(Utc::now() - chrono::Duration::seconds(s));
     }
+    opts.stream = match query.get("stream") {
+        None | Some("All") => None,
+        Some("Stdout") => Some(Stream::Stdout),
+        Some("Stderr") => Some(Stream::Stderr),
+        Some(other) => {
+            return Err(format!(
+                "invalid stream {other:?}: want All, Stdout or Stderr"
+            ));
+        }
+    };
     if let Some(t) = query.get("sinceTime") {
         if opts.since.is_some() {
             return Err("at most one of sinceTime or sinceSeconds may be specified".into());

@@ -128,17 +128,9 @@ where
     W: AsyncRead + AsyncWrite + Send + 'static,
     P: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (ws_rd, mut ws_wr) = tokio::io::split(ws);
+    let (ws_rd, ws_wr) = tokio::io::split(ws);
     let (mut pipe_rd, mut pipe_wr) = tokio::io::split(pipe);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if ws_wr.write_all(&frame).await.is_err() || ws_wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = ws_wr.shutdown().await;
-    });
+    let (tx, writer) = super::spawn_writer(ws_wr, 64);
     let tx_out = tx.clone();
     let outbound = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
@@ -192,16 +184,8 @@ async fn session<IO>(io: IO, target: Target)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, mut wr) = tokio::io::split(io);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if wr.write_all(&frame).await.is_err() || wr.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (rd, wr) = tokio::io::split(io);
+    let (tx, writer) = super::spawn_writer(wr, 256);
     let mut reader = FrameReader::new(rd);
     let mut frames = FrameWriter::new();
     let mut inbound: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();

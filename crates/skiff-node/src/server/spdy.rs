@@ -289,10 +289,11 @@ fn inflate(z: &mut Decompress, mut input: &[u8]) -> Result<Vec<u8>, SpdyError> {
         if out.len() > MAX_HEADER_BLOCK {
             return Err(protocol("header block too large"));
         }
-        let before_in = z.total_in();
+        let (before_in, before_out) = (z.total_in(), out.len());
         let result = z.decompress_vec(input, &mut out, FlushDecompress::Sync);
         let consumed = (z.total_in() - before_in) as usize;
         input = &input[consumed..];
+        let stalled = consumed == 0 && out.len() == before_out;
         match result {
             Ok(Status::Ok | Status::BufError) if input.is_empty() => {
                 // All input taken; more output may still be pending if the buffer was full.
@@ -301,6 +302,9 @@ fn inflate(z: &mut Decompress, mut input: &[u8]) -> Result<Vec<u8>, SpdyError> {
                 }
             }
             Ok(Status::StreamEnd) => return Ok(out),
+            Ok(_) if stalled && out.capacity() > out.len() => {
+                return Err(protocol("header block does not inflate"));
+            }
             Ok(_) => {}
             Err(e) if e.needs_dictionary().is_some() => {
                 z.set_dictionary(dictionary())
