@@ -785,28 +785,47 @@ async fn readiness_probe_toggles_ready() {
     })
     .await;
 
-    // The process runtime cannot exec: the probe is skipped with a warning, the pod is ready.
-    env.create_pod(pod_json(
-        "exec-probed",
-        "sleep 1000",
-        json!({"spec": {"containers": [{
-            "name": "main", "image": "busybox:1.36",
-            "command": ["/bin/busybox", "sleep", "1000"],
-            "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}
-        }]}}),
-    ))
-    .await;
-    wait_for("exec-probed ready", || async {
-        let p = env.pod("exec-probed").await?;
-        (condition(&p, "Ready").as_deref() == Some("True")).then_some(())
-    })
-    .await;
-    let e = env
-        .event("exec-probed", "ProbeWarning", |m| {
-            m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+    // Exec probes: run in the container when the runtime can exec; otherwise skipped with
+    // a warning (and the pod counts as ready).
+    let can_exec = env.runtime.capabilities().exec;
+    for (name, command, want) in [
+        ("exec-ok", "true", "True"),
+        (
+            "exec-fail",
+            "false",
+            if can_exec { "False" } else { "True" },
+        ),
+    ] {
+        env.create_pod(pod_json(
+            name,
+            "sleep 1000",
+            json!({"spec": {"containers": [{
+                "name": "main", "image": "busybox:1.36",
+                "command": ["/bin/busybox", "sleep", "1000"],
+                "readinessProbe": {"exec": {"command": ["/bin/busybox", command]}, "periodSeconds": 1}
+            }]}}),
+        ))
+        .await;
+        wait_for(&format!("{name} Ready={want}"), || async {
+            let p = env.pod(name).await?;
+            (phase(&p) == "Running" && condition(&p, "Ready").as_deref() == Some(want))
+                .then_some(())
         })
         .await;
-    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    }
+    if can_exec {
+        env.event("exec-fail", "Unhealthy", |m| {
+            m.starts_with("Readiness probe failed")
+        })
+        .await;
+    } else {
+        let e = env
+            .event("exec-ok", "ProbeWarning", |m| {
+                m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+            })
+            .await;
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+    }
     env.stop().await;
 }
 
