@@ -216,6 +216,8 @@ pub(crate) struct Worker {
     prepare_retry: Option<Instant>,
     prepare_error: Option<String>,
     volumes_resync: Option<Instant>,
+    /// `activeDeadlineSeconds` ran out (status reason `DeadlineExceeded`).
+    deadline_exceeded: bool,
     warned: HashSet<String>,
     /// The pod had finished before this worker started: its status is history, not ours.
     frozen: bool,
@@ -353,6 +355,7 @@ impl Worker {
             prepare_retry: None,
             prepare_error: None,
             volumes_resync: None,
+            deadline_exceeded: false,
             warned: HashSet::new(),
             frozen: terminal.is_some(),
             exit_tx,
@@ -480,12 +483,59 @@ impl Worker {
             .chain(self.prepare_retry)
             .chain(self.status_retry)
             .chain(self.volumes_resync.filter(|_| self.terminal.is_none()))
+            .chain(self.active_deadline().filter(|_| self.terminal.is_none()))
             .min()
+    }
+
+    /// When `activeDeadlineSeconds` (counted from `startTime`) runs out.
+    fn active_deadline(&self) -> Option<Instant> {
+        let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = chrono::DateTime::parse_from_rfc3339(self.start_time.as_deref()?).ok()?;
+        let end = SystemTime::from(start) + Duration::from_secs(secs.max(0) as u64);
+        Some(match end.duration_since(SystemTime::now()) {
+            Ok(left) => Instant::now() + left,
+            Err(_) => Instant::now(),
+        })
+    }
+
+    /// The pod outlived its `activeDeadlineSeconds`: every container is stopped and the pod
+    /// fails with reason `DeadlineExceeded`, as the kubelet does.
+    async fn enforce_deadline(&mut self) {
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.agent
+            .recorder
+            .warning(&self.involved(None), "DeadlineExceeded", message);
+        let grace = self.grace_period(None);
+        let mut stops = Vec::new();
+        for i in 0..self.inits.len() + self.apps.len() {
+            if let (true, Some(target)) = (self.slot(i).running(), self.target(i)) {
+                stops.push(async move {
+                    let id = target.container_id.clone();
+                    (id, probe::kill_container(&target, grace).await.1)
+                });
+            }
+        }
+        for (id, st) in futures::future::join_all(stops).await {
+            self.on_exit(&id, st.map_err(|e| e.to_string()));
+        }
+        for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
+            s.stop_tasks();
+            s.ready = false;
+            s.waiting = None;
+            s.retry_at = None;
+        }
+        self.terminal = Some("Failed");
+        self.deadline_exceeded = true;
+        self.transition(Stage::Finished);
     }
 
     /// One pass of the state machine: does what the current stage calls for.
     async fn sync(&mut self) {
         if self.terminal.is_some() {
+            return;
+        }
+        if self.active_deadline().is_some_and(|t| Instant::now() >= t) {
+            self.enforce_deadline().await;
             return;
         }
         if self.stage == Stage::Pending {
@@ -1229,8 +1279,17 @@ impl Worker {
                     "Killing",
                     format!("Container {name} failed {what} probe, will be restarted"),
                 );
-                let grace = self.grace_period(None);
                 let Some(target) = self.target(i) else { return };
+                // A probe may carry its own grace period (probe-level
+                // terminationGracePeriodSeconds); else the pod's applies.
+                let probe = match kind {
+                    ProbeKind::Startup => target.container.startup_probe.as_ref(),
+                    _ => target.container.liveness_probe.as_ref(),
+                };
+                let grace = probe
+                    .and_then(|p| p.termination_grace_period_seconds)
+                    .map(|s| Duration::from_secs(s.max(0) as u64))
+                    .unwrap_or_else(|| self.grace_period(None));
                 let recorder = self.agent.recorder.clone();
                 // The exit arrives through the waiter, and the restart policy decides.
                 tokio::spawn(async move {
@@ -1512,6 +1571,11 @@ impl Worker {
             "qosClass": crate::resources::qos_class(&spec),
             "containerStatuses": app_statuses,
         });
+        if self.deadline_exceeded {
+            status["reason"] = json!("DeadlineExceeded");
+            status["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
+        }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }

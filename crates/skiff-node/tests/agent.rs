@@ -1321,3 +1321,36 @@ async fn sigterm_ignored_means_sigkill_after_the_grace_period() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_deadline_fails_the_pod() {
+    let env = Env::start().await;
+    env.create_pod(pod_json(
+        "deadline",
+        "while true; do /bin/busybox sleep 0.1; done",
+        json!({"spec": {"activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    let p = wait_for("DeadlineExceeded", || async {
+        let p = env.pod("deadline").await?;
+        (phase(&p) == "Failed").then_some(p)
+    })
+    .await;
+    let st = status(&p);
+    assert_eq!(st["reason"], "DeadlineExceeded");
+    assert!(
+        st["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{st:#}"
+    );
+    assert!(
+        env.runtime
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|c| c.state != skiff_runtime::ContainerState::Running),
+        "nothing runs after the deadline"
+    );
+    env.event("deadline", "DeadlineExceeded", |_| true).await;
+    env.stop().await;
+}
