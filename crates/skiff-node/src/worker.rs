@@ -99,6 +99,9 @@ struct Instance {
 struct Slot {
     name: String,
     init: bool,
+    /// An init container with `restartPolicy: Always` (a sidecar): it keeps running next
+    /// to the app containers, is restarted whenever it exits, and has probes.
+    sidecar: bool,
     current: Option<Instance>,
     previous: Option<Instance>,
     /// Why it is not running (shown as `state.waiting` while no instance runs).
@@ -258,6 +261,7 @@ impl Worker {
             let mut slot = Slot {
                 name: c.name.clone(),
                 init,
+                sidecar: init && c.restart_policy.as_deref() == Some("Always"),
                 current: None,
                 previous: None,
                 waiting: None,
@@ -579,12 +583,20 @@ impl Worker {
             self.sync_inits().await;
         }
         if self.initialized {
+            // Sidecars keep running (and restarting) next to the app containers.
+            for i in 0..self.inits.len() {
+                if self.inits[i].sidecar {
+                    self.sync_slot(i).await;
+                }
+            }
             for i in self.inits.len()..self.inits.len() + self.apps.len() {
                 self.sync_slot(i).await;
             }
         }
         let phase = self.phase();
         if matches!(phase, "Succeeded" | "Failed") {
+            // The app containers are done: the sidecars go too.
+            self.stop_sidecars().await;
             self.terminal = Some(phase);
             for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
                 s.stop_tasks();
@@ -699,13 +711,40 @@ impl Worker {
     /// Init containers one after the other; each must succeed before the next starts.
     async fn sync_inits(&mut self) {
         for i in 0..self.inits.len() {
-            if self.inits[i].exited().is_some_and(|e| e.code == 0) {
+            let s = &self.inits[i];
+            // A sidecar lets the next one start once it has started (startup probe).
+            let done = if s.sidecar {
+                s.running() && s.started
+            } else {
+                s.exited().is_some_and(|e| e.code == 0)
+            };
+            if done {
                 continue;
             }
             self.sync_slot(i).await;
             return;
         }
         self.initialized = true;
+    }
+
+    /// Stops the running sidecars (their preStop hooks first), waiting for them.
+    async fn stop_sidecars(&mut self) {
+        let grace = self.grace_period(None);
+        let mut stops = Vec::new();
+        for i in 0..self.inits.len() {
+            if self.inits[i].sidecar
+                && self.inits[i].running()
+                && let Some(target) = self.target(i)
+            {
+                stops.push(async move {
+                    let id = target.container_id.clone();
+                    (id, probe::kill_container(&target, grace).await.1)
+                });
+            }
+        }
+        for (id, st) in futures::future::join_all(stops).await {
+            self.on_exit(&id, st.map_err(|e| e.to_string()));
+        }
     }
 
     /// Whether an exited container of this slot is to run again.
@@ -717,6 +756,9 @@ impl Worker {
             .spec()
             .restart_policy
             .unwrap_or_else(|| "Always".into());
+        if self.slot(i).sidecar {
+            return self.terminal.is_none();
+        }
         if self.slot(i).init {
             return exit.code != 0 && policy != "Never";
         }
@@ -1180,7 +1222,7 @@ impl Worker {
             let r = runtime.wait(&wid).await.map_err(|e| e.to_string());
             let _ = tx.send((wid, r));
         });
-        let init = self.slot(i).init;
+        let init = self.slot(i).init && !self.slot(i).sidecar;
         let container = self.container(i);
         let pod_ip = self
             .sandbox
@@ -1339,10 +1381,9 @@ impl Worker {
             .restart_policy
             .unwrap_or_else(|| "Always".into());
         if !self.initialized {
-            let failed_init = self
-                .inits
-                .iter()
-                .any(|s| s.exited().is_some_and(|e| e.code != 0) && policy == "Never");
+            let failed_init = self.inits.iter().any(|s| {
+                !s.sidecar && s.exited().is_some_and(|e| e.code != 0) && policy == "Never"
+            });
             return if failed_init { "Failed" } else { "Pending" };
         }
         let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
@@ -1513,15 +1554,23 @@ impl Worker {
             .map(|s| self.container_status(s, &image_of(&spec.containers, &s.name)))
             .collect();
         let unready: Vec<String> = self
-            .apps
+            .inits
             .iter()
+            .filter(|s| s.sidecar)
+            .chain(self.apps.iter())
             .filter(|s| !(s.ready && s.running()))
             .map(|s| s.name.clone())
             .collect();
         let incomplete: Vec<String> = self
             .inits
             .iter()
-            .filter(|s| s.exited().is_none_or(|e| e.code != 0))
+            .filter(|s| {
+                if s.sidecar {
+                    !(s.running() && s.started)
+                } else {
+                    s.exited().is_none_or(|e| e.code != 0)
+                }
+            })
             .map(|s| s.name.clone())
             .collect();
         let terminal = matches!(phase, "Succeeded" | "Failed");

@@ -1354,3 +1354,58 @@ async fn active_deadline_fails_the_pod() {
     env.event("deadline", "DeadlineExceeded", |_| true).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_init_containers_run_beside_the_app() {
+    let env = Env::start().await;
+    let scratch = env.scratch("sidecar");
+    let log = scratch.join("order");
+    let sh = |script: String| json!(["/bin/busybox", "sh", "-c", script]);
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "with-sidecar", "namespace": "default"},
+        "spec": {"nodeName": NODE, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "initContainers": [
+                {"name": "proxy", "image": "busybox:1.36", "restartPolicy": "Always",
+                 "command": sh(format!("echo proxy >> {}; while true; do /bin/busybox sleep 0.1; done", log.display()))},
+                {"name": "setup", "image": "busybox:1.36",
+                 "command": sh(format!("echo setup >> {}", log.display()))}
+            ],
+            "containers": [{"name": "main", "image": "busybox:1.36",
+                "command": sh(format!("echo main >> {}; /bin/busybox sleep 0.5", log.display()))}]}
+    }))
+    .await;
+    let p = wait_for("main running beside the sidecar", || async {
+        let p = env.pod("with-sidecar").await?;
+        let st = status(&p);
+        (st["containerStatuses"][0]["state"]["running"].is_object()
+            && st["initContainerStatuses"][0]["state"]["running"].is_object())
+        .then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    let p = wait_for("Succeeded", || async {
+        let p = env.pod("with-sidecar").await?;
+        (phase(&p) == "Succeeded").then_some(p)
+    })
+    .await;
+    let st = status(&p);
+    assert!(
+        st["initContainerStatuses"][0]["state"]["terminated"].is_object(),
+        "sidecar stopped: {st:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("order"),
+        "proxy\nsetup\nmain\n"
+    );
+    assert!(
+        env.runtime
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|c| c.state != skiff_runtime::ContainerState::Running),
+        "nothing runs once the pod succeeded"
+    );
+    env.stop().await;
+}
