@@ -1219,7 +1219,24 @@ impl Worker {
         let tx = self.exit_tx.clone();
         let wid = id.clone();
         let waiter = tokio::spawn(async move {
-            let r = runtime.wait(&wid).await.map_err(|e| e.to_string());
+            // A failed wait on a container that still runs must not count as an exit
+            // (a restart would then run two instances): look again, then wait again.
+            let r = loop {
+                match runtime.wait(&wid).await {
+                    Ok(st) => break Ok(st),
+                    Err(e @ RuntimeError::NotFound(_)) => break Err(e.to_string()),
+                    Err(e) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        match runtime.status(&wid).await {
+                            Ok(st) if st.state == ContainerState::Running => {
+                                tracing::debug!(id = %wid, error = %e, "waiting again");
+                            }
+                            Ok(st) if st.state == ContainerState::Exited => break Ok(st),
+                            _ => break Err(e.to_string()),
+                        }
+                    }
+                }
+            };
             let _ = tx.send((wid, r));
         });
         let init = self.slot(i).init && !self.slot(i).sidecar;
