@@ -318,9 +318,7 @@ async fn clean_up_and_adopt(
             adopt.entry(key.pod_uid).or_default().push(c);
         } else {
             tracing::info!(id = %c.id, "removing the container of a pod that no longer exists");
-            if let Err(e) = agent.runtime.remove(&c.id).await {
-                tracing::warn!(id = %c.id, error = %e, "removing an orphaned container");
-            }
+            crate::worker::remove_container(&*agent.runtime, &c.id).await;
         }
     }
     match agent.network.list().await {
@@ -359,9 +357,7 @@ async fn clean_up_and_adopt(
 /// Removes the containers, sandbox and directories of a pod the agent will not run.
 async fn remove_leftovers(agent: &Arc<NodeAgent>, uid: &str, containers: Vec<ContainerStatus>) {
     for c in containers {
-        if let Err(e) = agent.runtime.remove(&c.id).await {
-            tracing::warn!(id = %c.id, error = %e, "removing the container of a deleted pod");
-        }
+        crate::worker::remove_container(&*agent.runtime, &c.id).await;
     }
     if let Err(e) = agent.network.teardown(uid).await {
         tracing::warn!(pod = %uid, error = %e, "removing the sandbox of a deleted pod");

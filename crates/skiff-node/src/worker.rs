@@ -99,6 +99,9 @@ struct Instance {
 struct Slot {
     name: String,
     init: bool,
+    /// An init container with `restartPolicy: Always` (a sidecar): it keeps running next
+    /// to the app containers, is restarted whenever it exits, and has probes.
+    sidecar: bool,
     current: Option<Instance>,
     previous: Option<Instance>,
     /// Why it is not running (shown as `state.waiting` while no instance runs).
@@ -216,6 +219,8 @@ pub(crate) struct Worker {
     prepare_retry: Option<Instant>,
     prepare_error: Option<String>,
     volumes_resync: Option<Instant>,
+    /// `activeDeadlineSeconds` ran out (status reason `DeadlineExceeded`).
+    deadline_exceeded: bool,
     warned: HashSet<String>,
     /// The pod had finished before this worker started: its status is history, not ours.
     frozen: bool,
@@ -256,6 +261,7 @@ impl Worker {
             let mut slot = Slot {
                 name: c.name.clone(),
                 init,
+                sidecar: init && c.restart_policy.as_deref() == Some("Always"),
                 current: None,
                 previous: None,
                 waiting: None,
@@ -353,6 +359,7 @@ impl Worker {
             prepare_retry: None,
             prepare_error: None,
             volumes_resync: None,
+            deadline_exceeded: false,
             warned: HashSet::new(),
             frozen: terminal.is_some(),
             exit_tx,
@@ -480,12 +487,59 @@ impl Worker {
             .chain(self.prepare_retry)
             .chain(self.status_retry)
             .chain(self.volumes_resync.filter(|_| self.terminal.is_none()))
+            .chain(self.active_deadline().filter(|_| self.terminal.is_none()))
             .min()
+    }
+
+    /// When `activeDeadlineSeconds` (counted from `startTime`) runs out.
+    fn active_deadline(&self) -> Option<Instant> {
+        let secs = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = chrono::DateTime::parse_from_rfc3339(self.start_time.as_deref()?).ok()?;
+        let end = SystemTime::from(start) + Duration::from_secs(secs.max(0) as u64);
+        Some(match end.duration_since(SystemTime::now()) {
+            Ok(left) => Instant::now() + left,
+            Err(_) => Instant::now(),
+        })
+    }
+
+    /// The pod outlived its `activeDeadlineSeconds`: every container is stopped and the pod
+    /// fails with reason `DeadlineExceeded`, as the kubelet does.
+    async fn enforce_deadline(&mut self) {
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.agent
+            .recorder
+            .warning(&self.involved(None), "DeadlineExceeded", message);
+        let grace = self.grace_period(None);
+        let mut stops = Vec::new();
+        for i in 0..self.inits.len() + self.apps.len() {
+            if let (true, Some(target)) = (self.slot(i).running(), self.target(i)) {
+                stops.push(async move {
+                    let id = target.container_id.clone();
+                    (id, probe::kill_container(&target, grace).await.1)
+                });
+            }
+        }
+        for (id, st) in futures::future::join_all(stops).await {
+            self.on_exit(&id, st.map_err(|e| e.to_string()));
+        }
+        for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
+            s.stop_tasks();
+            s.ready = false;
+            s.waiting = None;
+            s.retry_at = None;
+        }
+        self.terminal = Some("Failed");
+        self.deadline_exceeded = true;
+        self.transition(Stage::Finished);
     }
 
     /// One pass of the state machine: does what the current stage calls for.
     async fn sync(&mut self) {
         if self.terminal.is_some() {
+            return;
+        }
+        if self.active_deadline().is_some_and(|t| Instant::now() >= t) {
+            self.enforce_deadline().await;
             return;
         }
         if self.stage == Stage::Pending {
@@ -529,12 +583,20 @@ impl Worker {
             self.sync_inits().await;
         }
         if self.initialized {
+            // Sidecars keep running (and restarting) next to the app containers.
+            for i in 0..self.inits.len() {
+                if self.inits[i].sidecar {
+                    self.sync_slot(i).await;
+                }
+            }
             for i in self.inits.len()..self.inits.len() + self.apps.len() {
                 self.sync_slot(i).await;
             }
         }
         let phase = self.phase();
         if matches!(phase, "Succeeded" | "Failed") {
+            // The app containers are done: the sidecars go too.
+            self.stop_sidecars().await;
             self.terminal = Some(phase);
             for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
                 s.stop_tasks();
@@ -649,13 +711,40 @@ impl Worker {
     /// Init containers one after the other; each must succeed before the next starts.
     async fn sync_inits(&mut self) {
         for i in 0..self.inits.len() {
-            if self.inits[i].exited().is_some_and(|e| e.code == 0) {
+            let s = &self.inits[i];
+            // A sidecar lets the next one start once it has started (startup probe).
+            let done = if s.sidecar {
+                s.running() && s.started
+            } else {
+                s.exited().is_some_and(|e| e.code == 0)
+            };
+            if done {
                 continue;
             }
             self.sync_slot(i).await;
             return;
         }
         self.initialized = true;
+    }
+
+    /// Stops the running sidecars (their preStop hooks first), waiting for them.
+    async fn stop_sidecars(&mut self) {
+        let grace = self.grace_period(None);
+        let mut stops = Vec::new();
+        for i in 0..self.inits.len() {
+            if self.inits[i].sidecar
+                && self.inits[i].running()
+                && let Some(target) = self.target(i)
+            {
+                stops.push(async move {
+                    let id = target.container_id.clone();
+                    (id, probe::kill_container(&target, grace).await.1)
+                });
+            }
+        }
+        for (id, st) in futures::future::join_all(stops).await {
+            self.on_exit(&id, st.map_err(|e| e.to_string()));
+        }
     }
 
     /// Whether an exited container of this slot is to run again.
@@ -667,6 +756,9 @@ impl Worker {
             .spec()
             .restart_policy
             .unwrap_or_else(|| "Always".into());
+        if self.slot(i).sidecar {
+            return self.terminal.is_none();
+        }
         if self.slot(i).init {
             return exit.code != 0 && policy != "Never";
         }
@@ -1127,10 +1219,27 @@ impl Worker {
         let tx = self.exit_tx.clone();
         let wid = id.clone();
         let waiter = tokio::spawn(async move {
-            let r = runtime.wait(&wid).await.map_err(|e| e.to_string());
+            // A failed wait on a container that still runs must not count as an exit
+            // (a restart would then run two instances): look again, then wait again.
+            let r = loop {
+                match runtime.wait(&wid).await {
+                    Ok(st) => break Ok(st),
+                    Err(e @ RuntimeError::NotFound(_)) => break Err(e.to_string()),
+                    Err(e) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        match runtime.status(&wid).await {
+                            Ok(st) if st.state == ContainerState::Running => {
+                                tracing::debug!(id = %wid, error = %e, "waiting again");
+                            }
+                            Ok(st) if st.state == ContainerState::Exited => break Ok(st),
+                            _ => break Err(e.to_string()),
+                        }
+                    }
+                }
+            };
             let _ = tx.send((wid, r));
         });
-        let init = self.slot(i).init;
+        let init = self.slot(i).init && !self.slot(i).sidecar;
         let container = self.container(i);
         let pod_ip = self
             .sandbox
@@ -1229,8 +1338,17 @@ impl Worker {
                     "Killing",
                     format!("Container {name} failed {what} probe, will be restarted"),
                 );
-                let grace = self.grace_period(None);
                 let Some(target) = self.target(i) else { return };
+                // A probe may carry its own grace period (probe-level
+                // terminationGracePeriodSeconds); else the pod's applies.
+                let probe = match kind {
+                    ProbeKind::Startup => target.container.startup_probe.as_ref(),
+                    _ => target.container.liveness_probe.as_ref(),
+                };
+                let grace = probe
+                    .and_then(|p| p.termination_grace_period_seconds)
+                    .map(|s| Duration::from_secs(s.max(0) as u64))
+                    .unwrap_or_else(|| self.grace_period(None));
                 let recorder = self.agent.recorder.clone();
                 // The exit arrives through the waiter, and the restart policy decides.
                 tokio::spawn(async move {
@@ -1280,10 +1398,9 @@ impl Worker {
             .restart_policy
             .unwrap_or_else(|| "Always".into());
         if !self.initialized {
-            let failed_init = self
-                .inits
-                .iter()
-                .any(|s| s.exited().is_some_and(|e| e.code != 0) && policy == "Never");
+            let failed_init = self.inits.iter().any(|s| {
+                !s.sidecar && s.exited().is_some_and(|e| e.code != 0) && policy == "Never"
+            });
             return if failed_init { "Failed" } else { "Pending" };
         }
         let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
@@ -1454,15 +1571,23 @@ impl Worker {
             .map(|s| self.container_status(s, &image_of(&spec.containers, &s.name)))
             .collect();
         let unready: Vec<String> = self
-            .apps
+            .inits
             .iter()
+            .filter(|s| s.sidecar)
+            .chain(self.apps.iter())
             .filter(|s| !(s.ready && s.running()))
             .map(|s| s.name.clone())
             .collect();
         let incomplete: Vec<String> = self
             .inits
             .iter()
-            .filter(|s| s.exited().is_none_or(|e| e.code != 0))
+            .filter(|s| {
+                if s.sidecar {
+                    !(s.running() && s.started)
+                } else {
+                    s.exited().is_none_or(|e| e.code != 0)
+                }
+            })
             .map(|s| s.name.clone())
             .collect();
         let terminal = matches!(phase, "Succeeded" | "Failed");
@@ -1512,6 +1637,11 @@ impl Worker {
             "qosClass": crate::resources::qos_class(&spec),
             "containerStatuses": app_statuses,
         });
+        if self.deadline_exceeded {
+            status["reason"] = json!("DeadlineExceeded");
+            status["message"] =
+                json!("Pod was active on the node longer than the specified deadline");
+        }
         if !init_statuses.is_empty() {
             status["initContainerStatuses"] = json!(init_statuses);
         }
@@ -1641,10 +1771,7 @@ impl Worker {
             }
         }
         for id in ids {
-            match runtime.remove(&id).await {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(%id, error = %e, "removing a container"),
-            }
+            remove_container(&*runtime, &id).await;
         }
         for s in self.inits.iter_mut().chain(self.apps.iter_mut()) {
             s.stop_tasks();
@@ -1684,6 +1811,26 @@ impl Worker {
             }
         }
         self.transition(Stage::Terminated);
+    }
+}
+
+/// Removes a container, retrying a few times: a runtime may still be finishing up after
+/// the container's exit (e.g. a shim writing its last log lines).
+pub(crate) async fn remove_container(runtime: &dyn skiff_runtime::Runtime, id: &str) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 0..6 {
+        match runtime.remove(id).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => return,
+            Err(e) if attempt == 5 => {
+                tracing::warn!(%id, error = %e, "removing a container");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%id, error = %e, "removing a container, will retry");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
     }
 }
 

@@ -785,30 +785,47 @@ async fn readiness_probe_toggles_ready() {
     })
     .await;
 
-    // Exec probes run the command through the runtime: `true` makes the pod ready,
-    // `false` keeps it unready with Unhealthy events.
-    for (name, cmd, ready) in [("exec-ok", "true", "True"), ("exec-bad", "false", "False")] {
+    // Exec probes: run in the container when the runtime can exec; otherwise skipped with
+    // a warning (and the pod counts as ready).
+    let can_exec = env.runtime.capabilities().exec;
+    for (name, command, want) in [
+        ("exec-ok", "true", "True"),
+        (
+            "exec-fail",
+            "false",
+            if can_exec { "False" } else { "True" },
+        ),
+    ] {
         env.create_pod(pod_json(
             name,
             "sleep 1000",
             json!({"spec": {"containers": [{
                 "name": "main", "image": "busybox:1.36",
                 "command": ["/bin/busybox", "sleep", "1000"],
-                "readinessProbe": {"exec": {"command": ["/bin/busybox", cmd]}, "periodSeconds": 1}
+                "readinessProbe": {"exec": {"command": ["/bin/busybox", command]}, "periodSeconds": 1}
             }]}}),
         ))
         .await;
-        wait_for(&format!("{name} Ready={ready}"), || async {
+        wait_for(&format!("{name} Ready={want}"), || async {
             let p = env.pod(name).await?;
-            let running = status(&p)["containerStatuses"][0]["state"]["running"].is_object();
-            (running && condition(&p, "Ready").as_deref() == Some(ready)).then_some(())
+            (phase(&p) == "Running" && condition(&p, "Ready").as_deref() == Some(want))
+                .then_some(())
         })
         .await;
     }
-    env.event("exec-bad", "Unhealthy", |m| {
-        m.starts_with("Readiness probe failed")
-    })
-    .await;
+    if can_exec {
+        env.event("exec-fail", "Unhealthy", |m| {
+            m.starts_with("Readiness probe failed")
+        })
+        .await;
+    } else {
+        let e = env
+            .event("exec-ok", "ProbeWarning", |m| {
+                m == "Readiness probe: exec probes are not supported by the process runtime; probe skipped"
+            })
+            .await;
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+    }
     env.stop().await;
 }
 
@@ -1302,5 +1319,93 @@ async fn sigterm_ignored_means_sigkill_after_the_grace_period() {
         env.runtime.list().await.ok()?.is_empty().then_some(())
     })
     .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_deadline_fails_the_pod() {
+    let env = Env::start().await;
+    env.create_pod(pod_json(
+        "deadline",
+        "while true; do /bin/busybox sleep 0.1; done",
+        json!({"spec": {"activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1}}),
+    ))
+    .await;
+    let p = wait_for("DeadlineExceeded", || async {
+        let p = env.pod("deadline").await?;
+        (phase(&p) == "Failed").then_some(p)
+    })
+    .await;
+    let st = status(&p);
+    assert_eq!(st["reason"], "DeadlineExceeded");
+    assert!(
+        st["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{st:#}"
+    );
+    assert!(
+        env.runtime
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|c| c.state != skiff_runtime::ContainerState::Running),
+        "nothing runs after the deadline"
+    );
+    env.event("deadline", "DeadlineExceeded", |_| true).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_init_containers_run_beside_the_app() {
+    let env = Env::start().await;
+    let scratch = env.scratch("sidecar");
+    let log = scratch.join("order");
+    let sh = |script: String| json!(["/bin/busybox", "sh", "-c", script]);
+    env.create_pod(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "with-sidecar", "namespace": "default"},
+        "spec": {"nodeName": NODE, "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "initContainers": [
+                {"name": "proxy", "image": "busybox:1.36", "restartPolicy": "Always",
+                 "command": sh(format!("echo proxy >> {}; while true; do /bin/busybox sleep 0.1; done", log.display()))},
+                {"name": "setup", "image": "busybox:1.36",
+                 "command": sh(format!("echo setup >> {}", log.display()))}
+            ],
+            "containers": [{"name": "main", "image": "busybox:1.36",
+                "command": sh(format!("echo main >> {}; /bin/busybox sleep 0.5", log.display()))}]}
+    }))
+    .await;
+    let p = wait_for("main running beside the sidecar", || async {
+        let p = env.pod("with-sidecar").await?;
+        let st = status(&p);
+        (st["containerStatuses"][0]["state"]["running"].is_object()
+            && st["initContainerStatuses"][0]["state"]["running"].is_object())
+        .then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&p, "Initialized").as_deref(), Some("True"));
+    let p = wait_for("Succeeded", || async {
+        let p = env.pod("with-sidecar").await?;
+        (phase(&p) == "Succeeded").then_some(p)
+    })
+    .await;
+    let st = status(&p);
+    assert!(
+        st["initContainerStatuses"][0]["state"]["terminated"].is_object(),
+        "sidecar stopped: {st:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("order"),
+        "proxy\nsetup\nmain\n"
+    );
+    assert!(
+        env.runtime
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .all(|c| c.state != skiff_runtime::ContainerState::Running),
+        "nothing runs once the pod succeeded"
+    );
     env.stop().await;
 }

@@ -89,6 +89,15 @@ where
     }
 }
 
+/// The runtime's configuration: the shim is this binary (see `main`), called through a
+/// symlink because the runtime refuses to treat a cargo test binary as its own shim.
+fn oci_config(dir: &Path) -> OciConfig {
+    let exe = std::env::current_exe().expect("current exe");
+    let shim = dir.join("agent-test-shim");
+    std::os::unix::fs::symlink(&exe, &shim).expect("shim symlink");
+    OciConfig::new(dir.join("oci"), RUNC).with_shim(shim, vec!["shim".into()])
+}
+
 /// Removes every container of the runtime, whatever happened.
 struct Cleanup(OciRuntime);
 
@@ -136,9 +145,7 @@ async fn oci_pod_lifecycle() {
         .oci_archive()
         .expect("archive");
     images.import(archive.as_slice()).expect("import");
-    // The shim is this very binary (see `main`).
-    let oci = OciRuntime::with_config(OciConfig::new(dir.path().join("oci"), RUNC), images.clone())
-        .expect("oci runtime");
+    let oci = OciRuntime::with_config(oci_config(dir.path()), images.clone()).expect("oci runtime");
     let _cleanup = Cleanup(oci.clone());
     let runtime: Arc<dyn Runtime> = Arc::new(oci.clone());
 
@@ -377,8 +384,7 @@ async fn cni_pod_network() {
         .oci_archive()
         .expect("archive");
     images.import(archive.as_slice()).expect("import");
-    let oci = OciRuntime::with_config(OciConfig::new(dir.path().join("oci"), RUNC), images.clone())
-        .expect("oci runtime");
+    let oci = OciRuntime::with_config(oci_config(dir.path()), images.clone()).expect("oci runtime");
     let _cleanup = Cleanup(oci.clone());
     let running = skiff_server::start(ServerConfig {
         port: 0,
