@@ -1,0 +1,417 @@
+//! Pulling from a real registry (Debian `docker-registry`) on 127.0.0.1 filled with `skopeo`:
+//! tags, digests, dedup, not-found, Basic auth from a pull secret, corrupted blobs and the
+//! pull policies. Skipped (with the reason printed) when those programs are missing.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use skiff_runtime::images::ImageStore;
+use skiff_runtime::images::pull::{
+    Credentials, PullError, PullOptions, PullPolicy, credentials_for, ensure_image, pull,
+};
+use skiff_runtime::testimages::{Layer, TestImage};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const SKOPEO: &str = "/usr/bin/skopeo";
+const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+/// A registry process on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    creds: Option<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn have(tool: &str, what: &str) -> bool {
+    if Path::new(tool).exists() {
+        return true;
+    }
+    eprintln!("skipping pull test: {tool} not installed ({what})");
+    false
+}
+
+impl Registry {
+    /// Starts a registry; `basic_auth` puts it behind htpasswd Basic auth.
+    fn start(basic_auth: Option<(&str, &str)>) -> Option<Registry> {
+        if !have(REGISTRY, "apt-get install docker-registry")
+            || !have(SKOPEO, "apt-get install skopeo")
+        {
+            return None;
+        }
+        if basic_auth.is_some() && !have(HTPASSWD, "apt-get install apache2-utils") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        let port = free_port();
+        let mut auth = String::new();
+        if let Some((user, pass)) = basic_auth {
+            let out = Command::new(HTPASSWD)
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd");
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).expect("write htpasswd");
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n{auth}",
+            storage.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn docker-registry");
+        let reg = Registry {
+            child,
+            port,
+            storage,
+            creds: basic_auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry did not listen: {}",
+                std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(reg)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes `image` as `<host>/<name>` with skopeo (plain HTTP).
+    fn push(&self, image: &TestImage, name: &str) {
+        let archive = self.dir.path().join(format!("{}.tar", rand_suffix()));
+        std::fs::write(&archive, image.oci_archive().expect("archive")).expect("write archive");
+        let mut cmd = Command::new(SKOPEO);
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some((u, p)) = &self.creds {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{name}", self.host()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_file(archive);
+    }
+
+    /// Path of a blob's data file in the registry's filesystem storage.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id())
+}
+
+fn app_image(version: &str) -> TestImage {
+    TestImage::new("test/app:v1")
+        .layer(Layer::new().gzip().dir("etc", 0o755).file(
+            "etc/hello",
+            b"hello from the registry\n".to_vec(),
+            0o644,
+        ))
+        .layer(Layer::new().file("version", version.as_bytes().to_vec(), 0o644))
+        .cmd(&["/bin/true"])
+}
+
+fn store() -> (ImageStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    (
+        ImageStore::open(dir.path().join("images")).expect("store"),
+        dir,
+    )
+}
+
+/// Every file under the store (path and content), to show a failed pull changed nothing.
+fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n != "lock") {
+                let content = std::fs::read(&p).expect("read");
+                out.push((p, content));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn pulls_by_tag_and_digest_without_refetching() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    reg.push(&app_image("v1"), "test/app:v1");
+    let (store, dir) = store();
+    let opts = PullOptions::default();
+    let name = format!("{}/test/app:v1", reg.host());
+
+    let pulled = pull(&store, &name, &opts).await.expect("pull");
+    assert_eq!(pulled.reference, name);
+    assert_eq!(pulled.blobs_fetched, 3, "config and two layers");
+    assert!(pulled.bytes_fetched > 0);
+    let rootfs = dir.path().join("rootfs");
+    let image = store.unpack(&name, &rootfs).expect("unpack");
+    assert_eq!(image.manifest_digest, pulled.manifest_digest);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/hello")).expect("etc/hello"),
+        "hello from the registry\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).expect("version"),
+        "v1"
+    );
+
+    let again = pull(&store, &name, &opts).await.expect("second pull");
+    assert_eq!((again.blobs_fetched, again.bytes_fetched), (0, 0));
+    assert_eq!(again.manifest_digest, pulled.manifest_digest);
+
+    let by_digest = format!("{}/test/app@{}", reg.host(), pulled.manifest_digest);
+    let d = pull(&store, &by_digest, &opts)
+        .await
+        .expect("pull by digest");
+    assert_eq!(d.manifest_digest, pulled.manifest_digest);
+    assert_eq!(d.blobs_fetched, 0);
+    assert_eq!(
+        store
+            .resolve(&by_digest)
+            .expect("resolve by digest")
+            .manifest_digest,
+        pulled.manifest_digest
+    );
+
+    for missing in [
+        format!("{}/test/app:nope", reg.host()),
+        format!("{}/test/other:v1", reg.host()),
+    ] {
+        match pull(&store, &missing, &opts).await {
+            Err(e @ PullError::NotFound { .. }) => {
+                assert!(e.to_string().contains("not found"), "{e}");
+                assert_eq!(e.reason(), "ErrImagePull");
+            }
+            other => panic!("{missing}: expected not found, got {other:?}"),
+        }
+    }
+    let wrong_digest = format!("{}/test/app@sha256:{}", reg.host(), "0".repeat(64));
+    assert!(matches!(
+        pull(&store, &wrong_digest, &opts).await,
+        Err(PullError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn basic_auth_with_credentials_from_a_pull_secret() {
+    let Some(reg) = Registry::start(Some(("puller", "s3cret"))) else {
+        return;
+    };
+    reg.push(&app_image("auth"), "private/app:v1");
+    let (store, _dir) = store();
+    let name = format!("{}/private/app:v1", reg.host());
+
+    let anonymous = pull(&store, &name, &PullOptions::default()).await;
+    match anonymous {
+        Err(e @ PullError::Unauthorized(_)) => assert!(e.to_string().starts_with("unauthorized:")),
+        other => panic!("expected unauthorized, got {other:?}"),
+    }
+    let wrong = PullOptions {
+        credentials: Some(Credentials {
+            username: "puller".into(),
+            password: "wrong".into(),
+        }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        pull(&store, &name, &wrong).await,
+        Err(PullError::Unauthorized(_))
+    ));
+    assert!(store.list().expect("list").is_empty());
+
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret");
+    let secret = serde_json::json!({"auths": {
+        "other.example:5000": {"auth": base64::engine::general_purpose::STANDARD.encode("x:y")},
+        format!("http://{}/v1/", reg.host()): {"auth": auth},
+    }})
+    .to_string();
+    let creds = credentials_for(secret.as_bytes(), &reg.host()).expect("credentials match");
+    let opts = PullOptions {
+        credentials: Some(creds),
+        ..Default::default()
+    };
+    let pulled = pull(&store, &name, &opts)
+        .await
+        .expect("pull with credentials");
+    assert_eq!(pulled.blobs_fetched, 3);
+    assert_eq!(
+        store.resolve(&name).expect("resolve").manifest_digest,
+        pulled.manifest_digest
+    );
+}
+
+#[tokio::test]
+async fn corrupted_blob_is_rejected_and_store_unchanged() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // Something already stored, so "unchanged" means more than "empty".
+    let (store, _dir) = store();
+    store
+        .import(std::io::Cursor::new(
+            TestImage::new("local/keep:v1")
+                .layer(Layer::new().file("keep", b"keep".to_vec(), 0o644))
+                .oci_archive()
+                .expect("archive"),
+        ))
+        .expect("import");
+    reg.push(&app_image("corrupt"), "test/app:v1");
+    let name = format!("{}/test/app:v1", reg.host());
+
+    // Find the layers through a throwaway pull, then flip bytes of one in the registry.
+    let (probe, _probe_dir) = store_probe();
+    let pulled = pull(&probe, &name, &PullOptions::default())
+        .await
+        .expect("probe pull");
+    let image = probe.resolve(&name).expect("resolve");
+    let layer = image.manifest.layers()[1].digest().to_string();
+    let data = reg.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).expect("registry blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("tamper");
+    assert!(pulled.blobs_fetched > 0);
+
+    let before = snapshot(store.root());
+    match pull(&store, &name, &PullOptions::default()).await {
+        Err(PullError::Image(e)) => assert!(e.to_string().contains("digest mismatch"), "{e}"),
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert_eq!(
+        snapshot(store.root()),
+        before,
+        "a failed pull changed the store"
+    );
+}
+
+fn store_probe() -> (ImageStore, tempfile::TempDir) {
+    store()
+}
+
+#[tokio::test]
+async fn pull_policies_follow_the_kubelet() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let (store, _dir) = store();
+    let opts = PullOptions::default();
+    let name = format!("{}/test/app:v1", reg.host());
+
+    match ensure_image(&store, &name, PullPolicy::Never, &opts).await {
+        Err(e @ PullError::NeverPull(_)) => assert_eq!(e.reason(), "ErrImageNeverPull"),
+        other => panic!("expected ErrImageNeverPull, got {other:?}"),
+    }
+    // Not in the registry yet either: IfNotPresent has to ask it, and fails.
+    assert!(matches!(
+        ensure_image(&store, &name, PullPolicy::IfNotPresent, &opts).await,
+        Err(PullError::NotFound { .. })
+    ));
+
+    reg.push(&app_image("one"), "test/app:v1");
+    let first = ensure_image(&store, &name, PullPolicy::IfNotPresent, &opts)
+        .await
+        .expect("IfNotPresent pulls a missing image");
+    let never = ensure_image(&store, &name, PullPolicy::Never, &opts)
+        .await
+        .expect("Never uses the local image");
+    assert_eq!(never.manifest_digest, first.manifest_digest);
+
+    // The tag moves in the registry: IfNotPresent keeps the local image, Always follows.
+    reg.push(&app_image("two"), "test/app:v1");
+    let kept = ensure_image(&store, &name, PullPolicy::IfNotPresent, &opts)
+        .await
+        .expect("IfNotPresent");
+    assert_eq!(kept.manifest_digest, first.manifest_digest);
+    let updated = ensure_image(&store, &name, PullPolicy::Always, &opts)
+        .await
+        .expect("Always");
+    assert_ne!(updated.manifest_digest, first.manifest_digest);
+    assert_eq!(
+        store.resolve(&name).expect("resolve").manifest_digest,
+        updated.manifest_digest
+    );
+    let same = ensure_image(&store, &name, PullPolicy::Always, &opts)
+        .await
+        .expect("Always, unchanged");
+    assert_eq!(same.manifest_digest, updated.manifest_digest);
+
+    // Always needs the registry: with it gone, the pull fails even though the image is here.
+    drop(reg);
+    assert!(matches!(
+        ensure_image(&store, &name, PullPolicy::Always, &opts).await,
+        Err(PullError::Transport { .. })
+    ));
+    ensure_image(&store, &name, PullPolicy::IfNotPresent, &opts)
+        .await
+        .expect("IfNotPresent works offline");
+}
