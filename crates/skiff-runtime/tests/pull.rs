@@ -415,3 +415,29 @@ async fn pull_policies_follow_the_kubelet() {
         .await
         .expect("IfNotPresent works offline");
 }
+
+#[test]
+fn cli_pull_then_ls() {
+    use skiff_runtime::cli::{ImagesCommand, run_images};
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    reg.push(&app_image("cli"), "test/app:v1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("images");
+    let pull = |reference: String| ImagesCommand::Pull {
+        reference,
+        insecure: false,
+        ca_file: None,
+        username: None,
+        password: None,
+    };
+    run_images(&root, pull(format!("{}/test/app:v1", reg.host()))).expect("images pull");
+    let listed = ImageStore::open(&root)
+        .expect("store")
+        .list()
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].reference, format!("{}/test/app:v1", reg.host()));
+    assert!(run_images(&root, pull(format!("{}/test/app:v9", reg.host()))).is_err());
+}
