@@ -50,6 +50,11 @@ fn have(tool: &str, what: &str) -> bool {
 impl Registry {
     /// Starts a registry; `basic_auth` puts it behind htpasswd Basic auth.
     fn start(basic_auth: Option<(&str, &str)>) -> Option<Registry> {
+        Self::start_with(basic_auth, None)
+    }
+
+    /// `tls`: (certificate PEM, key PEM) to serve HTTPS with.
+    fn start_with(basic_auth: Option<(&str, &str)>, tls: Option<(&str, &str)>) -> Option<Registry> {
         if !have(REGISTRY, "apt-get install docker-registry")
             || !have(SKOPEO, "apt-get install skopeo")
         {
@@ -75,10 +80,21 @@ impl Registry {
                 file.display()
             );
         }
+        let mut tls_config = String::new();
+        if let Some((cert, key)) = tls {
+            let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            std::fs::write(&c, cert).expect("write cert");
+            std::fs::write(&k, key).expect("write key");
+            tls_config = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            );
+        }
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n{auth}",
+             http:\n  addr: 127.0.0.1:{port}\n{tls_config}{auth}",
             storage.display()
         );
         let config_path = dir.path().join("config.yml");
@@ -440,4 +456,309 @@ fn cli_pull_then_ls() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].reference, format!("{}/test/app:v1", reg.host()));
     assert!(run_images(&root, pull(format!("{}/test/app:v9", reg.host()))).is_err());
+}
+
+#[tokio::test]
+async fn https_with_a_ca_file() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pull-test-ca");
+    let ca_cert = ca_params.self_signed(&key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, key);
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let mut leaf = rcgen::CertificateParams::default();
+    leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("sign");
+    let Some(reg) = Registry::start_with(None, Some((&leaf_cert.pem(), &leaf_key.serialize_pem())))
+    else {
+        return;
+    };
+    reg.push(&app_image("tls"), "test/app:v1");
+    let (store, dir) = store();
+    let name = format!("{}/test/app:v1", reg.host());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
+
+    // Unknown CA: the TLS handshake fails.
+    let untrusted = PullOptions {
+        plain_http_for_loopback: false,
+        ..Default::default()
+    };
+    match pull(&store, &name, &untrusted).await {
+        Err(e @ PullError::Transport { .. }) => assert!(e.to_string().contains("TLS"), "{e}"),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+    let trusted = PullOptions {
+        plain_http_for_loopback: false,
+        ca_file: Some(ca_file),
+        ..Default::default()
+    };
+    let pulled = pull(&store, &name, &trusted)
+        .await
+        .expect("pull over HTTPS");
+    assert_eq!(pulled.blobs_fetched, 3);
+}
+
+/// A registry in this process that wants the Bearer token flow, redirects blob GETs and
+/// serves a multi-platform index, an oversized manifest and a redirect loop.
+mod fake {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    pub const TOKEN: &str = "tok-123";
+
+    pub struct Fake {
+        pub port: u16,
+        /// Tag or digest -> (media type, body).
+        pub manifests: HashMap<String, (String, Vec<u8>)>,
+        pub blobs: HashMap<String, Vec<u8>>,
+        pub basic: String,
+        pub token_requests: AtomicUsize,
+        pub scopes: std::sync::Mutex<Vec<String>>,
+    }
+
+    fn authorized(headers: &HeaderMap) -> bool {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|a| a.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
+    }
+
+    pub async fn v2(
+        State(st): State<Arc<Fake>>,
+        headers: HeaderMap,
+        Path(rest): Path<String>,
+    ) -> Response {
+        if !authorized(&headers) {
+            let challenge = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake\",scope=\"repository:team/app:pull\"",
+                st.port
+            );
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, challenge)],
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+                .into_response();
+        }
+        if let Some(reference) = rest.strip_prefix("team/app/manifests/") {
+            if reference == "loop" {
+                return (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, "/v2/team/app/manifests/loop")],
+                )
+                    .into_response();
+            }
+            return match st.manifests.get(reference) {
+                Some((mt, body)) => {
+                    ([(header::CONTENT_TYPE, mt.clone())], body.clone()).into_response()
+                }
+                None => (
+                    StatusCode::NOT_FOUND,
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+                )
+                    .into_response(),
+            };
+        }
+        if let Some(digest) = rest.strip_prefix("team/app/blobs/") {
+            // Like registries backed by object storage: the blob lives on another origin.
+            return (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(
+                    header::LOCATION,
+                    format!("http://localhost:{}/storage/{digest}", st.port),
+                )],
+            )
+                .into_response();
+        }
+        StatusCode::NOT_FOUND.into_response()
+    }
+
+    pub async fn storage(
+        State(st): State<Arc<Fake>>,
+        headers: HeaderMap,
+        Path(digest): Path<String>,
+    ) -> Response {
+        // The registry's token must not leak to the storage it redirects to.
+        if headers.contains_key(header::AUTHORIZATION) {
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+        match st.blobs.get(&digest) {
+            Some(b) => b.clone().into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+
+    pub async fn token(
+        State(st): State<Arc<Fake>>,
+        headers: HeaderMap,
+        axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ) -> Response {
+        st.token_requests.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut s) = st.scopes.lock() {
+            s.push(query.unwrap_or_default());
+        }
+        let ok = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|a| a.to_str().ok())
+            == Some(st.basic.as_str());
+        if !ok {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        axum::Json(serde_json::json!({"token": TOKEN})).into_response()
+    }
+}
+
+async fn start_fake() -> (
+    std::sync::Arc<fake::Fake>,
+    tokio::task::JoinHandle<()>,
+    String,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let files = app_image("bearer").oci_archive_files().expect("files");
+    let mut blobs = std::collections::HashMap::new();
+    for (path, body) in &files {
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            blobs.insert(format!("sha256:{hex}"), body.clone());
+        }
+    }
+    let index: serde_json::Value = files
+        .iter()
+        .find(|(p, _)| p == "index.json")
+        .map(|(_, b)| serde_json::from_slice(b).expect("index"))
+        .expect("index.json");
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let manifest = blobs[&manifest_digest].clone();
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json".to_string();
+    let other_arch = if skiff_runtime::images::host_arch() == "s390x" {
+        "ppc64le"
+    } else {
+        "s390x"
+    };
+    let multi = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": oci_manifest, "size": 10,
+             "digest": format!("sha256:{}", "e".repeat(64)),
+             "platform": {"os": "linux", "architecture": other_arch}},
+            {"mediaType": oci_manifest, "size": manifest.len(), "digest": manifest_digest,
+             "platform": {"os": "linux", "architecture": skiff_runtime::images::host_arch()}},
+        ],
+    }))
+    .expect("index");
+    let mut huge = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": oci_manifest,
+        "annotations": {"pad": "x".repeat(5 << 20)},
+    }))
+    .expect("huge");
+    huge.push(b'\n');
+    let mut manifests = std::collections::HashMap::new();
+    manifests.insert("v1".to_string(), (oci_manifest.clone(), manifest.clone()));
+    manifests.insert(manifest_digest.clone(), (oci_manifest.clone(), manifest));
+    manifests.insert(
+        "multi".to_string(),
+        ("application/vnd.oci.image.index.v1+json".to_string(), multi),
+    );
+    manifests.insert("huge".to_string(), (oci_manifest, huge));
+    let state = std::sync::Arc::new(fake::Fake {
+        port,
+        manifests,
+        blobs,
+        basic: format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:pw")
+        ),
+        token_requests: Default::default(),
+        scopes: Default::default(),
+    });
+    let app = axum::Router::new()
+        .route("/v2/{*rest}", axum::routing::get(fake::v2))
+        .route("/storage/{digest}", axum::routing::get(fake::storage))
+        .route("/token", axum::routing::get(fake::token))
+        .with_state(state.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, server, format!("127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn bearer_token_flow_redirects_index_and_limits() {
+    let (fake, server, host) = start_fake().await;
+    let (store, dir) = store();
+    let alice = PullOptions {
+        credentials: Some(Credentials {
+            username: "alice".into(),
+            password: "pw".into(),
+        }),
+        ..Default::default()
+    };
+    let name = format!("{host}/team/app:v1");
+
+    match pull(&store, &name, &PullOptions::default()).await {
+        Err(e @ PullError::Unauthorized(_)) => assert!(e.to_string().contains("token"), "{e}"),
+        other => panic!("expected unauthorized, got {other:?}"),
+    }
+    let pulled = pull(&store, &name, &alice)
+        .await
+        .expect("pull with a token");
+    assert_eq!(pulled.blobs_fetched, 3);
+    let scopes = fake.scopes.lock().expect("scopes").clone();
+    assert!(
+        scopes
+            .iter()
+            .all(|q| q.contains("service=fake")
+                && q.contains("scope=repository%3Ateam%2Fapp%3Apull")),
+        "{scopes:?}"
+    );
+    let rootfs = dir.path().join("rootfs");
+    store.unpack(&name, &rootfs).expect("unpack");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("version")).expect("version"),
+        "bearer"
+    );
+
+    // A multi-platform index resolves to this machine's manifest.
+    let multi = pull(&store, &format!("{host}/team/app:multi"), &alice)
+        .await
+        .expect("pull index");
+    assert_eq!(multi.manifest_digest, pulled.manifest_digest);
+    assert_eq!(multi.blobs_fetched, 0);
+
+    let before = snapshot(store.root());
+    assert!(matches!(
+        pull(&store, &format!("{host}/team/app:huge"), &alice).await,
+        Err(PullError::ManifestTooLarge { .. })
+    ));
+    match pull(&store, &format!("{host}/team/app:loop"), &alice).await {
+        Err(e @ PullError::Registry { .. }) => assert!(e.to_string().contains("redirects"), "{e}"),
+        other => panic!("expected too many redirects, got {other:?}"),
+    }
+    assert!(matches!(
+        pull(&store, &format!("{host}/team/app:gone"), &alice).await,
+        Err(PullError::NotFound { .. })
+    ));
+    assert_eq!(snapshot(store.root()), before);
+    assert!(
+        fake.token_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
+    server.abort();
 }

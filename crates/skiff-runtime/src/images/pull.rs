@@ -70,6 +70,9 @@ pub struct PullOptions {
     /// Registry hosts (`host` or `host:port`) spoken to over plain HTTP. Loopback registries
     /// (`localhost`, `127.0.0.0/8`, `[::1]`) always are, as Docker treats them.
     pub insecure_registries: Vec<String>,
+    /// Speak plain HTTP to loopback registries (default `true`, as Docker does); `false`
+    /// makes them use HTTPS like any other.
+    pub plain_http_for_loopback: bool,
     /// PEM bundle of extra CA certificates trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
     /// Limit for connecting, for response headers and for each pause in a body.
@@ -81,6 +84,7 @@ impl Default for PullOptions {
         PullOptions {
             credentials: None,
             insecure_registries: Vec::new(),
+            plain_http_for_loopback: true,
             ca_file: None,
             timeout: Duration::from_secs(60),
         }
@@ -400,7 +404,7 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, P
 
 impl Registry {
     fn new(r: &Reference, opts: &PullOptions) -> Result<Self, PullError> {
-        let insecure = is_loopback_host(&r.domain)
+        let insecure = (opts.plain_http_for_loopback && is_loopback_host(&r.domain))
             || opts
                 .insecure_registries
                 .iter()
