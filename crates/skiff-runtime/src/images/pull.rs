@@ -177,7 +177,7 @@ pub async fn pull(
     opts: &PullOptions,
 ) -> Result<PulledImage, PullError> {
     let r = Reference::parse(reference)?;
-    let mut reg = Registry::new(&r, opts)?;
+    let mut reg = Registry::connect(&r, opts).await?;
     let remote = reg.resolve(&r).await?;
     fetch_and_commit(store, &r, &mut reg, remote).await
 }
@@ -207,7 +207,7 @@ pub async fn ensure_image(
         (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => Ok(img),
         (PullPolicy::Never, None) => Err(PullError::NeverPull(reference.to_string())),
         (PullPolicy::Always, Some(img)) => {
-            let mut reg = Registry::new(&r, opts)?;
+            let mut reg = Registry::connect(&r, opts).await?;
             let remote = reg.resolve(&r).await?;
             if remote.digest == img.manifest_digest {
                 return Ok(img);
@@ -377,11 +377,18 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, PullError> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates only narrow what we trust.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
+    // Read once per process: the system bundle is large and pulls are frequent.
+    static SYSTEM_ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    let mut roots = SYSTEM_ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            // Unreadable system certificates only narrow what we trust.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            roots
+        })
+        .clone();
     if let Some(path) = ca_file {
         let f = File::open(path)
             .map_err(|e| ImageError::io(format!("opening CA bundle {}", path.display()), e))?;
@@ -403,6 +410,14 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, P
 }
 
 impl Registry {
+    /// Builds the client off the async runtime: it reads certificate files.
+    async fn connect(r: &Reference, opts: &PullOptions) -> Result<Self, PullError> {
+        let (r, opts) = (r.clone(), opts.clone());
+        tokio::task::spawn_blocking(move || Registry::new(&r, &opts))
+            .await
+            .map_err(|e| ImageError::io("registry client task", io::Error::other(e)))?
+    }
+
     fn new(r: &Reference, opts: &PullOptions) -> Result<Self, PullError> {
         let insecure = (opts.plain_http_for_loopback && is_loopback_host(&r.domain))
             || opts
@@ -1006,9 +1021,25 @@ async fn fetch_and_commit(
         .collect();
     let mut fetched: Vec<(String, PathBuf)> = Vec::new();
     let mut bytes_fetched = 0;
-    for d in &wanted {
+    let stored: Vec<bool> = {
+        let (store, digests) = (
+            store.clone(),
+            wanted
+                .iter()
+                .map(|d| d.digest().to_string())
+                .collect::<Vec<_>>(),
+        );
+        blocking(move || {
+            digests
+                .iter()
+                .map(|d| Ok(store.blob_path(d)?.exists()))
+                .collect()
+        })
+        .await?
+    };
+    for (d, stored) in wanted.iter().zip(stored) {
         let digest = d.digest().to_string();
-        if store.blob_path(&digest)?.exists() || fetched.iter().any(|(f, _)| *f == digest) {
+        if stored || fetched.iter().any(|(f, _)| *f == digest) {
             continue;
         }
         let dest = staging.0.join(d.digest().digest());
