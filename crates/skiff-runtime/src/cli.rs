@@ -1,4 +1,4 @@
-//! `skiff images` subcommands (import, ls, rm, build-serve) over the local image store.
+//! `skiff images` subcommands (import, pull, ls, rm, build-serve) over the local image store.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,26 @@ use crate::images::{ImageStore, ImageSummary};
 pub enum ImagesCommand {
     /// Import a `docker save` or OCI image-layout archive (`-` reads standard input).
     Import { file: String },
+    /// Pull an image from a registry (HTTPS; plain HTTP for loopback and `--insecure`).
+    Pull {
+        reference: String,
+        /// Speak plain HTTP to this image's registry.
+        #[arg(long)]
+        insecure: bool,
+        /// PEM file of CA certificates trusted besides the system roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Registry user name (the password comes from `SKIFF_REGISTRY_PASSWORD`).
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        #[arg(
+            long,
+            env = "SKIFF_REGISTRY_PASSWORD",
+            hide_env_values = true,
+            hide = true
+        )]
+        password: Option<String>,
+    },
     /// List images.
     Ls,
     /// Remove an image by reference or ID prefix, and the layers nothing else uses.
@@ -75,6 +95,41 @@ pub fn run_images(root: &Path, cmd: ImagesCommand) -> anyhow::Result<()> {
                     writeln!(out, "Loaded image: {r}")?;
                 }
             }
+        }
+        ImagesCommand::Pull {
+            reference,
+            insecure,
+            ca_file,
+            username,
+            password,
+        } => {
+            let parsed = crate::images::Reference::parse(&reference)?;
+            let opts = crate::images::pull::PullOptions {
+                credentials: username.map(|username| crate::images::pull::Credentials {
+                    username,
+                    password: password.unwrap_or_default(),
+                }),
+                insecure_registries: if insecure {
+                    vec![parsed.domain.clone()]
+                } else {
+                    Vec::new()
+                },
+                ca_file,
+                ..Default::default()
+            };
+            // The CLI runs outside any async runtime; a small one serves this pull.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let pulled = rt.block_on(crate::images::pull::pull(&store, &reference, &opts))?;
+            writeln!(
+                out,
+                "Pulled {} ({}, {} blobs, {})",
+                pulled.reference,
+                pulled.manifest_digest,
+                pulled.blobs_fetched,
+                human_size(pulled.bytes_fetched)
+            )?;
         }
         ImagesCommand::Ls => write!(out, "{}", format_table(&store.list()?))?,
         ImagesCommand::Rm { reference } => {

@@ -5,6 +5,7 @@
 //! `blobs/sha256/<hex>`, `tmp/` for staging imports and `lock` serialising writers.
 
 mod import;
+pub mod pull;
 mod reference;
 mod unpack;
 
