@@ -34,9 +34,10 @@ pub mod balancer;
 pub mod config;
 pub mod dns;
 mod forward;
+pub mod iptables;
 pub mod model;
 pub mod netif;
 pub mod proxy;
 
-pub use config::{ProxyConfig, resolv_conf};
+pub use config::{ProxyConfig, ProxyMode, resolv_conf};
 pub use proxy::{ProxyError, ProxyHandle, ProxyStatus, run};
