@@ -169,10 +169,18 @@ impl Rules {
             for l in section {
                 out.push_str(l);
             }
-            for (t, c) in self.chains.difference(chains) {
-                if *t == table {
-                    let _ = writeln!(out, ":{c} - [0:0]\n-X {c}");
-                }
+            // Stale chains: all flushed before any is deleted (one may jump to another).
+            let stale: Vec<&String> = self
+                .chains
+                .difference(chains)
+                .filter(|(t, _)| *t == table)
+                .map(|(_, c)| c)
+                .collect();
+            for c in &stale {
+                let _ = writeln!(out, ":{c} - [0:0]");
+            }
+            for c in &stale {
+                let _ = writeln!(out, "-X {c}");
             }
             if !self.jumps_installed {
                 for (t, builtin, ours) in JUMPS {
