@@ -1144,10 +1144,10 @@ impl PodNetns {
     fn create(subnet: u8, resolv_conf: &str) -> PodNetns {
         let id = std::process::id() % 100_000;
         let ns = PodNetns {
-            name: format!("skpn{id}"),
-            host_veth: format!("skv{id}a"),
+            name: format!("skpn{id}s{subnet}"),
+            host_veth: format!("skv{id}s{subnet}a"),
         };
-        let peer = format!("skv{id}b");
+        let peer = format!("skv{id}s{subnet}b");
         let host_ip = format!("10.97.{subnet}.1/30");
         let pod_ip = format!("10.97.{subnet}.2/30");
         let via = format!("10.97.{subnet}.1");
@@ -1259,12 +1259,21 @@ async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip(mode: Proxy
             && out.contains("ml-api-service.default.svc.cluster.local"),
         "{out}"
     );
+    if mode == ProxyMode::Iptables {
+        let wait = env.proxy().wait_for(|s| s.dnat.contains_key(&cip));
+        tokio::time::timeout(TIMEOUT, wait).await.expect("DNAT rules");
+    }
+    let before = dnat_packets(&env.config.rules_prefix());
     // And a connection by name goes through the cluster IP to the endpoint.
     let (ok, out) = pod
         .sh("exec 3<>/dev/tcp/ml-api-service/80 && head -1 <&3")
         .await;
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "127.0.0.11");
+    if mode == ProxyMode::Iptables {
+        // From the pod's namespace, DNATed in PREROUTING (not through the listener).
+        assert!(dnat_packets(&env.config.rules_prefix()) > before);
+    }
     drop(pod);
     env.stop().await;
 }
