@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(curl ca-certificates iproute2 busybox-static runc containernetworking-plugins)
+APT_PACKAGES=(curl ca-certificates iproute2 iptables busybox-static runc containernetworking-plugins)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

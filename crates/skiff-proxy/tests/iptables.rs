@@ -74,15 +74,32 @@ fn rules_follow_the_endpoints_and_leave_on_cleanup() {
     let p = prefix("follow");
     let _g = Guard(p.clone());
     let mut r = Rules::start(&p).expect("start");
-    let two = [service("web", 8080, &["127.0.0.2:80", "10.42.7.3:80"], true)];
+    let two = [service(
+        "web",
+        8080,
+        &["127.0.0.2:80", "10.42.7.3:80"],
+        true,
+    )];
     assert!(r.sync(&two).expect("sync"));
     let have = rules_of(&p);
     let dnat: Vec<_> = have.iter().filter(|l| l.contains("-j DNAT")).collect();
     assert_eq!(dnat.len(), 2, "{have:#?}");
-    assert!(have.iter().any(|l| l.contains("--to-destination 10.42.7.3:80")));
-    assert!(have.iter().any(|l| l.contains("-A PREROUTING") && l.contains(&p)));
-    assert!(have.iter().any(|l| l.contains("-A OUTPUT") && l.contains(&p)));
-    assert!(have.iter().any(|l| l.contains("-A POSTROUTING") && l.contains(&p)));
+    assert!(
+        have.iter()
+            .any(|l| l.contains("--to-destination 10.42.7.3:80"))
+    );
+    assert!(
+        have.iter()
+            .any(|l| l.contains("-A PREROUTING") && l.contains(&p))
+    );
+    assert!(
+        have.iter()
+            .any(|l| l.contains("-A OUTPUT") && l.contains(&p))
+    );
+    assert!(
+        have.iter()
+            .any(|l| l.contains("-A POSTROUTING") && l.contains(&p))
+    );
     assert!(have.iter().any(|l| l.contains("--rcheck")));
     assert!(!have.iter().any(|l| l.contains("REJECT")));
     // Nothing changed: nothing applied.
@@ -92,7 +109,10 @@ fn rules_follow_the_endpoints_and_leave_on_cleanup() {
     let one = [service("web", 8080, &["10.42.7.3:80"], false)];
     assert!(r.sync(&one).expect("sync"));
     let have = rules_of(&p);
-    assert!(!have.iter().any(|l| l.contains("127.0.0.2:80")), "{have:#?}");
+    assert!(
+        !have.iter().any(|l| l.contains("127.0.0.2:80")),
+        "{have:#?}"
+    );
     assert_eq!(have.iter().filter(|l| l.contains("-j DNAT")).count(), 1);
     assert_eq!(have.iter().filter(|l| l.starts_with("nat :")).count(), 5);
 
@@ -106,7 +126,10 @@ fn rules_follow_the_endpoints_and_leave_on_cleanup() {
             .count(),
         3
     );
-    assert_eq!(have.iter().filter(|l| l.contains("-A PREROUTING")).count(), 1);
+    assert_eq!(
+        have.iter().filter(|l| l.contains("-A PREROUTING")).count(),
+        1
+    );
     assert_eq!(have.iter().filter(|l| l.starts_with("nat :")).count(), 3);
 
     r.cleanup().expect("cleanup");
@@ -133,7 +156,10 @@ fn a_crashed_proxys_rules_are_removed_by_the_next_start() {
         .expect("sync");
     let have = rules_of(&p);
     assert!(!have.iter().any(|l| l.contains("10.42.7.4")), "{have:#?}");
-    assert_eq!(have.iter().filter(|l| l.contains("-A PREROUTING")).count(), 1);
+    assert_eq!(
+        have.iter().filter(|l| l.contains("-A PREROUTING")).count(),
+        1
+    );
     // `skiff killall` does the same without a proxy.
     assert!(cleanup_rules(&p).expect("cleanup"));
     assert_eq!(rules_of(&p), Vec::<String>::new());

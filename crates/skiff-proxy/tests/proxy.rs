@@ -40,7 +40,14 @@ macro_rules! in_both_modes {
     )*};
 }
 
-in_both_modes!(routes_cluster_ip_node_port_and_load_balancer, cluster_dns, load_balancer_port_conflicts_are_reported_and_retried, udp_service_ports, without_an_interface_load_balancers_and_dns_still_work, a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip);
+in_both_modes!(
+    routes_cluster_ip_node_port_and_load_balancer,
+    cluster_dns,
+    load_balancer_port_conflicts_are_reported_and_retried,
+    udp_service_ports,
+    without_an_interface_load_balancers_and_dns_still_work,
+    a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip
+);
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -630,7 +637,11 @@ async fn routes_cluster_ip_node_port_and_load_balancer(mode: ProxyMode) {
         p.shutdown().await;
     }
     assert!(!link_exists(&iface), "interface {iface} left behind");
-    assert_eq!(rules_of(&prefix), Vec::<String>::new(), "iptables rules left");
+    assert_eq!(
+        rules_of(&prefix),
+        Vec::<String>::new(),
+        "iptables rules left"
+    );
     assert!(!skiff_proxy::netif::is_local_address(cip.ip()).await);
     assert!(TcpStream::connect(lb).await.is_err(), "LB port still open");
     assert!(
@@ -1261,7 +1272,9 @@ async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip(mode: Proxy
     );
     if mode == ProxyMode::Iptables {
         let wait = env.proxy().wait_for(|s| s.dnat.contains_key(&cip));
-        tokio::time::timeout(TIMEOUT, wait).await.expect("DNAT rules");
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("DNAT rules");
     }
     let before = dnat_packets(&env.config.rules_prefix());
     // And a connection by name goes through the cluster IP to the endpoint.
