@@ -46,7 +46,8 @@ in_both_modes!(
     load_balancer_port_conflicts_are_reported_and_retried,
     udp_service_ports,
     without_an_interface_load_balancers_and_dns_still_work,
-    a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip
+    a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip,
+    a_pod_endpoint_from_loopback_and_from_itself,
 );
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -1285,6 +1286,90 @@ async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip(mode: Proxy
     assert_eq!(out.trim(), "127.0.0.11");
     if mode == ProxyMode::Iptables {
         // From the pod's namespace, DNATed in PREROUTING (not through the listener).
+        assert!(dnat_packets(&env.config.rules_prefix()) > before);
+    }
+    drop(pod);
+    env.stop().await;
+}
+
+/// A process killed on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An endpoint on a pod IP (not loopback): the LoadBalancer on 127.0.0.1 reaches it (the
+/// source masqueraded: the pod could not answer 127.0.0.1), and the pod reaches itself
+/// through its own cluster IP (hairpin, masqueraded too).
+async fn a_pod_endpoint_from_loopback_and_from_itself(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
+        return;
+    };
+    let has_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        eprintln!("skipped: the pod's server is a python3 one-liner");
+        return env.stop().await;
+    }
+    let subnet = match env.kubernetes_ip.octets() {
+        [_, _, s, _] => s,
+    };
+    let pod = PodNetns::create(subnet, &skiff_proxy::resolv_conf("default", &env.config));
+    let pod_ip: IpAddr = format!("10.97.{subnet}.2").parse().expect("ip");
+    let host_ip = format!("10.97.{subnet}.1");
+    // Answers every connection with the client's address as the pod sees it.
+    let server = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n";
+    let _server = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.name, "python3", "-c", server])
+            .spawn()
+            .expect("pod server"),
+    );
+    eventually("pod server", || async {
+        hello(SocketAddr::new(pod_ip, 8080)).await
+    })
+    .await;
+
+    let lb_port = free_port();
+    let svc = env.create_service(lb_service("podweb", lb_port)).await;
+    env.put_slice(
+        "podweb-1",
+        "podweb",
+        8080,
+        json!([ready(&pod_ip.to_string(), true)]),
+    )
+    .await;
+    let lb = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), lb_port);
+    let cip = SocketAddr::new(cluster_ip(&svc), lb_port);
+    env.listening(lb).await;
+    if mode == ProxyMode::Iptables {
+        let wait = env
+            .proxy()
+            .wait_for(|s| s.dnat.contains_key(&lb) && s.dnat.contains_key(&cip));
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("DNAT rules");
+    }
+    let seen = eventually("LB to the pod", || async { hello(lb).await }).await;
+    assert_eq!(seen, host_ip, "the pod saw the client as {seen}");
+
+    let before = dnat_packets(&env.config.rules_prefix());
+    let (ok, out) = pod
+        .sh(&format!(
+            "exec 3<>/dev/tcp/{}/{} && head -1 <&3",
+            cip.ip(),
+            cip.port()
+        ))
+        .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), host_ip, "hairpin");
+    if mode == ProxyMode::Iptables {
         assert!(dnat_packets(&env.config.rules_prefix()) > before);
     }
     drop(pod);
