@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(curl ca-certificates iproute2 busybox-static runc containernetworking-plugins docker-registry skopeo)
+APT_PACKAGES=(curl ca-certificates iproute2 busybox-static runc containernetworking-plugins iptables docker-registry skopeo apache2-utils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -6,7 +6,8 @@
 //! LoadBalancer Service, then runs `wrk` against each address with keep-alive connections and
 //! with a new connection per request. Needs root.
 //!
-//! Usage: proxy_bench [DURATION_SECS] [CONNECTIONS,...]   (defaults: 5 and 1,16,64)
+//! Usage: proxy_bench [DURATION_SECS] [CONNECTIONS,...] [iptables|userspace]
+//! (defaults: 5, 1,16,64 and what `ProxyMode::detect` picks)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use skiff_proxy::ProxyConfig;
+use skiff_proxy::{ProxyConfig, ProxyMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -135,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .map(|a| a.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 64]);
+    let mode = match args.next().as_deref() {
+        None => ProxyMode::detect(),
+        Some("iptables") => ProxyMode::Iptables,
+        Some("userspace") => ProxyMode::Userspace,
+        Some(other) => anyhow::bail!("unknown mode {other:?}: iptables or userspace"),
+    };
 
     let _guard = LinkGuard;
     let dir = tempfile::tempdir()?;
@@ -154,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             service_interface: IFACE.into(),
             dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, 250, 10)),
             service_cidr: Some(cidr),
+            mode,
             ..ProxyConfig::default()
         },
     )
@@ -231,6 +239,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    if mode == ProxyMode::Iptables {
+        let wait = proxy.wait_for(|s| targets[1..].iter().all(|(_, a)| s.dnat.contains_key(a)));
+        tokio::time::timeout(Duration::from_secs(30), wait).await?;
+    }
+    println!("proxy mode: {mode:?}");
     println!(
         "machine: {} cores; load average: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -27,6 +27,36 @@ pub struct ProxyConfig {
     /// The service CIDR (for example `10.43.0.0/16`): when set, it is routed to the service
     /// interface so that traffic to an unallocated service address never leaves the machine.
     pub service_cidr: Option<(Ipv4Addr, u8)>,
+    /// How TCP Service ports are forwarded: kernel NAT rules or the userspace proxy.
+    pub mode: ProxyMode,
+}
+
+/// How the proxy forwards Service ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// iptables DNAT rules for TCP ports (kube-proxy's iptables mode), the userspace proxy
+    /// for UDP and for what the rules cannot express (IPv6); its listeners stay open to hold
+    /// the ports and to serve anything the rules miss.
+    Iptables,
+    /// Every connection through the userspace proxy (no kernel modules, no iptables).
+    Userspace,
+}
+
+impl ProxyMode {
+    /// Iptables when we are root and iptables is installed, else Userspace.
+    pub fn detect() -> ProxyMode {
+        if crate::iptables::available() {
+            ProxyMode::Iptables
+        } else {
+            ProxyMode::Userspace
+        }
+    }
+}
+
+impl Default for ProxyMode {
+    fn default() -> Self {
+        ProxyMode::detect()
+    }
 }
 
 impl Default for ProxyConfig {
@@ -41,6 +71,7 @@ impl Default for ProxyConfig {
             dns_upstream: None,
             register_dns_service: true,
             service_cidr: None,
+            mode: ProxyMode::default(),
         }
     }
 }
@@ -56,6 +87,12 @@ impl ProxyConfig {
             service_cidr: Some(cidr),
             ..ProxyConfig::default()
         }
+    }
+
+    /// The prefix of this proxy's iptables chains (from the service interface's name), what
+    /// [`crate::iptables::cleanup_rules`] takes.
+    pub fn rules_prefix(&self) -> String {
+        crate::iptables::rules_prefix(&self.service_interface)
     }
 
     /// The cluster domain in lower case without surrounding dots.

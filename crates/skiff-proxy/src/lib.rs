@@ -20,23 +20,30 @@
 //!   ports, CNAME for ExternalName, `a-b-c-d.<ns>.pod.<domain>`, PTR for cluster IPs; NXDOMAIN
 //!   for other names of the domain, REFUSED (or the configured upstream) for the rest; UDP
 //!   (truncating to make clients retry) and TCP. [`resolv_conf`] is what pods get;
+//! - [`iptables`] is the kernel fast path: per-instance chains (`SK-<hash of the interface>-…`)
+//!   rewritten in one `iptables-restore --noflush` batch when they change, removed on
+//!   shutdown and, after a crash, on the next start or by [`iptables::cleanup_rules`];
 //! - [`proxy`] is the control loop: it converges all of that on every watch event, writes
 //!   `status.loadBalancer.ingress` (only when it differs), emits a Warning Event when a port
 //!   cannot be had (another LoadBalancer holds it, or another program) and retries, and on
 //!   shutdown removes what it added.
 //!
-//! Userspace rather than nftables: it needs no kernel modules (this machine has no dummy
-//! driver, let alone guaranteed nf_nat), works the same in any network namespace, gives
-//! connection-level failover to the next endpoint, and costs one extra local hop, measured
-//! by `bench/proxy/run.sh`.
+//! Two modes ([`ProxyMode`], in [`ProxyConfig::mode`]): by default ([`ProxyMode::detect`]:
+//! root and iptables installed) [`iptables`] installs kube-proxy-style DNAT rules for TCP
+//! Service ports, so the kernel carries those connections without a userspace hop; the
+//! listeners stay open (they hold the ports, detect conflicts, carry UDP, IPv6 and anything
+//! the rules miss). [`ProxyMode::Userspace`] needs no kernel NAT at all, works the same in
+//! any network namespace, and gives connection-level failover to the next endpoint; it costs
+//! one extra local hop. `bench/proxy/run.sh` measures both.
 
 pub mod balancer;
 pub mod config;
 pub mod dns;
 mod forward;
+pub mod iptables;
 pub mod model;
 pub mod netif;
 pub mod proxy;
 
-pub use config::{ProxyConfig, resolv_conf};
+pub use config::{ProxyConfig, ProxyMode, resolv_conf};
 pub use proxy::{ProxyError, ProxyHandle, ProxyStatus, run};

@@ -20,9 +20,11 @@ use tokio::task::JoinHandle;
 
 use crate::balancer::Balancer;
 use crate::config::ProxyConfig;
+use crate::config::ProxyMode;
 use crate::dns::{DnsServer, DnsTable};
 use crate::forward;
-use crate::model::{self, Desired, Listen, PortKey, Protocol};
+use crate::iptables::{self, Frontend, Rules, ServiceRules};
+use crate::model::{self, Desired, Listen, ListenerKind, PortKey, Protocol};
 use crate::netif::ServiceInterface;
 
 /// How soon a failed listen or status write is tried again.
@@ -55,6 +57,10 @@ pub struct ProxyStatus {
     pub failed: BTreeMap<String, String>,
     /// Where cluster DNS answers.
     pub dns: Option<SocketAddr>,
+    /// Frontends served by kernel DNAT rules (iptables mode) and their Service port; a
+    /// wildcard node port shows as `0.0.0.0:port`. Their listeners stay open (holding the
+    /// port) but get no connection while the rules are in place.
+    pub dnat: BTreeMap<SocketAddr, String>,
 }
 
 /// A running proxy. [`ProxyHandle::shutdown`] removes everything it added to the machine.
@@ -151,6 +157,25 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, Pro
             return Err(e);
         }
     };
+    let rules = if config.mode == ProxyMode::Iptables {
+        let prefix = config.rules_prefix();
+        match tokio::task::spawn_blocking(move || Rules::start(&prefix)).await {
+            Ok(Ok(r)) => {
+                tracing::info!("iptables mode: chains {}-*", r.prefix());
+                Some(r)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("iptables mode unavailable, using the userspace proxy: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("iptables mode unavailable, using the userspace proxy: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     match &iface {
         Some(i) => tracing::info!(
             "cluster DNS on {dns_addr}, service addresses on {}",
@@ -200,6 +225,8 @@ pub async fn run(client: Client, config: ProxyConfig) -> Result<ProxyHandle, Pro
         services,
         slices,
         balancers: HashMap::new(),
+        rules,
+        dnat: BTreeMap::new(),
         listeners: BTreeMap::new(),
         failed: BTreeMap::new(),
         warned: HashSet::new(),
@@ -288,6 +315,7 @@ async fn register_dns_service(client: &Client, config: &ProxyConfig) {
 
 struct RunningListener {
     route: PortKey,
+    kind: ListenerKind,
     task: JoinHandle<()>,
 }
 
@@ -295,6 +323,10 @@ struct Engine {
     client: Client,
     config: ProxyConfig,
     iface: Option<ServiceInterface>,
+    /// The kernel fast path (iptables mode); `None`: everything goes through the listeners.
+    rules: Option<Rules>,
+    /// What the rules serve, for the status.
+    dnat: BTreeMap<SocketAddr, String>,
     dns: DnsServer,
     dns_tx: watch::Sender<Arc<DnsTable>>,
     dns_addr: SocketAddr,
@@ -366,6 +398,7 @@ impl Engine {
         self.balancers.retain(|k, _| d.routes.contains_key(k));
 
         retry |= self.converge_listeners(&d).await;
+        retry |= self.converge_rules(&d).await;
 
         if let Some(iface) = &self.iface {
             let extra: Vec<IpAddr> = have.difference(&d.addresses).copied().collect();
@@ -395,9 +428,84 @@ impl Engine {
                 .map(|((p, a), (_, why))| (format!("{p} {a}"), why.clone()))
                 .collect(),
             dns: Some(self.dns_addr),
+            dnat: self.dnat.clone(),
         };
         self.status.send_replace(status);
         retry
+    }
+
+    /// Installs DNAT rules for the TCP ports whose listeners we hold (so a port another
+    /// program has is never taken from it), with the endpoints the balancers have. Ports with
+    /// IPv6 endpoints stay on the userspace listeners. Returns whether to retry.
+    async fn converge_rules(&mut self, d: &Desired) -> bool {
+        let Some(mut rules) = self.rules.take() else {
+            return false;
+        };
+        let mut fronts: BTreeMap<&PortKey, Vec<Frontend>> = BTreeMap::new();
+        for ((proto, addr), l) in &self.listeners {
+            if *proto != Protocol::Tcp || !addr.is_ipv4() {
+                continue;
+            }
+            let f = if addr.ip().is_unspecified() && l.kind != ListenerKind::ClusterIp {
+                Frontend::AnyLocal(addr.port())
+            } else {
+                Frontend::Addr(*addr)
+            };
+            fronts.entry(&l.route).or_default().push(f);
+        }
+        let specs: Vec<ServiceRules> = fronts
+            .into_iter()
+            .filter_map(|(key, frontends)| {
+                let route = d.routes.get(key)?;
+                if route.endpoints.iter().any(|e| !e.is_ipv4()) {
+                    return None;
+                }
+                Some(ServiceRules {
+                    name: key.to_string(),
+                    frontends,
+                    endpoints: route.endpoints.clone(),
+                    affinity: route.affinity,
+                })
+            })
+            .collect();
+        let served: BTreeMap<SocketAddr, String> = specs
+            .iter()
+            .filter(|s| !s.endpoints.is_empty())
+            .flat_map(|s| {
+                s.frontends
+                    .iter()
+                    .map(|f| (iptables::frontend_addr(f), s.name.clone()))
+            })
+            .collect();
+        let done = tokio::task::spawn_blocking(move || {
+            let r = rules.sync(&specs);
+            (rules, r)
+        })
+        .await;
+        match done {
+            Ok((rules, result)) => {
+                self.rules = Some(rules);
+                match result {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::debug!("iptables rules updated: {} frontends", served.len());
+                        }
+                        self.dnat = served;
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!("applying iptables rules (retrying): {e}");
+                        true
+                    }
+                }
+            }
+            Err(e) => {
+                // The sync panicked: the rules are in an unknown state; the listeners serve.
+                tracing::error!("iptables sync: {e}; falling back to the userspace proxy");
+                self.dnat.clear();
+                false
+            }
+        }
     }
 
     /// Puts `wanted` on the interface (recreating it if it was removed). Returns what is on
@@ -483,6 +591,7 @@ impl Engine {
                         *key,
                         RunningListener {
                             route: spec.route.clone(),
+                            kind: spec.kind,
                             task,
                         },
                     );
@@ -682,6 +791,13 @@ impl Engine {
             l.task.abort();
         }
         self.dns.abort();
+        if let Some(mut rules) = self.rules.take() {
+            match tokio::task::spawn_blocking(move || rules.cleanup()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("removing iptables rules: {e}"),
+                Err(e) => tracing::warn!("removing iptables rules: {e}"),
+            }
+        }
         if let Some(iface) = &self.iface
             && let Err(e) = iface.delete().await
         {
@@ -690,6 +806,7 @@ impl Engine {
         let mut status = self.status.borrow().clone();
         status.addresses.clear();
         status.listeners.clear();
+        status.dnat.clear();
         status.dns = None;
         self.status.send_replace(status);
     }

@@ -15,13 +15,40 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use skiff_proxy::dns::{parse_answer, query_bytes};
-use skiff_proxy::{ProxyConfig, ProxyHandle};
+use skiff_proxy::{ProxyConfig, ProxyHandle, ProxyMode};
 use skiff_server::{Running, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+
+/// Runs a test once per proxy mode: `<test>::iptables` and `<test>::userspace`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn iptables() {
+                super::$name(skiff_proxy::ProxyMode::Iptables).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn userspace() {
+                super::$name(skiff_proxy::ProxyMode::Userspace).await
+            }
+        }
+    )*};
+}
+
+in_both_modes!(
+    routes_cluster_ip_node_port_and_load_balancer,
+    cluster_dns,
+    load_balancer_port_conflicts_are_reported_and_retried,
+    udp_service_ports,
+    without_an_interface_load_balancers_and_dns_still_work,
+    a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip,
+    a_pod_endpoint_from_loopback_and_from_itself,
+);
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 static NEXT: AtomicU8 = AtomicU8::new(0);
@@ -75,16 +102,21 @@ fn free_dual_port() -> u16 {
 }
 
 impl Env {
-    async fn start() -> Option<Env> {
+    async fn start(mode: ProxyMode) -> Option<Env> {
         if !is_root() {
             eprintln!("skipped: the proxy's service interface needs root");
             return None;
         }
-        Some(Env::start_with(true).await)
+        Env::start_with(true, mode).await
     }
 
     /// `interface: false` is the no-root mode: loopback only, no service interface.
-    async fn start_with(interface: bool) -> Env {
+    /// `None` (the test is skipped) when `mode` cannot run here.
+    async fn start_with(interface: bool, mode: ProxyMode) -> Option<Env> {
+        if mode == ProxyMode::Iptables && !skiff_proxy::iptables::available() {
+            eprintln!("skipped: iptables mode needs root and iptables-restore");
+            return None;
+        }
         // A /24 and an interface of our own per test (and per concurrent test process).
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -109,6 +141,7 @@ impl Env {
                 service_interface: iface,
                 dns_address: IpAddr::V4(Ipv4Addr::new(10, 96, subnet, 10)),
                 service_cidr: Some(cidr),
+                mode,
                 ..ProxyConfig::default()
             }
         } else {
@@ -119,6 +152,7 @@ impl Env {
                 dns_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 dns_port: free_dual_port(),
                 register_dns_service: false,
+                mode,
                 ..ProxyConfig::default()
             }
         };
@@ -128,7 +162,7 @@ impl Env {
         tokio::time::timeout(TIMEOUT, proxy.synced())
             .await
             .expect("proxy syncs");
-        Env {
+        Some(Env {
             _dir: dir,
             running: Some(running),
             client,
@@ -136,7 +170,7 @@ impl Env {
             config,
             kubernetes_ip: Ipv4Addr::new(10, 96, subnet, 1),
             _guard: guard,
-        }
+        })
     }
 
     fn proxy(&self) -> &ProxyHandle {
@@ -308,6 +342,39 @@ async fn hellos(addr: SocketAddr, n: usize) -> Vec<Option<String>> {
     out
 }
 
+/// Everything in the nat and filter tables, with packet counters.
+fn iptables_save() -> String {
+    let mut out = String::new();
+    for table in ["nat", "filter"] {
+        if let Ok(o) = std::process::Command::new("iptables-save")
+            .args(["-c", "-t", table])
+            .output()
+        {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+    }
+    out
+}
+
+/// The lines of the proxy with chain prefix `prefix`.
+fn rules_of(prefix: &str) -> Vec<String> {
+    let mine = format!("{prefix}-");
+    iptables_save()
+        .lines()
+        .filter(|l| l.contains(&mine))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Connections DNATed by the proxy's rules so far (first packets: the nat table sees no more).
+fn dnat_packets(prefix: &str) -> u64 {
+    rules_of(prefix)
+        .iter()
+        .filter(|l| l.contains("-j DNAT"))
+        .filter_map(|l| l.strip_prefix('[')?.split(':').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -355,9 +422,8 @@ fn lb_service(name: &str, port: u16) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_cluster_ip_node_port_and_load_balancer() {
-    let Some(env) = Env::start().await else {
+async fn routes_cluster_ip_node_port_and_load_balancer(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
         return;
     };
     let backends = Backends::start(&["127.0.0.2", "127.0.0.3"]).await;
@@ -380,16 +446,45 @@ async fn routes_cluster_ip_node_port_and_load_balancer() {
 
     // Every address balances over both endpoints (once the proxy has seen the slice).
     eventually("endpoints", || async { hello(cip).await }).await;
+    let prefix = env.config.rules_prefix();
+    if mode == ProxyMode::Iptables {
+        let wait = env
+            .proxy()
+            .wait_for(|s| [cip, np, lb].iter().all(|a| s.dnat.contains_key(a)));
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no DNAT rules: {:#?}", env.proxy().status()));
+    }
+    let before = dnat_packets(&prefix);
     for a in [cip, np, lb] {
-        let got = hellos(a, 6).await;
-        assert!(got.iter().all(Option::is_some), "{a}: {got:?}");
-        for ep in ["127.0.0.2", "127.0.0.3"] {
-            assert_eq!(
-                got.iter().filter(|h| h.as_deref() == Some(ep)).count(),
-                3,
-                "round-robin through {a}: {got:?}"
-            );
+        if mode == ProxyMode::Userspace {
+            let got = hellos(a, 6).await;
+            assert!(got.iter().all(Option::is_some), "{a}: {got:?}");
+            for ep in ["127.0.0.2", "127.0.0.3"] {
+                assert_eq!(
+                    got.iter().filter(|h| h.as_deref() == Some(ep)).count(),
+                    3,
+                    "round-robin through {a}: {got:?}"
+                );
+            }
+        } else {
+            // Random with probability 1/2 each: both within 24 connections (p > 1 - 1e-7).
+            let got = hellos(a, 24).await;
+            assert!(got.iter().all(Option::is_some), "{a}: {got:?}");
+            for ep in ["127.0.0.2", "127.0.0.3"] {
+                assert!(
+                    got.iter().any(|h| h.as_deref() == Some(ep)),
+                    "random balancing through {a}: {got:?}"
+                );
+            }
         }
+    }
+    if mode == ProxyMode::Iptables {
+        // The kernel carried them, not the listeners.
+        let after = dnat_packets(&prefix);
+        assert!(after >= before + 72, "DNAT counters {before} -> {after}");
+    } else {
+        assert_eq!(dnat_packets(&prefix), 0);
     }
 
     // The ServiceLB status says where the service is.
@@ -483,9 +578,18 @@ async fn routes_cluster_ip_node_port_and_load_balancer() {
     held.read_exact(&mut echo).await.expect("echo");
     assert_eq!(&echo, b"still here", "connection to {held_ep} was kept");
 
-    // No endpoint at all: connections are refused at once.
+    // No endpoint at all: connections are refused at once (REJECT in iptables mode).
     env.put_slice("web-1", "web", backends.port, json!([]))
         .await;
+    if mode == ProxyMode::Iptables {
+        eventually("REJECT rules", || async {
+            rules_of(&prefix)
+                .iter()
+                .any(|l| l.contains(&format!("-d {}/32", cip.ip())) && l.contains("REJECT"))
+                .then_some(())
+        })
+        .await;
+    }
     eventually("connections refused", || async {
         hello(cip).await.is_none().then_some(())
     })
@@ -534,6 +638,11 @@ async fn routes_cluster_ip_node_port_and_load_balancer() {
         p.shutdown().await;
     }
     assert!(!link_exists(&iface), "interface {iface} left behind");
+    assert_eq!(
+        rules_of(&prefix),
+        Vec::<String>::new(),
+        "iptables rules left"
+    );
     assert!(!skiff_proxy::netif::is_local_address(cip.ip()).await);
     assert!(TcpStream::connect(lb).await.is_err(), "LB port still open");
     assert!(
@@ -604,9 +713,8 @@ async fn query(
     (code, data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_dns() {
-    let Some(env) = Env::start().await else {
+async fn cluster_dns(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
         return;
     };
     let dns = SocketAddr::new(env.config.dns_address, env.config.dns_port);
@@ -794,9 +902,8 @@ async fn warnings(client: &Client, service: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_balancer_port_conflicts_are_reported_and_retried() {
-    let Some(env) = Env::start().await else {
+async fn load_balancer_port_conflicts_are_reported_and_retried(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
         return;
     };
     let backends = Backends::start(&["127.0.0.7"]).await;
@@ -918,9 +1025,8 @@ async fn udp_ask(sock: &UdpSocket, to: SocketAddr, msg: &str) -> Option<String> 
     Some(ep.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_service_ports() {
-    let Some(env) = Env::start().await else {
+async fn udp_service_ports(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
         return;
     };
     let (port, tasks) = udp_backends(&["127.0.0.8", "127.0.0.9"]).await;
@@ -1002,10 +1108,11 @@ async fn udp_service_ports() {
     env.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_interface_load_balancers_and_dns_still_work() {
+async fn without_an_interface_load_balancers_and_dns_still_work(mode: ProxyMode) {
     // No root needed: nothing but loopback sockets.
-    let env = Env::start_with(false).await;
+    let Some(env) = Env::start_with(false, mode).await else {
+        return;
+    };
     let backends = Backends::start(&["127.0.0.10"]).await;
     let lb_port = free_port();
     let svc = env.create_service(lb_service("plain", lb_port)).await;
@@ -1049,10 +1156,10 @@ impl PodNetns {
     fn create(subnet: u8, resolv_conf: &str) -> PodNetns {
         let id = std::process::id() % 100_000;
         let ns = PodNetns {
-            name: format!("skpn{id}"),
-            host_veth: format!("skv{id}a"),
+            name: format!("skpn{id}s{subnet}"),
+            host_veth: format!("skv{id}s{subnet}a"),
         };
-        let peer = format!("skv{id}b");
+        let peer = format!("skv{id}s{subnet}b");
         let host_ip = format!("10.97.{subnet}.1/30");
         let pod_ip = format!("10.97.{subnet}.2/30");
         let via = format!("10.97.{subnet}.1");
@@ -1129,9 +1236,8 @@ impl Drop for PodNetns {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip() {
-    let Some(env) = Env::start().await else {
+async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
         return;
     };
     let backends = Backends::start(&["127.0.0.11"]).await;
@@ -1165,12 +1271,107 @@ async fn a_pod_resolves_the_service_by_name_and_calls_its_cluster_ip() {
             && out.contains("ml-api-service.default.svc.cluster.local"),
         "{out}"
     );
+    if mode == ProxyMode::Iptables {
+        let wait = env.proxy().wait_for(|s| s.dnat.contains_key(&cip));
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("DNAT rules");
+    }
+    let before = dnat_packets(&env.config.rules_prefix());
     // And a connection by name goes through the cluster IP to the endpoint.
     let (ok, out) = pod
         .sh("exec 3<>/dev/tcp/ml-api-service/80 && head -1 <&3")
         .await;
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "127.0.0.11");
+    if mode == ProxyMode::Iptables {
+        // From the pod's namespace, DNATed in PREROUTING (not through the listener).
+        assert!(dnat_packets(&env.config.rules_prefix()) > before);
+    }
+    drop(pod);
+    env.stop().await;
+}
+
+/// A process killed on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An endpoint on a pod IP (not loopback): the LoadBalancer on 127.0.0.1 reaches it (the
+/// source masqueraded: the pod could not answer 127.0.0.1), and the pod reaches itself
+/// through its own cluster IP (hairpin, masqueraded too).
+async fn a_pod_endpoint_from_loopback_and_from_itself(mode: ProxyMode) {
+    let Some(env) = Env::start(mode).await else {
+        return;
+    };
+    let has_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_python {
+        eprintln!("skipped: the pod's server is a python3 one-liner");
+        return env.stop().await;
+    }
+    let subnet = match env.kubernetes_ip.octets() {
+        [_, _, s, _] => s,
+    };
+    let pod = PodNetns::create(subnet, &skiff_proxy::resolv_conf("default", &env.config));
+    let pod_ip: IpAddr = format!("10.97.{subnet}.2").parse().expect("ip");
+    let host_ip = format!("10.97.{subnet}.1");
+    // Answers every connection with the client's address as the pod sees it.
+    let server = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8080))\ns.listen(64)\nwhile True:\n c,a=s.accept()\n c.sendall((a[0]+'\\n').encode())\n c.close()\n";
+    let _server = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.name, "python3", "-c", server])
+            .spawn()
+            .expect("pod server"),
+    );
+    eventually("pod server", || async {
+        hello(SocketAddr::new(pod_ip, 8080)).await
+    })
+    .await;
+
+    let lb_port = free_port();
+    let svc = env.create_service(lb_service("podweb", lb_port)).await;
+    env.put_slice(
+        "podweb-1",
+        "podweb",
+        8080,
+        json!([ready(&pod_ip.to_string(), true)]),
+    )
+    .await;
+    let lb = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), lb_port);
+    let cip = SocketAddr::new(cluster_ip(&svc), lb_port);
+    env.listening(lb).await;
+    if mode == ProxyMode::Iptables {
+        let wait = env
+            .proxy()
+            .wait_for(|s| s.dnat.contains_key(&lb) && s.dnat.contains_key(&cip));
+        tokio::time::timeout(TIMEOUT, wait)
+            .await
+            .expect("DNAT rules");
+    }
+    let seen = eventually("LB to the pod", || async { hello(lb).await }).await;
+    assert_eq!(seen, host_ip, "the pod saw the client as {seen}");
+
+    let before = dnat_packets(&env.config.rules_prefix());
+    let (ok, out) = pod
+        .sh(&format!(
+            "exec 3<>/dev/tcp/{}/{} && head -1 <&3",
+            cip.ip(),
+            cip.port()
+        ))
+        .await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), host_ip, "hairpin");
+    if mode == ProxyMode::Iptables {
+        assert!(dnat_packets(&env.config.rules_prefix()) > before);
+    }
     drop(pod);
     env.stop().await;
 }
