@@ -334,6 +334,12 @@ pub fn killall(data: &Path) -> Result<String> {
                 state.bridge
             ));
         }
+        let prefix = skiff_proxy::iptables::rules_prefix(&state.service_interface);
+        match skiff_proxy::iptables::cleanup_rules(&prefix) {
+            Ok(true) => report.push(format!("service rules {prefix}-* removed")),
+            Ok(false) => {}
+            Err(e) => report.push(format!("service rules {prefix}-*: {e}")),
+        }
         let del = std::process::Command::new("ip")
             .args(["link", "del", &state.service_interface])
             .stderr(std::process::Stdio::null())
