@@ -882,6 +882,45 @@ impl Worker {
         s.retry_at = Some(Instant::now() + retry);
     }
 
+    /// Registry credentials for `image` from the pod's `imagePullSecrets` (dockerconfigjson
+    /// and dockercfg Secrets, in order), like the kubelet.
+    async fn pull_credentials(
+        &self,
+        image: &str,
+    ) -> Option<skiff_runtime::images::pull::Credentials> {
+        use k8s_openapi::api::core::v1::Secret;
+        let names: Vec<String> = self
+            .spec()
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        let domain = skiff_runtime::images::Reference::parse(image).ok()?.domain;
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let api: kube::Api<Secret> = kube::Api::namespaced(self.agent.client.clone(), &ns);
+        let mut configs = Vec::new();
+        for name in names {
+            let Ok(Some(secret)) = api.get_opt(&name).await else {
+                continue;
+            };
+            let data = secret.data.unwrap_or_default();
+            for key in [".dockerconfigjson", ".dockercfg"] {
+                if let Some(v) = data.get(key) {
+                    configs.push(v.0.clone());
+                }
+            }
+        }
+        skiff_runtime::images::pull::credentials_from_secrets(
+            configs.iter().map(Vec::as_slice),
+            &domain,
+        )
+    }
+
     /// Image, configuration, create, start: one new instance of container `i`.
     async fn start_instance(&mut self, i: usize) {
         let Some(c) = self.container(i) else { return };
@@ -896,21 +935,41 @@ impl Worker {
             }
         });
 
-        // 1. The image, from the local store.
+        // 1. The image: from the local store, or pulled from its registry per the policy.
         let mut resolved = None;
         if let Some(store) = self.agent.images.clone() {
-            let img = image.clone();
-            let found = tokio::task::spawn_blocking(move || store.resolve(&img)).await;
-            match found {
-                Ok(Ok(r)) => {
-                    self.agent.recorder.normal(
-                        &who,
-                        "Pulled",
-                        format!("Container image \"{image}\" already present on machine"),
-                    );
+            use skiff_runtime::images::pull::{PullOptions, PullPolicy, ensure_image};
+            let policy = PullPolicy::parse(&policy).unwrap_or(PullPolicy::IfNotPresent);
+            let present = {
+                let (store, img) = (store.clone(), image.clone());
+                tokio::task::spawn_blocking(move || store.resolve(&img).is_ok())
+                    .await
+                    .unwrap_or(false)
+            };
+            if !(present && policy != PullPolicy::Always) && policy != PullPolicy::Never {
+                self.agent
+                    .recorder
+                    .normal(&who, "Pulling", format!("Pulling image \"{image}\""));
+            }
+            let opts = PullOptions {
+                credentials: self.pull_credentials(&image).await,
+                ..PullOptions::default()
+            };
+            let started = std::time::Instant::now();
+            match ensure_image(&store, &image, policy, &opts).await {
+                Ok(r) => {
+                    let message = if present && policy != PullPolicy::Always {
+                        format!("Container image \"{image}\" already present on machine")
+                    } else {
+                        format!(
+                            "Successfully pulled image \"{image}\" in {:.3}s",
+                            started.elapsed().as_secs_f64()
+                        )
+                    };
+                    self.agent.recorder.normal(&who, "Pulled", message);
                     resolved = Some(r);
                 }
-                Ok(Err(skiff_runtime::images::ImageError::NotFound(_))) if policy == "Never" => {
+                Err(e) if e.reason() == "ErrImageNeverPull" => {
                     let m = format!(
                         "Container image \"{image}\" is not present with pull policy of Never"
                     );
@@ -922,18 +981,17 @@ impl Worker {
                     );
                     return;
                 }
-                Ok(Err(e)) => {
-                    let m = format!("Back-off pulling image \"{image}\"");
+                Err(e) => {
+                    let reason = match e.reason() {
+                        "InvalidImageName" => "InvalidImageName",
+                        _ => "ImagePullBackOff",
+                    };
                     self.wait_and_retry(
                         i,
-                        "ImagePullBackOff",
-                        m,
-                        Some(("Failed", format!("Failed to pull image \"{image}\": {e} (pulling from registries is not supported by this node yet)"))),
+                        reason,
+                        format!("Back-off pulling image \"{image}\": {e}"),
+                        Some(("Failed", format!("Failed to pull image \"{image}\": {e}"))),
                     );
-                    return;
-                }
-                Err(e) => {
-                    self.wait_and_retry(i, "ImagePullBackOff", e.to_string(), None);
                     return;
                 }
             }

@@ -933,3 +933,173 @@ fn copy_image_store(from: &Path, to: &Path) {
         .expect("cp");
     assert!(status.success());
 }
+
+/// A `docker-registry` on a free loopback port behind htpasswd Basic auth; killed on drop.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start(user: &str, password: &str) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd file");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: skiff\n    path: {}\n",
+            dir.path().join("storage").display(),
+            dir.path().join("htpasswd").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        let reg = Registry { child, port, dir };
+        wait_for(Duration::from_secs(20), "the registry listening", || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        reg
+    }
+
+    /// `skopeo copy` of an OCI archive to `<registry>/<name>`.
+    fn push(&self, archive: &[u8], name: &str, creds: &str) {
+        let file = self.dir.path().join("push.tar");
+        std::fs::write(&file, archive).expect("archive");
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("--dest-creds={creds}"))
+            .arg(format!("oci-archive:{}", file.display()))
+            .arg(format!("docker://127.0.0.1:{}/{name}", self.port))
+            .output()
+            .expect("skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn pods_pull_their_image_from_a_registry_with_a_pull_secret() {
+    if let Some(why) = unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    for tool in [
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/usr/bin/htpasswd",
+    ] {
+        if !Path::new(tool).exists() {
+            eprintln!("skipping: {tool} missing (make test installs it)");
+            return;
+        }
+    }
+    let registry = Registry::start("ml", "s3cret-pw");
+    let image = TestImage::busybox("shell:v1")
+        .expect("busybox")
+        .cmd(&["/bin/busybox", "sleep", "3600"])
+        .oci_archive()
+        .expect("archive");
+    registry.push(&image, "tools/shell:v1", "ml:s3cret-pw");
+    // A tag nobody pulls with credentials (a pulled image is local afterwards, and
+    // IfNotPresent would use it without asking the registry, as on Kubernetes).
+    registry.push(&image, "tools/shell:v2", "ml:s3cret-pw");
+    let cluster = TestCluster::start_with(
+        skiff(),
+        &[
+            "--runtime",
+            "oci",
+            "--cluster-cidr",
+            "10.82.0.0/16",
+            "--service-cidr",
+            "10.83.0.0/16",
+            "--bridge",
+            "skt4",
+            "--service-interface",
+            "skt4-svc",
+            "--kubelet-port",
+            "0",
+            "--lb-address",
+            "127.0.0.1",
+            "--node-port-address",
+            "127.0.0.1",
+        ],
+    );
+    let server = format!("127.0.0.1:{}", registry.port);
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={server}"),
+        "--docker-username=ml",
+        "--docker-password=s3cret-pw",
+    ]);
+    let pod = |name: &str, secret: bool, tag: &str| {
+        let secrets = if secret {
+            "\n  imagePullSecrets: [{name: regcred}]"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:{secrets}\n  containers:\n  - name: shell\n    image: {server}/tools/shell:{tag}\n"
+        )
+    };
+    cluster.apply(&pod("with-secret", true, "v1"));
+    cluster.apply(&pod("without-secret", false, "v2"));
+    wait_for(Duration::from_secs(60), "the pulled pod running", || {
+        let p = cluster.get_json(&["pod", "with-secret"]);
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=with-secret",
+    ]);
+    assert!(events.contains("Successfully pulled image"), "{events}");
+    let waiting = wait_for(
+        Duration::from_secs(60),
+        "ImagePullBackOff without the secret",
+        || {
+            let p = cluster.get_json(&["pod", "without-secret"]);
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            (w["reason"] == "ImagePullBackOff").then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unauthorized")),
+        "{waiting}"
+    );
+    cluster.kubectl_ok(&["delete", "pod", "--all", "--grace-period=1"]);
+}
