@@ -725,10 +725,11 @@ impl Drop for NetnsHost {
     }
 }
 
-/// A `skiff agent` process; killed (and its node cleaned) on drop.
+/// A `skiff agent` process in a network namespace; killed (and its node cleaned) on drop.
 struct Agent {
     child: Option<std::process::Child>,
     data: tempfile::TempDir,
+    netns: String,
 }
 
 impl Agent {
@@ -737,6 +738,20 @@ impl Agent {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(skiff())
+            .args(["killall", "--data-dir"])
+            .arg(self.data.path())
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -788,6 +803,7 @@ fn second_node_joins_and_its_pods_come_back_when_it_dies() {
             .prefix("skiff-agent-")
             .tempdir()
             .expect("tempdir"),
+        netns: net.name.clone(),
     };
     // The second node has its own image store (like another machine) with the same images.
     copy_image_store(cluster.data_dir(), agent.data.path());
