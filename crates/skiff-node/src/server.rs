@@ -176,7 +176,10 @@ async fn serve_connection(
         let (ctx, identity) = (ctx.clone(), identity.clone());
         async move { Ok::<_, Infallible>(handle(ctx, identity, req).await) }
     });
+    // A client that never finishes its request head must not hold a connection forever.
     hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await?;
