@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -16,103 +15,10 @@ use serde_json::json;
 use skiff_node::server::{NodeServer, NodeServerConfig};
 use skiff_node::streams::{ContainerLookup, ContainerRef, StreamError};
 use skiff_runtime::process::ProcessRuntime;
-use skiff_runtime::{
-    Capabilities, ContainerSpec, ContainerStatus, ExecProcess, ExecSpec, Runtime, RuntimeError,
-};
+use skiff_runtime::{ContainerSpec, Runtime};
 use skiff_server::{Running, ServerConfig};
 
 const NODE: &str = "node-a";
-
-/// The `process` runtime plus exec of commands on the host (the process runtime's
-/// containers are host processes too, so this is what exec means for them).
-struct HostExecRuntime(ProcessRuntime);
-
-#[async_trait]
-impl Runtime for HostExecRuntime {
-    fn name(&self) -> &'static str {
-        "process+exec"
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            exec: true,
-            ..self.0.capabilities()
-        }
-    }
-    async fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        self.0.create(spec).await
-    }
-    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        self.0.start(id).await
-    }
-    async fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
-        self.0.kill(id, signal).await
-    }
-    async fn wait(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
-        self.0.wait(id).await
-    }
-    async fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
-        self.0.status(id).await
-    }
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        self.0.remove(id).await
-    }
-    fn log_path(&self, id: &str) -> Result<PathBuf, RuntimeError> {
-        self.0.log_path(id)
-    }
-    async fn list(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
-        self.0.list().await
-    }
-    async fn exec(&self, id: &str, spec: &ExecSpec) -> Result<ExecProcess, RuntimeError> {
-        self.0.status(id).await?;
-        if spec.tty {
-            return Err(RuntimeError::Unsupported {
-                runtime: "process+exec",
-                what: "terminals",
-            });
-        }
-        let (program, args) = spec
-            .command
-            .split_first()
-            .ok_or_else(|| RuntimeError::InvalidSpec("empty command".into()))?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(if spec.stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| RuntimeError::InvalidSpec(format!("starting {program:?}: {e}")))?;
-        let stdin = child
-            .stdin
-            .take()
-            .map(|s| Box::pin(s) as skiff_runtime::BoxedWriter);
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| RuntimeError::InvalidSpec("no stdout".into()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .map(|s| Box::pin(s) as skiff_runtime::BoxedReader);
-        Ok(ExecProcess {
-            stdin,
-            stdout: Box::pin(stdout),
-            stderr,
-            exit: Box::pin(async move {
-                let status = child
-                    .wait()
-                    .await
-                    .map_err(|e| RuntimeError::InvalidSpec(format!("waiting: {e}")))?;
-                Ok(status.code().unwrap_or(255))
-            }),
-            resize: None,
-        })
-    }
-}
 
 /// A pod's containers: name and runtime ids, oldest instance first.
 type PodContainers = Vec<(String, Vec<String>)>;
@@ -125,7 +31,7 @@ struct Pods {
 }
 
 struct Lookup {
-    runtime: Arc<HostExecRuntime>,
+    runtime: Arc<ProcessRuntime>,
     pods: Arc<Pods>,
 }
 
@@ -174,7 +80,7 @@ struct Env {
     _dir: tempfile::TempDir,
     running: Option<Running>,
     node: Option<NodeServer>,
-    runtime: Arc<HostExecRuntime>,
+    runtime: Arc<ProcessRuntime>,
     pods: Arc<Pods>,
 }
 
@@ -188,9 +94,8 @@ impl Env {
         })
         .await
         .expect("server starts");
-        let runtime = Arc::new(HostExecRuntime(
-            ProcessRuntime::new(dir.path().join("containers")).expect("runtime"),
-        ));
+        let runtime =
+            Arc::new(ProcessRuntime::new(dir.path().join("containers")).expect("runtime"));
         let pods = Arc::new(Pods::default());
         let ca = std::fs::read_to_string(dir.path().join("server/pki/ca.crt")).expect("ca");
         let node = NodeServer::start(
