@@ -88,6 +88,28 @@ struct Env {
     /// The `kubernetes` Service's address (the first of the test's service range).
     kubernetes_ip: Ipv4Addr,
     _guard: InterfaceGuard,
+    _subnet_lock: std::fs::File,
+}
+
+/// The first /24 index in 1..=250 that no other test process holds (an exclusive `flock`
+/// on `/tmp/skiff-proxy-tests/<n>.lock`; the kernel drops it when the process exits).
+fn reserve_subnet() -> (u8, std::fs::File) {
+    let dir = std::env::temp_dir().join("skiff-proxy-tests");
+    std::fs::create_dir_all(&dir).expect("lock dir");
+    let start = (std::process::id() % 250) as u8;
+    for i in 0..250u8 {
+        let subnet = (start.wrapping_add(i) % 250) + 1;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{subnet}.lock")))
+            .expect("lock file");
+        if file.try_lock().is_ok() {
+            return (subnet, file);
+        }
+    }
+    panic!("all 250 test subnets are taken");
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1 (the DNS server binds both).
@@ -117,10 +139,11 @@ impl Env {
             eprintln!("skipped: iptables mode needs root and iptables-restore");
             return None;
         }
-        // A /24 and an interface of our own per test (and per concurrent test process).
+        // A /24 and an interface of our own per test (and per concurrent test process):
+        // the subnet is reserved machine-wide with a lock file, held until the process ends.
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        let subnet = ((pid % 35) as u8) * 7 + n + 1;
+        let (subnet, subnet_lock) = reserve_subnet();
         let iface = format!("skp{}t{n}", pid % 100_000);
         let guard = InterfaceGuard(iface.clone());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -170,6 +193,7 @@ impl Env {
             config,
             kubernetes_ip: Ipv4Addr::new(10, 96, subnet, 1),
             _guard: guard,
+            _subnet_lock: subnet_lock,
         })
     }
 
