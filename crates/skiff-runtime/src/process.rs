@@ -95,6 +95,22 @@ impl Container {
     }
 }
 
+/// The containers are this process's children in their own process groups: without this
+/// they would outlive the runtime (and a test) as orphans.
+impl Drop for ProcessRuntime {
+    fn drop(&mut self) {
+        let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        for c in containers.values() {
+            let (state, pid) = *c.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let (ContainerState::Running, Some(pid)) = (state, pid)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
