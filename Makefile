@@ -23,6 +23,7 @@ build:
 
 release:
 	cargo build --release -p skiff
+	cargo build --release -p skiff-serving --example grpc_load
 
 ## The whole test suite: lint, Rust unit/integration/e2e tests, Python client tests.
 test: setup lint test-rust test-python
@@ -50,6 +51,7 @@ bench-serving: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/pip install -q -r bench/serving/requirements.txt
 	cargo build --release -p skiff
+	cargo build --release -p skiff-serving --example grpc_load
 	SKIFF_SERVE_CMD="$(SKIFF_RELEASE) serve" $(PY) bench/serving/run.py --duration 5
 
 clean:

@@ -4,8 +4,8 @@
 Every server gets the same scikit-learn model (logistic regression on iris; ONNX for the ONNX
 servers, joblib for the Python ones) and the same load: one row per request at fixed concurrency
 1, 16 and 64, on 127.0.0.1 only. HTTP load comes from `wrk` (C, so the client is not the
-bottleneck); gRPC load from tritonclient threads in this process (so gRPC figures are bounded by
-the Python client). Each level runs for --duration seconds. Prints throughput and p50/p99 latency
+bottleneck); gRPC load from the Rust client `examples/grpc_load.rs` of skiff-serving (the same
+closed loop over HTTP/2, one connection per client). Each level runs for --duration seconds. Prints throughput and p50/p99 latency
 per server, plus start-to-ready time and resident memory.
 
 The "efficiency" part asks how much of the engine's capacity the server delivers where compute
@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -133,40 +132,30 @@ def wrk(url, body, duration, conc, workdir, content_type="application/json", hea
     raise RuntimeError("wrk failed: " + out.stdout + out.stderr)
 
 
-def grpc_load(target, model, input_name, duration, conc):
-    """Closed-loop gRPC load from `conc` threads, each with its own tritonclient channel."""
-    import tritonclient.grpc as g
+def example_binary(name):
+    """A release (else debug) example binary of skiff-serving from $CARGO_TARGET_DIR."""
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    for profile in ["release", "debug"]:
+        p = os.path.join(target, profile, "examples", name)
+        if os.path.exists(p):
+            return p
+    raise SystemExit(f"build it first: cargo build --release -p skiff-serving --example {name}")
 
-    x = np.array([ROW], dtype=np.float32)
-    lat, errors, lock = [], [0], threading.Lock()
-    deadline = time.monotonic() + duration
 
-    def worker():
-        c = g.InferenceServerClient(target)
-        inp = g.InferInput(input_name, [1, 4], "FP32")
-        inp.set_data_from_numpy(x)
-        mine = []
-        while time.monotonic() < deadline:
-            t = time.perf_counter()
-            try:
-                c.infer(model, [inp])
-                mine.append(time.perf_counter() - t)
-            except Exception:
-                with lock:
-                    errors[0] += 1
-        with lock:
-            lat.extend(mine)
-
-    start = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(conc)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - start
-    a = np.array(lat) * 1000 if lat else np.array([float("nan")])
-    return {"rps": len(lat) / elapsed, "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-            "errors": errors[0], "n": len(lat)}
+def grpc_load(target, model, input_name, duration, conc, workdir):
+    """Closed-loop gRPC ModelInfer load from the Rust client (examples/grpc_load.rs), `conc`
+    clients with one HTTP/2 connection each, raw_input_contents as tritonclient sends them."""
+    data = os.path.join(workdir, "row.f32")
+    with open(data, "wb") as f:
+        f.write(np.array([ROW], dtype="<f4").tobytes())
+    out = subprocess.run([example_binary("grpc_load"), "--target", target, "--model", model, "--input", input_name,
+                          "--shape", "1,4", "--datatype", "FP32", "--data-file", data, "--conc", str(conc),
+                          "--duration", str(duration), "--threads", str(min(conc, 2))],
+                         capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise RuntimeError("grpc_load failed: " + out.stdout + out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"rps": r["rps"], "p50": r["p50"], "p99": r["p99"], "errors": r["errors"], "n": r["requests"]}
 
 
 def in_process(onnx_bytes, duration, batch):
@@ -400,12 +389,7 @@ def skiff_cmd():
     cmd = os.environ.get("SKIFF_SERVE_CMD")
     if cmd:
         return shlex.split(cmd)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    for profile in ["release", "debug"]:
-        p = os.path.join(target, profile, "examples", "serve")
-        if os.path.exists(p):
-            return [p]
-    raise SystemExit("build the server first: cargo build --release -p skiff-serving --example serve")
+    return [example_binary("serve")]
 
 
 FLASK_APP = """
@@ -514,7 +498,7 @@ def main():
                 record("skiff serve", "/predict", c,
                        wrk(f"http://127.0.0.1:{hp}/predict?model=iris", json.dumps({"instances": [ROW]}).encode(),
                            args.duration, c, work))
-                record("skiff serve", "gRPC (py)", c, grpc_load(f"127.0.0.1:{gp}", "iris", "X", args.duration, c))
+                record("skiff serve", "gRPC", c, grpc_load(f"127.0.0.1:{gp}", "iris", "X", args.duration, c, work))
             extra["skiff RSS with 3 models (MB)"] = rss_mb(proc.pid)
         finally:
             stop(proc)
@@ -535,8 +519,8 @@ def main():
             url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"
             for c in levels:
                 record("MLServer (sklearn)", "REST JSON", c, wrk(url, v2_json("predict"), args.duration, c, work))
-                record("MLServer (sklearn)", "gRPC (py)", c,
-                       grpc_load(f"127.0.0.1:{gp}", "iris", "predict", args.duration, c))
+                record("MLServer (sklearn)", "gRPC", c,
+                       grpc_load(f"127.0.0.1:{gp}", "iris", "predict", args.duration, c, work))
             extra["MLServer RSS (MB)"] = rss_mb(proc.pid)
         finally:
             stop(proc)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::backend::{BackendError, Model};
-use crate::metrics::{Metrics, ModelLabels};
+use crate::metrics::{ModelLabels, ModelMetrics};
 use crate::tensor::{Tensor, concat_rows, split_rows};
 
 /// How requests of one model version are grouped.
@@ -57,8 +57,8 @@ impl Batcher {
         policy: BatchPolicy,
         batchable: bool,
         queue_capacity: usize,
-        metrics: Arc<Metrics>,
-        labels: ModelLabels,
+        metrics: ModelMetrics,
+        labels: &ModelLabels,
     ) -> std::io::Result<Batcher> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue_capacity);
         let rx = Arc::new(Mutex::new(rx));
@@ -76,7 +76,6 @@ impl Batcher {
                 model,
                 policy,
                 metrics: metrics.clone(),
-                labels: labels.clone(),
                 carry: None,
             };
             std::thread::Builder::new()
@@ -120,8 +119,7 @@ struct Worker {
     rx: Arc<Mutex<Receiver<Job>>>,
     model: Box<dyn Model>,
     policy: BatchPolicy,
-    metrics: Arc<Metrics>,
-    labels: ModelLabels,
+    metrics: ModelMetrics,
     /// A job taken from the queue that did not fit the previous batch.
     carry: Option<Job>,
 }
@@ -201,15 +199,10 @@ impl Worker {
     }
 
     fn observe(&self, enqueued: Instant, started: Instant, compute: Duration) {
-        let l = &self.labels;
         self.metrics
             .queue_seconds
-            .get_or_create(l)
             .observe(started.saturating_duration_since(enqueued).as_secs_f64());
-        self.metrics
-            .compute_seconds
-            .get_or_create(l)
-            .observe(compute.as_secs_f64());
+        self.metrics.compute_seconds.observe(compute.as_secs_f64());
     }
 
     fn run_single(&mut self, job: Job) {
@@ -223,10 +216,7 @@ impl Worker {
         let started = Instant::now();
         let result = self.model.infer(inputs, &outputs);
         let compute = started.elapsed();
-        self.metrics
-            .batch_size
-            .get_or_create(&self.labels)
-            .observe(rows.unwrap_or(1) as f64);
+        self.metrics.batch_size.observe(rows.unwrap_or(1) as f64);
         self.observe(enqueued, started, compute);
         let _ = reply.send(result);
     }
@@ -264,10 +254,7 @@ impl Worker {
                 Err(_) => return jobs.into_iter().for_each(|j| self.run_single(j)),
             }
         }
-        self.metrics
-            .batch_size
-            .get_or_create(&self.labels)
-            .observe(total as f64);
+        self.metrics.batch_size.observe(total as f64);
         for (job, mut produced) in jobs.into_iter().zip(split) {
             self.observe(job.enqueued, started, compute);
             let reply = if job.outputs.is_empty() {
@@ -290,6 +277,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::backend::{Signature, TensorSpec};
+    use crate::metrics::Metrics;
     use crate::tensor::{DataType, TensorData};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -333,16 +321,17 @@ mod tests {
     }
 
     fn batcher(policy: BatchPolicy, seen: Arc<Mutex<Vec<usize>>>) -> Batcher {
+        let labels = ModelLabels {
+            model: "m".into(),
+            version: "1".into(),
+        };
         Batcher::start(
             vec![doubler(seen)],
             policy,
             true,
             1024,
-            Arc::new(Metrics::new()),
-            ModelLabels {
-                model: "m".into(),
-                version: "1".into(),
-            },
+            Metrics::new().for_model(&labels),
+            &labels,
         )
         .unwrap()
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 
 use crate::backend::Backend;
 use crate::backend::ort::OrtBackend;
@@ -208,7 +209,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         let app = http::router(state);
         tasks.spawn(async move {
-            axum::serve(http_listener, app)
+            axum::serve(http_listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
                 })
@@ -220,7 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         let app = grpc::router(repo.clone(), args.max_body_bytes);
         tasks.spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(listener.tap_io(no_delay), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
                 })
@@ -246,6 +247,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         res??;
     }
     Ok(())
+}
+
+/// Answers go out as soon as they are written: an HTTP/2 (gRPC) answer is several frames
+/// (headers, data, trailers), and Nagle would hold the later ones back for the client's
+/// delayed ACK.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 }
 
 async fn shutdown_signal() {

@@ -33,6 +33,17 @@ pub struct Metrics {
     pub batch_size: Family<ModelLabels, Histogram>,
 }
 
+/// Handles on one model version's series; clones share the values registered in [`Metrics`].
+#[derive(Clone, Debug)]
+pub struct ModelMetrics {
+    pub requests: Counter,
+    pub failures: Counter,
+    pub request_seconds: Histogram,
+    pub queue_seconds: Histogram,
+    pub compute_seconds: Histogram,
+    pub batch_size: Histogram,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -90,6 +101,19 @@ impl Metrics {
         }
     }
 
+    /// The series of one model version, resolved once: the request path then updates atomics
+    /// without hashing labels under the families' locks.
+    pub fn for_model(&self, labels: &ModelLabels) -> ModelMetrics {
+        ModelMetrics {
+            requests: self.requests.get_or_create(labels).clone(),
+            failures: self.failures.get_or_create(labels).clone(),
+            request_seconds: self.request_seconds.get_or_create(labels).clone(),
+            queue_seconds: self.queue_seconds.get_or_create(labels).clone(),
+            compute_seconds: self.compute_seconds.get_or_create(labels).clone(),
+            batch_size: self.batch_size.get_or_create(labels).clone(),
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -110,11 +134,14 @@ mod tests {
             model: "iris".into(),
             version: "2".into(),
         };
-        m.requests.get_or_create(&l).inc();
-        m.batch_size.get_or_create(&l).observe(4.0);
+        let h = m.for_model(&l);
+        h.requests.inc();
+        h.batch_size.observe(4.0);
+        // Resolving the same labels again shares the series rather than resetting it.
+        m.for_model(&l).requests.inc();
         let text = m.render();
         assert!(
-            text.contains("skiff_inference_requests_total{model=\"iris\",version=\"2\"} 1"),
+            text.contains("skiff_inference_requests_total{model=\"iris\",version=\"2\"} 2"),
             "{text}"
         );
         assert!(

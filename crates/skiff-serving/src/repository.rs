@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::backend::{Backend, LoadOptions, Signature};
 use crate::batcher::{BatchPolicy, Batcher};
-use crate::metrics::{Metrics, ModelLabels};
+use crate::metrics::{Metrics, ModelLabels, ModelMetrics};
 
 /// MLServer's `model-settings.json`, the fields skiff uses.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -51,6 +51,7 @@ pub struct Served {
     pub platform: String,
     pub signature: Signature,
     pub batcher: Batcher,
+    pub metrics: ModelMetrics,
 }
 
 /// Where a model comes from.
@@ -473,13 +474,14 @@ impl Repository {
             model: name.to_string(),
             version: version.to_string(),
         };
+        let metrics = self.metrics.for_model(&labels);
         let batcher = Batcher::start(
             models,
             policy,
             signature.batchable(),
             self.config.queue_capacity,
-            self.metrics.clone(),
-            labels,
+            metrics.clone(),
+            &labels,
         )
         .map_err(|e| format!("cannot start inference threads: {e}"))?;
         Ok(Served {
@@ -491,6 +493,7 @@ impl Repository {
                 .unwrap_or_else(|| self.backend.capabilities().platform.to_string()),
             signature,
             batcher,
+            metrics,
         })
     }
 }

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use crate::backend::BackendError;
 use crate::batcher::SubmitError;
-use crate::metrics::ModelLabels;
 use crate::protocol::ProtocolError;
 use crate::repository::{Repository, RepositoryError, Served};
 use crate::tensor::{Tensor, TensorError};
@@ -73,12 +72,8 @@ pub async fn infer(
 ) -> Result<(Arc<Served>, Vec<Tensor>), ServeError> {
     let served = repo.get(model, version)?;
     let started = Instant::now();
-    let labels = ModelLabels {
-        model: served.name.clone(),
-        version: served.version.clone(),
-    };
-    let metrics = repo.metrics();
-    metrics.requests.get_or_create(&labels).inc();
+    let metrics = &served.metrics;
+    metrics.requests.inc();
     let result = async {
         served.signature.check_inputs(&inputs)?;
         served.signature.check_outputs(&outputs)?;
@@ -91,12 +86,11 @@ pub async fn infer(
     .await;
     metrics
         .request_seconds
-        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(out) => Ok((served, out)),
         Err(e) => {
-            metrics.failures.get_or_create(&labels).inc();
+            metrics.failures.inc();
             Err(e)
         }
     }
