@@ -562,10 +562,12 @@ async fn routes_cluster_ip_node_port_and_load_balancer(mode: ProxyMode) {
         json!([ready("127.0.0.2", true), ready("127.0.0.3", false)]),
     )
     .await;
+    // Four hellos that all reach 127.0.0.2 can happen by chance before the rules change
+    // (1 in 16), so the wait ends only when every frontend has shown the change.
     eventually("only 127.0.0.2", || async {
-        hellos(cip, 4)
-            .await
-            .iter()
+        let mut seen = hellos(cip, 10).await;
+        seen.extend(hellos(lb, 10).await);
+        seen.iter()
             .all(|h| h.as_deref() == Some("127.0.0.2"))
             .then_some(())
     })
@@ -585,9 +587,9 @@ async fn routes_cluster_ip_node_port_and_load_balancer(mode: ProxyMode) {
     )
     .await;
     eventually("only 127.0.0.3", || async {
-        hellos(cip, 4)
-            .await
-            .iter()
+        let mut seen = hellos(cip, 10).await;
+        seen.extend(hellos(np, 10).await);
+        seen.iter()
             .all(|h| h.as_deref() == Some("127.0.0.3"))
             .then_some(())
     })
