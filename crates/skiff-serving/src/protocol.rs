@@ -1,11 +1,15 @@
 //! Open Inference Protocol REST bodies: JSON requests with the binary tensor extension, and responses.
 
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::backend::Signature;
-use crate::tensor::{DataType, Tensor, TensorData, TensorDecodeError, TensorError, element_count};
+use crate::tensor::{
+    DataType, JsonFloatData, JsonFloatSeed, Tensor, TensorData, TensorDecodeError, TensorError,
+    element_count,
+};
 
 /// Why a request body could not be decoded; always a client error.
 #[derive(Debug, thiserror::Error)]
@@ -31,26 +35,141 @@ pub enum ProtocolError {
 }
 
 #[derive(Deserialize)]
-struct JsonRequest {
+struct JsonRequest<'a> {
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<JsonInput>,
+    #[serde(borrow)]
+    inputs: Vec<JsonInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<JsonOutput>>,
 }
 
-#[derive(Deserialize)]
-struct JsonInput {
+struct JsonInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    /// Kept as raw text: numeric tensors are decoded straight into typed buffers, without
-    /// an intermediate `Value` tree (most of the JSON decoding cost for big requests).
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
+    data: Option<JsonData<'a>>,
+}
+
+/// `data` as parsed. Clients write `datatype` before `data` (tritonclient, KServe's and
+/// MLServer's codecs do), so float tensors are decoded in the same pass as the rest of the
+/// body; otherwise the raw text is kept and decoded once the datatype is known.
+enum JsonData<'a> {
+    Floats(JsonFloatData),
+    Raw(&'a RawValue),
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum InputField {
+    Name,
+    Shape,
+    Datatype,
+    Parameters,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonInput<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(InputVisitor(std::marker::PhantomData))
+    }
+}
+
+struct InputVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
+    type Value = JsonInput<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an input tensor object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonInput<'a>, A::Error> {
+        fn once<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E> {
+            match slot {
+                Some(_) => Err(E::duplicate_field(field)),
+                None => Ok(()),
+            }
+        }
+        let mut name = None;
+        let mut shape = None;
+        let mut datatype: Option<String> = None;
+        let mut parameters = None;
+        let mut data = None;
+        while let Some(field) = map.next_key::<InputField>()? {
+            match field {
+                InputField::Name => {
+                    once(&name, "name")?;
+                    name = Some(map.next_value()?);
+                }
+                InputField::Shape => {
+                    once(&shape, "shape")?;
+                    shape = Some(map.next_value()?);
+                }
+                InputField::Datatype => {
+                    once(&datatype, "datatype")?;
+                    datatype = Some(map.next_value()?);
+                }
+                InputField::Parameters => {
+                    once(&parameters, "parameters")?;
+                    parameters = Some(map.next_value::<Option<Map<String, Value>>>()?);
+                }
+                InputField::Data => {
+                    once(&data, "data")?;
+                    let float = datatype
+                        .as_deref()
+                        .and_then(|d| DataType::parse(d).ok())
+                        .filter(|d| d.is_float());
+                    data = Some(match float {
+                        Some(dt) => map
+                            .next_value_seed(OptionalFloats(dt))?
+                            .map(JsonData::Floats),
+                        None => map.next_value::<Option<&'a RawValue>>()?.map(JsonData::Raw),
+                    });
+                }
+                InputField::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(JsonInput {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters: parameters.flatten(),
+            data: data.flatten(),
+        })
+    }
+}
+
+/// `null` is no data, as for any optional field; anything else is float data.
+struct OptionalFloats(DataType);
+
+impl<'de> DeserializeSeed<'de> for OptionalFloats {
+    type Value = Option<JsonFloatData>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalFloats {
+    type Value = Option<JsonFloatData>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("tensor data")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        JsonFloatSeed(self.0).deserialize(d).map(Some)
+    }
 }
 
 #[derive(Deserialize)]
@@ -132,7 +251,7 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
                     .ok_or_else(|| ProtocolError::Parameter("binary_data_size".into()))?,
             ),
         };
-        let data = match (binary_size, &input.data) {
+        let data = match (binary_size, input.data) {
             (Some(size), _) => {
                 let n = usize::try_from(size)
                     .ok()
@@ -145,7 +264,8 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
                 binary = rest;
                 TensorData::from_binary(&input.name, dt, &input.shape, count, chunk)?
             }
-            (None, Some(data)) => {
+            (None, Some(JsonData::Floats(floats))) => floats.into_data(&input.name)?,
+            (None, Some(JsonData::Raw(data))) => {
                 TensorData::from_json_text(&input.name, dt, data.get()).map_err(|e| match e {
                     TensorDecodeError::Json(msg) => ProtocolError::Json(msg),
                     TensorDecodeError::Tensor(e) => ProtocolError::Tensor(e),
@@ -339,6 +459,64 @@ mod tests {
         assert_eq!(r.inputs[0].shape, vec![2, 2]);
         assert!(!r.wants_binary("label"));
         assert!(r.wants_binary("p"));
+    }
+
+    #[test]
+    fn float_data_decodes_alike_in_either_field_order() {
+        // datatype before data: decoded in the same pass; after: from the kept raw text.
+        let data = r#"[[1, 2.5, "NaN"], [-3e2, "-inf", 18446744073709551615]]"#;
+        for dt in ["FP16", "FP32", "FP64"] {
+            let first = format!(
+                r#"{{"inputs": [{{"name": "x", "shape": [2, 3], "datatype": "{dt}", "data": {data}}}]}}"#
+            );
+            let last = format!(
+                r#"{{"inputs": [{{"data": {data}, "shape": [2, 3], "name": "x", "datatype": "{dt}"}}]}}"#
+            );
+            let a = decode_infer(first.as_bytes(), None).unwrap();
+            let b = decode_infer(last.as_bytes(), None).unwrap();
+            // NaN != NaN: compare the debug forms.
+            assert_eq!(format!("{:?}", a.inputs), format!("{:?}", b.inputs), "{dt}");
+        }
+        for body in [
+            r#"{"inputs": [{"datatype": "FP32", "data": [1, [2, true]], "shape": [3], "name": "late"}]}"#,
+            r#"{"inputs": [{"data": [1, [2, true]], "datatype": "FP32", "shape": [3], "name": "late"}]}"#,
+        ] {
+            let e = decode_infer(body.as_bytes(), None).unwrap_err().to_string();
+            assert!(
+                e.contains("\"late\"") && e.contains("element 2 is true"),
+                "{body}: {e}"
+            );
+        }
+        let cases = [
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": null}]}"#,
+                "no data",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "data": [2]}]}"#,
+                "duplicate field `data`",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}"#,
+                "missing field `shape`",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [{"a": 1}]}]}"#,
+                "element 0 is {\"a\":1}",
+            ),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1}]}"#,
+                "malformed JSON",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = decode_infer(body.as_bytes(), None).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        // Unknown fields of an input are ignored, as before.
+        let body = r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "extra": {"k": [1]}, "data": [7]}]}"#;
+        let r = decode_infer(body.as_bytes(), None).unwrap();
+        assert_eq!(r.inputs[0].data, TensorData::Fp32(vec![7.0]));
     }
 
     #[test]

@@ -108,6 +108,11 @@ impl DataType {
             .ok_or_else(|| TensorError::UnknownDatatype(s.to_string()))
     }
 
+    /// FP16, FP32 or FP64.
+    pub fn is_float(self) -> bool {
+        matches!(self, DataType::Fp16 | DataType::Fp32 | DataType::Fp64)
+    }
+
     /// Bytes per element in the binary encoding; `None` for variable-length BYTES.
     pub fn size(self) -> Option<usize> {
         Some(match self {
@@ -358,38 +363,22 @@ impl TensorData {
         })
     }
 
-    /// Decodes JSON `data` given as text. FP32/FP64 (what models take) are parsed straight
-    /// into the typed buffer; anything the fast path does not accept goes through
-    /// [`TensorData::from_json`], which also words the errors.
+    /// Decodes JSON `data` given as text. Float tensors (what models take) are parsed straight
+    /// into the typed buffer by [`JsonFloatSeed`]; other datatypes go through a `Value` tree and
+    /// [`TensorData::from_json`].
     pub fn from_json_text(
         name: &str,
         dt: DataType,
         text: &str,
     ) -> Result<TensorData, TensorDecodeError> {
         use serde::de::DeserializeSeed;
-        let fast = match dt {
-            DataType::Fp32 => {
-                let mut out = Vec::new();
-                let mut de = serde_json::Deserializer::from_str(text);
-                FlatFloats(&mut |x| out.push(x as f32))
-                    .deserialize(&mut de)
-                    .and_then(|()| de.end())
-                    .ok()
-                    .map(|()| TensorData::Fp32(out))
-            }
-            DataType::Fp64 => {
-                let mut out = Vec::new();
-                let mut de = serde_json::Deserializer::from_str(text);
-                FlatFloats(&mut |x| out.push(x))
-                    .deserialize(&mut de)
-                    .and_then(|()| de.end())
-                    .ok()
-                    .map(|()| TensorData::Fp64(out))
-            }
-            _ => None,
-        };
-        if let Some(data) = fast {
-            return Ok(data);
+        if dt.is_float() {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let parsed = JsonFloatSeed(dt)
+                .deserialize(&mut de)
+                .and_then(|d| de.end().map(|()| d))
+                .map_err(|e| TensorDecodeError::Json(e.to_string()))?;
+            return Ok(parsed.into_data(name)?);
         }
         let value: Value =
             serde_json::from_str(text).map_err(|e| TensorDecodeError::Json(e.to_string()))?;
@@ -501,36 +490,132 @@ pub enum TensorDecodeError {
     Tensor(#[from] TensorError),
 }
 
-/// Streams the numbers of (nested) JSON arrays, row-major, into a sink; rejects anything
-/// else (strings such as "NaN" included: the slow path handles those).
-struct FlatFloats<'s>(&'s mut dyn FnMut(f64));
+/// Decodes the `data` of an FP16/FP32/FP64 tensor while the JSON is parsed: no copy of the
+/// text and no `Value` tree, which is most of the cost of a large JSON request. It accepts what
+/// [`TensorData::from_json`] accepts for floats (numbers, nested arrays, "NaN" and the
+/// infinities as strings) and reports the same errors.
+pub struct JsonFloatSeed(pub DataType);
 
-impl<'de> serde::de::DeserializeSeed<'de> for FlatFloats<'_> {
+/// What [`JsonFloatSeed`] read. A bad element does not stop the parse (the rest is skipped), so
+/// the error can name the tensor even when its name comes later in the object.
+#[derive(Debug)]
+pub struct JsonFloatData {
+    data: TensorData,
+    datatype: DataType,
+    /// Index and JSON text of the first element that is not a float.
+    bad: Option<(usize, String)>,
+    next: usize,
+}
+
+impl JsonFloatData {
+    fn push(&mut self, x: f64) {
+        if self.bad.is_none() {
+            match &mut self.data {
+                TensorData::Fp16(v) => v.push(f16::from_f64(x)),
+                TensorData::Fp32(v) => v.push(x as f32),
+                TensorData::Fp64(v) => v.push(x),
+                // JsonFloatSeed only builds float buffers.
+                _ => {}
+            }
+        }
+        self.next += 1;
+    }
+
+    fn reject(&mut self, found: &Value) {
+        if self.bad.is_none() {
+            self.bad = Some((self.next, short(found)));
+        }
+        self.next += 1;
+    }
+
+    /// The decoded elements, or the error [`TensorData::from_json`] would give.
+    pub fn into_data(self, name: &str) -> Result<TensorData, TensorError> {
+        match self.bad {
+            None => Ok(self.data),
+            Some((index, found)) => Err(TensorError::BadElement {
+                name: name.to_string(),
+                index,
+                datatype: self.datatype,
+                found,
+            }),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonFloatSeed {
+    type Value = JsonFloatData;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonFloatData, D::Error> {
+        let data = match self.0 {
+            DataType::Fp16 => TensorData::Fp16(Vec::new()),
+            DataType::Fp64 => TensorData::Fp64(Vec::new()),
+            _ => TensorData::Fp32(Vec::new()),
+        };
+        let mut out = JsonFloatData {
+            data,
+            datatype: self.0,
+            bad: None,
+            next: 0,
+        };
+        d.deserialize_any(FloatElements(&mut out))?;
+        Ok(out)
+    }
+}
+
+/// Visits one JSON value of float `data`: a number, a special string, or an array of these.
+struct FloatElements<'s>(&'s mut JsonFloatData);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FloatElements<'_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for FlatFloats<'_> {
+impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("numbers or arrays of numbers")
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        (self.0)(v);
+        self.0.push(v);
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        (self.0)(v as f64);
+        self.0.push(v as f64);
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        (self.0)(v as f64);
+        self.0.push(v as f64);
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        match v {
+            "NaN" => self.0.push(f64::NAN),
+            "Infinity" | "inf" => self.0.push(f64::INFINITY),
+            "-Infinity" | "-inf" => self.0.push(f64::NEG_INFINITY),
+            other => self.0.reject(&Value::String(other.to_string())),
+        }
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.reject(&Value::Bool(v));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.reject(&Value::Null);
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(FlatFloats(&mut *self.0))?.is_some() {}
+        while seq
+            .next_element_seed(FloatElements(&mut *self.0))?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        use serde::Deserialize;
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        self.0.reject(&v);
         Ok(())
     }
 }
