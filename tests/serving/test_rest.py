@@ -226,3 +226,31 @@ def test_bad_model_is_reported_not_fatal(start_server, tmp_path, onnx_models):
     r = requests.get(s.url + "/v2/models/bad/ready", timeout=10)
     assert r.status_code == 503 and "cannot load" in r.json()["error"]
     assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 503
+
+
+TRITON_CONFIG = """
+name: "m"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "X", data_type: TYPE_FP32, dims: [ 4 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group [ { count: 2, kind: KIND_CPU } ]
+version_policy: { specific: { versions: [ 1 ] } }
+"""
+
+
+def test_triton_config_pbtxt(start_server, tmp_path, onnx_models, iris_x):
+    for v, name in [(1, "iris"), (2, "forest")]:
+        (tmp_path / "m" / str(v)).mkdir(parents=True)
+        (tmp_path / "m" / str(v) / "model.onnx").write_bytes(onnx_models[name])
+    (tmp_path / "m" / "config.pbtxt").write_text(TRITON_CONFIG)
+    (tmp_path / "typo" / "1").mkdir(parents=True)
+    (tmp_path / "typo" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
+    (tmp_path / "typo" / "config.pbtxt").write_text("max_batch_size: 8\nmax_queue_delay: 5\n")
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc"])
+    meta = requests.get(s.url + "/v2/models/m", timeout=10).json()
+    assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx", meta
+    r = requests.post(s.url + "/predict?model=m", json={"instances": iris_x[:3].tolist()}, timeout=10)
+    assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+    r = requests.get(s.url + "/v2/models/typo/ready", timeout=10)
+    assert r.status_code == 503 and "unknown field max_queue_delay" in r.json()["error"], r.text

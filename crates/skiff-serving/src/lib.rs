@@ -5,10 +5,12 @@ pub mod batcher;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod pbtxt;
 pub mod protocol;
 pub mod repository;
 pub mod service;
 pub mod tensor;
+pub mod triton_config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

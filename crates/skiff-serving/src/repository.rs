@@ -1,9 +1,10 @@
 //! The model repository: finds models and versions on disk, loads them, hot-swaps changes, serves lookups.
 //!
-//! Layout: `DIR/<model>/<version>/model.onnx` with an optional MLServer-style
+//! Layout: `DIR/<model>/<version>/model.onnx` with optional per-model settings: MLServer's
 //! `DIR/<model>/model-settings.json` (fields used: `name`, `platform`, `max_batch_size`,
 //! `max_batch_time` in seconds, `parallel_workers` as instance count, `parameters.version` to pin a
-//! version). Without a pin only the highest numeric version is served.
+//! version) or, when there is none, Triton's `DIR/<model>/config.pbtxt` (see
+//! [`crate::triton_config`]). Without a pin only the highest numeric version is served.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,7 @@ pub struct Repository {
 
 const MODEL_FILE: &str = "model.onnx";
 const SETTINGS_FILE: &str = "model-settings.json";
+const TRITON_CONFIG_FILE: &str = "config.pbtxt";
 
 impl Repository {
     pub fn new(
@@ -514,13 +516,26 @@ fn scan_root(root: &Path) -> BTreeMap<String, PathBuf> {
         .collect()
 }
 
+/// `model-settings.json`, else `config.pbtxt`, else defaults.
 fn read_settings(dir: &Path) -> Result<ModelSettings, String> {
-    let path = dir.join(SETTINGS_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelSettings::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+    let read = |name: &str| {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some((path, bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    };
+    if let Some((path, bytes)) = read(SETTINGS_FILE)? {
+        return serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()));
     }
+    if let Some((path, bytes)) = read(TRITON_CONFIG_FILE)? {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+        return crate::triton_config::settings_from_pbtxt(text)
+            .map_err(|e| format!("{}: {e}", path.display()));
+    }
+    Ok(ModelSettings::default())
 }
 
 /// The settings and the versions to serve under the version policy.
@@ -567,6 +582,7 @@ fn stamp_of(model: &Path, source: &Source) -> Stamp {
     let mut files = vec![model.to_path_buf()];
     if let Source::Directory(dir) = source {
         files.push(dir.join(SETTINGS_FILE));
+        files.push(dir.join(TRITON_CONFIG_FILE));
     }
     files
         .into_iter()
@@ -611,6 +627,24 @@ mod tests {
         );
         std::fs::write(m.join(SETTINGS_FILE), "{not json").unwrap();
         assert!(wanted_versions(&src).is_err());
+        // Without model-settings.json, Triton's config.pbtxt is read.
+        std::fs::remove_file(m.join(SETTINGS_FILE)).unwrap();
+        std::fs::write(
+            m.join(TRITON_CONFIG_FILE),
+            "max_batch_size: 4\ndynamic_batching { }\nversion_policy { specific { versions: 1 } }",
+        )
+        .unwrap();
+        let (s, w) = wanted_versions(&src).unwrap();
+        assert_eq!((w[0].0, s.max_batch_size), (1, Some(4)));
+        std::fs::write(m.join(TRITON_CONFIG_FILE), "max_batch_sise: 4").unwrap();
+        let e = wanted_versions(&src).unwrap_err();
+        assert!(
+            e.contains("config.pbtxt") && e.contains("unknown field max_batch_sise"),
+            "{e}"
+        );
+        // model-settings.json wins over config.pbtxt.
+        std::fs::write(m.join(SETTINGS_FILE), r#"{"max_batch_size":2}"#).unwrap();
+        assert_eq!(wanted_versions(&src).unwrap().0.max_batch_size, Some(2));
     }
 
     use crate::backend::{BackendError, Model, TensorSpec};
