@@ -23,7 +23,6 @@ build:
 
 release:
 	cargo build --release -p skiff
-	cargo build --release -p skiff-serving --example grpc_load
 
 ## The whole test suite: lint, Rust unit/integration/e2e tests, Python client tests.
 test: setup lint test-rust test-python

@@ -5,8 +5,8 @@ Every server gets the same scikit-learn model (logistic regression on iris; ONNX
 servers, joblib for the Python ones) and the same load: one row per request at fixed concurrency
 1, 16 and 64, on 127.0.0.1 only. HTTP load comes from `wrk` (C, so the client is not the
 bottleneck); gRPC load from the Rust client `examples/grpc_load.rs` of skiff-serving (the same
-closed loop over HTTP/2, one connection per client). Each level runs for --duration seconds. Prints throughput and p50/p99 latency
-per server, plus start-to-ready time and resident memory.
+closed loop over HTTP/2, one connection per client). Each level runs for --duration seconds.
+Prints throughput and p50/p99 latency per server, plus start-to-ready time and resident memory.
 
 The "efficiency" part asks how much of the engine's capacity the server delivers where compute
 matters: a 200-tree random forest and a 300-tree gradient boosting regressor (20 features),
@@ -251,10 +251,15 @@ def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duratio
     """`ort_rows_per_s` in a child process in its own session, as the server runs: the kernel
     shares the CPU per session (autogroup), so on a shared machine the loop and the server then
     get the same share."""
-    out = subprocess.run([sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads),
-                          str(batch), str(rows), str(duration)], capture_output=True, text=True, check=True,
-                         start_new_session=True, timeout=duration + 120)
+    out = subprocess.run(inprocess_cmd(model_path, data_path, threads, batch, rows, duration),
+                         capture_output=True, text=True, check=True, start_new_session=True, timeout=duration + 120)
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def inprocess_cmd(model_path, data_path, threads, batch, rows, duration):
+    """The command of one INPROCESS_WORKER; it prints [rows/s, seconds per run]."""
+    return [sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads), str(batch),
+            str(rows), str(duration)]
 
 
 def ort_ceiling(model_path, data_path, threads, batch, rows, duration):
@@ -265,9 +270,9 @@ def ort_ceiling(model_path, data_path, threads, batch, rows, duration):
     one = ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration)
     best = (one[0], one[1], f"1x{threads}")
     if threads > 1:
-        procs = [subprocess.Popen([sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, "1",
-                                   str(batch), str(rows), str(duration)], stdout=subprocess.PIPE, text=True,
-                                  start_new_session=True) for _ in range(threads)]
+        procs = [subprocess.Popen(inprocess_cmd(model_path, data_path, 1, batch, rows, duration),
+                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+                 for _ in range(threads)]
         outs = [json.loads(p.communicate(timeout=duration + 120)[0].strip().splitlines()[-1]) for p in procs]
         side_by_side = sum(o[0] for o in outs)
         if side_by_side > best[0]:

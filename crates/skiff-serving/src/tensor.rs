@@ -421,9 +421,7 @@ impl TensorData {
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::Number(n) => n.as_f64().ok_or_else(|| bad(i, v)),
-                    Value::String(s) if s == "NaN" => Ok(f64::NAN),
-                    Value::String(s) if s == "Infinity" || s == "inf" => Ok(f64::INFINITY),
-                    Value::String(s) if s == "-Infinity" || s == "-inf" => Ok(f64::NEG_INFINITY),
+                    Value::String(s) => special_float(s).ok_or_else(|| bad(i, v)),
                     _ => Err(bad(i, v)),
                 })
                 .collect()
@@ -589,11 +587,9 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        match v {
-            "NaN" => self.0.push(f64::NAN),
-            "Infinity" | "inf" => self.0.push(f64::INFINITY),
-            "-Infinity" | "-inf" => self.0.push(f64::NEG_INFINITY),
-            other => self.0.reject(&Value::String(other.to_string())),
+        match special_float(v) {
+            Some(x) => self.0.push(x),
+            None => self.0.reject(&Value::String(v.to_string())),
         }
         Ok(())
     }
@@ -617,6 +613,16 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
         let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         self.0.reject(&v);
         Ok(())
+    }
+}
+
+/// The strings JSON float data may use for what JSON numbers cannot say.
+fn special_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
     }
 }
 
