@@ -11,10 +11,5 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Async workers follow the cgroup CPU quota too, not the host's core count.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(skiff_serving::backend::cpu_quota())
-        .enable_all()
-        .build()?
-        .block_on(skiff_serving::run(cli.serve))
+    skiff_serving::sched::runtime()?.block_on(skiff_serving::run(cli.serve))
 }

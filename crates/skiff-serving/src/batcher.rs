@@ -126,6 +126,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
+        crate::sched::compute_thread();
         while let Some(jobs) = self.gather() {
             self.execute(jobs);
         }

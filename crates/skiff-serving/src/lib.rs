@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pbtxt;
 pub mod protocol;
 pub mod repository;
+pub mod sched;
 pub mod service;
 pub mod tensor;
 pub mod triton_config;

@@ -448,6 +448,17 @@ impl Repository {
         path: &Path,
         settings: &ModelSettings,
     ) -> Result<Served, String> {
+        // Engine pools and inference threads started here inherit this thread's class.
+        crate::sched::with_compute_class(|| self.start_version(name, version, path, settings))
+    }
+
+    fn start_version(
+        &self,
+        name: &str,
+        version: u64,
+        path: &Path,
+        settings: &ModelSettings,
+    ) -> Result<Served, String> {
         let instances = settings
             .parallel_workers
             .unwrap_or(self.config.instances)

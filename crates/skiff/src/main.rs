@@ -320,11 +320,7 @@ async fn wait_for_signal() -> Result<()> {
 }
 
 fn serve(args: skiff_serving::ServeArgs) -> Result<()> {
-    // Size the async runtime by the CPU quota so that a 2-CPU pod does not start 64 threads.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(skiff_serving::backend::cpu_quota().max(1))
-        .enable_all()
-        .build()?;
+    let rt = skiff_serving::sched::runtime()?;
     rt.block_on(skiff_serving::run(args))
 }
 
