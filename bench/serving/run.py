@@ -13,7 +13,10 @@ matters: a 200-tree random forest and a 300-tree gradient boosting regressor (20
 requests of 1/32/64 rows at concurrency 16 and 64 (REST binary and JSON, batching on), in rows/s,
 against onnxruntime run in-process in a tight loop on the mean batch size skiff actually executed
 (from the batch-size histogram in its /metrics) with the same session settings, taking the better
-of one session with --threads intra-op threads and --threads one-thread sessions side by side.
+of one session with N intra-op threads and N one-thread sessions side by side. By default
+(--cpu-layout split) skiff and the in-process loop run on one half of the CPUs and wrk on the
+other, so that both sides of the ratio have the same CPUs and the load generator takes none of
+them, as with a separate client machine; --cpu-layout shared puts everything on all CPUs.
 
 Usage: bench/serving/run.py [--duration 5] [--levels 1,16,64] [--only skiff,mlserver,...,efficiency]
 Server command: $SKIFF_SERVE_CMD, else the `serve` example of skiff-serving (release if built).
@@ -114,7 +117,30 @@ def spawn(cmd, env=None, cwd=None, log=None):
     return proc
 
 
-def wrk(url, body, duration, conc, workdir, content_type="application/json", header_len=None):
+def pinned(cpus, cmd):
+    """`cmd` restricted to the CPU list `cpus` ("0", "0-1", "0,2"), or as it is when `cpus` is empty."""
+    return ["taskset", "-c", cpus] + cmd if cpus else cmd
+
+
+def split_cpus():
+    """The CPUs this process may use, halved: (server's, load generator's) as taskset lists."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "", ""
+    half = (len(cpus) + 1) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
+
+
+def cpu_count(cpus):
+    """How many CPUs a taskset list names."""
+    n = 0
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def wrk(url, body, duration, conc, workdir, content_type="application/json", header_len=None, cpus=""):
     body_path = os.path.join(workdir, f"body-{abs(hash(body))}.bin")
     with open(body_path, "wb") as f:
         f.write(body)
@@ -123,8 +149,9 @@ def wrk(url, body, duration, conc, workdir, content_type="application/json", hea
         f.write(WRK_SCRIPT)
     env = dict(os.environ, BENCH_BODY=body_path, BENCH_CONTENT_TYPE=content_type,
                BENCH_HEADER_LEN=str(header_len) if header_len else "")
-    out = subprocess.run(["wrk", "-t", str(min(conc, 2)), "-c", str(conc), "-d", f"{duration}s",
-                          "--timeout", "10s", "-s", script, url],
+    threads = min(conc, cpu_count(cpus) if cpus else 2)
+    out = subprocess.run(pinned(cpus, ["wrk", "-t", str(threads), "-c", str(conc), "-d", f"{duration}s",
+                                       "--timeout", "10s", "-s", script, url]),
                          env=env, capture_output=True, text=True, timeout=duration + 60)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT"):
@@ -247,11 +274,11 @@ print(json.dumps(max(run.ort_rows_per_s(sess, feed, duration / 3) for _ in range
 """
 
 
-def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration):
+def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration, cpus=""):
     """`ort_rows_per_s` in a child process in its own session, as the server runs: the kernel
     shares the CPU per session (autogroup), so on a shared machine the loop and the server then
     get the same share."""
-    out = subprocess.run(inprocess_cmd(model_path, data_path, threads, batch, rows, duration),
+    out = subprocess.run(pinned(cpus, inprocess_cmd(model_path, data_path, threads, batch, rows, duration)),
                          capture_output=True, text=True, check=True, start_new_session=True, timeout=duration + 120)
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -262,15 +289,15 @@ def inprocess_cmd(model_path, data_path, threads, batch, rows, duration):
             str(rows), str(duration)]
 
 
-def ort_ceiling(model_path, data_path, threads, batch, rows, duration):
+def ort_ceiling(model_path, data_path, threads, batch, rows, duration, cpus=""):
     """The engine's in-process capacity on `threads` cores: the better of one session with `threads`
     intra-op threads and `threads` single-threaded sessions running side by side (separate
     processes, rows/s summed), so that neither of skiff's instance layouts is compared against
     the weaker of the two. Returns (rows/s, seconds per run, layout)."""
-    one = ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration)
+    one = ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration, cpus)
     best = (one[0], one[1], f"1x{threads}")
     if threads > 1:
-        procs = [subprocess.Popen(inprocess_cmd(model_path, data_path, 1, batch, rows, duration),
+        procs = [subprocess.Popen(pinned(cpus, inprocess_cmd(model_path, data_path, 1, batch, rows, duration)),
                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
                  for _ in range(threads)]
         outs = [json.loads(p.communicate(timeout=duration + 120)[0].strip().splitlines()[-1]) for p in procs]
@@ -322,7 +349,12 @@ def histogram_delta(before, after):
 
 def efficiency(args, work, log):
     """Runs the engine-efficiency table; returns its rows."""
-    threads = args.threads
+    # "split": the server and the in-process loop get the same CPUs and the load generator the
+    # others, as with a separate client machine, so both sides of the ratio have the same CPUs.
+    # "shared": all three share every CPU, and the loop has them to itself while it runs.
+    if args.cpu_layout == "split" and not (args.server_cpus or args.load_cpus):
+        args.server_cpus, args.load_cpus = split_cpus()
+    threads = cpu_count(args.server_cpus) if args.server_cpus else args.threads
     models = compute_models(args.forest_trees, args.boost_trees)
     repo = os.path.join(work, "compute-repo")
     for name, (data, _) in models.items():
@@ -331,11 +363,11 @@ def efficiency(args, work, log):
             f.write(data)
     hp = free_port()
     env = dict(os.environ, SKIFF_PYTHON=sys.executable, RUST_LOG="warn")
-    cmd = skiff_cmd() + ["--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp), "--no-grpc",
-                         "--threads", str(threads), "--instances", str(args.instances),
+    cmd = pinned(args.server_cpus, skiff_cmd()) + [
+        "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp), "--no-grpc", "--threads", str(threads), "--instances", str(args.instances),
                          "--max-batch-size", str(args.max_batch_size),
                          "--batch-delay-ms", str(args.batch_delay_ms), "--poll-interval-ms", "0"]
-    print(f"\nengine efficiency: {' '.join(cmd[1:])}", flush=True)
+    print(f"\nengine efficiency: {' '.join(cmd)}; load generator on CPUs {args.load_cpus or 'all'}", flush=True)
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     for name, (_, x) in models.items():
         np.save(os.path.join(work, f"{name}.npy"), x[:256])
@@ -360,9 +392,9 @@ def efficiency(args, work, log):
                         load0 = os.getloadavg()[0]
                         if proto == "REST binary":
                             r = wrk(url, header + raw, args.duration, conc, work, "application/octet-stream",
-                                    len(header))
+                                    len(header), cpus=args.load_cpus)
                         else:
-                            r = wrk(url, js, args.duration, conc, work)
+                            r = wrk(url, js, args.duration, conc, work, cpus=args.load_cpus)
                         after = scrape(metrics_url, name)
                         execs = after["count"] - before["count"]
                         served_rows = after["sum"] - before["sum"]
@@ -374,7 +406,7 @@ def efficiency(args, work, log):
                         b = max(1, int(round(mean_batch))) if execs else rows
                         ort_rps, ort_run, layout = ort_ceiling(
                             os.path.join(repo, name, "1", "model.onnx"), os.path.join(work, f"{name}.npy"),
-                            threads, b, rows, args.inprocess_duration)
+                            threads, b, rows, args.inprocess_duration, args.server_cpus)
                         row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
                                "req_per_s": r["rps"], "rows_per_s": r["rps"] * rows, "p50_ms": r["p50"],
                                "p99_ms": r["p99"], "errors": r["errors"], "executions": int(execs),
@@ -382,7 +414,8 @@ def efficiency(args, work, log):
                                "server_compute_ms_per_request": compute_s * 1000,
                                "inprocess_batch": b, "inprocess_rows_per_s": ort_rps,
                                "inprocess_ms_per_run": ort_run * 1000, "inprocess_layout": layout,
-                               "instances": args.instances,
+                               "instances": args.instances, "server_cpus": args.server_cpus,
+                               "load_cpus": args.load_cpus,
                                "ratio": r["rps"] * rows / ort_rps, "load_average": (load0 + os.getloadavg()[0]) / 2}
                         # Share of the wall time skiff's inference threads spent in the engine, from its
                         # own compute histogram: 100 % means the server keeps the engine saturated.
@@ -476,6 +509,13 @@ def main():
     ap.add_argument("--boost-trees", type=int, default=300)
     ap.add_argument("--inprocess-duration", type=float, default=2.0,
                     help="efficiency: seconds of in-process onnxruntime per point")
+    ap.add_argument("--cpu-layout", choices=["split", "shared"], default="split",
+                    help="efficiency: split = skiff and the in-process loop on one half of the CPUs, wrk on "
+                         "the other; shared = everything on all CPUs")
+    ap.add_argument("--server-cpus", default="",
+                    help="efficiency: pin skiff and the in-process loop to these CPUs (taskset list, e.g. 0); "
+                         "threads follow their count (overrides --cpu-layout)")
+    ap.add_argument("--load-cpus", default="", help="efficiency: pin wrk to these CPUs (e.g. 1)")
     ap.add_argument("--json", help="also write results here")
     args = ap.parse_args()
     levels = [int(c) for c in args.levels.split(",")]
