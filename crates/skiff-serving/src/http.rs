@@ -14,6 +14,7 @@ use crate::backend::TensorSpec;
 use crate::protocol::{decode_infer, encode_infer, rows_to_input, tensor_rows};
 use crate::repository::{ModelState, Repository};
 use crate::service::{ServeError, infer};
+use crate::simple::SimpleBody;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -302,19 +303,36 @@ async fn v1_model(
     Ok(axum::Json(json!({ "name": model, "ready": ready })))
 }
 
-/// Runs a simple-style request: rows in, `{"predictions": ...}` out.
-async fn predict_rows(s: &AppState, model: &str, body: &Value) -> Result<axum::Json<Value>> {
-    let rows = body
-        .get("instances")
-        .or_else(|| body.get("inputs"))
-        .or_else(|| body.get("features"))
-        .ok_or_else(|| {
-            ServeError::BadRequest(
-                "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
-            )
-        })?;
+/// Runs a simple-style request: rows in, `{"predictions": ...}` out. `fast` is the one-pass
+/// reading of `bytes`, if it had one; otherwise, or when it does not fit the model, the body is
+/// read as a `Value` (`parsed`, if the caller already has it).
+async fn predict_rows(
+    s: &AppState,
+    model: &str,
+    fast: Option<&SimpleBody>,
+    parsed: Option<Value>,
+    bytes: &[u8],
+) -> Result<axum::Json<Value>> {
     let served = s.repo.get(model, None)?;
-    let input = rows_to_input(&served.signature, rows)?;
+    let input = match fast.and_then(|b| b.input(&served.signature)) {
+        Some(t) => t,
+        None => {
+            let body = match parsed {
+                Some(v) => v,
+                None => parse_json(bytes)?,
+            };
+            let rows = body
+                .get("instances")
+                .or_else(|| body.get("inputs"))
+                .or_else(|| body.get("features"))
+                .ok_or_else(|| {
+                    ServeError::BadRequest(
+                        "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
+                    )
+                })?;
+            rows_to_input(&served.signature, rows)?
+        }
+    };
     let (served, outputs) =
         infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
     let mut named = serde_json::Map::new();
@@ -349,7 +367,8 @@ async fn v1_predict(
         ))
     })?;
     let bytes = read_body(&s, body).await?;
-    predict_rows(&s, model, &parse_json(&bytes)?).await
+    let fast = SimpleBody::decode(&bytes);
+    predict_rows(&s, model, fast.as_ref(), None, &bytes).await
 }
 
 #[derive(serde::Deserialize)]
@@ -363,11 +382,20 @@ async fn simple_predict(
     body: Body,
 ) -> Result<axum::Json<Value>> {
     let bytes = read_body(&s, body).await?;
-    let v = parse_json(&bytes)?;
-    let model = match q
-        .model
-        .or_else(|| v.get("model").and_then(Value::as_str).map(String::from))
-    {
+    let fast = SimpleBody::decode(&bytes);
+    let parsed = match fast {
+        Some(_) => None,
+        None => Some(parse_json(&bytes)?),
+    };
+    let named_in_body = match (&fast, &parsed) {
+        (Some(b), _) => b.model.clone(),
+        (None, v) => v
+            .as_ref()
+            .and_then(|v| v.get("model"))
+            .and_then(Value::as_str)
+            .map(String::from),
+    };
+    let model = match q.model.or(named_in_body) {
         Some(m) => m,
         None => match s.repo.model_names().as_slice() {
             [one] => one.clone(),
@@ -380,7 +408,7 @@ async fn simple_predict(
             }
         },
     };
-    predict_rows(&s, &model, &v).await
+    predict_rows(&s, &model, fast.as_ref(), parsed, &bytes).await
 }
 
 async fn simple_health(State(s): State<AppState>) -> Response {

@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod repository;
 pub mod sched;
 pub mod service;
+pub mod simple;
 pub mod tensor;
 pub mod triton_config;
 

@@ -617,7 +617,7 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
 }
 
 /// The strings JSON float data may use for what JSON numbers cannot say.
-fn special_float(s: &str) -> Option<f64> {
+pub(crate) fn special_float(s: &str) -> Option<f64> {
     match s {
         "NaN" => Some(f64::NAN),
         "Infinity" | "inf" => Some(f64::INFINITY),
