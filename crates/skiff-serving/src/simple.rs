@@ -322,6 +322,21 @@ mod tests {
                     assert_eq!(format!("{:?}", Some(fast)), format!("{want:?}"), "{body}");
                 }
                 assert!(taken > 20, "only {taken} bodies took the fast path");
+                // Byte-level mutations of a valid body (escapes, broken numbers, stray bytes).
+                let seed = br#"{"model": "m", "instances": [[1.5, -2e1, 3], [4, "NaN", 6]]}"#;
+                for _ in 0..3000 {
+                    let mut body = seed.to_vec();
+                    for _ in 0..rng.random_range(1..3) {
+                        let pos = rng.random_range(0..body.len());
+                        let alphabet = b"0123456789.,-+eE[]{}\" \\ax";
+                        body[pos] = alphabet[rng.random_range(0..alphabet.len())];
+                    }
+                    if let Some(fast) = SimpleBody::decode(&body).and_then(|b| b.input(&s)) {
+                        let want = general(&s, &body);
+                        let text = String::from_utf8_lossy(&body);
+                        assert_eq!(format!("{:?}", Some(fast)), format!("{want:?}"), "{text}");
+                    }
+                }
                 // Rectangular rows of the model's shape always do.
                 let row: Vec<String> = (0..dims[1..].iter().product::<i64>())
                     .map(|i| format!("{i}.5"))
