@@ -387,9 +387,9 @@ async fn simple_predict(
         Some(_) => None,
         None => Some(parse_json(&bytes)?),
     };
-    let named_in_body = match (&fast, &parsed) {
-        (Some(b), _) => b.model.clone(),
-        (None, v) => v
+    let named_in_body = match &fast {
+        Some(b) => b.model.clone(),
+        None => parsed
             .as_ref()
             .and_then(|v| v.get("model"))
             .and_then(Value::as_str)

@@ -503,10 +503,31 @@ pub struct JsonFloatData {
     /// Index and JSON text of the first element that is not a float.
     bad: Option<(usize, String)>,
     next: usize,
+    /// Array lengths per depth, from the first array met at each depth (-1 while it is read):
+    /// the shape of the nest when it is rectangular.
+    shape: Vec<i64>,
+    /// The depth of the first element; every element must sit at that depth.
+    leaf_depth: Option<usize>,
+    ragged: bool,
 }
 
 impl JsonFloatData {
-    fn push(&mut self, x: f64) {
+    /// The nest's shape when it is a rectangular array of arrays (`None` for a bare value or
+    /// ragged rows); V2 requests state their shape and check the element count instead.
+    pub fn rectangular_shape(&self) -> Option<&[i64]> {
+        (!self.ragged && !self.shape.is_empty()).then_some(self.shape.as_slice())
+    }
+
+    fn element_at(&mut self, depth: usize) {
+        match self.leaf_depth {
+            None if self.shape.len() == depth => self.leaf_depth = Some(depth),
+            Some(d) if d == depth => {}
+            _ => self.ragged = true,
+        }
+    }
+
+    fn push(&mut self, depth: usize, x: f64) {
+        self.element_at(depth);
         if self.bad.is_none() {
             match &mut self.data {
                 TensorData::Fp16(v) => v.push(f16::from_f64(x)),
@@ -519,7 +540,8 @@ impl JsonFloatData {
         self.next += 1;
     }
 
-    fn reject(&mut self, found: &Value) {
+    fn reject(&mut self, depth: usize, found: &Value) {
+        self.element_at(depth);
         if self.bad.is_none() {
             self.bad = Some((self.next, short(found)));
         }
@@ -553,14 +575,18 @@ impl<'de> serde::de::DeserializeSeed<'de> for JsonFloatSeed {
             datatype: self.0,
             bad: None,
             next: 0,
+            shape: Vec::new(),
+            leaf_depth: None,
+            ragged: false,
         };
-        d.deserialize_any(FloatElements(&mut out))?;
+        d.deserialize_any(FloatElements(&mut out, 0))?;
         Ok(out)
     }
 }
 
-/// Visits one JSON value of float `data`: a number, a special string, or an array of these.
-struct FloatElements<'s>(&'s mut JsonFloatData);
+/// Visits one JSON value of float `data` at a nesting depth: a number, a special string, or an
+/// array of these.
+struct FloatElements<'s>(&'s mut JsonFloatData, usize);
 
 impl<'de> serde::de::DeserializeSeed<'de> for FloatElements<'_> {
     type Value = ();
@@ -575,49 +601,64 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
         f.write_str("numbers or arrays of numbers")
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.0.push(v);
+        self.0.push(self.1, v);
         Ok(())
     }
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.push(v as f64);
+        self.0.push(self.1, v as f64);
         Ok(())
     }
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.push(v as f64);
+        self.0.push(self.1, v as f64);
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
         match special_float(v) {
-            Some(x) => self.0.push(x),
-            None => self.0.reject(&Value::String(v.to_string())),
+            Some(x) => self.0.push(self.1, x),
+            None => self.0.reject(self.1, &Value::String(v.to_string())),
         }
         Ok(())
     }
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.reject(&Value::Bool(v));
+        self.0.reject(self.1, &Value::Bool(v));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.reject(&Value::Null);
+        self.0.reject(self.1, &Value::Null);
         Ok(())
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (out, depth) = (self.0, self.1);
+        if out.leaf_depth.is_some_and(|l| depth >= l) {
+            out.ragged = true;
+        }
+        if out.shape.len() == depth {
+            out.shape.push(-1);
+        }
+        let mut n = 0i64;
         while seq
-            .next_element_seed(FloatElements(&mut *self.0))?
+            .next_element_seed(FloatElements(&mut *out, depth + 1))?
             .is_some()
-        {}
+        {
+            n += 1;
+        }
+        match out.shape.get_mut(depth) {
+            Some(len) if *len == -1 => *len = n,
+            Some(len) if *len == n => {}
+            _ => out.ragged = true,
+        }
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         use serde::Deserialize;
         let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        self.0.reject(&v);
+        self.0.reject(self.1, &v);
         Ok(())
     }
 }
 
 /// The strings JSON float data may use for what JSON numbers cannot say.
-pub(crate) fn special_float(s: &str) -> Option<f64> {
+fn special_float(s: &str) -> Option<f64> {
     match s {
         "NaN" => Some(f64::NAN),
         "Infinity" | "inf" => Some(f64::INFINITY),
