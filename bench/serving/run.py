@@ -160,6 +160,11 @@ def wrk(url, body, duration, conc, workdir, content_type="application/json", hea
     raise RuntimeError("wrk failed: " + out.stdout + out.stderr)
 
 
+def last_json_line(text):
+    """The JSON value a helper program printed last (its result)."""
+    return json.loads(text.strip().splitlines()[-1])
+
+
 def example_binary(name):
     """A release (else debug) example binary of skiff-serving from $CARGO_TARGET_DIR."""
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -182,7 +187,7 @@ def grpc_load(target, model, input_name, duration, conc, workdir):
                          capture_output=True, text=True, timeout=duration + 60)
     if out.returncode != 0:
         raise RuntimeError("grpc_load failed: " + out.stdout + out.stderr)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = last_json_line(out.stdout)
     return {"rps": r["rps"], "p50": r["p50"], "p99": r["p99"], "errors": r["errors"], "n": r["requests"]}
 
 
@@ -280,7 +285,7 @@ def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duratio
     get the same share."""
     out = subprocess.run(pinned(cpus, inprocess_cmd(model_path, data_path, threads, batch, rows, duration)),
                          capture_output=True, text=True, check=True, start_new_session=True, timeout=duration + 120)
-    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+    return tuple(last_json_line(out.stdout))
 
 
 def inprocess_cmd(model_path, data_path, threads, batch, rows, duration):
@@ -300,7 +305,7 @@ def ort_ceiling(model_path, data_path, threads, batch, rows, duration, cpus=""):
         procs = [subprocess.Popen(pinned(cpus, inprocess_cmd(model_path, data_path, 1, batch, rows, duration)),
                                   stdout=subprocess.PIPE, text=True, start_new_session=True)
                  for _ in range(threads)]
-        outs = [json.loads(p.communicate(timeout=duration + 120)[0].strip().splitlines()[-1]) for p in procs]
+        outs = [last_json_line(p.communicate(timeout=duration + 120)[0]) for p in procs]
         side_by_side = sum(o[0] for o in outs)
         if side_by_side > best[0]:
             best = (side_by_side, sum(o[1] for o in outs) / len(outs), f"{threads}x1")
@@ -364,9 +369,9 @@ def efficiency(args, work, log):
     hp = free_port()
     env = dict(os.environ, SKIFF_PYTHON=sys.executable, RUST_LOG="warn")
     cmd = pinned(args.server_cpus, skiff_cmd()) + [
-        "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp), "--no-grpc", "--threads", str(threads), "--instances", str(args.instances),
-                         "--max-batch-size", str(args.max_batch_size),
-                         "--batch-delay-ms", str(args.batch_delay_ms), "--poll-interval-ms", "0"]
+        "--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp), "--no-grpc",
+        "--threads", str(threads), "--instances", str(args.instances), "--max-batch-size", str(args.max_batch_size),
+        "--batch-delay-ms", str(args.batch_delay_ms), "--poll-interval-ms", "0"]
     print(f"\nengine efficiency: {' '.join(cmd)}; load generator on CPUs {args.load_cpus or 'all'}", flush=True)
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     for name, (_, x) in models.items():
