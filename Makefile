@@ -50,7 +50,7 @@ bench-serving: setup
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(VENV)/bin/pip install -q -r bench/serving/requirements.txt
 	cargo build --release -p skiff
-	cargo build --release -p skiff-serving --example grpc_load
+	cargo build --release -p skiff-serving --example grpc_load --example http_floor
 	SKIFF_SERVE_CMD="$(SKIFF_RELEASE) serve" $(PY) bench/serving/run.py --duration 5
 
 clean:

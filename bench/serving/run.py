@@ -13,7 +13,13 @@ matters: a 200-tree random forest and a 300-tree gradient boosting regressor (20
 requests of 1/32/64 rows at concurrency 16 and 64 (REST binary and JSON, batching on), in rows/s,
 against onnxruntime run in-process in a tight loop on the mean batch size skiff actually executed
 (from the batch-size histogram in its /metrics) with the same session settings, taking the better
-of one session with N intra-op threads and N one-thread sessions side by side. By default
+of one session with N intra-op threads and N one-thread sessions side by side. The two alternate
+in windows of --window seconds (--windows pairs per point) and each point reports the median of
+the paired ratios, because the engine's own speed on a shared machine moves by a third or more
+from one second to the next. Each point also drives the HTTP floor (examples/http_floor.rs: the
+same HTTP stack, answering without decoding or inference) with the same load and charges the
+server CPUs' busy time to its requests; with the engine's time per request from the loop, that
+bounds the share of the loop's rate any server on this stack could reach at that point. By default
 (--cpu-layout split) skiff and the in-process loop run on one half of the CPUs and wrk on the
 other, so that both sides of the ratio have the same CPUs and the load generator takes none of
 them, as with a separate client machine; --cpu-layout shared puts everything on all CPUs.
@@ -269,46 +275,70 @@ import json, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
 import run
 model, data, threads, batch, rows = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-duration = float(sys.argv[7])
 sess = run.ort_session(open(model, "rb").read(), threads)
 # What the server executes: the request's rows repeated (every client sends the same body), so
 # the trees see the same rows and caches behave alike.
 feed = np.ascontiguousarray(np.resize(np.load(data)[:rows], (batch, run.N_FEATURES)))
-# The best of three: the engine's capacity, not what a busy moment of the shared machine left of it.
-print(json.dumps(max(run.ort_rows_per_s(sess, feed, duration / 3) for _ in range(3))))
+run.ort_rows_per_s(sess, feed, 0.2)
+print("ready", flush=True)
+# One timed window per line read, so that the benchmark can alternate them with the server's.
+for line in sys.stdin:
+    print(json.dumps(run.ort_rows_per_s(sess, feed, float(line))), flush=True)
 """
 
 
-def ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration, cpus=""):
-    """`ort_rows_per_s` in a child process in its own session, as the server runs: the kernel
-    shares the CPU per session (autogroup), so on a shared machine the loop and the server then
-    get the same share."""
-    out = subprocess.run(pinned(cpus, inprocess_cmd(model_path, data_path, threads, batch, rows, duration)),
-                         capture_output=True, text=True, check=True, start_new_session=True, timeout=duration + 120)
-    return tuple(last_json_line(out.stdout))
+class EngineLoop:
+    """onnxruntime in a tight loop, `sessions` sessions of `threads` intra-op threads each, every
+    one in a child process of its own session, as the server runs (the kernel shares the CPU per
+    session, autogroup), pinned like the server. Idle until `window` times a few seconds of it."""
+
+    def __init__(self, model_path, data_path, sessions, threads, batch, rows, cpus):
+        self.layout = f"{sessions}x{threads}"
+        cmd = [sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads), str(batch),
+               str(rows)]
+        self.procs = [subprocess.Popen(pinned(cpus, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       start_new_session=True) for _ in range(sessions)]
+        for p in self.procs:
+            if p.stdout.readline().strip() != "ready":
+                self.close()
+                raise RuntimeError(f"in-process onnxruntime worker failed to start: {cmd}")
+
+    def window(self, seconds):
+        """All sessions run for `seconds` at once: (rows/s summed, mean seconds per run)."""
+        for p in self.procs:
+            p.stdin.write(f"{seconds}\n")
+            p.stdin.flush()
+        outs = [json.loads(p.stdout.readline()) for p in self.procs]
+        return sum(o[0] for o in outs), sum(o[1] for o in outs) / len(outs)
+
+    def close(self):
+        for p in self.procs:
+            if p.stdin:
+                p.stdin.close()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
-def inprocess_cmd(model_path, data_path, threads, batch, rows, duration):
-    """The command of one INPROCESS_WORKER; it prints [rows/s, seconds per run]."""
-    return [sys.executable, "-c", INPROCESS_WORKER, HERE, model_path, data_path, str(threads), str(batch),
-            str(rows), str(duration)]
-
-
-def ort_ceiling(model_path, data_path, threads, batch, rows, duration, cpus=""):
-    """The engine's in-process capacity on `threads` cores: the better of one session with `threads`
-    intra-op threads and `threads` single-threaded sessions running side by side (separate
-    processes, rows/s summed), so that neither of skiff's instance layouts is compared against
-    the weaker of the two. Returns (rows/s, seconds per run, layout)."""
-    one = ort_rows_per_s_isolated(model_path, data_path, threads, batch, rows, duration, cpus)
-    best = (one[0], one[1], f"1x{threads}")
-    if threads > 1:
-        procs = [subprocess.Popen(pinned(cpus, inprocess_cmd(model_path, data_path, 1, batch, rows, duration)),
-                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
-                 for _ in range(threads)]
-        outs = [last_json_line(p.communicate(timeout=duration + 120)[0]) for p in procs]
-        side_by_side = sum(o[0] for o in outs)
-        if side_by_side > best[0]:
-            best = (side_by_side, sum(o[1] for o in outs) / len(outs), f"{threads}x1")
+def engine_loop(model_path, data_path, threads, batch, rows, seconds, cpus=""):
+    """The in-process loop on `threads` cores in its stronger layout: one session with `threads`
+    intra-op threads, or `threads` one-thread sessions side by side (rows/s summed), so that neither
+    of skiff's instance layouts is compared against the weaker of the two."""
+    layouts = [(1, threads)] + ([(threads, 1)] if threads > 1 else [])
+    if len(layouts) == 1:
+        return EngineLoop(model_path, data_path, 1, threads, batch, rows, cpus)
+    best, best_rps = None, 0.0
+    for sessions, t in layouts:
+        loop = EngineLoop(model_path, data_path, sessions, t, batch, rows, cpus)
+        rps = loop.window(seconds)[0]
+        if rps > best_rps:
+            if best:
+                best.close()
+            best, best_rps = loop, rps
+        else:
+            loop.close()
     return best
 
 
@@ -352,6 +382,122 @@ def histogram_delta(before, after):
     return out
 
 
+def cpu_busy_seconds(cpus):
+    """CPU time the CPUs of a taskset list have spent busy since boot (user, system, interrupts and
+    softirqs alike: on loopback much of a server's TCP work runs as softirqs, which the kernel does
+    not charge to the process)."""
+    wanted = set()
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        wanted.update(range(int(lo), int(hi or lo) + 1))
+    ticks = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu" and int(name[3:]) in wanted:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+                ticks += user + nice + system + irq + softirq + steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_with_cpu(url, body, duration, conc, work, content_type, header_len, load_cpus, server_cpus):
+    """`wrk`, plus the server CPUs' busy time per request (µs) when the server has CPUs of its own."""
+    busy0 = cpu_busy_seconds(server_cpus) if server_cpus else 0.0
+    r = wrk(url, body, duration, conc, work, content_type, header_len, cpus=load_cpus)
+    r["cpu_us_per_request"] = ((cpu_busy_seconds(server_cpus) - busy0) / r["n"] * 1e6
+                               if server_cpus and r["n"] else float("nan"))
+    return r
+
+
+def answer_bytes(url, body, content_type, header_len):
+    """Length of the server's answer to one request (its body; the floor answers with as many)."""
+    import requests
+
+    headers = {"Content-Type": content_type}
+    if header_len:
+        headers["Inference-Header-Content-Length"] = str(header_len)
+    resp = requests.post(url, data=body, headers=headers, timeout=10)
+    resp.raise_for_status()
+    return len(resp.content)
+
+
+def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load, model_path, data_path, threads,
+                     floor_port):
+    """One point of the efficiency table: skiff under `load` and the in-process loop, alternating in
+    windows of --window seconds, --windows times each. The engine's speed on a shared machine moves
+    by a third from one second to the next, so each window of the server is set against the loop's
+    window right after it and the table gives the median of those paired ratios."""
+    # A first window finds the batch size skiff executes under this load, which the loop then runs.
+    before = scrape(metrics_url, name)
+    wrk(url, load[0], args.window, conc, work, *load[1:], cpus=args.load_cpus)
+    probe = scrape(metrics_url, name)
+    execs = probe["count"] - before["count"]
+    # Run time is close to linear in the batch size for these models, so the engine's rows/s on the
+    # mean executed batch is its rows/s over the mix.
+    b = max(1, int(round((probe["sum"] - before["sum"]) / execs))) if execs else rows
+    loop = engine_loop(model_path, data_path, threads, b, rows, args.window, args.server_cpus)
+    load0 = os.getloadavg()[0]
+    server, engine = [], []
+    try:
+        before = scrape(metrics_url, name)
+        for _ in range(args.windows):
+            server.append(wrk_with_cpu(url, load[0], args.window, conc, work, *load[1:], args.load_cpus,
+                                       args.server_cpus))
+            engine.append(loop.window(args.window))
+        after = scrape(metrics_url, name)
+    finally:
+        loop.close()
+    execs = after["count"] - before["count"]
+    served_rows = after["sum"] - before["sum"]
+    mean_batch = served_rows / execs if execs else float("nan")
+    compute_s = ((after["compute_sum"] - before["compute_sum"])
+                 / max(after["compute_count"] - before["compute_count"], 1))
+    median = lambda xs: float(np.median(xs))  # noqa: E731
+    n = sum(r["n"] for r in server)
+    row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
+           "windows": [{"rows_per_s": r["rps"] * rows, "inprocess_rows_per_s": e[0]} for r, e in zip(server, engine)],
+           "req_per_s": median([r["rps"] for r in server]),
+           "rows_per_s": median([r["rps"] * rows for r in server]),
+           "p50_ms": median([r["p50"] for r in server]), "p99_ms": max(r["p99"] for r in server),
+           "errors": sum(r["errors"] for r in server), "executions": int(execs),
+           "mean_batch": mean_batch, "batch_histogram": histogram_delta(before, after),
+           "server_compute_ms_per_request": compute_s * 1000,
+           "inprocess_batch": b, "inprocess_rows_per_s": median([e[0] for e in engine]),
+           "inprocess_ms_per_run": median([e[1] for e in engine]) * 1000, "inprocess_layout": loop.layout,
+           "instances": args.instances, "server_cpus": args.server_cpus, "load_cpus": args.load_cpus,
+           "ratio": median([r["rps"] * rows / e[0] for r, e in zip(server, engine)]),
+           "ratio_range": [min(r["rps"] * rows / e[0] for r, e in zip(server, engine)),
+                           max(r["rps"] * rows / e[0] for r, e in zip(server, engine))],
+           "load_average": (load0 + os.getloadavg()[0]) / 2,
+           "server_cpu_us_per_request": (sum(r["cpu_us_per_request"] * r["n"] for r in server) / n
+                                         if n else float("nan"))}
+    # Share of the wall time skiff's inference threads spent in the engine, from its own compute
+    # histogram: 100 % means the server keeps the engine saturated.
+    row["engine_busy"] = ((served_rows / (args.window * args.windows)) * compute_s / mean_batch / args.instances
+                          if execs else 0.0)
+    if floor_port:
+        size = answer_bytes(url, *load)
+        f = wrk_with_cpu(f"http://127.0.0.1:{floor_port}/infer?bytes={size}", load[0], args.duration, conc, work,
+                         *load[1:], args.load_cpus, args.server_cpus)
+        # The engine's CPU time for one request's rows at the in-process rate, against that plus
+        # what the floor spends moving the request: the share of the in-process rate a server on
+        # this stack could reach at best.
+        engine_us = rows * threads / row["inprocess_rows_per_s"] * 1e6
+        row["floor_cpu_us_per_request"] = f["cpu_us_per_request"]
+        row["floor_bound"] = engine_us / (engine_us + f["cpu_us_per_request"])
+    print(f"{name:<10} rows={rows:<3} {proto:<11} c={conc:<3} {row['rows_per_s']:>10.0f} rows/s"
+          f"  p50 {row['p50_ms']:6.2f} p99 {row['p99_ms']:6.2f} ms  batch {mean_batch:5.1f}"
+          f" {row['batch_histogram']}  ORT b={b} {loop.layout} {row['inprocess_rows_per_s']:>10.0f} rows/s"
+          f" ({row['inprocess_ms_per_run']:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
+          f" ({row['ratio_range'][0] * 100:.0f}-{row['ratio_range'][1] * 100:.0f})"
+          f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {row['errors']}  load {row['load_average']:.1f}"
+          f"  cpu/req {row['server_cpu_us_per_request']:.1f} us"
+          + (f", floor {row['floor_cpu_us_per_request']:.1f} us, bound {row['floor_bound'] * 100:.0f} %"
+             if floor_port else ""),
+          flush=True)
+    return row
+
+
 def efficiency(args, work, log):
     """Runs the engine-efficiency table; returns its rows."""
     # "split": the server and the in-process loop get the same CPUs and the load generator the
@@ -377,9 +523,16 @@ def efficiency(args, work, log):
     for name, (_, x) in models.items():
         np.save(os.path.join(work, f"{name}.npy"), x[:256])
     proc = spawn(cmd, env=env, log=log)
+    # The HTTP floor (examples/http_floor.rs) runs on the server's CPUs beside it, idle except while
+    # it is driven; it needs CPUs of its own to charge its time to, so the shared layout skips it.
+    floor, fp = None, free_port()
+    if args.server_cpus:
+        floor = spawn(pinned(args.server_cpus, [example_binary("http_floor"), "--port", str(fp)]), log=log)
     rows_out = []
     try:
         wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc, proc.started)
+        if floor is not None:
+            wait_http(f"http://127.0.0.1:{fp}/", floor, floor.started)
         metrics_url = f"http://127.0.0.1:{hp}/metrics"
         for name, (_, x) in models.items():
             url = f"http://127.0.0.1:{hp}/v2/models/{name}/infer"
@@ -393,69 +546,19 @@ def efficiency(args, work, log):
                                              "data": batch.flatten().tolist()}]}).encode()
                 for conc in args.eff_levels:
                     for proto in ["REST binary", "REST JSON"]:
-                        before = scrape(metrics_url, name)
-                        load0 = os.getloadavg()[0]
                         if proto == "REST binary":
-                            r = wrk(url, header + raw, args.duration, conc, work, "application/octet-stream",
-                                    len(header), cpus=args.load_cpus)
+                            load = (header + raw, "application/octet-stream", len(header))
                         else:
-                            r = wrk(url, js, args.duration, conc, work, cpus=args.load_cpus)
-                        after = scrape(metrics_url, name)
-                        execs = after["count"] - before["count"]
-                        served_rows = after["sum"] - before["sum"]
-                        mean_batch = served_rows / execs if execs else float("nan")
-                        compute_s = ((after["compute_sum"] - before["compute_sum"])
-                                     / max(after["compute_count"] - before["compute_count"], 1))
-                        # Run time is close to linear in the batch size for these models, so the
-                        # engine's rows/s on the mean executed batch is its rows/s over the mix.
-                        b = max(1, int(round(mean_batch))) if execs else rows
-                        ort_rps, ort_run, layout = ort_ceiling(
-                            os.path.join(repo, name, "1", "model.onnx"), os.path.join(work, f"{name}.npy"),
-                            threads, b, rows, args.inprocess_duration, args.server_cpus)
-                        row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
-                               "req_per_s": r["rps"], "rows_per_s": r["rps"] * rows, "p50_ms": r["p50"],
-                               "p99_ms": r["p99"], "errors": r["errors"], "executions": int(execs),
-                               "mean_batch": mean_batch, "batch_histogram": histogram_delta(before, after),
-                               "server_compute_ms_per_request": compute_s * 1000,
-                               "inprocess_batch": b, "inprocess_rows_per_s": ort_rps,
-                               "inprocess_ms_per_run": ort_run * 1000, "inprocess_layout": layout,
-                               "instances": args.instances, "server_cpus": args.server_cpus,
-                               "load_cpus": args.load_cpus,
-                               "ratio": r["rps"] * rows / ort_rps, "load_average": (load0 + os.getloadavg()[0]) / 2}
-                        # Share of the wall time skiff's inference threads spent in the engine, from its
-                        # own compute histogram: 100 % means the server keeps the engine saturated.
-                        row["engine_busy"] = ((row["rows_per_s"] * compute_s / mean_batch / args.instances)
-                                              if execs else 0.0)
+                            load = (js, "application/json", None)
+                        row = efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load,
+                                               os.path.join(repo, name, "1", "model.onnx"),
+                                               os.path.join(work, f"{name}.npy"), threads, floor and fp)
                         rows_out.append(row)
-                        print(f"{name:<10} rows={rows:<3} {proto:<11} c={conc:<3} {row['rows_per_s']:>10.0f} rows/s"
-                              f"  p50 {r['p50']:6.2f} p99 {r['p99']:6.2f} ms  batch {mean_batch:5.1f}"
-                              f" {row['batch_histogram']}  ORT b={b} {layout} {ort_rps:>10.0f} rows/s"
-                              f" ({ort_run * 1000:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
-                              f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {r['errors']}  load {row['load_average']:.1f}",
-                              flush=True)
     finally:
         stop(proc)
-    best_ceilings(rows_out)
+        if floor is not None:
+            stop(floor)
     return rows_out
-
-
-def best_ceilings(rows_out):
-    """Adds the ratio against the best in-process figure of the whole run for the same model, batch
-    and rows (the engine's speed moves by up to 30 % from one moment to the next on a shared
-    machine, so a point measured in a slow moment would flatter the server), and prints it."""
-    best = {}
-    for row in rows_out:
-        key = (row["model"], row["inprocess_batch"], row["rows_per_request"])
-        best[key] = max(best.get(key, 0.0), row["inprocess_rows_per_s"])
-    if rows_out:
-        print("\nagainst the best in-process figure of the run for the same model and batch:")
-    for row in rows_out:
-        row["best_inprocess_rows_per_s"] = best[(row["model"], row["inprocess_batch"], row["rows_per_request"])]
-        row["ratio_to_best"] = row["rows_per_s"] / row["best_inprocess_rows_per_s"]
-        print(f"{row['model']:<10} rows={row['rows_per_request']:<3} {row['protocol']:<11} c={row['concurrency']:<3}"
-              f" {row['rows_per_s']:>10.0f} rows/s  best ORT b={row['inprocess_batch']}"
-              f" {row['best_inprocess_rows_per_s']:>10.0f} rows/s  ratio {row['ratio_to_best'] * 100:5.1f} %",
-              flush=True)
 
 
 def v2_json(input_name):
@@ -532,8 +635,9 @@ def main():
     ap.add_argument("--eff-levels", default="16,64", help="efficiency: concurrency levels")
     ap.add_argument("--forest-trees", type=int, default=200)
     ap.add_argument("--boost-trees", type=int, default=300)
-    ap.add_argument("--inprocess-duration", type=float, default=2.0,
-                    help="efficiency: seconds of in-process onnxruntime per point")
+    ap.add_argument("--window", type=int, default=1,
+                    help="efficiency: seconds of each alternating window (server, then in-process loop)")
+    ap.add_argument("--windows", type=int, default=5, help="efficiency: windows of each per point")
     ap.add_argument("--cpu-layout", choices=["split", "shared"], default="split",
                     help="efficiency: split = skiff and the in-process loop on one half of the CPUs, wrk on "
                          "the other; shared = everything on all CPUs")
