@@ -137,13 +137,18 @@ def split_cpus():
     return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
 
 
-def cpu_count(cpus):
-    """How many CPUs a taskset list names."""
-    n = 0
+def cpu_set(cpus):
+    """The CPU numbers a taskset list ("0", "0-1", "0,2") names."""
+    out = set()
     for part in cpus.split(","):
         lo, _, hi = part.partition("-")
-        n += int(hi or lo) - int(lo) + 1
-    return n
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def cpu_count(cpus):
+    """How many CPUs a taskset list names."""
+    return len(cpu_set(cpus))
 
 
 def wrk(url, body, duration, conc, workdir, content_type="application/json", header_len=None, cpus=""):
@@ -326,11 +331,10 @@ def engine_loop(model_path, data_path, threads, batch, rows, seconds, cpus=""):
     """The in-process loop on `threads` cores in its stronger layout: one session with `threads`
     intra-op threads, or `threads` one-thread sessions side by side (rows/s summed), so that neither
     of skiff's instance layouts is compared against the weaker of the two."""
-    layouts = [(1, threads)] + ([(threads, 1)] if threads > 1 else [])
-    if len(layouts) == 1:
-        return EngineLoop(model_path, data_path, 1, threads, batch, rows, cpus)
+    if threads == 1:
+        return EngineLoop(model_path, data_path, 1, 1, batch, rows, cpus)
     best, best_rps = None, 0.0
-    for sessions, t in layouts:
+    for sessions, t in [(1, threads), (threads, 1)]:
         loop = EngineLoop(model_path, data_path, sessions, t, batch, rows, cpus)
         rps = loop.window(seconds)[0]
         if rps > best_rps:
@@ -386,10 +390,7 @@ def cpu_busy_seconds(cpus):
     """CPU time the CPUs of a taskset list have spent busy since boot (user, system, interrupts and
     softirqs alike: on loopback much of a server's TCP work runs as softirqs, which the kernel does
     not charge to the process)."""
-    wanted = set()
-    for part in cpus.split(","):
-        lo, _, hi = part.partition("-")
-        wanted.update(range(int(lo), int(hi or lo) + 1))
+    wanted = cpu_set(cpus)
     ticks = 0
     with open("/proc/stat") as f:
         for line in f:
@@ -454,6 +455,7 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
                  / max(after["compute_count"] - before["compute_count"], 1))
     median = lambda xs: float(np.median(xs))  # noqa: E731
     n = sum(r["n"] for r in server)
+    ratios = [r["rps"] * rows / e[0] for r, e in zip(server, engine)]
     row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
            "windows": [{"rows_per_s": r["rps"] * rows, "inprocess_rows_per_s": e[0]} for r, e in zip(server, engine)],
            "req_per_s": median([r["rps"] for r in server]),
@@ -465,9 +467,7 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
            "inprocess_batch": b, "inprocess_rows_per_s": median([e[0] for e in engine]),
            "inprocess_ms_per_run": median([e[1] for e in engine]) * 1000, "inprocess_layout": loop.layout,
            "instances": args.instances, "server_cpus": args.server_cpus, "load_cpus": args.load_cpus,
-           "ratio": median([r["rps"] * rows / e[0] for r, e in zip(server, engine)]),
-           "ratio_range": [min(r["rps"] * rows / e[0] for r, e in zip(server, engine)),
-                           max(r["rps"] * rows / e[0] for r, e in zip(server, engine))],
+           "ratio": median(ratios), "ratio_range": [min(ratios), max(ratios)],
            "load_average": (load0 + os.getloadavg()[0]) / 2,
            "server_cpu_us_per_request": (sum(r["cpu_us_per_request"] * r["n"] for r in server) / n
                                          if n else float("nan"))}
@@ -552,7 +552,8 @@ def efficiency(args, work, log):
                             load = (js, "application/json", None)
                         row = efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load,
                                                os.path.join(repo, name, "1", "model.onnx"),
-                                               os.path.join(work, f"{name}.npy"), threads, floor and fp)
+                                               os.path.join(work, f"{name}.npy"), threads,
+                                               fp if floor is not None else None)
                         rows_out.append(row)
     finally:
         stop(proc)

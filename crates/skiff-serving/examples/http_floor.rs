@@ -1,6 +1,6 @@
 //! The HTTP floor of the engine-efficiency benchmark (`bench/serving/run.py`): a server on the
-//! same stack as `skiff serve` (the same runtime builder and scheduling class, axum on hyper,
-//! `TCP_NODELAY`) that reads each request's body in full and answers with `?bytes=N` bytes and
+//! same stack as `skiff serve` (the same runtime builder and scheduling class, and the same
+//! `serve_router`: axum on hyper with `TCP_NODELAY`) that reads each request's body in full and answers with `?bytes=N` bytes and
 //! does nothing else. Its CPU time per request is what any server on this stack pays to move a
 //! request and its answer, with no decoding, no batching and no engine; the benchmark uses it to
 //! tell which of its points a server could reach at all.
@@ -8,7 +8,6 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Query;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::Deserialize;
 
@@ -45,10 +44,7 @@ fn main() -> anyhow::Result<()> {
         let app = Router::new().fallback(answer);
         let listener = tokio::net::TcpListener::bind((cli.host.as_str(), cli.port)).await?;
         println!("listening on {}", listener.local_addr()?);
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app).await?;
+        skiff_serving::serve_router(listener, app, std::future::pending()).await?;
         Ok(())
     })
 }

@@ -213,24 +213,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         let app = http::router(state);
         tasks.spawn(async move {
-            axum::serve(http_listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await
-                .context("HTTP server")
+            serve_router(http_listener, app, async move {
+                let _ = stop.changed().await;
+            })
+            .await
+            .context("HTTP server")
         });
     }
     if let Some((listener, _)) = grpc_listener {
         let mut stop = stop_rx.clone();
         let app = grpc::router(repo.clone(), args.max_body_bytes);
         tasks.spawn(async move {
-            axum::serve(listener.tap_io(no_delay), app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await
-                .context("gRPC server")
+            serve_router(listener, app, async move {
+                let _ = stop.changed().await;
+            })
+            .await
+            .context("gRPC server")
         });
     }
     tracing::info!(
@@ -251,6 +249,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         res??;
     }
     Ok(())
+}
+
+/// Serves `app` on `listener` as `skiff serve` serves its REST and gRPC routers, until
+/// `shutdown` completes; the benchmark's HTTP floor (`examples/http_floor.rs`) uses it too, so
+/// that the floor measures exactly this stack.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener.tap_io(no_delay), app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Answers go out as soon as they are written: an HTTP/2 (gRPC) answer is several frames
