@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+mod json_scan;
+
 use crate::backend::Signature;
 use crate::tensor::{
     DataType, JsonFloatData, JsonFloatSeed, Tensor, TensorData, TensorDecodeError, TensorError,
@@ -221,7 +223,7 @@ fn bool_param(params: &Option<Map<String, Value>>, key: &str) -> Result<bool, Pr
 
 /// Decodes a REST infer body; `header_len` is the `Inference-Header-Content-Length` header.
 pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferRequest, ProtocolError> {
-    let (json, mut binary) = match header_len {
+    let (json, binary) = match header_len {
         Some(n) if n > body.len() => {
             return Err(ProtocolError::HeaderLength {
                 header: n,
@@ -231,8 +233,15 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: JsonRequest =
-        serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let req = match json_scan::read_request(json) {
+        Some(req) => req,
+        None => serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?,
+    };
+    finish_request(req, binary)
+}
+
+/// Checks and converts a parsed request; `binary` is the section after the JSON header.
+fn finish_request(req: JsonRequest, mut binary: &[u8]) -> Result<InferRequest, ProtocolError> {
     let mut inputs: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         if inputs.iter().any(|t| t.name == input.name) {

@@ -518,6 +518,53 @@ impl JsonFloatData {
         (!self.ragged && !self.shape.is_empty()).then_some(self.shape.as_slice())
     }
 
+    /// An empty buffer for `dt` (FP16, FP32 or FP64; anything else reads as FP32).
+    pub(crate) fn new(dt: DataType) -> JsonFloatData {
+        let data = match dt {
+            DataType::Fp16 => TensorData::Fp16(Vec::new()),
+            DataType::Fp64 => TensorData::Fp64(Vec::new()),
+            _ => TensorData::Fp32(Vec::new()),
+        };
+        JsonFloatData {
+            data,
+            datatype: dt,
+            bad: None,
+            next: 0,
+            shape: Vec::new(),
+            leaf_depth: None,
+            ragged: false,
+        }
+    }
+
+    /// Room for `n` more elements.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        match &mut self.data {
+            TensorData::Fp16(v) => v.reserve(n),
+            TensorData::Fp32(v) => v.reserve(n),
+            TensorData::Fp64(v) => v.reserve(n),
+            _ => {}
+        }
+    }
+
+    /// An array starts at `depth`.
+    pub(crate) fn open_array(&mut self, depth: usize) {
+        if self.leaf_depth.is_some_and(|l| depth >= l) {
+            self.ragged = true;
+        }
+        if self.shape.len() == depth {
+            self.shape.push(-1);
+        }
+    }
+
+    /// The array at `depth` ended after `n` elements.
+    pub(crate) fn close_array(&mut self, depth: usize, n: i64) {
+        match self.shape.get_mut(depth) {
+            Some(len) if *len == -1 => *len = n,
+            Some(len) if *len == n => {}
+            _ => self.ragged = true,
+        }
+    }
+
     fn element_at(&mut self, depth: usize) {
         match self.leaf_depth {
             None if self.shape.len() == depth => self.leaf_depth = Some(depth),
@@ -526,7 +573,8 @@ impl JsonFloatData {
         }
     }
 
-    fn push(&mut self, depth: usize, x: f64) {
+    #[inline]
+    pub(crate) fn push(&mut self, depth: usize, x: f64) {
         self.element_at(depth);
         if self.bad.is_none() {
             match &mut self.data {
@@ -565,20 +613,7 @@ impl JsonFloatData {
 impl<'de> serde::de::DeserializeSeed<'de> for JsonFloatSeed {
     type Value = JsonFloatData;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<JsonFloatData, D::Error> {
-        let data = match self.0 {
-            DataType::Fp16 => TensorData::Fp16(Vec::new()),
-            DataType::Fp64 => TensorData::Fp64(Vec::new()),
-            _ => TensorData::Fp32(Vec::new()),
-        };
-        let mut out = JsonFloatData {
-            data,
-            datatype: self.0,
-            bad: None,
-            next: 0,
-            shape: Vec::new(),
-            leaf_depth: None,
-            ragged: false,
-        };
+        let mut out = JsonFloatData::new(self.0);
         d.deserialize_any(FloatElements(&mut out, 0))?;
         Ok(out)
     }
@@ -629,12 +664,7 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (out, depth) = (self.0, self.1);
-        if out.leaf_depth.is_some_and(|l| depth >= l) {
-            out.ragged = true;
-        }
-        if out.shape.len() == depth {
-            out.shape.push(-1);
-        }
+        out.open_array(depth);
         let mut n = 0i64;
         while seq
             .next_element_seed(FloatElements(&mut *out, depth + 1))?
@@ -642,11 +672,7 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
         {
             n += 1;
         }
-        match out.shape.get_mut(depth) {
-            Some(len) if *len == -1 => *len = n,
-            Some(len) if *len == n => {}
-            _ => out.ragged = true,
-        }
+        out.close_array(depth, n);
         Ok(())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
