@@ -4,6 +4,7 @@ pub mod backend;
 pub mod batcher;
 pub mod grpc;
 pub mod http;
+mod json_scan;
 pub mod metrics;
 pub mod pbtxt;
 pub mod protocol;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-mod json_scan;
+mod fast;
 
 use crate::backend::Signature;
 use crate::tensor::{
@@ -233,7 +233,7 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req = match json_scan::read_request(json) {
+    let req = match fast::read_request(json) {
         Some(req) => req,
         None => serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?,
     };

@@ -1,25 +1,22 @@
-//! One-pass reading of V2 JSON infer requests whose inputs carry float `data`.
+//! A small JSON scanner for the request bodies that carry tensors as float arrays.
 //!
 //! serde_json reads a number one digit at a time and calls a visitor per element, which made
-//! JSON requests cost about 1.5× the binary ones at 64 rows of 20 features. This reader walks the
-//! request's structure itself, reads float arrays eight digits at a time, and hands every other
-//! value (names, shapes, parameters, outputs, unknown fields) to serde as its raw slice.
+//! JSON requests cost about 1.5× the binary ones at 64 rows of 20 features. This scanner walks a
+//! body's structure itself, reads float arrays eight digits at a time, and hands every other value
+//! to serde as its raw slice (`Scanner::serde`).
 //!
 //! Each number is computed exactly as serde_json 1.x computes it without `float_roundtrip` (the
 //! decimal significand as `u64`, then one multiplication or division by a power of ten from a
-//! table of correctly rounded literals), so a tensor read here is bit-identical to the general
-//! path's; `fast_and_general_paths_agree` checks that on random bodies. It is only a fast path:
-//! anything it does not take (data before datatype, other datatypes, "NaN" strings, escaped keys,
-//! duplicate fields, more than 19 significant digits, malformed JSON) returns `None`, and the
-//! body goes to serde, which keeps the one set of error messages.
+//! table of correctly rounded literals), so what it reads is bit-identical to the serde paths;
+//! `numbers_match_serde_json_bit_for_bit` checks that. Its readers are fast paths only: anything
+//! it does not take returns `None` (`"NaN"` strings, escaped keys, more than 19 significant digits,
+//! malformed JSON), and the caller falls back to serde, which keeps the one set of error messages.
 
 use std::sync::LazyLock;
 
 use serde::de::DeserializeOwned;
-use serde::de::IgnoredAny;
 
-use super::{JsonData, JsonInput, JsonOutput, JsonRequest};
-use crate::tensor::{DataType, JsonFloatData};
+use crate::tensor::JsonFloatData;
 
 /// serde_json's recursion limit is 128; nothing real nests float data this deep.
 const MAX_DEPTH: usize = 64;
@@ -33,31 +30,23 @@ static POW10: LazyLock<[f64; 309]> = LazyLock::new(|| {
     })
 });
 
-/// Reads `json` as an infer request, or `None` when the general path must.
-pub(super) fn read_request(json: &[u8]) -> Option<JsonRequest<'_>> {
-    let mut s = Scanner { b: json, i: 0 };
-    let req = s.request()?;
-    s.ws();
-    (s.i == json.len()).then_some(req)
-}
-
-struct Scanner<'a> {
+/// A position in a JSON text. Every reader returns `None` on anything it does not take.
+pub(crate) struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
 }
 
-/// Sets a field that may appear once; a repeat sends the body to serde (which names it).
-fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    match slot {
-        Some(_) => None,
-        None => {
-            *slot = Some(value);
-            Some(())
-        }
-    }
-}
-
 impl<'a> Scanner<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Scanner { b: bytes, i: 0 }
+    }
+
+    /// Only blanks are left.
+    pub(crate) fn end(&mut self) -> Option<()> {
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
@@ -77,7 +66,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Walks `{ "key": value, ... }`, calling `field` with each key positioned at its value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    pub(crate) fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
         self.expect(b'{')?;
         self.ws();
         if self.b.get(self.i) == Some(&b'}') {
@@ -153,87 +145,41 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The value here decoded by serde from its raw text.
-    fn serde<T: DeserializeOwned>(&mut self) -> Option<T> {
-        serde_json::from_slice(self.raw_value()?).ok()
-    }
-
-    fn request(&mut self) -> Option<JsonRequest<'a>> {
-        let (mut id, mut parameters, mut inputs, mut outputs) = (None, None, None, None);
-        self.object(|s, key| match key {
-            b"id" => once(&mut id, s.serde::<Option<String>>()?),
-            b"parameters" => once(&mut parameters, s.serde()?),
-            b"inputs" => {
-                let list = s.inputs()?;
-                once(&mut inputs, list)
-            }
-            b"outputs" => once(&mut outputs, s.serde::<Option<Vec<JsonOutput>>>()?),
-            _ => s.serde::<IgnoredAny>().map(drop),
-        })?;
-        Some(JsonRequest {
-            id: id.flatten(),
-            parameters: parameters.flatten(),
-            inputs: inputs?,
-            outputs: outputs.flatten(),
-        })
-    }
-
-    fn inputs(&mut self) -> Option<Vec<JsonInput<'a>>> {
+    /// Walks `[ item, ... ]`, calling `item` positioned at each element.
+    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.expect(b'[')?;
-        let mut list = Vec::new();
         self.ws();
         if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
-            return Some(list);
+            return Some(());
         }
         loop {
-            list.push(self.input()?);
+            self.ws();
+            item(self)?;
             match self.next()? {
                 b',' => {}
-                b']' => return Some(list),
+                b']' => return Some(()),
                 _ => return None,
             }
         }
     }
 
-    fn input(&mut self) -> Option<JsonInput<'a>> {
-        let mut name = None;
-        let mut shape: Option<Vec<i64>> = None;
-        let mut datatype: Option<String> = None;
-        let mut parameters = None;
-        let mut data = None;
-        self.object(|s, key| match key {
-            b"name" => once(&mut name, s.serde::<String>()?),
-            b"shape" => once(&mut shape, s.serde()?),
-            b"datatype" => once(&mut datatype, s.serde()?),
-            b"parameters" => once(&mut parameters, s.serde()?),
-            b"data" => {
-                // Only float data whose datatype came first is read here.
-                let dt = DataType::parse(datatype.as_deref()?)
-                    .ok()
-                    .filter(|d| d.is_float())?;
-                let mut out = JsonFloatData::new(dt);
-                // Every element takes at least two bytes ("1,"), which bounds a lying shape.
-                let stated = shape.as_ref().and_then(|sh| {
-                    sh.iter()
-                        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
-                });
-                out.reserve(stated.unwrap_or(0).min((s.b.len() - s.i) / 2));
-                s.floats(&mut out, 0, &POW10)?;
-                once(&mut data, out)
-            }
-            _ => s.serde::<IgnoredAny>().map(drop),
-        })?;
-        Some(JsonInput {
-            name: name?,
-            shape: shape?,
-            datatype: datatype?,
-            parameters: parameters.flatten(),
-            data: data.map(JsonData::Floats),
-        })
+    /// The value here decoded by serde from its raw text.
+    pub(crate) fn serde<T: DeserializeOwned>(&mut self) -> Option<T> {
+        serde_json::from_slice(self.raw_value()?).ok()
     }
 
-    /// A number or a nest of arrays of numbers, as [`crate::tensor::JsonFloatSeed`] reads it.
+    /// Float tensor data here (a number or a nest of arrays of numbers), as
+    /// [`crate::tensor::JsonFloatSeed`] reads it, appended to `out`.
+    pub(crate) fn float_data(&mut self, out: &mut JsonFloatData) -> Option<()> {
+        self.floats(out, 0, &POW10)
+    }
+
+    /// Bytes left after the current position.
+    pub(crate) fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.i)
+    }
+
     fn floats(&mut self, out: &mut JsonFloatData, depth: usize, pow10: &[f64; 309]) -> Option<()> {
         if self.b.get(self.i) != Some(&b'[') {
             let x = self.number(pow10)?;
@@ -370,14 +316,13 @@ fn eight_digits(chunk: [u8; 8]) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::protocol::finish_request;
+    use rand::Rng;
     use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
 
     /// A JSON number in one of the forms clients write, or an edge of serde_json's routes.
-    fn number(rng: &mut StdRng, edges: bool) -> String {
+    pub(crate) fn number(rng: &mut StdRng, edges: bool) -> String {
         let x: f64 = rng.random::<f64>() * 10f64.powi(rng.random_range(-12..12));
         let x = if rng.random_bool(0.5) { -x } else { x };
         match rng.random_range(0..if edges { 8 } else { 5 }) {
@@ -426,139 +371,9 @@ mod tests {
         }
     }
 
-    fn ws(rng: &mut StdRng) -> &'static str {
-        [" ", "", "", "\n  ", "\t", "\r\n"][rng.random_range(0..6)]
-    }
-
-    /// A request in the forms clients send, with fields in random order, and whether the fast
-    /// path must take it (float datatypes named before their data, no edge-case numbers).
-    fn body(rng: &mut StdRng) -> (String, bool) {
-        let mut eligible = true;
-        let mut inputs = Vec::new();
-        for k in 0..rng.random_range(1..3) {
-            let rows = rng.random_range(1..4);
-            let cols = rng.random_range(1..5);
-            let nested = rng.random_bool(0.3);
-            let mut data = String::from("[");
-            for r in 0..rows {
-                if nested {
-                    data += if r > 0 { ",[" } else { "[" };
-                }
-                for c in 0..cols {
-                    if c > 0 || (r > 0 && !nested) {
-                        data += ",";
-                        data += ws(rng);
-                    }
-                    let edges = rng.random_bool(0.02);
-                    eligible &= !edges;
-                    data += &number(rng, edges);
-                }
-                if nested {
-                    data += "]";
-                }
-            }
-            data += "]";
-            let dt = ["FP32", "FP32", "FP64", "FP16", "INT64"][rng.random_range(0..5)];
-            let mut fields = vec![
-                format!(r#""name":"in{k}""#),
-                format!(r#""shape":[{rows},{cols}]"#),
-                format!(r#""datatype":{}"{dt}""#, ws(rng)),
-                format!(r#""data":{}{data}"#, ws(rng)),
-            ];
-            if rng.random_bool(0.3) {
-                fields.push(r#""parameters":{"content_type":"np","n":[1,{"a":null}]}"#.into());
-            }
-            if rng.random_bool(0.2) {
-                fields.push(r#""extra":"x\"}y""#.into());
-            }
-            if rng.random_bool(0.3) {
-                let i = rng.random_range(0..fields.len());
-                let j = rng.random_range(0..fields.len());
-                fields.swap(i, j);
-            }
-            let position = |key: &str| fields.iter().position(|f| f.starts_with(key));
-            eligible &= dt != "INT64" && position("\"datatype\"") < position("\"data\"");
-            inputs.push(format!("{{{}}}", fields.join(",")));
-        }
-        let mut top = vec![format!(r#""inputs":[{}]"#, inputs.join(","))];
-        if rng.random_bool(0.5) {
-            top.push(r#""id":"r-1""#.into());
-        } else if rng.random_bool(0.3) {
-            top.push(r#""id":null"#.into());
-        }
-        if rng.random_bool(0.3) {
-            top.push(r#""parameters":{"binary_data_output":true}"#.into());
-        }
-        if rng.random_bool(0.3) {
-            top.push(r#""outputs":[{"name":"y","parameters":{"binary_data":false}}]"#.into());
-        }
-        let first = rng.random_range(0..top.len());
-        top.swap(0, first);
-        let text = format!("{{{}{}}}{}", ws(rng), top.join(","), ws(rng));
-        (text, eligible)
-    }
-
-    /// Whatever the fast path takes, the general path takes too, with bit-identical tensors (the
-    /// debug form tells -0.0 from 0.0) and the same checks after parsing.
-    #[test]
-    fn fast_and_general_paths_agree() {
-        let mut rng = StdRng::seed_from_u64(11);
-        let (mut taken, mut taken_mutated, mut eligible_seen) = (0, 0, 0);
-        for i in 0..30_000 {
-            let (text, eligible) = body(&mut rng);
-            let mut bytes = text.into_bytes();
-            let mutated = i % 3 == 0;
-            if mutated {
-                for _ in 0..rng.random_range(1..4) {
-                    let pos = rng.random_range(0..bytes.len());
-                    match rng.random_range(0..3) {
-                        0 => bytes[pos] = b"0123456789.eE-+,[]{}\" x"[rng.random_range(0..23)],
-                        1 => {
-                            bytes.remove(pos);
-                        }
-                        _ => bytes.insert(pos, rng.random()),
-                    }
-                }
-            } else if eligible {
-                eligible_seen += 1;
-            }
-            let Some(fast) = read_request(&bytes) else {
-                assert!(
-                    mutated || !eligible,
-                    "fast path refused {:?}",
-                    String::from_utf8_lossy(&bytes)
-                );
-                continue;
-            };
-            let general = serde_json::from_slice::<JsonRequest>(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "fast path took what serde rejects ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            });
-            assert_eq!(
-                format!("{:?}", finish_request(fast, &[])),
-                format!("{:?}", finish_request(general, &[])),
-                "{}",
-                String::from_utf8_lossy(&bytes)
-            );
-            if mutated {
-                taken_mutated += 1;
-            } else {
-                taken += 1;
-            }
-        }
-        // Both kinds of body were compared, mutated ones included.
-        assert!(
-            taken >= eligible_seen && eligible_seen > 5_000,
-            "{taken} {eligible_seen}"
-        );
-        assert!(taken_mutated > 100, "{taken_mutated}");
-    }
-
     #[test]
     fn numbers_match_serde_json_bit_for_bit() {
-        let mut rng = StdRng::seed_from_u64(12);
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(12);
         let mut read = 0;
         for _ in 0..200_000 {
             let text = number(&mut rng, true);
