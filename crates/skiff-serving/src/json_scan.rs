@@ -65,28 +65,46 @@ impl<'a> Scanner<'a> {
         (self.next()? == c).then_some(())
     }
 
+    /// Walks `open item, ... close`, calling `item` positioned (past blanks) at each element.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
+        self.ws();
+        if self.b.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            item(self)?;
+            match self.next()? {
+                b',' => {}
+                c if c == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
     /// Walks `{ "key": value, ... }`, calling `field` with each key positioned at its value.
     pub(crate) fn object(
         &mut self,
         mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
     ) -> Option<()> {
-        self.expect(b'{')?;
-        self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            let key = self.key()?;
-            self.expect(b':')?;
-            self.ws();
-            field(self, key)?;
-            match self.next()? {
-                b',' => {}
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
+        self.list(b'{', b'}', |s| {
+            let key = s.key()?;
+            s.expect(b':')?;
+            s.ws();
+            field(s, key)
+        })
+    }
+
+    /// Walks `[ item, ... ]`, calling `item` positioned at each element.
+    pub(crate) fn array(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.list(b'[', b']', item)
     }
 
     /// A key without escapes, control characters or non-ASCII bytes (serde decodes those; a
@@ -145,25 +163,6 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Walks `[ item, ... ]`, calling `item` positioned at each element.
-    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
-        self.ws();
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            item(self)?;
-            match self.next()? {
-                b',' => {}
-                b']' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
     /// The value here decoded by serde from its raw text.
     pub(crate) fn serde<T: DeserializeOwned>(&mut self) -> Option<T> {
         serde_json::from_slice(self.raw_value()?).ok()
@@ -189,23 +188,13 @@ impl<'a> Scanner<'a> {
         if depth == MAX_DEPTH {
             return None;
         }
-        self.i += 1;
         out.open_array(depth);
-        self.ws();
         let mut n = 0i64;
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
-        } else {
-            loop {
-                self.floats(out, depth + 1, pow10)?;
-                n += 1;
-                match self.next()? {
-                    b',' => self.ws(),
-                    b']' => break,
-                    _ => return None,
-                }
-            }
-        }
+        self.list(b'[', b']', |s| {
+            s.floats(out, depth + 1, pow10)?;
+            n += 1;
+            Some(())
+        })?;
         out.close_array(depth, n);
         Some(())
     }
