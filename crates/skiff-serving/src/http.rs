@@ -11,10 +11,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::backend::TensorSpec;
-use crate::protocol::{decode_infer, encode_infer, rows_to_input, tensor_rows};
+use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input};
 use crate::repository::{ModelState, Repository};
 use crate::service::{ServeError, infer};
 use crate::simple::SimpleBody;
+use crate::tensor::Tensor;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -312,7 +313,7 @@ async fn predict_rows(
     fast: Option<&SimpleBody>,
     parsed: Option<Value>,
     bytes: &[u8],
-) -> Result<axum::Json<Value>> {
+) -> Result<axum::Json<PredictAnswer>> {
     let served = s.repo.get(model, None)?;
     let input = match fast.and_then(|b| b.input(&served.signature)) {
         Some(t) => t,
@@ -335,20 +336,45 @@ async fn predict_rows(
     };
     let (served, outputs) =
         infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
-    let mut named = serde_json::Map::new();
-    let mut predictions = Value::Array(Vec::new());
-    for (i, t) in outputs.iter().enumerate() {
-        let rows = Value::Array(tensor_rows(t)?);
-        if i == 0 {
-            predictions = rows.clone();
+    for t in &outputs {
+        t.data.check_json_encodable(&t.name)?;
+    }
+    Ok(axum::Json(PredictAnswer {
+        outputs,
+        version: served.version.clone(),
+    }))
+}
+
+/// `{"predictions": <first output's rows>, "model_version": ..., "outputs": {name: rows}}`, the
+/// last only when the model has more than one output.
+struct PredictAnswer {
+    outputs: Vec<Tensor>,
+    version: String,
+}
+
+impl serde::Serialize for PredictAnswer {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Named<'a>(&'a [Tensor]);
+        impl serde::Serialize for Named<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                ser: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                ser.collect_map(self.0.iter().map(|t| (&t.name, TensorRows(t))))
+            }
         }
-        named.insert(t.name.clone(), rows);
+        let mut map = ser.serialize_map(None)?;
+        match self.outputs.first() {
+            Some(t) => map.serialize_entry("predictions", &TensorRows(t))?,
+            None => map.serialize_entry("predictions", &[(); 0])?,
+        }
+        map.serialize_entry("model_version", &self.version)?;
+        if self.outputs.len() > 1 {
+            map.serialize_entry("outputs", &Named(&self.outputs))?;
+        }
+        map.end()
     }
-    let mut out = json!({ "predictions": predictions, "model_version": served.version });
-    if outputs.len() > 1 {
-        out["outputs"] = Value::Object(named);
-    }
-    Ok(axum::Json(out))
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value> {
@@ -360,7 +386,7 @@ async fn v1_predict(
     State(s): State<AppState>,
     Path(target): Path<String>,
     body: Body,
-) -> Result<axum::Json<Value>> {
+) -> Result<axum::Json<PredictAnswer>> {
     let model = target.strip_suffix(":predict").ok_or_else(|| {
         ServeError::NotFound(format!(
             "no such endpoint /v1/models/{target}; use :predict"
@@ -380,7 +406,7 @@ async fn simple_predict(
     State(s): State<AppState>,
     Query(q): Query<PredictQuery>,
     body: Body,
-) -> Result<axum::Json<Value>> {
+) -> Result<axum::Json<PredictAnswer>> {
     let bytes = read_body(&s, body).await?;
     let fast = SimpleBody::decode(&bytes);
     let parsed = match fast {

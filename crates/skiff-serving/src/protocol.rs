@@ -9,8 +9,8 @@ mod fast;
 
 use crate::backend::Signature;
 use crate::tensor::{
-    DataType, JsonFloatData, JsonFloatSeed, Tensor, TensorData, TensorDecodeError, TensorError,
-    element_count,
+    DataRange, DataType, JsonFloatData, JsonFloatSeed, Tensor, TensorData, TensorDecodeError,
+    TensorError, element_count,
 };
 
 /// Why a request body could not be decoded; always a client error.
@@ -426,27 +426,25 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
     Ok(t)
 }
 
-/// Splits an output into per-row JSON values for simple-style answers.
-pub fn tensor_rows(t: &Tensor) -> Result<Vec<Value>, ProtocolError> {
-    t.data.check_json_encodable(&t.name)?;
-    // Through text, so FP32 values keep their shortest FP32 spelling instead of being widened to f64.
-    let text = serde_json::to_string(&t.data).map_err(|e| ProtocolError::Json(e.to_string()))?;
-    let flat: Value =
-        serde_json::from_str(&text).map_err(|e| ProtocolError::Json(e.to_string()))?;
-    let Value::Array(flat) = flat else {
-        return Ok(Vec::new());
-    };
-    if t.shape.len() <= 1 {
-        return Ok(flat);
+/// An output as simple-style answers give it: the flat list for a tensor of rank 0 or 1,
+/// otherwise one flat array per row. Written straight from the buffer, no `Value` in between.
+pub struct TensorRows<'a>(pub &'a Tensor);
+
+impl Serialize for TensorRows<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let t = self.0;
+        if t.shape.len() <= 1 {
+            return t.data.serialize(ser);
+        }
+        // A built tensor's element count fits; its rows are `len / row_len` long.
+        let row_len: usize = t.shape[1..].iter().map(|&d| d as usize).product();
+        let mut seq = ser.serialize_seq(Some(t.rows()))?;
+        for row in 0..t.rows() {
+            seq.serialize_element(&DataRange(&t.data, row * row_len..(row + 1) * row_len))?;
+        }
+        seq.end()
     }
-    let row_len = element_count(&t.name, &t.shape[1..])?;
-    if row_len == 0 {
-        return Ok(vec![Value::Array(Vec::new()); t.rows()]);
-    }
-    Ok(flat
-        .chunks(row_len)
-        .map(|c| Value::Array(c.to_vec()))
-        .collect())
 }
 
 #[cfg(test)]
@@ -454,6 +452,74 @@ mod tests {
     use super::*;
     use crate::backend::TensorSpec;
     use serde_json::json;
+
+    /// `TensorRows` nests each element's own JSON form (what serde_json writes for the value
+    /// alone: shortest f32 for FP32, not widened) in rows, for every datatype and rank. The
+    /// `Value` route it replaced went through text and back and could print FP32 values with
+    /// f64 noise (1.0035122e-16 as 1.0035122000000001e-16) and move FP64 ones by an ulp.
+    #[test]
+    fn tensor_rows_nest_each_elements_own_form() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for _ in 0..2_000 {
+            let rank = rng.random_range(0..4);
+            let shape: Vec<i64> = (0..rank).map(|_| rng.random_range(0..4)).collect();
+            let n = shape.iter().product::<i64>() as usize;
+            let f = |rng: &mut rand::rngs::StdRng| {
+                let x: f64 = rng.random::<f64>() * 10f64.powi(rng.random_range(-40..40));
+                [x, -x, f64::NAN, f64::INFINITY, 0.1, -0.0][rng.random_range(0..6)]
+            };
+            let data = match rng.random_range(0..8) {
+                0 => TensorData::Bool((0..n).map(|_| rng.random()).collect()),
+                1 => TensorData::Uint64((0..n).map(|_| rng.random()).collect()),
+                2 => TensorData::Int64((0..n).map(|_| rng.random()).collect()),
+                3 => TensorData::Int8((0..n).map(|_| rng.random()).collect()),
+                4 => TensorData::Fp16((0..n).map(|_| half::f16::from_f64(f(&mut rng))).collect()),
+                5 => TensorData::Fp32((0..n).map(|_| f(&mut rng) as f32).collect()),
+                6 => TensorData::Fp64((0..n).map(|_| f(&mut rng)).collect()),
+                _ => TensorData::Bytes(
+                    (0..n)
+                        .map(|i| format!("s\"{i}\u{e9}").into_bytes())
+                        .collect(),
+                ),
+            };
+            let t = Tensor::new("y", shape, data).unwrap();
+            fn texts<T: Serialize>(v: &[T]) -> Vec<String> {
+                v.iter()
+                    .map(|x| serde_json::to_string(x).unwrap())
+                    .collect()
+            }
+            let elements = match &t.data {
+                TensorData::Bool(v) => texts(v),
+                TensorData::Uint64(v) => texts(v),
+                TensorData::Int64(v) => texts(v),
+                TensorData::Int8(v) => texts(v),
+                TensorData::Fp16(v) => texts(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
+                TensorData::Fp32(v) => texts(v),
+                TensorData::Fp64(v) => texts(v),
+                TensorData::Bytes(v) => texts(
+                    &v.iter()
+                        .map(|b| String::from_utf8(b.clone()).unwrap())
+                        .collect::<Vec<_>>(),
+                ),
+                other => unreachable!("{other:?}"),
+            };
+            let want = if t.shape.len() <= 1 {
+                format!("[{}]", elements.join(","))
+            } else {
+                let row = elements.len().checked_div(t.rows()).unwrap_or(0);
+                let rows: Vec<String> = (0..t.rows())
+                    .map(|r| format!("[{}]", elements[r * row..(r + 1) * row].join(",")))
+                    .collect();
+                format!("[{}]", rows.join(","))
+            };
+            assert_eq!(
+                serde_json::to_string(&TensorRows(&t)).unwrap(),
+                want,
+                "{t:?}"
+            );
+        }
+    }
 
     #[test]
     fn decodes_json_inputs_and_outputs() {
@@ -629,14 +695,13 @@ mod tests {
         assert_eq!(t.shape, vec![1, 2]);
         assert!(rows_to_input(&sig, &json!([[1, 2], [3]])).is_err());
         assert!(rows_to_input(&sig, &json!(5)).is_err());
-        let rows = tensor_rows(
-            &Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(rows, vec![json!([1.0, 2.0]), json!([3.0, 4.0])]);
-        let rows =
-            tensor_rows(&Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap()).unwrap();
-        assert_eq!(serde_json::to_string(&rows).unwrap(), "[0.1]");
+        let t = Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
+        assert_eq!(
+            serde_json::to_string(&TensorRows(&t)).unwrap(),
+            "[[1.0,2.0],[3.0,4.0]]"
+        );
+        let t = Tensor::new("p", vec![1], TensorData::Fp32(vec![0.1])).unwrap();
+        assert_eq!(serde_json::to_string(&TensorRows(&t)).unwrap(), "[0.1]");
     }
 
     #[test]
