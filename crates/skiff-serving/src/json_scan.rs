@@ -115,7 +115,8 @@ impl<'a> Scanner<'a> {
         loop {
             match *self.b.get(self.i)? {
                 b'"' => break,
-                0x20..=0x7e if self.b[self.i] != b'\\' => self.i += 1,
+                b'\\' => return None,
+                0x20..=0x7e => self.i += 1,
                 _ => return None,
             }
         }

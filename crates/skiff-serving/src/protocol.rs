@@ -437,8 +437,8 @@ impl Serialize for TensorRows<'_> {
         if t.shape.len() <= 1 {
             return t.data.serialize(ser);
         }
-        // A built tensor's element count fits; its rows are `len / row_len` long.
-        let row_len: usize = t.shape[1..].iter().map(|&d| d as usize).product();
+        // Rows are equal slices of the flat buffer (none when the first dimension is 0).
+        let row_len = t.data.len().checked_div(t.rows()).unwrap_or(0);
         let mut seq = ser.serialize_seq(Some(t.rows()))?;
         for row in 0..t.rows() {
             seq.serialize_element(&DataRange(&t.data, row * row_len..(row + 1) * row_len))?;

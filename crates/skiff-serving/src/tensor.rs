@@ -722,30 +722,23 @@ pub struct DataRange<'a>(pub &'a TensorData, pub std::ops::Range<usize>);
 
 impl Serialize for DataRange<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        fn each<S: serde::ser::SerializeSeq, T, U: Serialize>(
-            seq: &mut S,
-            items: &[T],
-            form: impl Fn(&T) -> U,
-        ) -> Result<(), S::Error> {
-            items
-                .iter()
-                .try_for_each(|x| seq.serialize_element(&form(x)))
-        }
         let r = self.1.clone();
         let mut seq = ser.serialize_seq(Some(r.len()))?;
         match self.0 {
-            TensorData::Bool(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Uint8(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Uint16(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Uint32(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Uint64(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Int8(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Int16(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Int32(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Int64(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Fp16(v) => each(&mut seq, &v[r], |x| x.to_f32())?,
-            TensorData::Fp32(v) => each(&mut seq, &v[r], |x| *x)?,
-            TensorData::Fp64(v) => each(&mut seq, &v[r], |x| *x)?,
+            TensorData::Bool(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Uint8(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Uint16(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Uint32(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Uint64(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Int8(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Int16(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Int32(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Int64(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Fp16(v) => v[r]
+                .iter()
+                .try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
+            TensorData::Fp32(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+            TensorData::Fp64(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Bytes(v) => v[r]
                 .iter()
                 .try_for_each(|x| seq.serialize_element(&String::from_utf8_lossy(x)))?,

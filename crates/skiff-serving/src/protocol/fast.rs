@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 
 use super::{JsonData, JsonInput, JsonOutput, JsonRequest};
 use crate::json_scan::Scanner;
-use crate::tensor::{DataType, JsonFloatData};
+use crate::tensor::{DataType, JsonFloatData, element_count};
 
 /// Reads `json` as an infer request, or `None` when the general path must.
 pub(super) fn read_request(json: &[u8]) -> Option<JsonRequest<'_>> {
@@ -74,10 +74,7 @@ fn input<'a>(s: &mut Scanner<'a>) -> Option<JsonInput<'a>> {
                 .filter(|d| d.is_float())?;
             let mut out = JsonFloatData::new(dt);
             // Every element takes at least two bytes ("1,"), which bounds a lying shape.
-            let stated = shape.as_ref().and_then(|sh| {
-                sh.iter()
-                    .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
-            });
+            let stated = shape.as_deref().and_then(|sh| element_count("", sh).ok());
             out.reserve(stated.unwrap_or(0).min(s.remaining() / 2));
             s.float_data(&mut out)?;
             once(&mut data, out)
