@@ -219,6 +219,8 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "warn,skiff=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: `kubectl logs` and log files would show the escapes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {

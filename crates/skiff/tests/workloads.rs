@@ -1,7 +1,8 @@
 //! The "deploy your ML API" lesson end to end, with the real kubectl and the tutorial's
 //! manifests (examples/ml-api): real containers (runc), a network namespace per pod, the
-//! LoadBalancer/ClusterIP/NodePort proxy and cluster DNS. Needs root, runc and the CNI
-//! plugins (`make test` installs them); skipped otherwise.
+//! LoadBalancer/ClusterIP/NodePort proxy and cluster DNS; and the `skiff serve` image run by
+//! the Deployment of the serving README. Needs root, runc and the CNI plugins (`make test`
+//! installs them); skipped otherwise.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,6 +18,8 @@ use skiff_testkit::{TestCluster, wait_for};
 
 const DEPLOYMENT: &str = include_str!("../../../examples/ml-api/deployment.yaml");
 const SERVICE: &str = include_str!("../../../examples/ml-api/service.yaml");
+/// Its "Container image" section holds the Deployment and Service of the model server.
+const SERVING_README: &str = include_str!("../../skiff-serving/README.md");
 
 fn skiff() -> &'static str {
     env!("CARGO_BIN_EXE_skiff")
@@ -95,8 +98,8 @@ fn import_images(cluster: &TestCluster) {
     }
 }
 
-/// One `POST /predict` on a new connection: (model_version, pod that answered).
-fn predict(addr: &str) -> Result<(String, String), String> {
+/// One HTTP/1.1 request with a JSON body on a new connection: (status line and headers, body).
+fn request(addr: &str, method: &str, path: &str, body: &str) -> Result<(String, String), String> {
     let mut conn = TcpStream::connect_timeout(
         &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
         Duration::from_secs(2),
@@ -105,10 +108,9 @@ fn predict(addr: &str) -> Result<(String, String), String> {
     // Slow is not failed: on a loaded machine an answer may take a while.
     conn.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let body = r#"{"features":[1.5,2.5,3]}"#;
     write!(
         conn,
-        "POST /predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| format!("send: {e}"))?;
@@ -121,13 +123,19 @@ fn predict(addr: &str) -> Result<(String, String), String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("status: {head}"));
     }
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// One `POST /predict` on a new connection: (model_version, pod that answered).
+fn predict(addr: &str) -> Result<(String, String), String> {
+    let (head, body) = request(addr, "POST", "/predict", r#"{"features":[1.5,2.5,3]}"#)?;
     let pod = head
         .lines()
         .find_map(|l| l.strip_prefix("X-Pod: "))
         .unwrap_or_default()
         .to_string();
     let v: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| format!("body {body:?}: {e}"))?;
+        serde_json::from_str(&body).map_err(|e| format!("body {body:?}: {e}"))?;
     if v["prediction"].as_f64() != Some(7.0) {
         return Err(format!("wrong prediction: {body}"));
     }
@@ -1118,4 +1126,125 @@ fn pods_pull_their_image_from_a_registry_with_a_pull_secret() {
         "{waiting}"
     );
     cluster.kubectl_ok(&["delete", "pod", "--all", "--grace-period=1"]);
+}
+
+/// The `yaml` block of the serving README's "Container image" section.
+fn serving_readme_manifests() -> &'static str {
+    let section = SERVING_README
+        .split("## Container image")
+        .nth(1)
+        .expect("the README's Container image section");
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = section[start..]
+        .find("```")
+        .expect("the end of the yaml block");
+    &section[start..start + len]
+}
+
+/// `POST /v2/models/add/infer` of a 2x2 FP32 tensor: the whole answer.
+fn infer_add(addr: &str) -> Result<serde_json::Value, String> {
+    let body = r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let (_, answer) = request(addr, "POST", "/v2/models/add/infer", body)?;
+    serde_json::from_str(&answer).map_err(|e| format!("body {answer:?}: {e}"))
+}
+
+/// What a user does with the model server once the cluster runs images: `skiff images
+/// build-serve --import`, then the Deployment and Service of crates/skiff-serving/README.md
+/// with a model directory of the node. The server runs from its own image in a pod, answers
+/// through the Service, sizes its threads by the container's CPU limit, and serves a version
+/// copied into the directory without a restart.
+#[test]
+fn skiff_serve_image_runs_the_readme_deployment() {
+    if let Some(why) = unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let cluster = TestCluster::start_with(
+        skiff(),
+        &[
+            "--runtime",
+            "oci",
+            "--cluster-cidr",
+            "10.84.0.0/16",
+            "--service-cidr",
+            "10.85.0.0/16",
+            "--bridge",
+            "skt5",
+            "--service-interface",
+            "skt5-svc",
+            "--kubelet-port",
+            "0",
+        ],
+    );
+    let out = Command::new(skiff())
+        .args(["images", "build-serve", "--import", "--data-dir"])
+        .arg(cluster.data_dir())
+        .output()
+        .expect("skiff images build-serve");
+    assert!(
+        out.status.success(),
+        "build-serve failed (it needs the venv's onnxruntime, which make test installs): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let models = tempfile::tempdir().expect("tempdir");
+    let model = skiff_serving::backend::conformance::add_model();
+    // A version appears whole (a rename), as a deployment tool would publish it.
+    let publish = |version: u32| {
+        let staging =
+            tempfile::tempdir_in(models.path().parent().expect("parent")).expect("staging dir");
+        std::fs::write(staging.path().join("model.onnx"), &model).expect("model file");
+        let dir = models.path().join("add");
+        std::fs::create_dir_all(&dir).expect("model dir");
+        std::fs::rename(staging.keep(), dir.join(version.to_string())).expect("publishing");
+    };
+    publish(1);
+    let manifests =
+        serving_readme_manifests().replace("/srv/models", &models.path().to_string_lossy());
+    cluster.apply(&manifests);
+    wait_ready(&cluster, "app=iris", 1, Duration::from_secs(90));
+
+    let service = cluster.get_json(&["service", "iris"]);
+    let ip = service["spec"]["clusterIP"].as_str().expect("clusterIP");
+    let addr = format!("{ip}:80");
+    let answer = wait_for(
+        Duration::from_secs(20),
+        "an answer through the Service",
+        || infer_add(&addr).ok(),
+    );
+    assert_eq!(answer["model_name"], "add", "{answer}");
+    assert_eq!(answer["model_version"], "1", "{answer}");
+    let output = |a: &serde_json::Value, name: &str| {
+        a["outputs"]
+            .as_array()
+            .and_then(|o| o.iter().find(|t| t["name"] == name))
+            .map(|t| t["data"].clone())
+    };
+    assert_eq!(
+        output(&answer, "sum"),
+        Some(serde_json::json!([11.0, 22.0, 13.0, 24.0])),
+        "{answer}"
+    );
+    assert_eq!(
+        output(&answer, "double"),
+        Some(serde_json::json!([2.0, 4.0, 6.0, 8.0])),
+        "{answer}"
+    );
+
+    // The container's limit is one CPU: one inference thread, whatever the node has. The log
+    // reaches `kubectl logs` as plain text.
+    let logs = cluster.kubectl_ok(&["logs", "deployment/iris"]);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("skiff serve ready") && l.contains("threads=1")),
+        "{logs}"
+    );
+    assert!(!logs.contains('\x1b'), "escape codes in the log: {logs:?}");
+
+    // A new version in the node's directory is served without a restart.
+    publish(2);
+    wait_for(Duration::from_secs(30), "version 2 served", || {
+        infer_add(&addr).ok().filter(|a| a["model_version"] == "2")
+    });
+    let pod = &ready_pods(&cluster, "app=iris")[0];
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
 }
