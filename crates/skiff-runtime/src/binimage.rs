@@ -286,6 +286,8 @@ pub const SERVE_ONNXRUNTIME_PATH: &str = "/usr/lib/libonnxruntime.so";
 /// gRPC), and libonnxruntime (with `libonnxruntime_providers_shared.so` if it sits next to it)
 /// at [`SERVE_ONNXRUNTIME_PATH`], which `ORT_DYLIB_PATH` names.
 pub fn serve_image(reference: &str, skiff: &Path, onnxruntime: &Path) -> io::Result<Vec<u8>> {
+    let stripped = without_debug_info(skiff)?;
+    let skiff = stripped.as_ref().map_or(skiff, |t| t.path());
     let mut extra = vec![(
         onnxruntime.to_path_buf(),
         SERVE_ONNXRUNTIME_PATH.to_string(),
@@ -312,6 +314,30 @@ pub fn serve_image(reference: &str, skiff: &Path, onnxruntime: &Path) -> io::Res
             working_dir: Some("/".into()),
         },
     )
+}
+
+/// A copy of the ELF file `binary` without its debug sections (`objcopy --strip-debug`; binutils
+/// comes with gcc), or `None` when objcopy is missing or refuses the file (it then goes into the
+/// image whole). The line tables of a release `skiff` are four fifths of its size, and a
+/// container has no use for them; the symbols stay, so backtraces keep their function names.
+fn without_debug_info(binary: &Path) -> io::Result<Option<tempfile::NamedTempFile>> {
+    let copy = tempfile::Builder::new()
+        .prefix(".skiff-image-")
+        .tempfile()?;
+    let stripped = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binary)
+        .arg(copy.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        return Ok(None);
+    }
+    let mode = std::fs::metadata(binary)?.permissions().mode();
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(mode))?;
+    Ok(Some(copy))
 }
 
 /// Finds libonnxruntime on this host: `ORT_DYLIB_PATH`, else the `onnxruntime` Python
@@ -525,5 +551,15 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("parses_ldd_output: test"), "{stdout}");
+        // The test executable has line tables (profile `debug = "line-tables-only"`); the
+        // image's copy runs without them.
+        let in_image = std::fs::metadata(rootfs.join("usr/bin/skiff"))
+            .unwrap()
+            .len();
+        let host = std::fs::metadata(&exe).unwrap().len();
+        assert!(
+            in_image < host,
+            "{in_image} bytes in the image, {host} on the host"
+        );
     }
 }
