@@ -1,8 +1,7 @@
 //! Inference threads with dynamic batching: requests are merged along dim 0, run once, and split back.
 
-use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -31,6 +30,8 @@ struct Job {
     outputs: Vec<String>,
     /// Rows along dim 0 when all inputs agree; `None` means the job cannot be merged.
     rows: Option<usize>,
+    /// What it takes of a batch's room: its rows, or the whole batch when it cannot be merged.
+    weight: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Reply>,
 }
@@ -44,10 +45,54 @@ pub enum SubmitError {
     Closed,
 }
 
+/// The jobs of one model version waiting for an inference thread.
+///
+/// A thread filling a batch is woken when the batch can be completed or its delay is over, not
+/// at every arrival: with one-row requests a wake-up per request would cost two context
+/// switches each (the inference thread preempts the request thread that queued the job, takes
+/// it, and sleeps again), a tenth of the CPU a request needs.
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Rows of the queued jobs; a job that cannot be merged counts as a whole batch.
+    rows: usize,
+    /// Room left in the batch being filled, while a thread waits for it to fill.
+    filling: Option<usize>,
+    /// Threads waiting for a first job (a notification without a waiter is still a system call).
+    idle: usize,
+    closed: bool,
+}
+
+/// How often an inference thread that found the queue empty yields before it sleeps.
+const IDLE_YIELDS: usize = 10;
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Idle inference threads wait here for a first job.
+    work: Condvar,
+    /// The thread filling a batch waits here.
+    filled: Condvar,
+    capacity: usize,
+    max_batch_size: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A thread never panics while holding the lock (no user code runs under it).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Queue {
+    fn pop(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        self.rows -= job.weight;
+        Some(job)
+    }
+}
+
 /// The sending side of a model version's inference threads; dropping it lets them finish the queue and exit.
 pub struct Batcher {
-    tx: SyncSender<Job>,
-    capacity: usize,
+    shared: Arc<Shared>,
 }
 
 impl Batcher {
@@ -60,8 +105,6 @@ impl Batcher {
         metrics: ModelMetrics,
         labels: &ModelLabels,
     ) -> std::io::Result<Batcher> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(queue_capacity);
-        let rx = Arc::new(Mutex::new(rx));
         let policy = if batchable {
             policy
         } else {
@@ -70,22 +113,35 @@ impl Batcher {
                 max_delay: Duration::ZERO,
             }
         };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                rows: 0,
+                filling: None,
+                idle: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            filled: Condvar::new(),
+            capacity: queue_capacity,
+            max_batch_size: policy.max_batch_size.max(1),
+        });
+        let batcher = Batcher {
+            shared: shared.clone(),
+        };
         for (i, model) in instances.into_iter().enumerate() {
             let worker = Worker {
-                rx: rx.clone(),
+                shared: shared.clone(),
                 model,
                 policy,
                 metrics: metrics.clone(),
-                carry: None,
             };
+            // On failure the batcher is dropped, which stops the threads already started.
             std::thread::Builder::new()
                 .name(format!("infer-{}-{}-{i}", labels.model, labels.version))
                 .spawn(move || worker.run())?;
         }
-        Ok(Batcher {
-            tx,
-            capacity: queue_capacity,
-        })
+        Ok(batcher)
     }
 
     /// Queues a request whose inputs were already checked against the signature.
@@ -104,24 +160,52 @@ impl Batcher {
             inputs,
             outputs,
             rows,
+            weight: rows.map_or(self.shared.max_batch_size, |r| {
+                r.min(self.shared.max_batch_size)
+            }),
             enqueued: Instant::now(),
             reply,
         };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(SubmitError::QueueFull(self.capacity)),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        let shared = &self.shared;
+        let mut q = shared.lock();
+        if q.closed {
+            return Err(SubmitError::Closed);
         }
+        if q.jobs.len() >= shared.capacity {
+            return Err(SubmitError::QueueFull(shared.capacity));
+        }
+        q.rows += job.weight;
+        q.jobs.push_back(job);
+        let wake = match q.filling {
+            // The batch being filled is complete (or this job cannot join it): run it now.
+            Some(room) if q.rows >= room => Some(&shared.filled),
+            // It waits for more until its delay is over; this job is part of it.
+            Some(_) => None,
+            None => (q.idle > 0).then_some(&shared.work),
+        };
+        // Unlocked first: the inference thread preempts this one as soon as it is woken, and
+        // would only block on the lock again.
+        drop(q);
+        if let Some(cv) = wake {
+            cv.notify_one();
+        }
+        Ok(rx)
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
+        self.shared.filled.notify_all();
     }
 }
 
 struct Worker {
-    rx: Arc<Mutex<Receiver<Job>>>,
+    shared: Arc<Shared>,
     model: Box<dyn Model>,
     policy: BatchPolicy,
     metrics: ModelMetrics,
-    /// A job taken from the queue that did not fit the previous batch.
-    carry: Option<Job>,
 }
 
 impl Worker {
@@ -132,42 +216,75 @@ impl Worker {
         }
     }
 
-    /// Takes the next batch: the first job, then more until the row budget or the delay runs out.
+    /// Takes the next batch: the first job, then more until the row budget or the delay runs
+    /// out, or a job that does not fit (it starts the next batch). `None` once the batcher is
+    /// dropped and the queue is empty.
     fn gather(&mut self) -> Option<Vec<Job>> {
-        let Ok(rx) = self.rx.lock() else {
-            return None;
-        };
-        let first = match self.carry.take() {
-            Some(j) => j,
-            None => rx.recv().ok()?,
-        };
+        let shared = &*self.shared;
+        let mut q = shared.lock();
+        let mut yields = 0;
+        // While another thread fills a batch, what arrives is for that batch.
+        while q.filling.is_some() || q.jobs.is_empty() {
+            if q.closed && q.jobs.is_empty() {
+                return None;
+            }
+            // On a busy server the next requests are being decoded right now: giving the CPU
+            // to the request threads a few times before sleeping lets them queue together, where
+            // a wake-up per job would have this thread preempt them and run each job alone.
+            if yields < IDLE_YIELDS {
+                yields += 1;
+                drop(q);
+                std::thread::yield_now();
+                q = shared.lock();
+                continue;
+            }
+            q.idle += 1;
+            q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.idle -= 1;
+        }
+        let first = q.pop()?;
         let max = self.policy.max_batch_size;
         let mut rows = match first.rows {
             Some(r) if max > 1 && r < max => r,
-            _ => return Some(vec![first]),
+            _ => {
+                Self::hand_over(shared, q);
+                return Some(vec![first]);
+            }
         };
         let deadline = first.enqueued + self.policy.max_delay;
         let mut jobs = vec![first];
-        while rows < max {
-            let now = Instant::now();
-            let next = if now >= deadline {
-                rx.try_recv().ok()
-            } else {
-                rx.recv_timeout(deadline - now).ok()
-            };
-            let Some(next) = next else { break };
-            match next.rows {
-                Some(r) if rows + r <= max => {
-                    rows += r;
-                    jobs.push(next);
-                }
-                _ => {
-                    self.carry = Some(next);
-                    break;
+        loop {
+            while let Some(next) = q.jobs.front() {
+                match next.rows {
+                    Some(r) if rows + r <= max => {
+                        rows += r;
+                        jobs.extend(q.pop());
+                    }
+                    _ => break,
                 }
             }
+            let now = Instant::now();
+            if rows >= max || !q.jobs.is_empty() || q.closed || now >= deadline {
+                break;
+            }
+            q.filling = Some(max - rows);
+            q = shared
+                .filled
+                .wait_timeout(q, deadline - now)
+                .map_or_else(|e| e.into_inner().0, |(q, _)| q);
+            q.filling = None;
         }
+        Self::hand_over(shared, q);
         Some(jobs)
+    }
+
+    /// Unlocks the queue; jobs left behind start the next batch on an idle thread, if any.
+    fn hand_over(shared: &Shared, q: MutexGuard<'_, Queue>) {
+        let wake = !q.jobs.is_empty() && q.idle > 0;
+        drop(q);
+        if wake {
+            shared.work.notify_one();
+        }
     }
 
     fn execute(&mut self, jobs: Vec<Job>) {
@@ -213,6 +330,7 @@ impl Worker {
             rows,
             enqueued,
             reply,
+            ..
         } = job;
         let started = Instant::now();
         let result = self.model.infer(inputs, &outputs);
@@ -399,10 +517,78 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec![10]);
     }
 
+    fn row(v: f32) -> Vec<Tensor> {
+        vec![Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![v, v])).unwrap()]
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_runs_without_waiting_out_the_delay() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let b = batcher(
+            BatchPolicy {
+                max_batch_size: 4,
+                max_delay: Duration::from_secs(30),
+            },
+            seen.clone(),
+        );
+        let mut replies = vec![b.submit(row(0.0), vec![]).unwrap()];
+        // The inference thread takes the first row and waits for the batch to fill.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        replies.extend((1..4).map(|i| b.submit(row(i as f32), vec![]).unwrap()));
+        for (i, rx) in replies.into_iter().enumerate() {
+            let out = tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("the batch waited for its delay although it was full")
+                .unwrap()
+                .unwrap();
+            assert_eq!(out[0].data, TensorData::Fp32(vec![2.0 * i as f32; 2]));
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_batcher_finishes_what_is_queued() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let b = batcher(
+            BatchPolicy {
+                max_batch_size: 8,
+                max_delay: Duration::from_secs(30),
+            },
+            seen.clone(),
+        );
+        let replies: Vec<_> = (0..3)
+            .map(|i| b.submit(row(i as f32), vec![]).unwrap())
+            .collect();
+        drop(b);
+        for rx in replies {
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("a queued job was left waiting")
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().iter().sum::<usize>(), 3);
+    }
+
     #[tokio::test]
     async fn full_queue_is_refused_not_blocked() {
-        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
-        let b = Batcher { tx, capacity: 1 };
+        let labels = ModelLabels {
+            model: "m".into(),
+            version: "1".into(),
+        };
+        // No inference thread: nothing leaves the queue.
+        let b = Batcher::start(
+            vec![],
+            BatchPolicy {
+                max_batch_size: 4,
+                max_delay: Duration::ZERO,
+            },
+            true,
+            1,
+            Metrics::new().for_model(&labels),
+            &labels,
+        )
+        .unwrap();
         let t = || Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0; 2])).unwrap();
         assert!(b.submit(vec![t()], vec![]).is_ok());
         assert!(matches!(
