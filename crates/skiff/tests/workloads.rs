@@ -25,6 +25,31 @@ fn skiff() -> &'static str {
     env!("CARGO_BIN_EXE_skiff")
 }
 
+/// `skiff up` running real containers, on the pod and service ranges `10.<net>.0.0/16` and
+/// `10.<net + 1>.0.0/16` and on interfaces named after `bridge`, so that the tests of this file
+/// can run side by side; `extra` are more `skiff up` flags.
+fn oci_cluster(net: u8, bridge: &str, extra: &[&str]) -> TestCluster {
+    let pods = format!("10.{net}.0.0/16");
+    let services = format!("10.{}.0.0/16", net + 1);
+    let service_interface = format!("{bridge}-svc");
+    let mut args = vec![
+        "--runtime",
+        "oci",
+        "--cluster-cidr",
+        &pods,
+        "--service-cidr",
+        &services,
+        "--bridge",
+        bridge,
+        "--service-interface",
+        &service_interface,
+        "--kubelet-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    TestCluster::start_with(skiff(), &args)
+}
+
 /// Why the environment cannot run real containers, if it cannot.
 fn unsupported() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
@@ -359,21 +384,10 @@ fn ml_api_lesson() {
         eprintln!("skipping: {why}");
         return;
     }
-    let cluster = TestCluster::start_with(
-        skiff(),
+    let cluster = oci_cluster(
+        77,
+        "skt0",
         &[
-            "--runtime",
-            "oci",
-            "--cluster-cidr",
-            "10.77.0.0/16",
-            "--service-cidr",
-            "10.78.0.0/16",
-            "--bridge",
-            "skt0",
-            "--service-interface",
-            "skt-svc",
-            "--kubelet-port",
-            "0",
             "--lb-address",
             "127.0.0.1",
             "--node-port-address",
@@ -774,23 +788,12 @@ fn second_node_joins_and_its_pods_come_back_when_it_dies() {
         return;
     }
     let net = NetnsHost::create("skt-node2", "skv2h", "skv2n", "10.79.0.1", "10.79.0.2");
-    let cluster = TestCluster::start_with(
-        skiff(),
+    let cluster = oci_cluster(
+        80,
+        "skt2",
         &[
             "--bind",
             "10.79.0.1",
-            "--runtime",
-            "oci",
-            "--cluster-cidr",
-            "10.80.0.0/16",
-            "--service-cidr",
-            "10.81.0.0/16",
-            "--bridge",
-            "skt2",
-            "--service-interface",
-            "skt2-svc",
-            "--kubelet-port",
-            "0",
             "--node-ip",
             "10.79.0.1",
             "--lb-address",
@@ -1056,21 +1059,10 @@ fn pods_pull_their_image_from_a_registry_with_a_pull_secret() {
     // A tag nobody pulls with credentials (a pulled image is local afterwards, and
     // IfNotPresent would use it without asking the registry, as on Kubernetes).
     registry.push(&image, "tools/shell:v2", "ml:s3cret-pw");
-    let cluster = TestCluster::start_with(
-        skiff(),
+    let cluster = oci_cluster(
+        82,
+        "skt4",
         &[
-            "--runtime",
-            "oci",
-            "--cluster-cidr",
-            "10.82.0.0/16",
-            "--service-cidr",
-            "10.83.0.0/16",
-            "--bridge",
-            "skt4",
-            "--service-interface",
-            "skt4-svc",
-            "--kubelet-port",
-            "0",
             "--lb-address",
             "127.0.0.1",
             "--node-port-address",
@@ -1159,23 +1151,7 @@ fn skiff_serve_image_runs_the_readme_deployment() {
         eprintln!("skipping: {why}");
         return;
     }
-    let cluster = TestCluster::start_with(
-        skiff(),
-        &[
-            "--runtime",
-            "oci",
-            "--cluster-cidr",
-            "10.84.0.0/16",
-            "--service-cidr",
-            "10.85.0.0/16",
-            "--bridge",
-            "skt5",
-            "--service-interface",
-            "skt5-svc",
-            "--kubelet-port",
-            "0",
-        ],
-    );
+    let cluster = oci_cluster(84, "skt5", &[]);
     let out = Command::new(skiff())
         .args(["images", "build-serve", "--import", "--data-dir"])
         .arg(cluster.data_dir())
