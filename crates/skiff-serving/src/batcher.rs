@@ -65,6 +65,9 @@ struct Queue {
 /// How often an inference thread that found the queue empty yields before it sleeps.
 const IDLE_YIELDS: usize = 10;
 
+/// Longest batch delay honoured; a configured delay beyond any sense must not overflow `Instant`.
+const MAX_DELAY: Duration = Duration::from_secs(3600);
+
 struct Shared {
     queue: Mutex<Queue>,
     /// Idle inference threads wait here for a first job.
@@ -251,7 +254,7 @@ impl Worker {
                 return Some(vec![first]);
             }
         };
-        let deadline = first.enqueued + self.policy.max_delay;
+        let deadline = first.enqueued + self.policy.max_delay.min(MAX_DELAY);
         let mut jobs = vec![first];
         loop {
             while let Some(next) = q.jobs.front() {
@@ -279,10 +282,14 @@ impl Worker {
     }
 
     /// Unlocks the queue; jobs left behind start the next batch on an idle thread, if any.
+    /// Once the batcher is dropped every idle thread is woken: those that went back to sleep
+    /// while this one filled its batch would otherwise wait forever, holding their models.
     fn hand_over(shared: &Shared, q: MutexGuard<'_, Queue>) {
-        let wake = !q.jobs.is_empty() && q.idle > 0;
+        let (closed, wake) = (q.closed, !q.jobs.is_empty() && q.idle > 0);
         drop(q);
-        if wake {
+        if closed {
+            shared.work.notify_all();
+        } else if wake {
             shared.work.notify_one();
         }
     }
@@ -568,6 +575,49 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(seen.lock().unwrap().iter().sum::<usize>(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_instance_exits_after_the_batcher_is_dropped() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let labels = ModelLabels {
+            model: "m".into(),
+            version: "1".into(),
+        };
+        let b = Batcher::start(
+            vec![doubler(seen.clone()), doubler(seen.clone())],
+            BatchPolicy {
+                max_batch_size: 8,
+                max_delay: Duration::from_secs(30),
+            },
+            true,
+            64,
+            Metrics::new().for_model(&labels),
+            &labels,
+        )
+        .unwrap();
+        // One thread fills a batch and waits out its delay; the other sleeps meanwhile.
+        let first = b.submit(row(1.0), vec![]).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = b.submit(row(2.0), vec![]).unwrap();
+        drop(b);
+        for rx in [first, second] {
+            tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .expect("a queued job was left waiting")
+                .unwrap()
+                .unwrap();
+        }
+        // Each instance holds a clone of `seen` until its thread ends.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&seen) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{} inference threads still hold their model",
+                Arc::strong_count(&seen) - 1
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
