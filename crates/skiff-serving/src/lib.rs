@@ -74,13 +74,6 @@ pub struct ServeArgs {
     pub poll_interval_ms: u64,
 }
 
-impl ServeArgs {
-    /// `--threads`, else the CPU quota of the cgroup (a pod's CPU limit), else the CPUs visible.
-    pub fn inference_threads(&self) -> usize {
-        self.threads.unwrap_or_else(backend::cpu_quota).max(1)
-    }
-}
-
 /// Parses `NAME=PATH`.
 fn parse_model_flag(s: &str) -> anyhow::Result<(String, PathBuf)> {
     let (name, path) = s
@@ -136,7 +129,8 @@ pub async fn build_repository(
         );
     }
     let config = ServingConfig {
-        intra_op_threads: args.inference_threads(),
+        // `--threads`, else the CPU quota of the cgroup (a pod's CPU limit), else the CPUs visible.
+        intra_op_threads: args.threads.unwrap_or_else(backend::cpu_quota).max(1),
         instances: args.instances.max(1),
         max_batch_size: args.max_batch_size,
         batch_delay: Duration::from_secs_f64((args.batch_delay_ms.max(0.0)) / 1000.0),
@@ -242,7 +236,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http = %http_addr,
         grpc = if args.no_grpc { "off".to_string() } else { format!("{}:{}", args.host, args.grpc_port) },
         models = ?repo.model_names(),
-        threads = args.inference_threads(),
+        threads = repo.config().intra_op_threads,
         "skiff serve ready"
     );
     tokio::select! {

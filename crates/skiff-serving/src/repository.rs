@@ -157,6 +157,11 @@ impl Repository {
         }
     }
 
+    /// The settings models are loaded with, unless their own configuration overrides them.
+    pub fn config(&self) -> &ServingConfig {
+        &self.config
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }

@@ -520,13 +520,8 @@ impl JsonFloatData {
 
     /// An empty buffer for `dt` (FP16, FP32 or FP64; anything else reads as FP32).
     pub(crate) fn new(dt: DataType) -> JsonFloatData {
-        let data = match dt {
-            DataType::Fp16 => TensorData::Fp16(Vec::new()),
-            DataType::Fp64 => TensorData::Fp64(Vec::new()),
-            _ => TensorData::Fp32(Vec::new()),
-        };
         JsonFloatData {
-            data,
+            data: TensorData::empty(if dt.is_float() { dt } else { DataType::Fp32 }),
             datatype: dt,
             bad: None,
             next: 0,
@@ -538,12 +533,7 @@ impl JsonFloatData {
 
     /// Room for `n` more elements.
     pub(crate) fn reserve(&mut self, n: usize) {
-        match &mut self.data {
-            TensorData::Fp16(v) => v.reserve(n),
-            TensorData::Fp32(v) => v.reserve(n),
-            TensorData::Fp64(v) => v.reserve(n),
-            _ => {}
-        }
+        each_variant!(&mut self.data, v => v.reserve(n))
     }
 
     /// An array starts at `depth`.
