@@ -13,8 +13,10 @@ matters: a 200-tree random forest and a 300-tree gradient boosting regressor (20
 requests of 1/32/64 rows at concurrency 16 and 64 (REST binary and JSON, batching on), in rows/s,
 against onnxruntime run in-process in a tight loop on the mean batch size skiff actually executed
 (from the batch-size histogram in its /metrics) with the same session settings, taking the better
-of one session with N intra-op threads and N one-thread sessions side by side. The two alternate
-in windows of --window seconds (--windows pairs per point) and each point reports the median of
+of one session with N intra-op threads and N one-thread sessions side by side. It also reports the
+issue's literal reading ("in-process with the same batch sizes"): the loop on the batch size the
+clients send, which is what a server without batching would run. The loops and the server alternate
+in windows of --window seconds (--windows rounds per point) and each point reports the median of
 the paired ratios, because the engine's own speed on a shared machine moves by a third or more
 from one second to the next. Each point also drives the HTTP floor (examples/http_floor.rs: the
 same HTTP stack, answering without decoding or inference) with the same load and charges the
@@ -437,17 +439,29 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
     # mean executed batch is its rows/s over the mix.
     b = max(1, int(round((probe["sum"] - before["sum"]) / execs))) if execs else rows
     loop = engine_loop(model_path, data_path, threads, b, rows, args.window, args.server_cpus)
+    # The issue's own reading of the limit: the loop on the batch size the clients send, which is
+    # what the server would run without batching. Where skiff's batches are the requests' size the
+    # two loops are one.
+    try:
+        req_loop = (engine_loop(model_path, data_path, threads, rows, rows, args.window, args.server_cpus)
+                    if b != rows else None)
+    except BaseException:
+        loop.close()
+        raise
     load0 = os.getloadavg()[0]
-    server, engine = [], []
+    server, engine, req_engine = [], [], []
     try:
         before = scrape(metrics_url, name)
         for _ in range(args.windows):
             server.append(wrk_with_cpu(url, load[0], args.window, conc, work, *load[1:], args.load_cpus,
                                        args.server_cpus))
             engine.append(loop.window(args.window))
+            req_engine.append(req_loop.window(args.window) if req_loop else engine[-1])
         after = scrape(metrics_url, name)
     finally:
         loop.close()
+        if req_loop:
+            req_loop.close()
     execs = after["count"] - before["count"]
     served_rows = after["sum"] - before["sum"]
     mean_batch = served_rows / execs if execs else float("nan")
@@ -456,6 +470,7 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
     median = lambda xs: float(np.median(xs))  # noqa: E731
     n = sum(r["n"] for r in server)
     ratios = [r["rps"] * rows / e[0] for r, e in zip(server, engine)]
+    req_ratios = [r["rps"] * rows / e[0] for r, e in zip(server, req_engine)]
     row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
            "windows": [{"rows_per_s": r["rps"] * rows, "inprocess_rows_per_s": e[0]} for r, e in zip(server, engine)],
            "req_per_s": median([r["rps"] for r in server]),
@@ -468,6 +483,9 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
            "inprocess_ms_per_run": median([e[1] for e in engine]) * 1000, "inprocess_layout": loop.layout,
            "instances": args.instances, "server_cpus": args.server_cpus, "load_cpus": args.load_cpus,
            "ratio": median(ratios), "ratio_range": [min(ratios), max(ratios)],
+           "request_batch_rows_per_s": median([e[0] for e in req_engine]),
+           "request_batch_ratio": median(req_ratios),
+           "request_batch_ratio_range": [min(req_ratios), max(req_ratios)],
            "load_average": (load0 + os.getloadavg()[0]) / 2,
            "server_cpu_us_per_request": (sum(r["cpu_us_per_request"] * r["n"] for r in server) / n
                                          if n else float("nan"))}
@@ -490,6 +508,9 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
           f" {row['batch_histogram']}  ORT b={b} {loop.layout} {row['inprocess_rows_per_s']:>10.0f} rows/s"
           f" ({row['inprocess_ms_per_run']:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
           f" ({row['ratio_range'][0] * 100:.0f}-{row['ratio_range'][1] * 100:.0f})"
+          f"  ORT b={rows} {row['request_batch_rows_per_s']:>10.0f} rows/s"
+          f" ratio {row['request_batch_ratio'] * 100:5.1f} %"
+          f" ({row['request_batch_ratio_range'][0] * 100:.0f}-{row['request_batch_ratio_range'][1] * 100:.0f})"
           f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {row['errors']}  load {row['load_average']:.1f}"
           f"  cpu/req {row['server_cpu_us_per_request']:.1f} us"
           + (f", floor {row['floor_cpu_us_per_request']:.1f} us, bound {row['floor_bound'] * 100:.0f} %"
@@ -631,7 +652,8 @@ def main():
     ap.add_argument("--max-batch-size", type=int, default=64, help="efficiency: skiff --max-batch-size")
     ap.add_argument("--instances", type=int, default=1,
                     help="efficiency: skiff --instances (each gets threads/instances intra-op threads)")
-    ap.add_argument("--batch-delay-ms", type=float, default=0.5, help="efficiency: skiff --batch-delay-ms")
+    ap.add_argument("--batch-delay-ms", type=float, default=0.0,
+                    help="efficiency: skiff --batch-delay-ms (0, the server default: merge what is queued)")
     ap.add_argument("--rows", default="1,32,64", help="efficiency: rows per request")
     ap.add_argument("--eff-levels", default="16,64", help="efficiency: concurrency levels")
     ap.add_argument("--forest-trees", type=int, default=200)
