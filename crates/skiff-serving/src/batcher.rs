@@ -446,20 +446,34 @@ mod tests {
         })
     }
 
-    fn batcher(policy: BatchPolicy, seen: Arc<Mutex<Vec<usize>>>) -> Batcher {
+    /// A batcher over `instances` with room for `capacity` queued jobs.
+    fn start(instances: Vec<Box<dyn Model>>, policy: BatchPolicy, capacity: usize) -> Batcher {
         let labels = ModelLabels {
             model: "m".into(),
             version: "1".into(),
         };
         Batcher::start(
-            vec![doubler(seen)],
+            instances,
             policy,
             true,
-            1024,
+            capacity,
             Metrics::new().for_model(&labels),
             &labels,
         )
         .unwrap()
+    }
+
+    fn batcher(policy: BatchPolicy, seen: Arc<Mutex<Vec<usize>>>) -> Batcher {
+        start(vec![doubler(seen)], policy, 1024)
+    }
+
+    /// The reply to a submitted job, failing the test if none comes within 10 s.
+    async fn answer(rx: oneshot::Receiver<Reply>, why: &str) -> Vec<Tensor> {
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect(why)
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -543,11 +557,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         replies.extend((1..4).map(|i| b.submit(row(i as f32), vec![]).unwrap()));
         for (i, rx) in replies.into_iter().enumerate() {
-            let out = tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .expect("the batch waited for its delay although it was full")
-                .unwrap()
-                .unwrap();
+            let out = answer(rx, "the batch waited for its delay although it was full").await;
             assert_eq!(out[0].data, TensorData::Fp32(vec![2.0 * i as f32; 2]));
         }
         assert_eq!(*seen.lock().unwrap(), vec![4]);
@@ -568,11 +578,7 @@ mod tests {
             .collect();
         drop(b);
         for rx in replies {
-            tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .expect("a queued job was left waiting")
-                .unwrap()
-                .unwrap();
+            answer(rx, "a queued job was left waiting").await;
         }
         assert_eq!(seen.lock().unwrap().iter().sum::<usize>(), 3);
     }
@@ -580,33 +586,21 @@ mod tests {
     #[tokio::test]
     async fn every_instance_exits_after_the_batcher_is_dropped() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let labels = ModelLabels {
-            model: "m".into(),
-            version: "1".into(),
-        };
-        let b = Batcher::start(
+        let b = start(
             vec![doubler(seen.clone()), doubler(seen.clone())],
             BatchPolicy {
                 max_batch_size: 8,
                 max_delay: Duration::from_secs(30),
             },
-            true,
             64,
-            Metrics::new().for_model(&labels),
-            &labels,
-        )
-        .unwrap();
+        );
         // One thread fills a batch and waits out its delay; the other sleeps meanwhile.
         let first = b.submit(row(1.0), vec![]).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let second = b.submit(row(2.0), vec![]).unwrap();
         drop(b);
         for rx in [first, second] {
-            tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .expect("a queued job was left waiting")
-                .unwrap()
-                .unwrap();
+            answer(rx, "a queued job was left waiting").await;
         }
         // Each instance holds a clone of `seen` until its thread ends.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -622,27 +616,18 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_is_refused_not_blocked() {
-        let labels = ModelLabels {
-            model: "m".into(),
-            version: "1".into(),
-        };
         // No inference thread: nothing leaves the queue.
-        let b = Batcher::start(
+        let b = start(
             vec![],
             BatchPolicy {
                 max_batch_size: 4,
                 max_delay: Duration::ZERO,
             },
-            true,
             1,
-            Metrics::new().for_model(&labels),
-            &labels,
-        )
-        .unwrap();
-        let t = || Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0; 2])).unwrap();
-        assert!(b.submit(vec![t()], vec![]).is_ok());
+        );
+        assert!(b.submit(row(1.0), vec![]).is_ok());
         assert!(matches!(
-            b.submit(vec![t()], vec![]),
+            b.submit(row(1.0), vec![]),
             Err(SubmitError::QueueFull(1))
         ));
     }
