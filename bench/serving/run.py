@@ -424,6 +424,11 @@ def answer_bytes(url, body, content_type, header_len):
     return len(resp.content)
 
 
+def percent(ratio, ratio_range):
+    """`ratio` and its range as the efficiency lines print them: ` 78.0 % (70-86)`."""
+    return f"{ratio * 100:5.1f} % ({ratio_range[0] * 100:.0f}-{ratio_range[1] * 100:.0f})"
+
+
 def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load, model_path, data_path, threads,
                      floor_port):
     """One point of the efficiency table: skiff under `load` and the in-process loop, alternating in
@@ -469,8 +474,14 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
                  / max(after["compute_count"] - before["compute_count"], 1))
     median = lambda xs: float(np.median(xs))  # noqa: E731
     n = sum(r["n"] for r in server)
-    ratios = [r["rps"] * rows / e[0] for r, e in zip(server, engine)]
-    req_ratios = [r["rps"] * rows / e[0] for r, e in zip(server, req_engine)]
+
+    def paired(loop_windows):
+        """Median and range of the server's rows/s over the loop's, window by window."""
+        ratios = [r["rps"] * rows / e[0] for r, e in zip(server, loop_windows)]
+        return median(ratios), [min(ratios), max(ratios)]
+
+    ratio, ratio_range = paired(engine)
+    req_ratio, req_ratio_range = paired(req_engine)
     row = {"model": name, "rows_per_request": rows, "protocol": proto, "concurrency": conc,
            "windows": [{"rows_per_s": r["rps"] * rows, "inprocess_rows_per_s": e[0]} for r, e in zip(server, engine)],
            "req_per_s": median([r["rps"] for r in server]),
@@ -482,10 +493,9 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
            "inprocess_batch": b, "inprocess_rows_per_s": median([e[0] for e in engine]),
            "inprocess_ms_per_run": median([e[1] for e in engine]) * 1000, "inprocess_layout": loop.layout,
            "instances": args.instances, "server_cpus": args.server_cpus, "load_cpus": args.load_cpus,
-           "ratio": median(ratios), "ratio_range": [min(ratios), max(ratios)],
+           "ratio": ratio, "ratio_range": ratio_range,
            "request_batch_rows_per_s": median([e[0] for e in req_engine]),
-           "request_batch_ratio": median(req_ratios),
-           "request_batch_ratio_range": [min(req_ratios), max(req_ratios)],
+           "request_batch_ratio": req_ratio, "request_batch_ratio_range": req_ratio_range,
            "load_average": (load0 + os.getloadavg()[0]) / 2,
            "server_cpu_us_per_request": (sum(r["cpu_us_per_request"] * r["n"] for r in server) / n
                                          if n else float("nan"))}
@@ -506,11 +516,8 @@ def efficiency_point(args, work, metrics_url, url, name, rows, proto, conc, load
     print(f"{name:<10} rows={rows:<3} {proto:<11} c={conc:<3} {row['rows_per_s']:>10.0f} rows/s"
           f"  p50 {row['p50_ms']:6.2f} p99 {row['p99_ms']:6.2f} ms  batch {mean_batch:5.1f}"
           f" {row['batch_histogram']}  ORT b={b} {loop.layout} {row['inprocess_rows_per_s']:>10.0f} rows/s"
-          f" ({row['inprocess_ms_per_run']:.3f} ms/run)  ratio {row['ratio'] * 100:5.1f} %"
-          f" ({row['ratio_range'][0] * 100:.0f}-{row['ratio_range'][1] * 100:.0f})"
-          f"  ORT b={rows} {row['request_batch_rows_per_s']:>10.0f} rows/s"
-          f" ratio {row['request_batch_ratio'] * 100:5.1f} %"
-          f" ({row['request_batch_ratio_range'][0] * 100:.0f}-{row['request_batch_ratio_range'][1] * 100:.0f})"
+          f" ({row['inprocess_ms_per_run']:.3f} ms/run)  ratio {percent(ratio, ratio_range)}"
+          f"  ORT b={rows} {row['request_batch_rows_per_s']:>10.0f} rows/s ratio {percent(req_ratio, req_ratio_range)}"
           f"  engine busy {row['engine_busy'] * 100:4.0f} %  err {row['errors']}  load {row['load_average']:.1f}"
           f"  cpu/req {row['server_cpu_us_per_request']:.1f} us"
           + (f", floor {row['floor_cpu_us_per_request']:.1f} us, bound {row['floor_bound'] * 100:.0f} %"
