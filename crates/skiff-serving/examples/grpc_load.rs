@@ -3,17 +3,20 @@
 //!
 //! A Python client (tritonclient in threads) cannot drive more than a few thousand calls per
 //! second on two cores, so it measured itself rather than the server. This client speaks gRPC
-//! directly over hyper's HTTP/2 client: `--conc` clients, each with its own connection (as each
+//! directly over the `h2` crate: `--conc` clients, each with its own connection (as each
 //! tritonclient user has its own channel), each sending its next request when the previous answer
 //! arrived. Every answer is checked (`grpc-status: 0` and a response that decodes), so a failing
 //! server cannot look fast. Prints one JSON line: requests, errors, rps, p50, p99 (ms).
+//!
+//! A call's HEADERS and DATA frames are queued together and leave in one write, as grpcio (under
+//! tritonclient) sends them. hyper's HTTP/2 client flushed them as two TCP segments, which made
+//! the server's kernel acknowledge the first on its own: two more packets per call than a real
+//! client costs the server.
 
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use skiff_serving::grpc::pb;
 
@@ -94,32 +97,40 @@ fn request_message(cli: &Cli) -> anyhow::Result<Bytes> {
 
 /// One call; `Ok(())` only for grpc-status 0 with a decodable `ModelInferResponse`.
 async fn call(
-    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    sender: &mut h2::client::SendRequest<Bytes>,
     uri: &http::Uri,
     body: &Bytes,
 ) -> anyhow::Result<()> {
     let req = http::Request::post(uri.clone())
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Full::new(body.clone()))?;
-    let resp = sender.send_request(req).await?;
+        .body(())?;
+    let (response, mut stream) = sender.send_request(req, false)?;
+    // Queued behind the HEADERS frame before the connection task runs: one write for both.
+    stream.send_data(body.clone(), true)?;
+    let resp = response.await?;
     anyhow::ensure!(resp.status() == 200, "HTTP {}", resp.status());
     let header_status = resp
         .headers()
         .get("grpc-status")
         .map(|v| v.as_bytes().to_vec());
-    let collected = resp.into_body().collect().await?;
-    let trailer_status = collected
+    let mut recv = resp.into_body();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk?;
+        data.extend_from_slice(&chunk);
+        recv.flow_control().release_capacity(chunk.len())?;
+    }
+    let trailer_status = recv
         .trailers()
-        .and_then(|t| t.get("grpc-status"))
-        .map(|v| v.as_bytes().to_vec());
+        .await?
+        .and_then(|t| t.get("grpc-status").map(|v| v.as_bytes().to_vec()));
     let status = trailer_status.or(header_status);
     anyhow::ensure!(
         status.as_deref() == Some(b"0"),
         "grpc-status {:?}",
         status.map(|s| String::from_utf8_lossy(&s).into_owned())
     );
-    let data = collected.to_bytes();
     anyhow::ensure!(data.len() >= 5, "short gRPC frame");
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
     anyhow::ensure!(data.len() == 5 + len, "gRPC frame length mismatch");
@@ -136,9 +147,13 @@ async fn client(
 ) -> anyhow::Result<(Vec<u32>, u64)> {
     let stream = tokio::net::TcpStream::connect(&target).await?;
     stream.set_nodelay(true)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let (sender, conn) = h2::client::handshake(stream).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            eprintln!("grpc_load: connection: {e}");
+        }
+    });
+    let mut sender = sender.ready().await?;
     let mut latencies_us = Vec::with_capacity(1 << 16);
     let mut errors = 0u64;
     while Instant::now() < deadline {
@@ -150,11 +165,12 @@ async fn client(
                 if errors == 1 {
                     eprintln!("grpc_load: {e}");
                 }
-                if sender.is_closed() {
-                    anyhow::bail!("connection closed: {e}");
-                }
             }
         }
+        sender = match sender.ready().await {
+            Ok(ready) => ready,
+            Err(e) => anyhow::bail!("connection closed: {e}"),
+        };
     }
     Ok((latencies_us, errors))
 }
