@@ -85,3 +85,28 @@ def test_every_datatype_round_trips(identity_server, kind, binary):
             assert [bytes(v) if not isinstance(v, str) else v.encode() for v in got.flatten()] == list(want.flatten()), dt
         else:
             np.testing.assert_array_equal(got, want, err_msg=dt)
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_bytes_that_are_not_text_are_a_client_error(identity_server, kind):
+    from tritonclient.utils import InferenceServerException
+
+    if kind == "http":
+        mod, c = httpclient, httpclient.InferenceServerClient(identity_server.url.removeprefix("http://"))
+    else:
+        mod, c = grpcclient, grpcclient.InferenceServerClient(identity_server.grpc)
+    inputs = []
+    for dt in TYPES:
+        data = sample(dt)
+        if dt == "BYTES":
+            data = np.array([[b"a", b"\xff"], [b"b", b"c"]], dtype=np.object_)
+        inp = mod.InferInput(f"x_{dt.lower()}", [2, 2], dt)
+        if kind == "http":
+            inp.set_data_from_numpy(data, binary_data=True)
+        else:
+            inp.set_data_from_numpy(data)
+        inputs.append(inp)
+    with pytest.raises(InferenceServerException, match="element 1 is not UTF-8") as e:
+        c.infer("id", inputs)
+    status = e.value.status()
+    assert status in ("400", "StatusCode.INVALID_ARGUMENT"), status

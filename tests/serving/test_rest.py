@@ -1,7 +1,9 @@
 """Open Inference Protocol REST, KServe V1, /predict, errors and metrics against onnxruntime in Python."""
 
 import json
+import shutil
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -150,6 +152,13 @@ def test_malformed_and_unknown(server):
     assert r.status_code == 400
     r = requests.post(f"{server.url}/v2/models/iris/infer", data=b"\xff\xfe\x00garbage", timeout=10)
     assert r.status_code == 400
+    r = requests.post(f"{server.url}/v2/models/iris/infer", data=b"\x1f\x8b", timeout=10,
+                      headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 415 and "send the request body uncompressed" in r.json()["error"]
+    r = requests.post(f"{server.url}/predict?model=iris", json={"instances": []}, timeout=10)
+    assert r.status_code == 400 and "instances is empty" in r.json()["error"]
+    r = requests.get(f"{server.url}/v2/models/iris/infer", timeout=10)
+    assert r.status_code == 405 and "GET is not allowed" in r.json()["error"]
     # The server survived all of that.
     assert requests.get(server.url + "/v2/health/live", timeout=10).status_code == 200
 
@@ -216,16 +225,66 @@ def test_short_form_and_settings(start_server, tmp_path, onnx_models, reference,
     assert r.json()["model_version"] == "1"
 
 
-def test_bad_model_is_reported_not_fatal(start_server, tmp_path, onnx_models):
+def test_bad_model_exits_or_is_reported(start_server, tmp_path, onnx_models):
+    from conftest import Server
+
     (tmp_path / "good" / "1").mkdir(parents=True)
     (tmp_path / "good" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
     (tmp_path / "bad" / "1").mkdir(parents=True)
     (tmp_path / "bad" / "1" / "model.onnx").write_bytes(b"not a model")
-    s = start_server(["--model-repository", str(tmp_path), "--no-grpc"])
+    # By default a model that cannot load stops the start, naming it (a pod crash-loops with
+    # the reason in its log instead of serving half a repository).
+    with pytest.raises(RuntimeError, match=r'1 of 2 models failed to load[\s\S]*model "bad": cannot load'):
+        Server(["--model-repository", str(tmp_path), "--no-grpc"])
+    with pytest.raises(RuntimeError, match="failed to load"):
+        Server(["--model", f"x={tmp_path / 'missing.onnx'}", "--no-grpc"])
+    # Told to go on, it serves the others, reports the bad one, and is ready.
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc", "--exit-on-error", "false"])
     assert requests.get(s.url + "/v2/models/good/ready", timeout=10).status_code == 200
     r = requests.get(s.url + "/v2/models/bad/ready", timeout=10)
     assert r.status_code == 503 and "cannot load" in r.json()["error"]
-    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 503
+    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 200
+    index = requests.post(s.url + "/v2/repository/index", timeout=10).json()
+    assert {(m["name"], m["state"]) for m in index} == {("good", "READY"), ("bad", "UNAVAILABLE")}
+
+
+def test_removed_model_directory_is_no_longer_served(start_server, tmp_path, onnx_models):
+    for name in ["keep", "gone"]:
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "model.onnx").write_bytes(onnx_models["iris"])
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc", "--poll-interval-ms", "100"])
+    assert requests.get(s.url + "/v2/models/gone/ready", timeout=10).status_code == 200
+    shutil.rmtree(tmp_path / "gone")
+    deadline = time.monotonic() + 10
+    while requests.get(s.url + "/v2/models/gone", timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the removed model is still served"
+        time.sleep(0.05)
+    assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 200
+    assert [m["name"] for m in requests.post(s.url + "/v2/repository/index", timeout=10).json()] == ["keep"]
+
+
+def test_settings_name_must_match_the_directory(start_server, tmp_path, onnx_models):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
+    (tmp_path / "m" / "model-settings.json").write_text(json.dumps({"name": "other"}))
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc", "--exit-on-error", "false"])
+    r = requests.get(s.url + "/v2/models/m/ready", timeout=10)
+    assert r.status_code == 503 and 'name the model "other" but its directory is "m"' in r.json()["error"]
+
+
+def test_command_line_conflicts_are_refused(tmp_path, onnx_models, repository):
+    from conftest import Server
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(onnx_models["iris"])
+    for args, needle in [
+        (["--model", f"a={path}", "--model", f"a={path}"], "given twice"),
+        (["--model", f"iris={path}", "--model-repository", str(repository)], "also holds"),
+        (["--model", f"a={path}", "--instances", "0"], "at least 1"),
+        (["--model", f"a={path}", "--max-batch-size", "0"], "at least 1"),
+    ]:
+        with pytest.raises(RuntimeError, match=needle):
+            Server(args + ["--no-grpc"])
 
 
 TRITON_CONFIG = """
@@ -247,7 +306,7 @@ def test_triton_config_pbtxt(start_server, tmp_path, onnx_models, iris_x):
     (tmp_path / "typo" / "1").mkdir(parents=True)
     (tmp_path / "typo" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
     (tmp_path / "typo" / "config.pbtxt").write_text("max_batch_size: 8\nmax_queue_delay: 5\n")
-    s = start_server(["--model-repository", str(tmp_path), "--no-grpc"])
+    s = start_server(["--model-repository", str(tmp_path), "--no-grpc", "--exit-on-error", "false"])
     meta = requests.get(s.url + "/v2/models/m", timeout=10).json()
     assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx", meta
     r = requests.post(s.url + "/predict?model=m", json={"instances": iris_x[:3].tolist()}, timeout=10)

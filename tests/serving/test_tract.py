@@ -11,7 +11,9 @@ from conftest import Server, assert_close, expected
 @pytest.fixture(scope="module")
 def tract_server(repository):
     try:
-        s = Server(["--model-repository", str(repository), "--backend", "tract", "--no-grpc"])
+        s = Server(["--model-repository", str(repository), "--backend", "tract", "--no-grpc",
+                    # boost and pipeline use operators tract lacks; the test reads their errors.
+                    "--exit-on-error", "false"])
     except RuntimeError as e:
         if "not built in" in str(e):
             pytest.skip("server built without the tract feature")

@@ -67,6 +67,9 @@ def test_errors_are_exceptions_not_crashes(server, kind):
     wrong_type.set_data_from_numpy(np.zeros((1, 4), dtype=np.float64))
     with pytest.raises(InferenceServerException, match="datatype"):
         c.infer("iris", [wrong_type])
+    # Unknown models and versions are not ready, over both protocols (Triton's answer).
+    assert not c.is_model_ready("nope")
+    assert not c.is_model_ready("iris", "9")
     assert c.is_server_live()
 
 

@@ -267,11 +267,9 @@ async fn model_ready(
     req: Request<pb::ModelReadyRequest>,
 ) -> Reply<pb::ModelReadyResponse> {
     let r = req.into_inner();
-    let ready = match repo.get(&r.name, version_opt(&r.version)) {
-        Ok(_) => true,
-        Err(crate::repository::RepositoryError::NotReady { .. }) => false,
-        Err(e) => return Err(ServeError::from(e).into()),
-    };
+    // An unknown model or version is not ready, as Triton answers (tritonclient's
+    // is_model_ready returns False rather than raising).
+    let ready = repo.get(&r.name, version_opt(&r.version)).is_ok();
     Ok(Response::new(pb::ModelReadyResponse { ready }))
 }
 
@@ -434,11 +432,7 @@ async fn repository_index(
         .into_iter()
         .filter(|e| !only_ready || e.state == ModelState::Ready)
         .map(|e| {
-            let (state, reason) = match e.state {
-                ModelState::Ready => ("READY", String::new()),
-                ModelState::Unavailable(r) => ("UNAVAILABLE", r),
-                ModelState::Unloaded => ("UNAVAILABLE", "unloaded".into()),
-            };
+            let (state, reason) = e.state.index_state();
             pb::ModelIndex {
                 name: e.name,
                 version: e.version.unwrap_or_default(),

@@ -79,7 +79,34 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(simple_health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ServeError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(json!({ "error": format!("{method} is not allowed on this endpoint") })),
+            )
+        })
+        .layer(axum::middleware::from_fn(plain_bodies_only))
         .with_state(state)
+}
+
+/// Refuses compressed request bodies by name. Read as they are, a gzip body would fail with a
+/// misleading length or JSON error.
+async fn plain_bodies_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let encoding = req.headers().get(header::CONTENT_ENCODING).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match encoding {
+        Some(e) if !e.is_empty() && e != "identity" => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            axum::Json(json!({
+                "error": format!("Content-Encoding {e:?} is not supported: send the request body uncompressed")
+            })),
+        )
+            .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes> {
@@ -238,14 +265,6 @@ async fn infer_v2_v(
     infer_json(s, model, Some(version), headers, body).await
 }
 
-fn state_str(state: &ModelState) -> (&'static str, String) {
-    match state {
-        ModelState::Ready => ("READY", String::new()),
-        ModelState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
-        ModelState::Unloaded => ("UNAVAILABLE", "unloaded".into()),
-    }
-}
-
 async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum::Json<Value>> {
     let bytes = read_body(&s, body).await?;
     let only_ready = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -261,7 +280,7 @@ async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum:
         .into_iter()
         .filter(|e| !only_ready || e.state == ModelState::Ready)
         .map(|e| {
-            let (state, reason) = state_str(&e.state);
+            let (state, reason) = e.state.index_state();
             let mut row = json!({ "name": e.name, "state": state, "reason": reason });
             if let Some(v) = e.version {
                 row["version"] = json!(v);

@@ -52,13 +52,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_grpc: bool,
     /// Inference threads in total (split across instances); default: the cgroup CPU quota.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Model instances (sessions with their own inference thread) per model version.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub instances: usize,
     /// Most rows merged into one execution; 1 disables dynamic batching.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub max_batch_size: usize,
     /// How long a request may wait for others to join its batch; 0 merges only what is already queued.
     #[arg(long, default_value_t = 0.0)]
@@ -72,6 +72,18 @@ pub struct ServeArgs {
     /// How often the repository is scanned for new or changed versions; 0 disables hot reload.
     #[arg(long, default_value_t = 1000)]
     pub poll_interval_ms: u64,
+    /// Exit at start-up when a model fails to load (as Triton does). `false` serves the models
+    /// that loaded and reports the others on their ready endpoints and in the repository index.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub exit_on_error: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Parses `NAME=PATH`.
@@ -90,9 +102,14 @@ pub fn select_backend(choice: &str) -> anyhow::Result<Arc<dyn Backend>> {
         "tract" => tract_backend(),
         "auto" => match OrtBackend::new() {
             Ok(b) => Ok(Arc::new(b)),
-            Err(ort_err) => tract_backend().map_err(|tract_err| {
-                anyhow::anyhow!("no inference backend: {ort_err}; {tract_err}")
-            }),
+            Err(ort_err) => {
+                let tract = tract_backend().map_err(|tract_err| {
+                    anyhow::anyhow!("no inference backend: {ort_err}; {tract_err}")
+                })?;
+                // Models tract cannot run fail to load later; say why ONNX Runtime was not used.
+                tracing::warn!(reason = %ort_err, "ONNX Runtime is not available; using tract");
+                Ok(tract)
+            }
         },
         other => anyhow::bail!("unknown --backend {other:?}: expected auto, onnxruntime or tract"),
     }
@@ -118,6 +135,19 @@ pub async fn build_repository(
         .iter()
         .map(|m| parse_model_flag(m))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, (name, _)) in files.iter().enumerate() {
+        anyhow::ensure!(
+            !files[..i].iter().any(|(other, _)| other == name),
+            "--model {name}=... is given twice; each model needs its own name"
+        );
+        if let Some(dir) = &args.model_repository {
+            anyhow::ensure!(
+                !dir.join(name).is_dir(),
+                "--model {name}=... names a model that {} also holds; give it another name",
+                dir.display()
+            );
+        }
+    }
     if files.is_empty() && args.model_repository.is_none() {
         anyhow::bail!("nothing to serve: give --model-repository DIR or --model NAME=PATH");
     }
@@ -162,10 +192,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let backend = tokio::task::spawn_blocking(move || select_backend(&choice)).await??;
     tracing::info!(backend = backend.capabilities().name, "inference backend");
     let repo = build_repository(&args, backend).await?;
-    for e in repo.index() {
-        if let repository::ModelState::Unavailable(reason) = &e.state {
-            tracing::warn!(model = %e.name, %reason, "model is not available");
-        }
+    let failed = repo.unavailable();
+    if args.exit_on_error && !failed.is_empty() {
+        let list: Vec<String> = failed
+            .iter()
+            .map(|(model, reason)| format!("model {model:?}: {reason}"))
+            .collect();
+        anyhow::bail!(
+            "{} of {} models failed to load (--exit-on-error false serves the others):\n  {}",
+            failed.len(),
+            repo.model_names().len(),
+            list.join("\n  ")
+        );
+    }
+    for (model, reason) in &failed {
+        tracing::warn!(%model, %reason, "model is not available");
     }
     let http_addr: SocketAddr = format!("{}:{}", args.host, args.http_port)
         .parse()

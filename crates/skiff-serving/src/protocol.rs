@@ -412,6 +412,11 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
             "instances must be a JSON array".into(),
         ));
     }
+    if shape[0] == 0 {
+        return Err(ProtocolError::Shape(
+            "instances is empty: send at least one row".into(),
+        ));
+    }
     // A single flat feature vector is one row.
     if shape.len() + 1 == spec.shape.len() {
         shape.insert(0, 1);

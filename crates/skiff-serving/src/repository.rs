@@ -70,9 +70,23 @@ type Stamp = Vec<(PathBuf, Option<SystemTime>, u64)>;
 /// Model lifecycle states reported by the repository index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelState {
+    /// Found, its first load not finished yet.
+    Loading,
     Ready,
     Unavailable(String),
     Unloaded,
+}
+
+impl ModelState {
+    /// The state and reason as the repository index reports them (Triton's words).
+    pub fn index_state(&self) -> (&'static str, String) {
+        match self {
+            ModelState::Loading => ("LOADING", String::new()),
+            ModelState::Ready => ("READY", String::new()),
+            ModelState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+            ModelState::Unloaded => ("UNAVAILABLE", "unloaded".into()),
+        }
+    }
 }
 
 struct Entry {
@@ -82,6 +96,22 @@ struct Entry {
     state: ModelState,
     /// Unloaded through the API: polling leaves it alone until loaded again.
     pinned_unloaded: bool,
+    /// The settings problem last logged while older versions kept serving, so a scan every
+    /// second does not repeat it.
+    settings_problem: Option<String>,
+}
+
+impl Entry {
+    fn new(source: Source) -> Entry {
+        Entry {
+            source,
+            versions: BTreeMap::new(),
+            stamps: HashMap::new(),
+            state: ModelState::Loading,
+            pinned_unloaded: false,
+            settings_problem: None,
+        }
+    }
 }
 
 /// One row of the repository index.
@@ -134,16 +164,7 @@ impl Repository {
     ) -> Repository {
         let mut models = BTreeMap::new();
         for (name, path) in files {
-            models.insert(
-                name,
-                Entry {
-                    source: Source::File(path),
-                    versions: BTreeMap::new(),
-                    stamps: HashMap::new(),
-                    state: ModelState::Unavailable("not loaded yet".into()),
-                    pinned_unloaded: false,
-                },
-            );
+            models.insert(name, Entry::new(Source::File(path)));
         }
         Repository {
             backend,
@@ -189,6 +210,7 @@ impl Repository {
                 reason: match &entry.state {
                     ModelState::Unavailable(r) => r.clone(),
                     ModelState::Unloaded => "unloaded".into(),
+                    ModelState::Loading => "loading".into(),
                     ModelState::Ready => "no version loaded".into(),
                 },
             }),
@@ -210,12 +232,25 @@ impl Repository {
         models.keys().cloned().collect()
     }
 
-    /// True when every known model that is not explicitly unloaded is serving.
+    /// True once no model is on its first load. A model that failed to load is reported on its
+    /// own (its ready endpoint, the index, the log) instead of taking the whole server out of a
+    /// Service: the others keep serving. `skiff serve` exits at start-up when a model fails,
+    /// unless told to serve the others (`--exit-on-error false`).
     pub fn all_ready(&self) -> bool {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        !models.values().any(|e| e.state == ModelState::Loading)
+    }
+
+    /// Models that are neither serving nor unloaded on purpose, with why.
+    pub fn unavailable(&self) -> Vec<(String, String)> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         models
-            .values()
-            .all(|e| e.state == ModelState::Ready || e.state == ModelState::Unloaded)
+            .iter()
+            .filter_map(|(name, e)| match &e.state {
+                ModelState::Unavailable(reason) => Some((name.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The repository index: every model with its served versions and state.
@@ -251,21 +286,30 @@ impl Repository {
             let found = scan_root(root);
             let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
             for (name, dir) in &found {
-                models.entry(name.clone()).or_insert_with(|| Entry {
-                    source: Source::Directory(dir.clone()),
-                    versions: BTreeMap::new(),
-                    stamps: HashMap::new(),
-                    state: ModelState::Unavailable("not loaded yet".into()),
-                    pinned_unloaded: false,
-                });
+                models
+                    .entry(name.clone())
+                    .or_insert_with(|| Entry::new(Source::Directory(dir.clone())));
             }
-            // Directories that disappeared stop being served.
-            for (name, e) in models.iter_mut() {
-                if matches!(e.source, Source::Directory(_)) && !found.contains_key(name) {
-                    e.versions.clear();
-                    e.stamps.clear();
-                    e.state = ModelState::Unavailable("model directory was removed".into());
-                }
+            // A model whose directory disappeared is no longer served nor listed; requests in
+            // flight finish on the versions they hold.
+            let removed: Vec<String> = models
+                .iter()
+                .filter(|(name, e)| {
+                    matches!(e.source, Source::Directory(_)) && !found.contains_key(*name)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in removed {
+                models.remove(&name);
+                self.settling
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(model, _), _| *model != name);
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(model, _), _| *model != name);
+                tracing::info!(model = %name, "model directory removed; no longer served");
             }
         }
         for name in self.model_names() {
@@ -285,16 +329,7 @@ impl Repository {
                     .map(|r| r.join(name))
                     .filter(|d| d.is_dir() && valid_name(name))
                     .ok_or_else(|| RepositoryError::UnknownModel(name.to_string()))?;
-                models.insert(
-                    name.to_string(),
-                    Entry {
-                        source: Source::Directory(dir),
-                        versions: BTreeMap::new(),
-                        stamps: HashMap::new(),
-                        state: ModelState::Unavailable("not loaded yet".into()),
-                        pinned_unloaded: false,
-                    },
-                );
+                models.insert(name.to_string(), Entry::new(Source::Directory(dir)));
             }
             if let Some(e) = models.get_mut(name) {
                 e.pinned_unloaded = false;
@@ -339,14 +374,24 @@ impl Repository {
             Ok(w) => w,
             Err(reason) => {
                 let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(e) = models.get_mut(name)
-                    && e.versions.is_empty()
-                {
-                    e.state = ModelState::Unavailable(reason);
+                if let Some(e) = models.get_mut(name) {
+                    if e.versions.is_empty() {
+                        e.state = ModelState::Unavailable(reason);
+                    } else if e.settings_problem.as_ref() != Some(&reason) {
+                        // Nothing new loads until this is fixed, a replaced model.onnx included.
+                        tracing::warn!(model = name, %reason, "cannot reload; still serving the loaded version");
+                        e.settings_problem = Some(reason);
+                    }
                 }
                 return;
             }
         };
+        {
+            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = models.get_mut(name) {
+                e.settings_problem = None;
+            }
+        }
         let serving_now = {
             let models = self.models.read().unwrap_or_else(|e| e.into_inner());
             models.get(name).is_some_and(|e| !e.versions.is_empty())
@@ -560,6 +605,14 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
         Source::File(path) => Ok((ModelSettings::default(), vec![(1, path.clone())])),
         Source::Directory(dir) => {
             let settings = read_settings(dir)?;
+            let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if let Some(name) = settings.name.as_deref().filter(|n| *n != dir_name) {
+                return Err(format!(
+                    "{}: the settings name the model {name:?} but its directory is {dir_name:?}; \
+                     a model is served under its directory's name, so rename one to match",
+                    dir.display()
+                ));
+            }
             let mut versions: BTreeSet<u64> = BTreeSet::new();
             let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             for e in rd.filter_map(|e| e.ok()) {
@@ -797,7 +850,15 @@ mod tests {
             r.get("b", None),
             Err(RepositoryError::NotReady { .. })
         ));
-        assert!(!r.all_ready());
+        // A model that failed is reported on its own; the server is not held back by it.
+        assert!(r.all_ready());
+        assert_eq!(
+            r.unavailable()
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect::<Vec<_>>(),
+            vec!["b".to_string()]
+        );
         assert!(matches!(
             r.get("a", Some("9")),
             Err(RepositoryError::UnknownVersion { .. })
@@ -820,6 +881,26 @@ mod tests {
         put(dir.path(), "c", 1, "y");
         r.sync(true);
         assert!(r.get("c", None).is_ok());
+    }
+
+    #[test]
+    fn a_removed_model_directory_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        put(dir.path(), "a", 1, "x");
+        put(dir.path(), "gone", 1, "y");
+        let (r, _) = repo(dir.path());
+        r.sync(false);
+        let held = r.get("gone", None).unwrap();
+        std::fs::remove_dir_all(dir.path().join("gone")).unwrap();
+        r.sync(true);
+        assert_eq!(
+            r.get("gone", None).err(),
+            Some(RepositoryError::UnknownModel("gone".into()))
+        );
+        assert_eq!(r.model_names(), vec!["a".to_string()]);
+        assert!(r.all_ready());
+        // A request that already holds the version finishes on it.
+        assert_eq!(held.version, "1");
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod tract;
 
 use std::path::Path;
 
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{DataType, Tensor, TensorData};
 
 /// Why a backend could not load or run a model; shown to clients and operators.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,10 @@ pub enum BackendError {
         expected: Vec<i64>,
         got: Vec<i64>,
     },
+    #[error(
+        "input {name:?}: element {element} is not UTF-8 text; BYTES inputs of ONNX models are strings"
+    )]
+    InputNotText { name: String, element: usize },
     #[error("unknown output {name:?} (outputs: {known})")]
     UnknownOutput { name: String, known: String },
     #[error("inference failed: {0}")]
@@ -50,6 +54,7 @@ impl BackendError {
                 | BackendError::MissingInput(_)
                 | BackendError::InputDatatype { .. }
                 | BackendError::InputShape { .. }
+                | BackendError::InputNotText { .. }
                 | BackendError::UnknownOutput { .. }
         )
     }
@@ -120,6 +125,15 @@ impl Signature {
                     name: t.name.clone(),
                     expected: spec.shape.clone(),
                     got: t.shape.clone(),
+                });
+            }
+            // Checked per request: a bad element found in a merged batch would fail the others.
+            if let TensorData::Bytes(items) = &t.data
+                && let Some(element) = items.iter().position(|b| std::str::from_utf8(b).is_err())
+            {
+                return Err(BackendError::InputNotText {
+                    name: t.name.clone(),
+                    element,
                 });
             }
         }
