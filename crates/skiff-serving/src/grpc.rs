@@ -333,6 +333,36 @@ fn from_contents(
     c: pb::InferTensorContents,
 ) -> Result<TensorData, ServeError> {
     let name = &input.name;
+    // Data in another typed field than the datatype's would read as "0 elements given".
+    let expected = match dt {
+        DataType::Bool => "bool_contents",
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "int_contents",
+        DataType::Int64 => "int64_contents",
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => "uint_contents",
+        DataType::Uint64 => "uint64_contents",
+        DataType::Fp32 => "fp32_contents",
+        DataType::Fp64 => "fp64_contents",
+        DataType::Bytes => "bytes_contents",
+        DataType::Fp16 => "raw_input_contents",
+    };
+    let given = [
+        ("bool_contents", c.bool_contents.is_empty()),
+        ("int_contents", c.int_contents.is_empty()),
+        ("int64_contents", c.int64_contents.is_empty()),
+        ("uint_contents", c.uint_contents.is_empty()),
+        ("uint64_contents", c.uint64_contents.is_empty()),
+        ("fp32_contents", c.fp32_contents.is_empty()),
+        ("fp64_contents", c.fp64_contents.is_empty()),
+        ("bytes_contents", c.bytes_contents.is_empty()),
+    ];
+    if let Some((other, _)) = given
+        .iter()
+        .find(|(field, empty)| !empty && *field != expected)
+    {
+        return Err(ServeError::BadRequest(format!(
+            "input {name:?}: datatype {dt} takes its data in {expected}, but {other} was given"
+        )));
+    }
     let ints = |v: Vec<i32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
     let uints = |v: Vec<u32>| v.into_iter().map(i64::from).collect::<Vec<_>>();
     Ok(match dt {
@@ -366,6 +396,15 @@ pub fn decode_request(
             "{} raw_input_contents for {} inputs; give one per input or none",
             raw.len(),
             req.inputs.len()
+        )));
+    }
+    if !raw.is_empty()
+        && let Some(both) = req.inputs.iter().find(|i| i.contents.is_some())
+    {
+        return Err(ServeError::BadRequest(format!(
+            "input {:?} has typed contents while the request carries raw_input_contents; give all \
+             inputs' data one way or the other",
+            both.name
         )));
     }
     let mut raw = raw.into_iter();
@@ -609,6 +648,38 @@ mod tests {
             decode_request(mismatch),
             Err(ServeError::BadRequest(_))
         ));
+        let ints_for_floats = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "FP32",
+                vec![1],
+                Some(pb::InferTensorContents {
+                    int_contents: vec![1],
+                    ..Default::default()
+                }),
+            )],
+            ..Default::default()
+        };
+        let e = decode_request(ints_for_floats).unwrap_err().to_string();
+        assert!(
+            e.contains("takes its data in fp32_contents, but int_contents was given"),
+            "{e}"
+        );
+        let both = pb::ModelInferRequest {
+            inputs: vec![input(
+                "x",
+                "FP32",
+                vec![1],
+                Some(pb::InferTensorContents {
+                    fp32_contents: vec![1.0],
+                    ..Default::default()
+                }),
+            )],
+            raw_input_contents: vec![vec![0; 4]],
+            ..Default::default()
+        };
+        let e = decode_request(both).unwrap_err().to_string();
+        assert!(e.contains("one way or the other"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::tensor::{
 pub enum ProtocolError {
     #[error("malformed JSON: {0}")]
     Json(String),
+    #[error("invalid request: {0}")]
+    Request(String),
     #[error("Inference-Header-Content-Length {header} is larger than the body ({body} bytes)")]
     HeaderLength { header: usize, body: usize },
     #[error("input {0:?}: no data: give \"data\" or parameters.binary_data_size")]
@@ -235,9 +237,31 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
     };
     let req = match fast::read_request(json) {
         Some(req) => req,
-        None => serde_json::from_slice(json).map_err(|e| ProtocolError::Json(e.to_string()))?,
+        None => serde_json::from_slice(json).map_err(|e| request_json_error(&e, json))?,
     };
     finish_request(req, binary)
+}
+
+/// serde's words for a body it could not read as a request, with what the client likely meant.
+fn request_json_error(e: &serde_json::Error, json: &[u8]) -> ProtocolError {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if e.is_data() && first != Some(&b'{') {
+        return ProtocolError::Json(
+            "the body must be a JSON object: {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}, ...]}"
+                .into(),
+        );
+    }
+    let mut msg = e.to_string();
+    if e.is_data() {
+        // Valid JSON, the wrong fields: "missing field `shape`" and the like.
+        return ProtocolError::Request(msg);
+    }
+    if e.is_syntax() && msg.starts_with("trailing characters") {
+        msg.push_str(
+            " (a body with binary tensor data after its JSON needs the Inference-Header-Content-Length header)",
+        );
+    }
+    ProtocolError::Json(msg)
 }
 
 /// Checks and converts a parsed request; `binary` is the section after the JSON header.
@@ -646,6 +670,16 @@ mod tests {
                 "invalid shape",
             ),
             (r#"{"inputs": "#, "malformed JSON"),
+            ("null", "the body must be a JSON object"),
+            ("[]", "the body must be a JSON object"),
+            (
+                r#"{"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}"#,
+                "invalid request: missing field `shape`",
+            ),
+            (
+                r#"{"inputs": []}  binary bytes"#,
+                "needs the Inference-Header-Content-Length header",
+            ),
             (
                 r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}, {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
                 "duplicate",

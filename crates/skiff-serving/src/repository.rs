@@ -637,7 +637,12 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
                 None => *versions
                     .iter()
                     .next_back()
-                    .ok_or_else(|| format!("no <version>/{MODEL_FILE} under {}", dir.display()))?,
+                    .ok_or_else(|| {
+                        format!(
+                            "no <version>/{MODEL_FILE} under {} (version directories are numbers: 1, 2, ...)",
+                            dir.display()
+                        )
+                    })?,
             };
             Ok((
                 settings,

@@ -11,7 +11,9 @@ pub enum TensorError {
         "unknown datatype {0:?}; expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES"
     )]
     UnknownDatatype(String),
-    #[error("tensor {name:?}: invalid shape {shape:?} (dimensions must be non-negative)")]
+    #[error(
+        "tensor {name:?}: invalid shape {shape:?} (dimensions must be non-negative, and their product must fit in memory)"
+    )]
     BadShape { name: String, shape: Vec<i64> },
     #[error("tensor {name:?}: shape {shape:?} needs {expected} elements but {got} were given")]
     ElementCount {
