@@ -518,14 +518,25 @@ mod tests {
                     .map(|x| serde_json::to_string(x).unwrap())
                     .collect()
             }
+            // Numbers JSON cannot write go out as the strings the decoders accept.
+            fn floats<T: Serialize + Copy + Into<f64>>(v: &[T]) -> Vec<String> {
+                v.iter()
+                    .map(|&x| match x.into() {
+                        w if w.is_nan() => r#""NaN""#.to_string(),
+                        f64::INFINITY => r#""Infinity""#.to_string(),
+                        f64::NEG_INFINITY => r#""-Infinity""#.to_string(),
+                        _ => serde_json::to_string(&x).unwrap(),
+                    })
+                    .collect()
+            }
             let elements = match &t.data {
                 TensorData::Bool(v) => texts(v),
                 TensorData::Uint64(v) => texts(v),
                 TensorData::Int64(v) => texts(v),
                 TensorData::Int8(v) => texts(v),
-                TensorData::Fp16(v) => texts(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
-                TensorData::Fp32(v) => texts(v),
-                TensorData::Fp64(v) => texts(v),
+                TensorData::Fp16(v) => floats(&v.iter().map(|x| x.to_f32()).collect::<Vec<_>>()),
+                TensorData::Fp32(v) => floats(v),
+                TensorData::Fp64(v) => floats(v),
                 TensorData::Bytes(v) => texts(
                     &v.iter()
                         .map(|b| String::from_utf8(b.clone()).unwrap())

@@ -728,14 +728,33 @@ impl Serialize for DataRange<'_> {
             TensorData::Int64(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
             TensorData::Fp16(v) => v[r]
                 .iter()
-                .try_for_each(|x| seq.serialize_element(&x.to_f32()))?,
-            TensorData::Fp32(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
-            TensorData::Fp64(v) => v[r].iter().try_for_each(|x| seq.serialize_element(x))?,
+                .try_for_each(|x| float_element(&mut seq, x.to_f32()))?,
+            TensorData::Fp32(v) => v[r].iter().try_for_each(|&x| float_element(&mut seq, x))?,
+            TensorData::Fp64(v) => v[r].iter().try_for_each(|&x| float_element(&mut seq, x))?,
             TensorData::Bytes(v) => v[r]
                 .iter()
                 .try_for_each(|x| seq.serialize_element(&String::from_utf8_lossy(x)))?,
         }
         seq.end()
+    }
+}
+
+/// A float element. JSON has no number for NaN and the infinities (serde_json writes `null`,
+/// which loses the sign of an infinity); they go out as the strings the decoders take back.
+fn float_element<S, T>(seq: &mut S, x: T) -> Result<(), S::Error>
+where
+    S: serde::ser::SerializeSeq,
+    T: Serialize + Copy + Into<f64>,
+{
+    let wide: f64 = x.into();
+    if wide.is_finite() {
+        seq.serialize_element(&x)
+    } else if wide.is_nan() {
+        seq.serialize_element("NaN")
+    } else if wide > 0.0 {
+        seq.serialize_element("Infinity")
+    } else {
+        seq.serialize_element("-Infinity")
     }
 }
 
@@ -880,6 +899,26 @@ mod tests {
         assert!(err.to_string().contains("element 1 is true"), "{err}");
         let err = TensorData::from_json_text("x", DataType::Fp32, "[1, ").unwrap_err();
         assert!(matches!(err, TensorDecodeError::Json(_)), "{err}");
+    }
+
+    /// NaN and the infinities leave as the strings they can be sent as, and come back the same.
+    #[test]
+    fn non_finite_floats_round_trip_through_json() {
+        for data in [
+            TensorData::Fp16(vec![f16::NAN, f16::INFINITY, f16::NEG_INFINITY, f16::ONE]),
+            TensorData::Fp32(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.5]),
+            TensorData::Fp64(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5]),
+        ] {
+            let text = serde_json::to_string(&data).unwrap();
+            assert!(
+                text.starts_with(r#"["NaN","Infinity","-Infinity",1"#),
+                "{text}"
+            );
+            let back =
+                TensorData::from_json("x", data.datatype(), &serde_json::from_str(&text).unwrap())
+                    .unwrap();
+            assert_eq!(format!("{back:?}"), format!("{data:?}"));
+        }
     }
 
     #[test]
