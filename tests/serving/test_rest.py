@@ -174,6 +174,8 @@ def test_metrics_count_requests_and_failures(server, iris_x):
     before = requests.get(server.url + "/metrics", timeout=10).text
     infer(server, "forest", {"inputs": [x_input([2, 4])]})
     infer(server, "forest", {"inputs": [x_input([2, 3])]})
+    # A body that does not decode counts as a failed request of the model it was sent to.
+    requests.post(f"{server.url}/v2/models/forest/infer", data=b"{not json", timeout=10)
     text = requests.get(server.url + "/metrics", timeout=10).text
 
     def value(t, name):
@@ -183,8 +185,8 @@ def test_metrics_count_requests_and_failures(server, iris_x):
         return 0.0
 
     labels = '{model="forest",version="1"}'
-    assert value(text, "skiff_inference_requests_total" + labels) == value(before, "skiff_inference_requests_total" + labels) + 2
-    assert value(text, "skiff_inference_failures_total" + labels) == value(before, "skiff_inference_failures_total" + labels) + 1
+    assert value(text, "skiff_inference_requests_total" + labels) == value(before, "skiff_inference_requests_total" + labels) + 3
+    assert value(text, "skiff_inference_failures_total" + labels) == value(before, "skiff_inference_failures_total" + labels) + 2
     for family in ["queue_duration_seconds", "compute_duration_seconds", "batch_size", "request_duration_seconds"]:
         assert f"skiff_inference_{family}_count{labels}" in text, family
 

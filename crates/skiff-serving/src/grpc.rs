@@ -437,9 +437,11 @@ async fn model_infer(
 ) -> Reply<pb::ModelInferResponse> {
     let r = req.into_inner();
     let (model, version, id) = (r.model_name.clone(), r.model_version.clone(), r.id.clone());
-    repo.get(&model, version_opt(&version))
+    let target = repo
+        .get(&model, version_opt(&version))
         .map_err(ServeError::from)?;
-    let (inputs, outputs) = decode_request(r)?;
+    let (inputs, outputs) = crate::service::rejected(&target, decode_request(r))?;
+    drop(target);
     let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
     let mut resp = pb::ModelInferResponse {
         model_name: served.name.clone(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::backend::TensorSpec;
 use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input};
 use crate::repository::{ModelState, Repository};
-use crate::service::{ServeError, infer};
+use crate::service::{ServeError, infer, rejected};
 use crate::simple::SimpleBody;
 use crate::tensor::Tensor;
 
@@ -229,21 +229,28 @@ async fn infer_json(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let header_len = match headers.get(HEADER_LEN) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    ServeError::BadRequest("Inference-Header-Content-Length is not a number".into())
-                })?,
-        ),
-    };
     // An unknown model is a 404 whatever the body holds.
-    s.repo.get(&model, version.as_deref())?;
-    let bytes = read_body(&s, body).await?;
-    let mut req = decode_infer(&bytes, header_len)?;
+    let target = s.repo.get(&model, version.as_deref())?;
+    let decoded = async {
+        let header_len = match headers.get(HEADER_LEN) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        ServeError::BadRequest(
+                            "Inference-Header-Content-Length is not a number".into(),
+                        )
+                    })?,
+            ),
+        };
+        let bytes = read_body(&s, body).await?;
+        Ok(decode_infer(&bytes, header_len)?)
+    }
+    .await;
+    let mut req = rejected(&target, decoded)?;
+    drop(target);
     let inputs = std::mem::take(&mut req.inputs);
     let (served, outputs) = infer(
         &s.repo,
@@ -363,22 +370,7 @@ async fn predict_rows(
     let served = s.repo.get(model, None)?;
     let input = match fast.and_then(|b| b.input(&served.signature)) {
         Some(t) => t,
-        None => {
-            let body = match parsed {
-                Some(v) => v,
-                None => parse_json(bytes)?,
-            };
-            let rows = body
-                .get("instances")
-                .or_else(|| body.get("inputs"))
-                .or_else(|| body.get("features"))
-                .ok_or_else(|| {
-                    ServeError::BadRequest(
-                        "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
-                    )
-                })?;
-            rows_to_input(&served.signature, rows)?
-        }
+        None => rejected(&served, rows_input(&served.signature, parsed, bytes))?,
     };
     let (served, outputs) =
         infer(&s.repo, model, Some(&served.version), vec![input], vec![]).await?;
@@ -389,6 +381,28 @@ async fn predict_rows(
         outputs,
         version: served.version.clone(),
     }))
+}
+
+/// The input tensor of a simple-style body read as a `Value` (`parsed`, if the caller has it).
+fn rows_input(
+    sig: &crate::backend::Signature,
+    parsed: Option<Value>,
+    bytes: &[u8],
+) -> Result<Tensor> {
+    let body = match parsed {
+        Some(v) => v,
+        None => parse_json(bytes)?,
+    };
+    let rows = body
+        .get("instances")
+        .or_else(|| body.get("inputs"))
+        .or_else(|| body.get("features"))
+        .ok_or_else(|| {
+            ServeError::BadRequest(
+                "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
+            )
+        })?;
+    Ok(rows_to_input(sig, rows)?)
 }
 
 /// `{"predictions": <first output's rows>, "model_version": ..., "outputs": {name: rows}}`, the

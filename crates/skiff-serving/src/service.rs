@@ -62,6 +62,16 @@ impl From<SubmitError> for ServeError {
     }
 }
 
+/// Counts a request for `served` that failed before [`infer`] (its body could not be decoded),
+/// so that malformed requests show in the request and failure counters like the others.
+pub fn rejected<T>(served: &Served, result: Result<T, ServeError>) -> Result<T, ServeError> {
+    if result.is_err() {
+        served.metrics.requests.inc();
+        served.metrics.failures.inc();
+    }
+    result
+}
+
 /// Validates, queues and awaits one inference; records request metrics.
 pub async fn infer(
     repo: &Repository,
