@@ -132,6 +132,7 @@ def x_input(shape, datatype="FP32", data=None):
     ({"inputs": [{"name": "Y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}, 400, "not an input"),
     ({"inputs": []}, 400, 'missing input "X"'),
     ({"inputs": [x_input([1, 4])], "outputs": [{"name": "nope"}]}, 400, "unknown output"),
+    ({"inputs": [x_input([1, 4])], "outputs": [{"name": "label"}, {"name": "label"}]}, 400, "requested twice"),
     ({"inputs": [x_input([1, 4], "FP99")]}, 400, "unknown datatype"),
 ])
 def test_bad_inputs_are_400_with_reason(server, body, status, needle):

@@ -39,6 +39,8 @@ pub enum BackendError {
         "input {name:?}: element {element} is not UTF-8 text; BYTES inputs of ONNX models are strings"
     )]
     InputNotText { name: String, element: usize },
+    #[error("output {0:?} is requested twice")]
+    DuplicateOutput(String),
     #[error("unknown output {name:?} (outputs: {known})")]
     UnknownOutput { name: String, known: String },
     #[error("inference failed: {0}")]
@@ -55,6 +57,7 @@ impl BackendError {
                 | BackendError::InputDatatype { .. }
                 | BackendError::InputShape { .. }
                 | BackendError::InputNotText { .. }
+                | BackendError::DuplicateOutput(_)
                 | BackendError::UnknownOutput { .. }
         )
     }
@@ -147,12 +150,15 @@ impl Signature {
 
     /// Validates requested output names.
     pub fn check_outputs(&self, outputs: &[String]) -> Result<(), BackendError> {
-        for name in outputs {
+        for (i, name) in outputs.iter().enumerate() {
             if !self.outputs.iter().any(|s| &s.name == name) {
                 return Err(BackendError::UnknownOutput {
                     name: name.clone(),
                     known: names(&self.outputs),
                 });
+            }
+            if outputs[..i].contains(name) {
+                return Err(BackendError::DuplicateOutput(name.clone()));
             }
         }
         Ok(())

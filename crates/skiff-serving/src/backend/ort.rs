@@ -172,7 +172,7 @@ impl Backend for OrtBackend {
             .with_intra_op_spinning(false)
             .map_err(|e| load_err(e.to_string()))?
             .commit_from_file(path)
-            .map_err(|e| load_err(e.to_string()))?;
+            .map_err(|e| load_err(load_failure(path, &e.to_string())))?;
         let spec = |o: &ort::value::Outlet| -> Result<TensorSpec, BackendError> {
             match o.dtype() {
                 ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
@@ -265,6 +265,25 @@ fn to_value(t: Tensor) -> Result<DynValue, BackendError> {
                 .into_dyn()
         }
     })
+}
+
+/// ONNX Runtime's load error in a user's words: its "Load model from PATH failed:" prefix
+/// repeats the path the caller already names, and "Protobuf parsing failed" means the file is
+/// not an ONNX model at all.
+fn load_failure(path: &Path, ort_message: &str) -> String {
+    if path.is_dir() {
+        return "it is a directory; give the path of the model.onnx file".into();
+    }
+    let detail = ort_message
+        .split_once(" failed:")
+        .filter(|(head, _)| head.starts_with("Load model from"))
+        .map_or(ort_message, |(_, rest)| rest)
+        .trim();
+    if detail.contains("Protobuf parsing failed") {
+        format!("not a valid ONNX model file ({detail})")
+    } else {
+        detail.to_string()
+    }
 }
 
 fn from_value(name: &str, v: &DynValue) -> Result<Tensor, BackendError> {
