@@ -441,7 +441,6 @@ async fn model_infer(
         .get(&model, version_opt(&version))
         .map_err(ServeError::from)?;
     let (inputs, outputs) = crate::service::rejected(&target, decode_request(r))?;
-    drop(target);
     let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
     let mut resp = pb::ModelInferResponse {
         model_name: served.name.clone(),

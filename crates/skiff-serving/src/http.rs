@@ -250,7 +250,6 @@ async fn infer_json(
     }
     .await;
     let mut req = rejected(&target, decoded)?;
-    drop(target);
     let inputs = std::mem::take(&mut req.inputs);
     let (served, outputs) = infer(
         &s.repo,

@@ -386,15 +386,12 @@ impl Repository {
                 return;
             }
         };
-        {
-            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = models.get_mut(name) {
-                e.settings_problem = None;
-            }
-        }
         let serving_now = {
-            let models = self.models.read().unwrap_or_else(|e| e.into_inner());
-            models.get(name).is_some_and(|e| !e.versions.is_empty())
+            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            models.get_mut(name).is_some_and(|e| {
+                e.settings_problem = None;
+                !e.versions.is_empty()
+            })
         };
         let mut new_versions: BTreeMap<u64, Arc<Served>> = BTreeMap::new();
         let mut new_stamps = HashMap::new();
