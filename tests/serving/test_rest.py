@@ -241,14 +241,21 @@ def test_bad_model_exits_or_is_reported(start_server, tmp_path, onnx_models):
         Server(["--model-repository", str(tmp_path), "--no-grpc"])
     with pytest.raises(RuntimeError, match="failed to load"):
         Server(["--model", f"x={tmp_path / 'missing.onnx'}", "--no-grpc"])
-    # Told to go on, it serves the others, reports the bad one, and is ready.
+    (tmp_path / "empty").mkdir()
+    # Told to go on, it serves the others, reports and logs the bad ones, and is ready.
     s = start_server(["--model-repository", str(tmp_path), "--no-grpc", "--exit-on-error", "false"])
     assert requests.get(s.url + "/v2/models/good/ready", timeout=10).status_code == 200
     r = requests.get(s.url + "/v2/models/bad/ready", timeout=10)
     assert r.status_code == 503 and "cannot load" in r.json()["error"]
     assert requests.get(s.url + "/v2/health/ready", timeout=10).status_code == 200
     index = requests.post(s.url + "/v2/repository/index", timeout=10).json()
-    assert {(m["name"], m["state"]) for m in index} == {("good", "READY"), ("bad", "UNAVAILABLE")}
+    assert {(m["name"], m["state"]) for m in index} == {
+        ("good", "READY"), ("bad", "UNAVAILABLE"), ("empty", "UNAVAILABLE")}
+    log = s.output()
+    assert 'model="bad"' in log and 'cannot load model="empty"' in log, log
+    # The only model that serves is the one /predict uses when none is named.
+    r = requests.post(s.url + "/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}, timeout=10)
+    assert r.status_code == 200, r.text
 
 
 def test_removed_model_directory_is_no_longer_served(start_server, tmp_path, onnx_models):

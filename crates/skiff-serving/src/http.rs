@@ -482,9 +482,19 @@ async fn simple_predict(
     };
     let model = match q.model.or(named_in_body) {
         Some(m) => m,
-        None => match s.repo.model_names().as_slice() {
-            [one] => one.clone(),
-            [] => return Err(ServeError::NotFound("no model is served".into())),
+        // "The only model served" counts the models that serve: a broken directory dropped
+        // into the repository must not break clients of the one that works.
+        None => match (
+            s.repo.serving_names().as_slice(),
+            s.repo.model_names().as_slice(),
+        ) {
+            ([one], _) | ([], [one]) => one.clone(),
+            (_, []) => return Err(ServeError::NotFound("no model is served".into())),
+            ([], _) => {
+                return Err(ServeError::Unavailable(
+                    "no model is ready; name one with ?model=NAME to see why".into(),
+                ));
+            }
             _ => {
                 return Err(ServeError::BadRequest(
                     "several models are served; name one with ?model=NAME or \"model\" in the body"

@@ -205,9 +205,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             list.join("\n  ")
         );
     }
-    for (model, reason) in &failed {
-        tracing::warn!(%model, %reason, "model is not available");
-    }
     let http_addr: SocketAddr = format!("{}:{}", args.host, args.http_port)
         .parse()
         .with_context(|| format!("bad --host {:?}", args.host))?;
@@ -276,7 +273,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         http = %http_addr,
         grpc = if args.no_grpc { "off".to_string() } else { format!("{}:{}", args.host, args.grpc_port) },
-        models = ?repo.model_names(),
+        models = ?repo.serving_names(),
+        unavailable = ?failed.iter().map(|(m, _)| m).collect::<Vec<_>>(),
         threads = repo.config().intra_op_threads,
         "skiff serve ready"
     );

@@ -241,6 +241,16 @@ impl Repository {
         !models.values().any(|e| e.state == ModelState::Loading)
     }
 
+    /// Names of the models with a version being served.
+    pub fn serving_names(&self) -> Vec<String> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        models
+            .iter()
+            .filter(|(_, e)| !e.versions.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Models that are neither serving nor unloaded on purpose, with why.
     pub fn unavailable(&self) -> Vec<(String, String)> {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
@@ -376,7 +386,12 @@ impl Repository {
                 let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
                 if let Some(e) = models.get_mut(name) {
                     if e.versions.is_empty() {
-                        e.state = ModelState::Unavailable(reason);
+                        let state = ModelState::Unavailable(reason);
+                        if e.state != state {
+                            // Logged once per new reason, like a failed load.
+                            tracing::warn!(model = name, reason = %state.index_state().1, "cannot load");
+                        }
+                        e.state = state;
                     } else if e.settings_problem.as_ref() != Some(&reason) {
                         // Nothing new loads until this is fixed, a replaced model.onnx included.
                         tracing::warn!(model = name, %reason, "cannot reload; still serving the loaded version");
