@@ -30,8 +30,11 @@ pub enum ProtocolError {
     BinaryLeftover(usize),
     #[error("duplicate input {0:?}")]
     DuplicateInput(String),
-    #[error("parameter {0:?} has the wrong type")]
-    Parameter(String),
+    #[error("parameter {name:?} must be {expected}")]
+    Parameter {
+        name: String,
+        expected: &'static str,
+    },
     #[error(transparent)]
     Tensor(#[from] TensorError),
     #[error("{0}")]
@@ -219,7 +222,10 @@ fn bool_param(params: &Option<Map<String, Value>>, key: &str) -> Result<bool, Pr
     match params.as_ref().and_then(|p| p.get(key)) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ProtocolError::Parameter(key.to_string())),
+        Some(_) => Err(ProtocolError::Parameter {
+            name: key.to_string(),
+            expected: "true or false",
+        }),
     }
 }
 
@@ -279,10 +285,10 @@ fn finish_request(req: JsonRequest, mut binary: &[u8]) -> Result<InferRequest, P
             .and_then(|p| p.get("binary_data_size"))
         {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .ok_or_else(|| ProtocolError::Parameter("binary_data_size".into()))?,
-            ),
+            Some(v) => Some(v.as_u64().ok_or_else(|| ProtocolError::Parameter {
+                name: "binary_data_size".into(),
+                expected: "a byte count (a whole number, 0 or more)",
+            })?),
         };
         let data = match (binary_size, input.data) {
             (Some(size), _) => {
@@ -682,6 +688,10 @@ mod tests {
             ),
             (r#"{"inputs": "#, "malformed JSON"),
             ("null", "the body must be a JSON object"),
+            (
+                r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": -5}}]}"#,
+                "must be a byte count",
+            ),
             ("[]", "the body must be a JSON object"),
             (
                 r#"{"inputs": [{"name": "x", "datatype": "FP32", "data": [1]}]}"#,
