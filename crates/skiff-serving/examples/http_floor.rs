@@ -38,10 +38,6 @@ async fn answer(Query(q): Query<Answer>, body: Bytes) -> Vec<u8> {
     vec![b' '; q.bytes.min(MAX_ANSWER)]
 }
 
-/// The allocator of the `skiff` binary, so that this example measures the same server.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     skiff_serving::sched::runtime()?.block_on(async move {

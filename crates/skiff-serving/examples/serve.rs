@@ -9,10 +9,6 @@ struct Cli {
     serve: skiff_serving::ServeArgs,
 }
 
-/// The allocator of the `skiff` binary, so that this example measures the same server.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     skiff_serving::sched::runtime()?.block_on(skiff_serving::run(cli.serve))

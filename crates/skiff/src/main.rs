@@ -5,13 +5,6 @@ use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-/// mimalloc rather than glibc's malloc: a request to `skiff serve` makes a few dozen small
-/// allocations, freed on other threads than the ones that made them. Alternating the two builds
-/// on one CPU gave 6–8 % more one-row requests per second and 1–4 % more at 64 rows
-/// (docs/benchmarks.md, "The allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "skiff",
