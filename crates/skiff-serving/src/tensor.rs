@@ -467,11 +467,17 @@ impl TensorData {
         })
     }
 
+    /// The first BYTES element that is not UTF-8 text (none for other datatypes).
+    pub fn first_non_text(&self) -> Option<usize> {
+        match self {
+            TensorData::Bytes(v) => v.iter().position(|b| std::str::from_utf8(b).is_err()),
+            _ => None,
+        }
+    }
+
     /// Checks that BYTES elements can be written as JSON strings.
     pub fn check_json_encodable(&self, name: &str) -> Result<(), TensorError> {
-        if let TensorData::Bytes(v) = self
-            && let Some(index) = v.iter().position(|b| std::str::from_utf8(b).is_err())
-        {
+        if let Some(index) = self.first_non_text() {
             return Err(TensorError::NotUtf8 {
                 name: name.to_string(),
                 index,

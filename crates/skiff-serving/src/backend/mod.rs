@@ -7,7 +7,7 @@ pub mod tract;
 
 use std::path::Path;
 
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, Tensor};
 
 /// Why a backend could not load or run a model; shown to clients and operators.
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +131,7 @@ impl Signature {
                 });
             }
             // Checked per request: a bad element found in a merged batch would fail the others.
-            if let TensorData::Bytes(items) = &t.data
-                && let Some(element) = items.iter().position(|b| std::str::from_utf8(b).is_err())
-            {
+            if let Some(element) = t.data.first_non_text() {
                 return Err(BackendError::InputNotText {
                     name: t.name.clone(),
                     element,
