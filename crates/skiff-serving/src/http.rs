@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::backend::TensorSpec;
 use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input};
-use crate::repository::{ModelState, Repository};
+use crate::repository::{DefaultModel, ModelState, Repository};
 use crate::service::{ServeError, infer, rejected};
 use crate::simple::SimpleBody;
 use crate::tensor::Tensor;
@@ -482,20 +482,17 @@ async fn simple_predict(
     };
     let model = match q.model.or(named_in_body) {
         Some(m) => m,
-        // "The only model served" counts the models that serve: a broken directory dropped
-        // into the repository must not break clients of the one that works.
-        None => match (
-            s.repo.serving_names().as_slice(),
-            s.repo.model_names().as_slice(),
-        ) {
-            ([one], _) | ([], [one]) => one.clone(),
-            (_, []) => return Err(ServeError::NotFound("no model is served".into())),
-            ([], _) => {
+        None => match s.repo.default_model() {
+            DefaultModel::One(m) => m,
+            DefaultModel::NoModels => {
+                return Err(ServeError::NotFound("no model is served".into()));
+            }
+            DefaultModel::NoneReady => {
                 return Err(ServeError::Unavailable(
                     "no model is ready; name one with ?model=NAME to see why".into(),
                 ));
             }
-            _ => {
+            DefaultModel::Several => {
                 return Err(ServeError::BadRequest(
                     "several models are served; name one with ?model=NAME or \"model\" in the body"
                         .into(),

@@ -114,6 +114,16 @@ impl Entry {
     }
 }
 
+/// Which model a request that names none goes to; see [`Repository::default_model`].
+#[derive(Debug, PartialEq)]
+pub enum DefaultModel {
+    One(String),
+    NoModels,
+    /// Several models, none serving.
+    NoneReady,
+    Several,
+}
+
 /// One row of the repository index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexEntry {
@@ -239,6 +249,24 @@ impl Repository {
     pub fn all_ready(&self) -> bool {
         let models = self.models.read().unwrap_or_else(|e| e.into_inner());
         !models.values().any(|e| e.state == ModelState::Loading)
+    }
+
+    /// The model a request that names none is for (`/predict`): the only one serving, else the
+    /// only one known. Serving models alone count, so that a broken directory dropped into the
+    /// repository does not break clients of the one that works. One pass under the lock: it is
+    /// on the path of every such request.
+    pub fn default_model(&self) -> DefaultModel {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let mut serving = models.iter().filter(|(_, e)| !e.versions.is_empty());
+        match (serving.next(), serving.next()) {
+            (Some((one, _)), None) => DefaultModel::One(one.clone()),
+            (Some(_), Some(_)) => DefaultModel::Several,
+            (None, _) => match models.len() {
+                0 => DefaultModel::NoModels,
+                1 => DefaultModel::One(models.keys().next().cloned().unwrap_or_default()),
+                _ => DefaultModel::NoneReady,
+            },
+        }
     }
 
     /// Names of the models with a version being served.
@@ -876,6 +904,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["b".to_string()]
         );
+        // The only serving model is the one a request naming none goes to.
+        assert_eq!(r.default_model(), DefaultModel::One("a".into()));
         assert!(matches!(
             r.get("a", Some("9")),
             Err(RepositoryError::UnknownVersion { .. })
