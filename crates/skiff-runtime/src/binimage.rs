@@ -348,17 +348,24 @@ pub fn find_onnxruntime() -> Option<PathBuf> {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }
-    let starts = [
+    venv_search_starts()
+        .into_iter()
+        .flat_map(|s| s.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+        .find_map(|dir| venv_onnxruntime(&dir.join(".venv")))
+}
+
+/// Where [`find_onnxruntime`] starts looking for a `.venv` (it also tries their parents): the
+/// working directory and the executable's directory.
+pub fn venv_search_starts() -> Vec<PathBuf> {
+    [
         std::env::current_dir().ok(),
         std::env::current_exe()
             .ok()
             .and_then(|e| e.parent().map(Path::to_path_buf)),
-    ];
-    starts
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
-        .find_map(|dir| venv_onnxruntime(&dir.join(".venv")))
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// `<venv>/lib*/python*/site-packages/onnxruntime/capi/libonnxruntime.so*`.

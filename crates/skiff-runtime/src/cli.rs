@@ -146,17 +146,11 @@ pub fn run_images(root: &Path, cmd: ImagesCommand) -> anyhow::Result<()> {
             let ort = onnxruntime
                 .or_else(crate::binimage::find_onnxruntime)
                 .ok_or_else(|| {
-                    let places = [
-                        std::env::current_dir().ok(),
-                        std::env::current_exe()
-                            .ok()
-                            .and_then(|e| e.parent().map(std::path::Path::to_path_buf)),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and ");
+                    let places = crate::binimage::venv_search_starts()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ");
                     anyhow::anyhow!(
                         "no libonnxruntime found: pass --onnxruntime PATH (the \
                          onnxruntime/capi/libonnxruntime.so.* of a Python package), set \
