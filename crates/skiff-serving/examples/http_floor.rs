@@ -38,7 +38,12 @@ async fn answer(Query(q): Query<Answer>, body: Bytes) -> Vec<u8> {
     vec![b' '; q.bytes.min(MAX_ANSWER)]
 }
 
+/// The allocator of `skiff serve`, so that this example measures the same server.
+#[global_allocator]
+static ALLOCATOR: skiff_serving::alloc::ServingAllocator = skiff_serving::alloc::ServingAllocator;
+
 fn main() -> anyhow::Result<()> {
+    skiff_serving::alloc::serve_with_mimalloc();
     let cli = Cli::parse();
     skiff_serving::sched::runtime()?.block_on(async move {
         let app = Router::new().fallback(answer);

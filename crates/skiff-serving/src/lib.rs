@@ -1,5 +1,6 @@
 //! The skiff model server: ONNX backends, Open Inference Protocol over REST and gRPC, batching, metrics.
 
+pub mod alloc;
 pub mod backend;
 pub mod batcher;
 pub mod grpc;

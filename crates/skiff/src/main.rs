@@ -5,6 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
+/// glibc's malloc for the control plane, mimalloc once the process turns out to be `skiff serve`
+/// (see skiff_serving::alloc for why and the figures).
+#[global_allocator]
+static ALLOCATOR: skiff_serving::alloc::ServingAllocator = skiff_serving::alloc::ServingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "skiff",
@@ -226,7 +231,10 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Up(a) | Command::Server(a) => up(a),
         Command::Kubeconfig(a) => kubeconfig(a),
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => {
+            skiff_serving::alloc::serve_with_mimalloc();
+            serve(a)
+        }
         Command::Agent(a) => agent(a),
         Command::Killall(a) => killall(a),
         Command::Shim { args } => std::process::exit(skiff_runtime::oci::shim_main(args)),
