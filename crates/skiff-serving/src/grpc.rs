@@ -524,13 +524,8 @@ async fn dispatch(
     max: usize,
     req: http::Request<axum::body::Body>,
 ) -> http::Response<tonic::body::Body> {
-    let method = req
-        .uri()
-        .path()
-        .strip_prefix(SERVICE)
-        .unwrap_or_default()
-        .to_string();
-    match method.as_str() {
+    let method = req.uri().path().strip_prefix(SERVICE).unwrap_or_default();
+    match method {
         "ServerLive" => unary!(repo, max, req, server_live),
         "ServerReady" => unary!(repo, max, req, server_ready),
         "ModelReady" => unary!(repo, max, req, model_ready),
