@@ -414,12 +414,11 @@ impl Repository {
                 let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
                 if let Some(e) = models.get_mut(name) {
                     if e.versions.is_empty() {
-                        let state = ModelState::Unavailable(reason);
-                        if e.state != state {
+                        if !matches!(&e.state, ModelState::Unavailable(old) if *old == reason) {
                             // Logged once per new reason, like a failed load.
-                            tracing::warn!(model = name, reason = %state.index_state().1, "cannot load");
+                            tracing::warn!(model = name, %reason, "cannot load");
                         }
-                        e.state = state;
+                        e.state = ModelState::Unavailable(reason);
                     } else if e.settings_problem.as_ref() != Some(&reason) {
                         // Nothing new loads until this is fixed, a replaced model.onnx included.
                         tracing::warn!(model = name, %reason, "cannot reload; still serving the loaded version");
