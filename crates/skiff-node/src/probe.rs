@@ -2,6 +2,8 @@
 //! defaults, run by one task per container that reports transitions to the pod worker, and
 //! lifecycle hooks. One deliberate difference: a readiness probe that has never succeeded
 //! is retried sooner than its period, so a new pod is Ready as soon as it answers.
+//! Liveness waits like the kubelet's: its first attempt comes a period after the start (or
+//! after `initialDelaySeconds`, if longer), never while the server is still binding.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -75,6 +77,16 @@ impl Settings {
             success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
             failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
         }
+    }
+
+    /// When a liveness probe first runs after its container starts. The kubelet's probe worker
+    /// is created with the pod, finds no running container on its first tick, and so probes
+    /// liveness first on a later tick of `periodSeconds`, once `initialDelaySeconds` have
+    /// passed; only readiness is triggered at once. Probing at the start instead would log a
+    /// "Liveness probe failed: connection refused" event for every server that takes a few
+    /// milliseconds to bind.
+    pub fn first_liveness(&self) -> Duration {
+        self.initial_delay.max(self.period)
     }
 }
 
@@ -433,7 +445,7 @@ pub async fn run(target: Target, tx: Tx) {
     let liveness = async {
         let Some(p) = &c.liveness_probe else { return };
         let s = Settings::of(p);
-        tokio::time::sleep(s.initial_delay).await;
+        tokio::time::sleep(s.first_liveness()).await;
         let mut counter = Counter::default();
         loop {
             match attempt(p, &target, s.timeout).await {
@@ -563,6 +575,25 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_secs(1));
         assert_eq!((s.success_threshold, s.failure_threshold), (1, 3));
         assert_eq!(s.initial_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn liveness_starts_a_period_in() {
+        let probe = |v: serde_json::Value| Settings::of(&serde_json::from_value(v).expect("probe"));
+        let first = |v| probe(v).first_liveness();
+        assert_eq!(first(serde_json::json!({})), Duration::from_secs(10));
+        assert_eq!(
+            first(serde_json::json!({"periodSeconds": 2})),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            first(serde_json::json!({"initialDelaySeconds": 30, "periodSeconds": 5})),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            first(serde_json::json!({"initialDelaySeconds": 3, "periodSeconds": 5})),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -25,28 +25,71 @@ const IMAGE: &str = "skiff-test/busybox:agent";
 const NODE: &str = "oci-node";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The tests of this binary, by name.
+const TESTS: [&str; 2] = ["oci_pod_lifecycle", "cni_pod_network"];
+
+/// The test-harness command line that `cargo test` and `cargo nextest` use: `--list` (nextest
+/// adds `--format terse`, and `--ignored` for the ignored ones, of which there are none here),
+/// name filters, `--exact`; other flags are accepted and ignored.
+struct Args {
+    list: bool,
+    ignored: bool,
+    exact: bool,
+    filters: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: impl Iterator<Item = String>) -> Args {
+        let mut out = Args {
+            list: false,
+            ignored: false,
+            exact: false,
+            filters: Vec::new(),
+        };
+        let mut args = args.peekable();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--list" => out.list = true,
+                "--ignored" => out.ignored = true,
+                "--exact" => out.exact = true,
+                // Flags that take a value: skip it so that it is not read as a filter.
+                "--format" | "--logfile" | "--skip" | "--test-threads" | "--color" => {
+                    args.next();
+                }
+                f if f.starts_with('-') => {}
+                _ => out.filters.push(a),
+            }
+        }
+        out
+    }
+
+    fn selects(&self, name: &str) -> bool {
+        !self.ignored
+            && (self.filters.is_empty()
+                || self.filters.iter().any(|f| {
+                    if self.exact {
+                        f == name
+                    } else {
+                        name.contains(f.as_str())
+                    }
+                }))
+    }
+}
+
 fn main() {
-    let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == "shim") {
-        std::process::exit(skiff_runtime::shim_main(args));
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().is_some_and(|a| a == "shim") {
+        std::process::exit(skiff_runtime::shim_main(raw));
     }
-    // `cargo test -p skiff-node <filter>`: run only when the filter could mean us.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let names = ["oci_pod_lifecycle", "cni_pod_network"];
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|f| names.iter().any(|n| n.contains(f.as_str())))
-    {
-        return;
-    }
-    if std::env::args().any(|a| a == "--list") {
-        for n in names {
+    let args = Args::parse(std::env::args().skip(1));
+    let selected: Vec<&str> = TESTS.into_iter().filter(|n| args.selects(n)).collect();
+    if args.list {
+        for n in selected {
             println!("{n}: test");
         }
+        return;
+    }
+    if selected.is_empty() {
         return;
     }
     if !rustix::process::geteuid().is_root() {
@@ -62,13 +105,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio");
-    rt.block_on(oci_pod_lifecycle());
-    println!("test oci_pod_lifecycle ... ok");
-    if Path::new("/usr/lib/cni/bridge").exists() {
-        rt.block_on(cni_pod_network());
-        println!("test cni_pod_network ... ok");
-    } else {
-        eprintln!("skipping cni test: /usr/lib/cni/bridge missing (containernetworking-plugins)");
+    for name in selected {
+        match name {
+            "oci_pod_lifecycle" => rt.block_on(oci_pod_lifecycle()),
+            _ if !Path::new("/usr/lib/cni/bridge").exists() => {
+                eprintln!(
+                    "skipping cni test: /usr/lib/cni/bridge missing (containernetworking-plugins)"
+                );
+                continue;
+            }
+            _ => rt.block_on(cni_pod_network()),
+        }
+        println!("test {name} ... ok");
     }
 }
 
