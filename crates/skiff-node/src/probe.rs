@@ -1,9 +1,11 @@
 //! Liveness, readiness and startup probes (httpGet, tcpSocket, exec) with the Kubernetes
 //! defaults, run by one task per container that reports transitions to the pod worker, and
 //! lifecycle hooks. One deliberate difference: a readiness probe that has never succeeded
-//! is retried sooner than its period, so a new pod is Ready as soon as it answers.
-//! Liveness waits like the kubelet's: its first attempt comes a period after the start (or
-//! after `initialDelaySeconds`, if longer), never while the server is still binding.
+//! is retried sooner than its period, so a new pod is Ready as soon as it answers; a startup
+//! probe likewise tries early, but counts (and reports) only the attempts the kubelet would
+//! make, so a slow starter gets the same budget as on Kubernetes. Liveness waits like the
+//! kubelet's: its first attempt comes a period after the start (or after
+//! `initialDelaySeconds`, if longer), never while the server is still binding.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -79,13 +81,13 @@ impl Settings {
         }
     }
 
-    /// When a liveness probe first runs after its container starts. The kubelet's probe worker
-    /// is created with the pod, finds no running container on its first tick, and so probes
-    /// liveness first on a later tick of `periodSeconds`, once `initialDelaySeconds` have
-    /// passed; only readiness is triggered at once. Probing at the start instead would log a
-    /// "Liveness probe failed: connection refused" event for every server that takes a few
-    /// milliseconds to bind.
-    pub fn first_liveness(&self) -> Duration {
+    /// When the kubelet first probes a container's liveness or startup after its start. Its
+    /// probe worker is created with the pod, finds no running container on its first tick,
+    /// and so probes first on a later tick of `periodSeconds`, once `initialDelaySeconds` have
+    /// passed; only readiness is triggered at once. Probing liveness at the start instead
+    /// would log a "Liveness probe failed: connection refused" event for every server that
+    /// takes a few milliseconds to bind.
+    pub fn first_tick(&self) -> Duration {
         self.initial_delay.max(self.period)
     }
 }
@@ -391,10 +393,22 @@ pub async fn run(target: Target, tx: Tx) {
         .filter(|_| !target.initially_started)
     {
         let s = Settings::of(p);
+        let start = tokio::time::Instant::now();
+        let first_tick = start + s.first_tick();
         tokio::time::sleep(s.initial_delay).await;
         let mut counter = Counter::default();
+        let mut fast = FIRST_RETRY;
         loop {
+            // Attempts before the kubelet's first tick are extra: a success counts, a failure
+            // is retried sooner and neither counted nor reported.
+            let early = tokio::time::Instant::now() < first_tick;
             match attempt(p, &target, s.timeout).await {
+                Outcome::Failure(_) if early => {
+                    tokio::time::sleep_until(first_tick.min(tokio::time::Instant::now() + fast))
+                        .await;
+                    fast *= 2;
+                    continue;
+                }
                 Outcome::Unsupported(m) => {
                     send(
                         &tx,
@@ -445,7 +459,7 @@ pub async fn run(target: Target, tx: Tx) {
     let liveness = async {
         let Some(p) = &c.liveness_probe else { return };
         let s = Settings::of(p);
-        tokio::time::sleep(s.first_liveness()).await;
+        tokio::time::sleep(s.first_tick()).await;
         let mut counter = Counter::default();
         loop {
             match attempt(p, &target, s.timeout).await {
@@ -578,9 +592,9 @@ mod tests {
     }
 
     #[test]
-    fn liveness_starts_a_period_in() {
+    fn first_tick_is_a_period_in() {
         let probe = |v: serde_json::Value| Settings::of(&serde_json::from_value(v).expect("probe"));
-        let first = |v| probe(v).first_liveness();
+        let first = |v| probe(v).first_tick();
         assert_eq!(first(serde_json::json!({})), Duration::from_secs(10));
         assert_eq!(
             first(serde_json::json!({"periodSeconds": 2})),
@@ -610,6 +624,120 @@ mod tests {
         assert_eq!(c.record(true, &s), Some(true));
         assert_eq!(c.record(false, &s), None);
         assert_eq!(c.record(false, &s), Some(false));
+    }
+
+    /// A target on 127.0.0.1 whose container has the given probes (JSON).
+    fn target_with(dir: &std::path::Path, probes: serde_json::Value) -> Target {
+        let rt: Arc<dyn Runtime> =
+            Arc::new(skiff_runtime::process::ProcessRuntime::new(dir).expect("runtime"));
+        let mut container = serde_json::json!({"name": "c"});
+        container
+            .as_object_mut()
+            .expect("object")
+            .extend(probes.as_object().expect("probes").clone());
+        Target {
+            pod_ip: "127.0.0.1".parse().expect("ip"),
+            runtime: rt,
+            container_id: "x".into(),
+            initially_ready: false,
+            initially_started: false,
+            container: serde_json::from_value(container).expect("container"),
+        }
+    }
+
+    /// What the probe task reports within `window`.
+    async fn events_within(target: Target, window: Duration) -> Vec<ProbeEvent> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(target, tx));
+        tokio::time::sleep(window).await;
+        task.abort();
+        let mut out = Vec::new();
+        while let Ok((_, ev)) = rx.try_recv() {
+            out.push(ev);
+        }
+        out
+    }
+
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_binds_late_is_started_without_a_counted_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        // failureThreshold 1: one counted failure would restart the container.
+        let target = target_with(
+            dir.path(),
+            serde_json::json!({"startupProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2,
+                "failureThreshold": 1}}),
+        );
+        let listener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind");
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+        let events = events_within(target, Duration::from_millis(1200)).await;
+        listener.abort();
+        assert_eq!(events, vec![ProbeEvent::Started, ProbeEvent::Ready(true)]);
+    }
+
+    #[tokio::test]
+    async fn startup_failures_count_from_the_first_tick() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = target_with(
+            dir.path(),
+            serde_json::json!({"startupProbe": {"tcpSocket": {"port": free_port()},
+                "periodSeconds": 1, "failureThreshold": 1}}),
+        );
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(run(target, tx));
+        let (_, first) = rx.recv().await.expect("an event");
+        let at = started.elapsed();
+        task.abort();
+        assert!(
+            matches!(
+                first,
+                ProbeEvent::Unhealthy {
+                    kind: ProbeKind::Startup,
+                    ..
+                }
+            ),
+            "{first:?}"
+        );
+        assert!(
+            at >= Duration::from_millis(950),
+            "first counted failure after {at:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn liveness_is_not_probed_before_a_period() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = target_with(
+            dir.path(),
+            serde_json::json!({"livenessProbe": {"tcpSocket": {"port": free_port()},
+                "periodSeconds": 1}}),
+        );
+        let early = events_within(target.clone(), Duration::from_millis(700)).await;
+        assert_eq!(early, vec![ProbeEvent::Started, ProbeEvent::Ready(true)]);
+        let later = events_within(target, Duration::from_millis(1500)).await;
+        assert!(
+            later.iter().any(|e| matches!(
+                e,
+                ProbeEvent::Unhealthy {
+                    kind: ProbeKind::Liveness,
+                    ..
+                }
+            )),
+            "{later:?}"
+        );
     }
 
     #[tokio::test]
