@@ -714,7 +714,8 @@ def main():
         hp, gp = free_port(), free_port()
         env = dict(os.environ, SKIFF_PYTHON=py, RUST_LOG="warn")
         proc = spawn(skiff_cmd() + ["--model-repository", repo, "--host", "127.0.0.1", "--http-port", str(hp),
-                                    "--grpc-port", str(gp), "--batch-delay-ms", "0"], env=env, log=log)
+                                    "--grpc-port", str(gp), "--max-batch-size", "32", "--batch-delay-ms", "0"],
+                     env=env, log=log)
         try:
             extra["skiff start-to-ready (s)"] = wait_http(f"http://127.0.0.1:{hp}/v2/health/ready", proc, proc.started)
             url = f"http://127.0.0.1:{hp}/v2/models/iris/infer"

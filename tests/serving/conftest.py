@@ -101,7 +101,7 @@ def repository(tmp_path_factory, onnx_models):
 
 @pytest.fixture(scope="session")
 def server(repository):
-    s = Server(["--model-repository", str(repository), "--batch-delay-ms", "2"])
+    s = Server(["--model-repository", str(repository), "--max-batch-size", "32", "--batch-delay-ms", "2"])
     yield s
     s.stop()
 

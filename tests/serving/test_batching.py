@@ -65,3 +65,35 @@ def test_grpc_concurrent_batches(start_server, repository, reference, iris_x):
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(run, range(200)))
+
+
+def test_requests_are_not_merged_unless_asked(start_server, tmp_path):
+    """A model that combines rows (a cumulative sum over the first axis) must answer each client
+    from its own rows: batching is opt-in, as in Triton and MLServer."""
+    from onnx import TensorProto, helper
+
+    axis = helper.make_tensor("axis", TensorProto.INT64, [], [0])
+    graph = helper.make_graph(
+        [helper.make_node("CumSum", ["X", "axis"], ["Y"])], "cumsum",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2])], [axis])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    path = tmp_path / "cumsum.onnx"
+    path.write_bytes(model.SerializeToString())
+    s = start_server(["--model", f"cumsum={path}"])
+    session = requests.Session()
+
+    def run(i):
+        body = {"inputs": [{"name": "X", "shape": [1, 2], "datatype": "FP32", "data": [i, i]}]}
+        r = session.post(f"{s.url}/v2/models/cumsum/infer", data=json.dumps(body), timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["outputs"][0]["data"] == [i, i]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(run, range(1, 801)))
+    assert all(answers), f"{answers.count(False)} of {len(answers)} answers mixed other clients' rows"
+    text = requests.get(s.url + "/metrics", timeout=10).text
+    labels = '{model="cumsum",version="1"}'
+    assert metric(text, "skiff_inference_batch_size_sum" + labels) == metric(
+        text, "skiff_inference_batch_size_count" + labels) == 800

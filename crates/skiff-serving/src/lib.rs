@@ -58,8 +58,12 @@ pub struct ServeArgs {
     /// Model instances (sessions with their own inference thread) per model version.
     #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub instances: usize,
-    /// Most rows merged into one execution; 1 disables dynamic batching.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    /// Most rows merged into one execution, for models whose own settings do not say; 1 (the
+    /// default) runs each request alone. Merging is opt-in, as in Triton and MLServer: it is
+    /// right only for models whose rows are independent (every scikit-learn model), and it
+    /// would mix clients' data in a model that combines rows, such as a softmax over the first
+    /// axis.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub max_batch_size: usize,
     /// How long a request may wait for others to join its batch; 0 merges only what is already queued.
     #[arg(long, default_value_t = 0.0)]
