@@ -87,8 +87,9 @@ def test_every_datatype_round_trips(identity_server, kind, binary):
             np.testing.assert_array_equal(got, want, err_msg=dt)
 
 
+@pytest.mark.parametrize("bad,why", [(b"\xff", "is not UTF-8"), (b"a\x00b", "contains a NUL byte")])
 @pytest.mark.parametrize("kind", ["http", "grpc"])
-def test_bytes_that_are_not_text_are_a_client_error(identity_server, kind):
+def test_bytes_that_are_not_text_are_a_client_error(identity_server, kind, bad, why):
     from tritonclient.utils import InferenceServerException
 
     if kind == "http":
@@ -99,14 +100,14 @@ def test_bytes_that_are_not_text_are_a_client_error(identity_server, kind):
     for dt in TYPES:
         data = sample(dt)
         if dt == "BYTES":
-            data = np.array([[b"a", b"\xff"], [b"b", b"c"]], dtype=np.object_)
+            data = np.array([[b"a", bad], [b"b", b"c"]], dtype=np.object_)
         inp = mod.InferInput(f"x_{dt.lower()}", [2, 2], dt)
         if kind == "http":
             inp.set_data_from_numpy(data, binary_data=True)
         else:
             inp.set_data_from_numpy(data)
         inputs.append(inp)
-    with pytest.raises(InferenceServerException, match="element 1 is not UTF-8") as e:
+    with pytest.raises(InferenceServerException, match=f"element 1 {why}") as e:
         c.infer("id", inputs)
     status = e.value.status()
     assert status in ("400", "StatusCode.INVALID_ARGUMENT"), status

@@ -467,6 +467,23 @@ impl TensorData {
         })
     }
 
+    /// The first BYTES element an ONNX string tensor cannot hold, and why: one that is not UTF-8,
+    /// or one with a NUL byte (ONNX Runtime takes strings as C strings).
+    pub fn first_non_string(&self) -> Option<(usize, &'static str)> {
+        match self {
+            TensorData::Bytes(v) => v.iter().enumerate().find_map(|(i, b)| {
+                if std::str::from_utf8(b).is_err() {
+                    Some((i, "is not UTF-8 text"))
+                } else if b.contains(&0) {
+                    Some((i, "contains a NUL byte"))
+                } else {
+                    None
+                }
+            }),
+            _ => None,
+        }
+    }
+
     /// The first BYTES element that is not UTF-8 text (none for other datatypes).
     pub fn first_non_text(&self) -> Option<usize> {
         match self {

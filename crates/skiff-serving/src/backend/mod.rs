@@ -35,10 +35,12 @@ pub enum BackendError {
         expected: Vec<i64>,
         got: Vec<i64>,
     },
-    #[error(
-        "input {name:?}: element {element} is not UTF-8 text; BYTES inputs of ONNX models are strings"
-    )]
-    InputNotText { name: String, element: usize },
+    #[error("input {name:?}: element {element} {why}; BYTES inputs of ONNX models are strings")]
+    InputNotText {
+        name: String,
+        element: usize,
+        why: &'static str,
+    },
     #[error("output {0:?} is requested twice")]
     DuplicateOutput(String),
     #[error("unknown output {name:?} (outputs: {known})")]
@@ -131,10 +133,11 @@ impl Signature {
                 });
             }
             // Checked per request: a bad element found in a merged batch would fail the others.
-            if let Some(element) = t.data.first_non_text() {
+            if let Some((element, why)) = t.data.first_non_string() {
                 return Err(BackendError::InputNotText {
                     name: t.name.clone(),
                     element,
+                    why,
                 });
             }
         }
