@@ -32,6 +32,8 @@ def test_metadata_comes_from_the_graph(server, reference, model):
         assert [t["datatype"] for t in got] == [DT[w.type] for w in want]
         assert [t["shape"] for t in got] == [[-1 if d is None or isinstance(d, str) else d for d in w.shape] for w in want]
     assert requests.get(f"{server.url}/v2/models/{model}/versions/1", timeout=10).status_code == 200
+    # A version asked for as "01" is version 1, and is named as the server names it.
+    assert requests.get(f"{server.url}/v2/models/{model}/versions/01", timeout=10).json()["versions"] == ["1"]
     assert requests.get(f"{server.url}/v2/models/{model}/ready", timeout=10).json()["ready"] is True
 
 

@@ -304,7 +304,7 @@ async fn model_metadata(
         .get(&r.name, version_opt(&r.version))
         .map_err(ServeError::from)?;
     let versions = match version_opt(&r.version) {
-        Some(v) => vec![v.to_string()],
+        Some(_) => vec![served.version.clone()],
         None => repo.versions(&r.name),
     };
     Ok(Response::new(pb::ModelMetadataResponse {

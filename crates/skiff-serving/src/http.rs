@@ -176,8 +176,9 @@ fn specs(specs: &[TensorSpec]) -> Vec<Value> {
 
 fn metadata(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
     let served = s.repo.get(model, version)?;
+    // A version asked for by number ("01" is 1) is reported as the server names it.
     let versions = match version {
-        Some(v) => vec![v.to_string()],
+        Some(_) => vec![served.version.clone()],
         None => s.repo.versions(model),
     };
     Ok(axum::Json(json!({

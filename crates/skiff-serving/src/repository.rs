@@ -638,6 +638,13 @@ fn read_settings(dir: &Path) -> Result<ModelSettings, String> {
     Ok(ModelSettings::default())
 }
 
+/// The version a directory holds: as in Triton, its name is a positive number without a
+/// leading zero or sign (`1`, `2`, `10`); anything else (`0`, `01`, `+1`, `v1`) is not a version.
+fn version_dir(name: &str) -> Option<u64> {
+    let digits = name.bytes().all(|b| b.is_ascii_digit()) && !name.starts_with('0');
+    digits.then(|| name.parse().ok()).flatten()
+}
+
 /// The settings and the versions to serve under the version policy.
 fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)>), String> {
     match source {
@@ -655,7 +662,7 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
             let mut versions: BTreeSet<u64> = BTreeSet::new();
             let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             for e in rd.filter_map(|e| e.ok()) {
-                let Some(v) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                let Some(v) = e.file_name().to_str().and_then(version_dir) else {
                     continue;
                 };
                 if e.path().join(MODEL_FILE).is_file() {
@@ -716,7 +723,9 @@ mod tests {
     fn latest_version_wins_unless_pinned() {
         let dir = tempfile::tempdir().unwrap();
         let m = dir.path().join("iris");
-        for v in ["1", "3", "2", "notaversion"] {
+        // "04", "0" and "+5" are not versions (Triton ignores them too); "04" would otherwise
+        // read as 4 and be loaded from a "4" directory that does not exist.
+        for v in ["1", "3", "2", "notaversion", "04", "0", "+5"] {
             std::fs::create_dir_all(m.join(v)).unwrap();
             std::fs::write(m.join(v).join(MODEL_FILE), b"x").unwrap();
         }
