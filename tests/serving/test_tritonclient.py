@@ -86,3 +86,23 @@ def test_repository_load_unload(start_server, repository, kind):
     assert c.is_model_ready("boost")
     with pytest.raises(InferenceServerException):
         c.load_model("does-not-exist")
+    # Overrides are refused, naming the parameter, rather than ignored under a success.
+    for kw, key in [({"config": '{"max_batch_size": 2}'}, "config"),
+                    ({"files": {"file:1/model.onnx": b"garbage"}}, "file:1/model.onnx")]:
+        with pytest.raises(InferenceServerException, match=f"load parameter \"{key}\" is not supported") as e:
+            c.load_model("boost", **kw)
+        assert e.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), e.value.status()
+        assert c.is_model_ready("boost")
+
+
+def test_repository_load_body_is_checked(start_server, repository):
+    import requests
+
+    s = start_server(["--model-repository", str(repository)])
+    url = f"{s.url}/v2/repository/models/boost/load"
+    for body in ["garbage", '{"parameter": {}}', "[]"]:
+        r = requests.post(url, data=body, timeout=10)
+        assert r.status_code == 400, (body, r.text)
+        assert "malformed load request" in r.json()["error"], r.text
+    for body in ["", " ", "{}", '{"parameters": {}}']:
+        assert requests.post(url, data=body, timeout=10).status_code == 200, body

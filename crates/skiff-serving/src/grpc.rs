@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
 use crate::repository::{ModelState, Repository};
-use crate::service::{ServeError, infer};
+use crate::service::{ServeError, check_load_parameters, infer};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 /// Messages of `grpc_service.proto` (package `inference`).
@@ -215,6 +215,29 @@ pub mod pb {
         pub repository_name: String,
         #[prost(string, tag = "2")]
         pub model_name: String,
+        #[prost(map = "string, message", tag = "3")]
+        pub parameters: HashMap<String, ModelRepositoryParameter>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelRepositoryParameter {
+        #[prost(
+            oneof = "model_repository_parameter::ParameterChoice",
+            tags = "1, 2, 3, 4"
+        )]
+        pub parameter_choice: Option<model_repository_parameter::ParameterChoice>,
+    }
+    pub mod model_repository_parameter {
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        pub enum ParameterChoice {
+            #[prost(bool, tag = "1")]
+            BoolParam(bool),
+            #[prost(int64, tag = "2")]
+            Int64Param(i64),
+            #[prost(string, tag = "3")]
+            StringParam(String),
+            #[prost(bytes = "vec", tag = "4")]
+            BytesParam(Vec<u8>),
+        }
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RepositoryModelLoadResponse {}
@@ -488,7 +511,9 @@ async fn repository_load(
     repo: Arc<Repository>,
     req: Request<pb::RepositoryModelLoadRequest>,
 ) -> Reply<pb::RepositoryModelLoadResponse> {
-    let name = req.into_inner().model_name;
+    let req = req.into_inner();
+    check_load_parameters(req.parameters.keys().map(String::as_str))?;
+    let name = req.model_name;
     tokio::task::spawn_blocking(move || repo.load(&name))
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -8,12 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::backend::TensorSpec;
 use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input};
 use crate::repository::{DefaultModel, ModelState, Repository};
-use crate::service::{ServeError, infer, rejected};
+use crate::service::{ServeError, check_load_parameters, infer, rejected};
 use crate::simple::SimpleBody;
 use crate::tensor::Tensor;
 
@@ -325,10 +326,31 @@ async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum:
     Ok(axum::Json(Value::Array(rows)))
 }
 
+/// The body of a repository load request: `{"parameters": {...}}`, or nothing.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadBody {
+    #[serde(default)]
+    parameters: serde_json::Map<String, Value>,
+}
+
 async fn repository_load(
     State(s): State<AppState>,
     Path(model): Path<String>,
+    body: Body,
 ) -> Result<axum::Json<Value>> {
+    let bytes = read_body(&s, body).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let malformed = |e: String| ServeError::BadRequest(format!("malformed load request: {e}"));
+        // An object only: serde would also read the struct from an array.
+        let load = match serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))? {
+            v @ Value::Object(_) => {
+                LoadBody::deserialize(v).map_err(|e| malformed(e.to_string()))?
+            }
+            _ => return Err(malformed("expected a JSON object".into())),
+        };
+        check_load_parameters(load.parameters.keys().map(String::as_str))?;
+    }
     let repo = s.repo.clone();
     let name = model.clone();
     // Loading reads files and builds sessions: keep it off the async workers.

@@ -338,16 +338,7 @@ impl Repository {
                 .map(|(name, _)| name.clone())
                 .collect();
             for name in removed {
-                models.remove(&name);
-                self.settling
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(model, _), _| *model != name);
-                self.failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(model, _), _| *model != name);
-                tracing::info!(model = %name, "model directory removed; no longer served");
+                self.forget(&mut models, &name);
             }
         }
         for name in self.model_names() {
@@ -355,11 +346,36 @@ impl Repository {
         }
     }
 
+    /// Stops serving and listing a model whose directory is gone; requests in flight finish on
+    /// the versions they hold.
+    fn forget(&self, models: &mut BTreeMap<String, Entry>, name: &str) {
+        models.remove(name);
+        self.settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(model, _), _| model != name);
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(model, _), _| model != name);
+        tracing::info!(model = %name, "model directory removed; no longer served");
+    }
+
     /// Loads (or reloads) one model now, clearing an explicit unload.
     pub fn load(&self, name: &str) -> Result<(), RepositoryError> {
         let _guard = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
         {
             let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            // A model whose directory was removed since the last scan is gone, as a scan
+            // would find (hot reload may be off).
+            if let Some(Entry {
+                source: Source::Directory(dir),
+                ..
+            }) = models.get(name)
+                && !dir.is_dir()
+            {
+                self.forget(&mut models, name);
+            }
             if !models.contains_key(name) {
                 let dir = self
                     .root
@@ -956,6 +972,15 @@ mod tests {
         assert!(r.all_ready());
         // A request that already holds the version finishes on it.
         assert_eq!(held.version, "1");
+        // Without a scan (hot reload off), an explicit load finds the directory gone.
+        put(dir.path(), "later", 1, "z");
+        r.load("later").unwrap();
+        std::fs::remove_dir_all(dir.path().join("later")).unwrap();
+        assert_eq!(
+            r.load("later").err(),
+            Some(RepositoryError::UnknownModel("later".into()))
+        );
+        assert_eq!(r.model_names(), vec!["a".to_string()]);
     }
 
     #[test]

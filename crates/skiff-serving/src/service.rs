@@ -62,6 +62,21 @@ impl From<SubmitError> for ServeError {
     }
 }
 
+/// Refuses the parameters of a repository load request (Triton's `config` override and
+/// `file:<path>` contents): skiff loads a model from its directory only, and applying none of
+/// what a client sent while answering success would mislead it.
+pub fn check_load_parameters<'a>(
+    mut keys: impl Iterator<Item = &'a str>,
+) -> Result<(), ServeError> {
+    match keys.next() {
+        None => Ok(()),
+        Some(key) => Err(ServeError::BadRequest(format!(
+            "load parameter {key:?} is not supported: a model is loaded from its directory in the \
+             repository (put its configuration in config.pbtxt or model-settings.json there)"
+        ))),
+    }
+}
+
 /// Counts a request for `served` that failed before [`infer`] (its body could not be decoded),
 /// so that malformed requests show in the request and failure counters like the others.
 pub fn rejected<T>(served: &Served, result: Result<T, ServeError>) -> Result<T, ServeError> {
