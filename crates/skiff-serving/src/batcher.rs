@@ -141,7 +141,7 @@ impl Batcher {
             };
             // On failure the batcher is dropped, which stops the threads already started.
             std::thread::Builder::new()
-                .name(format!("infer-{}-{}-{i}", labels.model, labels.version))
+                .name(format!("infer-{}-{}-{i}", labels.model.0, labels.version.0))
                 .spawn(move || worker.run())?;
         }
         Ok(batcher)
@@ -448,10 +448,7 @@ mod tests {
 
     /// A batcher over `instances` with room for `capacity` queued jobs.
     fn start(instances: Vec<Box<dyn Model>>, policy: BatchPolicy, capacity: usize) -> Batcher {
-        let labels = ModelLabels {
-            model: "m".into(),
-            version: "1".into(),
-        };
+        let labels = ModelLabels::new("m", "1");
         Batcher::start(
             instances,
             policy,

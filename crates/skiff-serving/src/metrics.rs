@@ -1,6 +1,8 @@
 //! Prometheus metrics per model and version: requests, failures, queue and compute latency, batch sizes.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -9,8 +11,37 @@ use prometheus_client::registry::Registry;
 /// Labels every serving metric carries.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabels {
-    pub model: String,
-    pub version: String,
+    pub model: LabelText,
+    pub version: LabelText,
+}
+
+impl ModelLabels {
+    pub fn new(model: &str, version: &str) -> ModelLabels {
+        ModelLabels {
+            model: LabelText(model.to_string()),
+            version: LabelText(version.to_string()),
+        }
+    }
+}
+
+/// A label value written as the text format requires: `\`, `"` and line feeds escaped.
+/// prometheus-client writes values as they are (prometheus/client_rust#151), and a model named
+/// after a directory may hold any of them; one unescaped quote makes the whole scrape unreadable.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 fn latency() -> Histogram {
@@ -130,10 +161,7 @@ mod tests {
     #[test]
     fn renders_labelled_families() {
         let m = Metrics::new();
-        let l = ModelLabels {
-            model: "iris".into(),
-            version: "2".into(),
-        };
+        let l = ModelLabels::new("iris", "2");
         let h = m.for_model(&l);
         h.requests.inc();
         h.batch_size.observe(4.0);
@@ -146,6 +174,19 @@ mod tests {
         );
         assert!(
             text.contains("skiff_inference_batch_size_count{model=\"iris\",version=\"2\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.for_model(&ModelLabels::new("a\"b\\c\nd", "1"))
+            .requests
+            .inc();
+        let text = m.render();
+        assert!(
+            text.contains(r#"skiff_inference_requests_total{model="a\"b\\c\nd",version="1"} 1"#),
             "{text}"
         );
     }

@@ -588,10 +588,7 @@ impl Repository {
                 .map(Duration::from_secs_f64)
                 .unwrap_or(self.config.batch_delay),
         };
-        let labels = ModelLabels {
-            model: name.to_string(),
-            version: version.to_string(),
-        };
+        let labels = ModelLabels::new(name, &version.to_string());
         let metrics = self.metrics.for_model(&labels);
         let batcher = Batcher::start(
             models,
