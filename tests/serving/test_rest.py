@@ -170,7 +170,19 @@ def test_oversized_body_is_400(start_server, repository):
     s = start_server(["--model-repository", str(repository), "--max-body-bytes", "1000", "--no-grpc"])
     r = requests.post(f"{s.url}/v2/models/iris/infer",
                       data=json.dumps({"inputs": [x_input([100, 4])]}), timeout=10)
-    assert r.status_code == 400 and "limit" in r.json()["error"]
+    assert r.status_code == 400 and "larger than the 1000 byte limit" in r.json()["error"]
+    # A body cut off before its Content-Length is not called too large.
+    import socket
+    with socket.create_connection((s.url.removeprefix("http://").split(":")[0], int(s.url.rsplit(":", 1)[1]))) as c:
+        c.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 150\r\n\r\n" + b'{"inputs": [{"name": "X"')
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(10)
+        answer = b""
+        while chunk := c.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"could not be read to its end" in answer, answer
 
 
 def test_metrics_count_requests_and_failures(server, iris_x):

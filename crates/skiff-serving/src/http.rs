@@ -140,11 +140,20 @@ where
 async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes> {
     axum::body::to_bytes(body, state.max_body_bytes)
         .await
-        .map_err(|_| {
-            ServeError::BadRequest(format!(
-                "request body is larger than the {} byte limit (or was cut off)",
-                state.max_body_bytes
-            ))
+        .map_err(|e| {
+            let over_limit =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            ServeError::BadRequest(if over_limit {
+                format!(
+                    "request body is larger than the {} byte limit",
+                    state.max_body_bytes
+                )
+            } else {
+                format!("request body could not be read to its end: {e}")
+            })
         })
 }
 
