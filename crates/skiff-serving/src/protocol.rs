@@ -24,6 +24,10 @@ pub enum ProtocolError {
     HeaderLength { header: usize, body: usize },
     #[error("input {0:?}: no data: give \"data\" or parameters.binary_data_size")]
     NoData(String),
+    #[error(
+        "input {0:?}: both \"data\" and parameters.binary_data_size are given; send the tensor one way"
+    )]
+    DataTwice(String),
     #[error("input {name:?}: binary_data_size {size} runs past the end of the binary section")]
     BinaryOverrun { name: String, size: u64 },
     #[error("{0} bytes of binary data were not claimed by any input")]
@@ -245,7 +249,37 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         Some(req) => req,
         None => serde_json::from_slice(json).map_err(|e| request_json_error(&e, json))?,
     };
-    finish_request(req, binary)
+    finish_request(req, json, binary)
+}
+
+/// serde's message for an error in `part`, a slice of `whole` read on its own, with the line
+/// and column it has in `whole` (serde counts from the start of what it was given).
+fn json_error_in(e: &serde_json::Error, whole: &[u8], part: &str) -> String {
+    let msg = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let Some(bare) = msg.strip_suffix(&suffix) else {
+        return msg;
+    };
+    let Some(offset) = (part.as_ptr() as usize)
+        .checked_sub(whole.as_ptr() as usize)
+        .filter(|&o| o + part.len() <= whole.len())
+    else {
+        return msg;
+    };
+    let before = &whole[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + e.line();
+    let column = match e.line() {
+        1 => {
+            offset
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + e.column()
+        }
+        _ => e.column(),
+    };
+    format!("{bare} at line {line} column {column}")
 }
 
 /// serde's words for a body it could not read as a request, with what the client likely meant.
@@ -271,7 +305,11 @@ fn request_json_error(e: &serde_json::Error, json: &[u8]) -> ProtocolError {
 }
 
 /// Checks and converts a parsed request; `binary` is the section after the JSON header.
-fn finish_request(req: JsonRequest, mut binary: &[u8]) -> Result<InferRequest, ProtocolError> {
+fn finish_request(
+    req: JsonRequest,
+    json: &[u8],
+    mut binary: &[u8],
+) -> Result<InferRequest, ProtocolError> {
     let mut inputs: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         if inputs.iter().any(|t| t.name == input.name) {
@@ -291,7 +329,8 @@ fn finish_request(req: JsonRequest, mut binary: &[u8]) -> Result<InferRequest, P
             })?),
         };
         let data = match (binary_size, input.data) {
-            (Some(size), _) => {
+            (Some(_), Some(_)) => return Err(ProtocolError::DataTwice(input.name)),
+            (Some(size), None) => {
                 let n = usize::try_from(size)
                     .ok()
                     .filter(|&n| n <= binary.len())
@@ -306,7 +345,9 @@ fn finish_request(req: JsonRequest, mut binary: &[u8]) -> Result<InferRequest, P
             (None, Some(JsonData::Floats(floats))) => floats.into_data(&input.name)?,
             (None, Some(JsonData::Raw(data))) => {
                 TensorData::from_json_text(&input.name, dt, data.get()).map_err(|e| match e {
-                    TensorDecodeError::Json(msg) => ProtocolError::Json(msg),
+                    TensorDecodeError::Json(e) => {
+                        ProtocolError::Json(json_error_in(&e, json, data.get()))
+                    }
                     TensorDecodeError::Tensor(e) => ProtocolError::Tensor(e),
                 })?
             }
@@ -665,6 +706,36 @@ mod tests {
             decode_infer(&extra, Some(header.len())),
             Err(ProtocolError::BinaryLeftover(1))
         ));
+        // Data given both ways is refused rather than one of them ignored.
+        let both = json!({"inputs": [{"name": "a", "shape": [1], "datatype": "INT32", "data": [5],
+            "parameters": {"binary_data_size": 4}}]})
+        .to_string();
+        let mut body = both.clone().into_bytes();
+        body.extend_from_slice(&1i32.to_le_bytes());
+        assert!(matches!(
+            decode_infer(&body, Some(both.len())),
+            Err(ProtocolError::DataTwice(name)) if name == "a"
+        ));
+    }
+
+    #[test]
+    fn errors_in_raw_data_give_the_position_in_the_body() {
+        // BYTES data is read on its own after the body; its errors still point into the body.
+        for body in [
+            r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "BYTES", "data": ["a", "\ud800", "c"]}]}"#,
+            "{\"inputs\": [\n {\"name\": \"x\", \"shape\": [3], \"datatype\": \"BYTES\",\n  \"data\": [\"a\", \"\\ud800\", \"c\"]}]}",
+        ] {
+            let e = decode_infer(body.as_bytes(), None).unwrap_err().to_string();
+            let at = body.find("\\ud800").unwrap();
+            let line_start = body[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line = body[..at].matches('\n').count() + 1;
+            // serde stops on the character after the six-character escape.
+            let column = at - line_start + 7;
+            assert!(
+                e.ends_with(&format!(" at line {line} column {column}")),
+                "{body}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -379,11 +379,10 @@ impl TensorData {
             let parsed = JsonFloatSeed(dt)
                 .deserialize(&mut de)
                 .and_then(|d| de.end().map(|()| d))
-                .map_err(|e| TensorDecodeError::Json(e.to_string()))?;
+                .map_err(TensorDecodeError::Json)?;
             return Ok(parsed.into_data(name)?);
         }
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| TensorDecodeError::Json(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(TensorDecodeError::Json)?;
         Ok(Self::from_json(name, dt, &value)?)
     }
 
@@ -508,7 +507,7 @@ impl TensorData {
 #[derive(Debug, thiserror::Error)]
 pub enum TensorDecodeError {
     #[error("malformed JSON: {0}")]
-    Json(String),
+    Json(serde_json::Error),
     #[error(transparent)]
     Tensor(#[from] TensorError),
 }

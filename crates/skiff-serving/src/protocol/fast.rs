@@ -209,8 +209,8 @@ mod tests {
                 )
             });
             assert_eq!(
-                format!("{:?}", finish_request(fast, &[])),
-                format!("{:?}", finish_request(general, &[])),
+                format!("{:?}", finish_request(fast, &bytes, &[])),
+                format!("{:?}", finish_request(general, &bytes, &[])),
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );
