@@ -335,5 +335,8 @@ def test_triton_config_pbtxt(start_server, tmp_path, onnx_models, iris_x):
     assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx", meta
     r = requests.post(s.url + "/predict?model=m", json={"instances": iris_x[:3].tolist()}, timeout=10)
     assert r.status_code == 200 and r.json()["model_version"] == "1", r.text
+    # max_batch_size bounds each request, as in Triton.
+    r = requests.post(s.url + "/predict?model=m", json={"instances": iris_x[:9].tolist()}, timeout=10)
+    assert r.status_code == 400 and "batch-size must be <= 8" in r.json()["error"], r.text
     r = requests.get(s.url + "/v2/models/typo/ready", timeout=10)
     assert r.status_code == 503 and "unknown field max_queue_delay" in r.json()["error"], r.text

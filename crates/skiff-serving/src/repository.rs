@@ -28,6 +28,10 @@ pub struct ModelSettings {
     pub parallel_workers: Option<usize>,
     #[serde(default)]
     pub parameters: Option<SettingsParameters>,
+    /// Most rows one request may carry: Triton's `max_batch_size` (config.pbtxt), which bounds
+    /// every request whether or not requests are merged. MLServer's field bounds merging only.
+    #[serde(skip)]
+    pub max_request_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -53,6 +57,8 @@ pub struct Served {
     pub signature: Signature,
     pub batcher: Batcher,
     pub metrics: ModelMetrics,
+    /// See [`ModelSettings::max_request_rows`].
+    pub max_request_rows: Option<usize>,
 }
 
 /// Where a model comes from.
@@ -609,6 +615,7 @@ impl Repository {
             signature,
             batcher,
             metrics,
+            max_request_rows: settings.max_request_rows,
         })
     }
 }

@@ -102,6 +102,16 @@ pub async fn infer(
     let result = async {
         served.signature.check_inputs(&inputs)?;
         served.signature.check_outputs(&outputs)?;
+        if let Some(max) = served.max_request_rows {
+            let rows = inputs.iter().filter_map(|t| t.shape.first()).max();
+            if let Some(&rows) = rows.filter(|&&r| r > max as i64) {
+                return Err(ServeError::BadRequest(format!(
+                    "inference request batch-size must be <= {max} for {:?} (max_batch_size in \
+                     its config.pbtxt); this one has {rows} rows",
+                    served.name
+                )));
+            }
+        }
         let rx = served.batcher.submit(inputs, outputs)?;
         let out = rx
             .await

@@ -2,7 +2,8 @@
 //!
 //! - `name`, `platform` (as reported in metadata);
 //! - `max_batch_size` with `dynamic_batching { max_queue_delay_microseconds }`: as in Triton,
-//!   requests are merged only when `dynamic_batching` is present;
+//!   requests are merged only when `dynamic_batching` is present, and a request of more rows
+//!   than `max_batch_size` (when above 0) is refused;
 //! - `instance_group [{ count }]`: the counts add up to the instance count;
 //! - `version_policy`: `latest { num_versions: 1 }` (the default) or `specific { versions: N }`
 //!   with one version; skiff serves one version per model, so `all` and several versions are
@@ -76,6 +77,7 @@ pub fn settings_from_pbtxt(text: &str) -> Result<ModelSettings, String> {
     let mut settings = ModelSettings {
         name: string(config.one("name")?, "name")?,
         platform: string(config.one("platform")?, "platform")?,
+        max_request_rows: (max_batch_size > 0).then_some(max_batch_size),
         ..ModelSettings::default()
     };
     match config.one("dynamic_batching")? {
