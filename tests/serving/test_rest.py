@@ -119,6 +119,18 @@ def test_simple_predict_and_kserve_v1(server, reference, iris_x):
     # Several models are served: /predict must be told which.
     r = requests.post(server.url + "/predict", json={"features": x[0].tolist()}, timeout=10)
     assert r.status_code == 400 and "model" in r.json()["error"]
+    # Ambiguous bodies are refused, saying what clashes, rather than one reading picked.
+    for url, body, needle in [
+        ("/predict?model=iris", {"features": x[0].tolist(), "instances": x.tolist()},
+         'rows under "instances" and "features"; give them once'),
+        ("/predict?model=iris", {"model": "boost", "features": x[0].tolist()},
+         'the query names the model "iris" and the body "boost"'),
+        ("/predict", {"model": 5, "features": x[0].tolist()}, '"model" must be a string'),
+        ("/predict?model=iris", {"features": []}, "features is empty"),
+        ("/v1/models/iris:predict", {"inputs": x.tolist(), "instances": x.tolist()}, "give them once"),
+    ]:
+        r = requests.post(server.url + url, json=body, timeout=10)
+        assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
 
 
 def x_input(shape, datatype="FP32", data=None):

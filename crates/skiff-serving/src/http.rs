@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::backend::TensorSpec;
-use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input};
+use crate::protocol::{TensorRows, decode_infer, encode_infer, rows_to_input, simple_rows};
 use crate::repository::{DefaultModel, ModelState, Repository};
 use crate::service::{ServeError, check_load_parameters, infer, rejected};
 use crate::simple::SimpleBody;
@@ -424,16 +424,8 @@ fn rows_input(
         Some(v) => v,
         None => parse_json(bytes)?,
     };
-    let rows = body
-        .get("instances")
-        .or_else(|| body.get("inputs"))
-        .or_else(|| body.get("features"))
-        .ok_or_else(|| {
-            ServeError::BadRequest(
-                "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
-            )
-        })?;
-    Ok(rows_to_input(sig, rows)?)
+    let (key, rows) = simple_rows(&body)?;
+    Ok(rows_to_input(sig, key, rows)?)
 }
 
 /// `{"predictions": <first output's rows>, "model_version": ..., "outputs": {name: rows}}`, the
@@ -506,13 +498,25 @@ async fn simple_predict(
     };
     let named_in_body = match &fast {
         Some(b) => b.model.clone(),
-        None => parsed
-            .as_ref()
-            .and_then(|v| v.get("model"))
-            .and_then(Value::as_str)
-            .map(String::from),
+        None => match parsed.as_ref().and_then(|v| v.get("model")) {
+            None => None,
+            Some(Value::String(m)) => Some(m.clone()),
+            Some(_) => {
+                return Err(ServeError::BadRequest(
+                    "\"model\" must be a string naming a served model".into(),
+                ));
+            }
+        },
     };
-    let model = match q.model.or(named_in_body) {
+    let model = match (q.model, named_in_body) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ServeError::BadRequest(format!(
+                "the query names the model {a:?} and the body {b:?}; name it once"
+            )));
+        }
+        (a, b) => a.or(b),
+    };
+    let model = match model {
         Some(m) => m,
         None => match s.repo.default_model() {
             DefaultModel::One(m) => m,

@@ -457,9 +457,34 @@ pub fn encode_infer(
     })
 }
 
+/// The keys a simple-style body may carry its rows under.
+pub const ROW_KEYS: [&str; 3] = ["instances", "inputs", "features"];
+
+/// The rows of a simple-style body and the key they came under: exactly one of [`ROW_KEYS`].
+pub fn simple_rows(body: &Value) -> Result<(&'static str, &Value), ProtocolError> {
+    let found: Vec<(&'static str, &Value)> = ROW_KEYS
+        .iter()
+        .filter_map(|&k| Some((k, body.get(k)?)))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(ProtocolError::Request(
+            "expected {\"instances\": [[...], ...]} or {\"features\": [...]}".into(),
+        )),
+        several => Err(ProtocolError::Request(format!(
+            "the body gives rows under {}; give them once",
+            several
+                .iter()
+                .map(|(k, _)| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ))),
+    }
+}
+
 /// Builds the single input tensor of a "simple style" request (`/predict`, KServe V1) from row
-/// data, using the model's only input for name and datatype.
-pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolError> {
+/// data given under `key`, using the model's only input for name and datatype.
+pub fn rows_to_input(sig: &Signature, key: &str, rows: &Value) -> Result<Tensor, ProtocolError> {
     let spec = match sig.inputs.as_slice() {
         [one] => one,
         many => {
@@ -479,14 +504,12 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
         }
     }
     if shape.is_empty() {
-        return Err(ProtocolError::Shape(
-            "instances must be a JSON array".into(),
-        ));
+        return Err(ProtocolError::Shape(format!("{key} must be a JSON array")));
     }
     if shape[0] == 0 {
-        return Err(ProtocolError::Shape(
-            "instances is empty: send at least one row".into(),
-        ));
+        return Err(ProtocolError::Shape(format!(
+            "{key} is empty: send at least one row"
+        )));
     }
     // A single flat feature vector is one row.
     if shape.len() + 1 == spec.shape.len() {
@@ -495,7 +518,7 @@ pub fn rows_to_input(sig: &Signature, rows: &Value) -> Result<Tensor, ProtocolEr
     let data = TensorData::from_json(&spec.name, spec.datatype, rows)?;
     let t = Tensor::new(spec.name.clone(), shape.clone(), data).map_err(|_| {
         ProtocolError::Shape(format!(
-            "instances are not rectangular: expected rows shaped like {:?}",
+            "{key} are not rectangular: expected rows shaped like {:?}",
             &shape[1..]
         ))
     })?;
@@ -820,12 +843,12 @@ mod tests {
             }],
             outputs: vec![],
         };
-        let t = rows_to_input(&sig, &json!([[1, 2], [3, 4], [5, 6]])).unwrap();
+        let t = rows_to_input(&sig, "instances", &json!([[1, 2], [3, 4], [5, 6]])).unwrap();
         assert_eq!(t.shape, vec![3, 2]);
-        let t = rows_to_input(&sig, &json!([1, 2])).unwrap();
+        let t = rows_to_input(&sig, "instances", &json!([1, 2])).unwrap();
         assert_eq!(t.shape, vec![1, 2]);
-        assert!(rows_to_input(&sig, &json!([[1, 2], [3]])).is_err());
-        assert!(rows_to_input(&sig, &json!(5)).is_err());
+        assert!(rows_to_input(&sig, "instances", &json!([[1, 2], [3]])).is_err());
+        assert!(rows_to_input(&sig, "instances", &json!(5)).is_err());
         let t = Tensor::new("p", vec![2, 2], TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])).unwrap();
         assert_eq!(
             serde_json::to_string(&TensorRows(&t)).unwrap(),
@@ -876,7 +899,7 @@ mod tests {
                 }],
                 outputs: vec![],
             };
-            let _ = rows_to_input(&sig, &v);
+            let _ = rows_to_input(&sig, "instances", &v);
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::tensor::{DataType, JsonFloatData, Tensor, TensorData};
 /// What the fast path read from a body.
 #[derive(Debug, Default)]
 pub struct SimpleBody {
-    /// `"model"` when it is a string, as the `Value` path reads it.
+    /// `"model"`; a body whose `"model"` is not a string goes to the general path.
     pub model: Option<String>,
     instances: Option<Rows>,
     inputs: Option<Rows>,
@@ -43,12 +43,8 @@ impl SimpleBody {
                 b"instances" => body.instances = Some(rows(s)?),
                 b"inputs" => body.inputs = Some(rows(s)?),
                 b"features" => body.features = Some(rows(s)?),
-                b"model" => {
-                    body.model = match s.serde::<Value>()? {
-                        Value::String(name) => Some(name),
-                        _ => None,
-                    }
-                }
+                // Anything but a name goes to the general path, which says what is wrong.
+                b"model" => body.model = Some(s.serde::<String>()?),
                 _ => s.serde::<IgnoredAny>().map(drop)?,
             }
             Some(())
@@ -60,12 +56,11 @@ impl SimpleBody {
     /// The model's input tensor, when the model takes one float tensor; `None` sends the request
     /// to the general path (which also produces every error).
     pub fn input(&self, sig: &Signature) -> Option<Tensor> {
-        // The same precedence as the `Value` path.
-        let rows = self
-            .instances
-            .as_ref()
-            .or(self.inputs.as_ref())
-            .or(self.features.as_ref())?;
+        // Rows under one key only; the general path refuses several.
+        let rows = match (&self.instances, &self.inputs, &self.features) {
+            (Some(r), None, None) | (None, Some(r), None) | (None, None, Some(r)) => r,
+            _ => return None,
+        };
         let [spec] = sig.inputs.as_slice() else {
             return None;
         };
@@ -108,7 +103,7 @@ fn rows(s: &mut Scanner) -> Option<Rows> {
 mod tests {
     use super::*;
     use crate::backend::TensorSpec;
-    use crate::protocol::rows_to_input;
+    use crate::protocol::{rows_to_input, simple_rows};
     use rand::{Rng, SeedableRng};
 
     fn sig(dt: DataType, shape: Vec<i64>) -> Signature {
@@ -125,11 +120,8 @@ mod tests {
     /// The general path, as the handlers run it.
     fn general(sig: &Signature, body: &[u8]) -> Option<Tensor> {
         let v: Value = serde_json::from_slice(body).ok()?;
-        let rows = v
-            .get("instances")
-            .or_else(|| v.get("inputs"))
-            .or_else(|| v.get("features"))?;
-        rows_to_input(sig, rows).ok()
+        let (key, rows) = simple_rows(&v).ok()?;
+        rows_to_input(sig, key, rows).ok()
     }
 
     #[test]
@@ -137,7 +129,7 @@ mod tests {
         let s = sig(DataType::Fp32, vec![-1, 2]);
         for body in [
             r#"{"instances": [[1, 2.5], [3, -4e-3]]}"#,
-            r#"{"inputs": [[1, 2]], "instances": [[5, 6], [7, 8]], "id": {"a": [1]}}"#,
+            r#"{"instances": [[5, 6], [7, 8]], "id": {"a": [1]}}"#,
             r#"{"instances": [[1, 2]], "instances": [[3, 4], [5, 6]]}"#,
             r#"{"model": "m", "instances": [[9223372036854775807, -9223372036854775808]]}"#,
         ] {
@@ -148,8 +140,7 @@ mod tests {
         }
         let b = SimpleBody::decode(br#"{"model": "iris", "features": [1, 2]}"#).unwrap();
         assert_eq!(b.model.as_deref(), Some("iris"));
-        let b = SimpleBody::decode(br#"{"model": 3, "features": [1, 2]}"#).unwrap();
-        assert_eq!(b.model, None);
+        assert!(SimpleBody::decode(br#"{"model": 3, "features": [1, 2]}"#).is_none());
     }
 
     #[test]
@@ -168,6 +159,8 @@ mod tests {
             r#"{"instances": [[1, 2]]} x"#,
             r#"{"instances": [[1, 2]]"#,
             r#"{"instances": [[1, 2]], "inputs": [[1, "x"]]}"#,
+            r#"{"inputs": [[1, 2]], "instances": [[5, 6]]}"#,
+            r#"{"features": [1, 2], "instances": [[5, 6]]}"#,
         ] {
             let fast = SimpleBody::decode(body.as_bytes()).and_then(|b| b.input(&s));
             assert!(fast.is_none(), "took {body}");
