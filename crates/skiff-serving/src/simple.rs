@@ -9,7 +9,6 @@
 //! messages.
 
 use serde::de::IgnoredAny;
-use serde_json::Value;
 
 use crate::backend::Signature;
 use crate::json_scan::Scanner;
@@ -105,6 +104,7 @@ mod tests {
     use crate::backend::TensorSpec;
     use crate::protocol::{rows_to_input, simple_rows};
     use rand::{Rng, SeedableRng};
+    use serde_json::Value;
 
     fn sig(dt: DataType, shape: Vec<i64>) -> Signature {
         Signature {
