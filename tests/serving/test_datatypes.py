@@ -111,3 +111,19 @@ def test_bytes_that_are_not_text_are_a_client_error(identity_server, kind, bad, 
         c.infer("id", inputs)
     status = e.value.status()
     assert status in ("400", "StatusCode.INVALID_ARGUMENT"), status
+
+
+def test_non_finite_floats_over_json(identity_server):
+    """tritonclient's JSON (Python's json) writes NaN and the infinities as bare literals, which
+    Triton reads; so does skiff, and answers them as the strings "NaN", "Infinity", "-Infinity"."""
+    c = httpclient.InferenceServerClient(identity_server.url.removeprefix("http://"))
+    special = {dt: np.array([[np.nan, np.inf], [-np.inf, 1.5]], dtype=TYPES[dt][1]) for dt in ["FP32", "FP64"]}
+    inputs, outputs = [], []
+    for dt in TYPES:
+        inp = httpclient.InferInput(f"x_{dt.lower()}", [2, 2], dt)
+        inp.set_data_from_numpy(special.get(dt, sample(dt)), binary_data=dt == "FP16")
+        inputs.append(inp)
+        outputs.append(httpclient.InferRequestedOutput(f"y_{dt.lower()}", binary_data=dt == "FP16"))
+    r = c.infer("id", inputs, outputs=outputs)
+    for dt, want in special.items():
+        np.testing.assert_array_equal(r.as_numpy(f"y_{dt.lower()}"), want, err_msg=dt)

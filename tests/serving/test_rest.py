@@ -131,6 +131,10 @@ def test_simple_predict_and_kserve_v1(server, reference, iris_x):
     ]:
         r = requests.post(server.url + url, json=body, timeout=10)
         assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
+    # Python's json writes NaN bare; it is read as the string "NaN" would be.
+    r = requests.post(server.url + "/predict?model=boost", data=json.dumps({"features": [float("nan"), 1.0, 2.0]}),
+                      timeout=10)
+    assert r.status_code == 200, r.text
 
 
 def x_input(shape, datatype="FP32", data=None):

@@ -461,8 +461,13 @@ impl serde::Serialize for PredictAnswer {
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ServeError::BadRequest(format!("malformed JSON: {e}")))
+    serde_json::from_slice(bytes).or_else(|e| {
+        // Bare NaN/Infinity, as Python's json writes them, are read as their strings.
+        crate::json_scan::quote_non_finite(bytes)
+            .filter(|_| e.is_syntax())
+            .and_then(|quoted| serde_json::from_slice(&quoted).ok())
+            .ok_or_else(|| ServeError::BadRequest(format!("malformed JSON: {e}")))
+    })
 }
 
 async fn v1_predict(

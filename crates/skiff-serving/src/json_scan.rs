@@ -288,6 +288,64 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The non-finite literals some JSON writers emit as bare values: Python's `json` (and so
+/// tritonclient's JSON data) writes `NaN`, `Infinity` and `-Infinity`, and RapidJSON (Triton)
+/// also reads `Inf`. Longest first, so that `Infinity` is not taken as `Inf`.
+const NON_FINITE: [&[u8]; 5] = [b"-Infinity", b"Infinity", b"-Inf", b"Inf", b"NaN"];
+
+/// `json` with every bare non-finite literal in value position quoted (`NaN` becomes `"NaN"`,
+/// which float data accepts), or `None` when there is none. Only a fallback for bodies serde
+/// refused: strict JSON has no such literals, so well-formed bodies never come here.
+pub(crate) fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut in_string = false;
+    let mut prev = b'[';
+    let mut i = 0;
+    while i < json.len() {
+        let c = json[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if matches!(prev, b'[' | b',' | b':')
+            && let Some(lit) = NON_FINITE.iter().find(|lit| {
+                json[i..].starts_with(lit)
+                    && matches!(
+                        json.get(i + lit.len()),
+                        None | Some(b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t')
+                    )
+            })
+        {
+            out.extend_from_slice(&json[copied..i]);
+            out.push(b'"');
+            out.extend_from_slice(lit);
+            out.push(b'"');
+            i += lit.len();
+            copied = i;
+            prev = b'"';
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+        }
+        if !c.is_ascii_whitespace() {
+            prev = c;
+        }
+        i += 1;
+    }
+    if copied == 0 {
+        return None;
+    }
+    out.extend_from_slice(&json[copied..]);
+    Some(out)
+}
+
 /// The value of eight ASCII digits, or `None` unless all eight are digits. Works on the eight
 /// bytes as one little-endian word: pairs, then quads, then the whole, each step one multiply.
 fn eight_digits(chunk: [u8; 8]) -> Option<u64> {
@@ -379,6 +437,26 @@ pub(crate) mod tests {
             read += 1;
         }
         assert!(read > 150_000, "{read}");
+    }
+
+    #[test]
+    fn bare_non_finite_literals_are_quoted() {
+        let q = |s: &str| quote_non_finite(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            q(r#"{"data": [NaN, -Infinity,Infinity , 1, -Inf, Inf]}"#).as_deref(),
+            Some(r#"{"data": ["NaN", "-Infinity","Infinity" , 1, "-Inf", "Inf"]}"#)
+        );
+        assert_eq!(q(r#"{"x": NaN}"#).as_deref(), Some(r#"{"x": "NaN"}"#));
+        // Inside strings, as part of longer words, or not in value position: left alone.
+        for s in [
+            r#"{"data": ["NaN", "a " NaN"]}"#,
+            r#"{"data": [NaNa, Infinityx]}"#,
+            r#"{"NaN": 1}"#,
+            r#"[1 NaN]"#,
+            r#"{"data": [1, 2]}"#,
+        ] {
+            assert_eq!(q(s), None, "{s}");
+        }
     }
 
     #[test]

@@ -245,11 +245,23 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req = match fast::read_request(json) {
-        Some(req) => req,
-        None => serde_json::from_slice(json).map_err(|e| request_json_error(&e, json))?,
-    };
-    finish_request(req, json, binary)
+    if let Some(req) = fast::read_request(json) {
+        return finish_request(req, json, binary);
+    }
+    match serde_json::from_slice(json) {
+        Ok(req) => finish_request(req, json, binary),
+        Err(e) if e.is_syntax() => match crate::json_scan::quote_non_finite(json) {
+            // Bare NaN/Infinity, as Python's json writes them: read them as their strings.
+            // (Positions in errors of the second reading count the added quotes.)
+            Some(quoted) => {
+                let req =
+                    serde_json::from_slice(&quoted).map_err(|e| request_json_error(&e, &quoted))?;
+                finish_request(req, &quoted, binary)
+            }
+            None => Err(request_json_error(&e, json)),
+        },
+        Err(e) => Err(request_json_error(&e, json)),
+    }
 }
 
 /// serde's message for an error in `part`, a slice of `whole` read on its own, with the line

@@ -697,12 +697,13 @@ impl<'de> serde::de::Visitor<'de> for FloatElements<'_> {
     }
 }
 
-/// The strings JSON float data may use for what JSON numbers cannot say.
+/// The strings JSON float data may use for what JSON numbers cannot say: JavaScript's and
+/// Python's spellings (`NaN`, `Infinity`), RapidJSON's (`Inf`) and NumPy's (`nan`, `inf`).
 fn special_float(s: &str) -> Option<f64> {
     match s {
-        "NaN" => Some(f64::NAN),
-        "Infinity" | "inf" => Some(f64::INFINITY),
-        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "Inf" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         _ => None,
     }
 }
