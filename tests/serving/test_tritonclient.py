@@ -55,6 +55,36 @@ def test_infer_matches_onnxruntime(server, reference, iris_x, kind, binary, mode
 
 
 @pytest.mark.parametrize("kind", ["http", "grpc"])
+@pytest.mark.parametrize("binary", [True, False])
+def test_classification_extension(server, reference, iris_x, kind, binary):
+    """An output asked for with class_count comes back as the top classes, "<score>:<index>",
+    best first, as Triton answers."""
+    mod, c = client(kind, server)
+    x = iris_x[::7]
+    probabilities = expected(reference, "iris", x)["probabilities"]
+    inp = mod.InferInput("X", list(x.shape), "FP32")
+    if kind == "http":
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = mod.InferRequestedOutput("probabilities", binary_data=binary, class_count=2)
+    else:
+        inp.set_data_from_numpy(x)
+        out = mod.InferRequestedOutput("probabilities", class_count=2)
+    got = c.infer("iris", [inp], outputs=[out]).as_numpy("probabilities")
+    assert got.shape == (len(x), 2)
+    for row, scores in zip(got, probabilities):
+        classes = [(b if isinstance(b, bytes) else str(b).encode()).decode().split(":") for b in row]
+        assert [int(i) for _, i in classes] == list(np.argsort(-scores, kind="stable")[:2])
+        for value, i in classes:
+            assert abs(float(value) - scores[int(i)]) <= 1e-5
+    # iris's label output is INT64 [batch]: one value per row, not a row of class scores.
+    bad = mod.InferRequestedOutput("label", class_count=1) if kind == "grpc" else \
+        mod.InferRequestedOutput("label", binary_data=binary, class_count=1)
+    with pytest.raises(InferenceServerException, match="classification needs") as e:
+        c.infer("iris", [inp], outputs=[bad])
+    assert e.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), e.value.status()
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
 def test_errors_are_exceptions_not_crashes(server, kind):
     mod, c = client(kind, server)
     bad = mod.InferInput("X", [1, 3], "FP32")

@@ -410,6 +410,32 @@ fn from_contents(
 }
 
 /// Turns a gRPC request into tensors: all inputs from `raw_input_contents` (in order) or all from `contents`.
+/// The outputs asked for as classes (`classification` parameter), with their class counts.
+fn requested_classes(req: &pb::ModelInferRequest) -> Result<Vec<(String, usize)>, ServeError> {
+    let mut out = Vec::new();
+    for o in &req.outputs {
+        let count = match o
+            .parameters
+            .get("classification")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => None,
+            Some(pb::ParameterChoice::Int64Param(n)) => Some(*n),
+            Some(pb::ParameterChoice::Uint64Param(n)) => Some(i64::try_from(*n).unwrap_or(-1)),
+            Some(_) => {
+                return Err(ServeError::BadRequest(format!(
+                    "output {:?}: parameter \"classification\" must be an integer class count",
+                    o.name
+                )));
+            }
+        };
+        if let Some(n) = crate::classify::class_count(&o.name, count)? {
+            out.push((o.name.clone(), n));
+        }
+    }
+    Ok(out)
+}
+
 pub fn decode_request(
     req: pb::ModelInferRequest,
 ) -> Result<(Vec<Tensor>, Vec<String>), ServeError> {
@@ -463,8 +489,10 @@ async fn model_infer(
     let target = repo
         .get(&model, version_opt(&version))
         .map_err(ServeError::from)?;
+    let classes = crate::service::rejected(&target, requested_classes(&r))?;
     let (inputs, outputs) = crate::service::rejected(&target, decode_request(r))?;
     let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
+    let produced = crate::classify::apply(produced, &classes, &served.signature.outputs)?;
     let mut resp = pb::ModelInferResponse {
         model_name: served.name.clone(),
         model_version: served.version.clone(),

@@ -270,6 +270,8 @@ async fn infer_json(
         req.output_names(),
     )
     .await?;
+    let outputs =
+        crate::classify::apply(outputs, &req.classifications(), &served.signature.outputs)?;
     let enc = encode_infer(&served.name, &served.version, &req, &outputs)?;
     let mut resp = Response::new(Body::from(enc.body));
     let h = resp.headers_mut();

@@ -3,6 +3,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod batcher;
+pub mod classify;
 pub mod grpc;
 pub mod http;
 mod json_scan;

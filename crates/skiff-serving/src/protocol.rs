@@ -195,6 +195,8 @@ struct JsonOutput {
 pub struct RequestedOutput {
     pub name: String,
     pub binary: bool,
+    /// `classification`: the top classes instead of the scores (see [`crate::classify`]).
+    pub classification: Option<usize>,
 }
 
 /// A decoded inference request, protocol-neutral.
@@ -212,6 +214,14 @@ pub struct InferRequest {
 impl InferRequest {
     pub fn output_names(&self) -> Vec<String> {
         self.outputs.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// The outputs asked for as classes, with their class counts.
+    pub fn classifications(&self) -> Vec<(String, usize)> {
+        self.outputs
+            .iter()
+            .filter_map(|o| Some((o.name.clone(), o.classification?)))
+            .collect()
     }
 
     fn wants_binary(&self, name: &str) -> bool {
@@ -376,9 +386,20 @@ fn finish_request(
         .unwrap_or_default()
         .into_iter()
         .map(|o| {
+            let classification =
+                match o.parameters.as_ref().and_then(|p| p.get("classification")) {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_i64().filter(|&n| n > 0).ok_or_else(|| {
+                        ProtocolError::Parameter {
+                            name: "classification".into(),
+                            expected: "a class count above 0",
+                        }
+                    })? as usize),
+                };
             Ok(RequestedOutput {
                 binary: bool_param(&o.parameters, "binary_data")?,
                 name: o.name,
+                classification,
             })
         })
         .collect::<Result<_, ProtocolError>>()?;
@@ -826,6 +847,7 @@ mod tests {
             outputs: vec![RequestedOutput {
                 name: "b".into(),
                 binary: true,
+                classification: None,
             }],
             binary_default: false,
             parameters: Map::new(),
