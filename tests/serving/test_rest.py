@@ -131,6 +131,9 @@ def test_simple_predict_and_kserve_v1(server, reference, iris_x):
     ]:
         r = requests.post(server.url + url, json=body, timeout=10)
         assert r.status_code == 400 and needle in r.json()["error"], (body, r.text)
+    # A null model is no model named.
+    r = requests.post(server.url + "/predict?model=iris", json={"model": None, "features": x[0].tolist()}, timeout=10)
+    assert r.status_code == 200, r.text
     # Python's json writes NaN bare; it is read as the string "NaN" would be.
     r = requests.post(server.url + "/predict?model=boost", data=json.dumps({"features": [float("nan"), 1.0, 2.0]}),
                       timeout=10)

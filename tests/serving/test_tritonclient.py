@@ -134,5 +134,5 @@ def test_repository_load_body_is_checked(start_server, repository):
         r = requests.post(url, data=body, timeout=10)
         assert r.status_code == 400, (body, r.text)
         assert "malformed load request" in r.json()["error"], r.text
-    for body in ["", " ", "{}", '{"parameters": {}}']:
+    for body in ["", " ", "{}", '{"parameters": {}}', '{"parameters": null}']:
         assert requests.post(url, data=body, timeout=10).status_code == 200, body

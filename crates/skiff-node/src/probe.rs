@@ -2,9 +2,9 @@
 //! defaults, run by one task per container that reports transitions to the pod worker, and
 //! lifecycle hooks. One deliberate difference: a readiness probe that has never succeeded
 //! is retried sooner than its period, so a new pod is Ready as soon as it answers; a startup
-//! probe likewise tries early, but counts (and reports) only the attempts the kubelet would
-//! make, so a slow starter gets the same budget as on Kubernetes. Liveness waits like the
-//! kubelet's: its first attempt comes a period after the start (or after
+//! probe likewise tries early, but counts (and reports) only attempts from the latest time the
+//! kubelet's first one could come, so a slow starter gets at least Kubernetes' budget.
+//! Liveness waits as long: its first attempt comes a period after the start (or after
 //! `initialDelaySeconds`, if longer), never while the server is still binding.
 
 use std::net::{IpAddr, SocketAddr};
@@ -81,12 +81,14 @@ impl Settings {
         }
     }
 
-    /// When the kubelet first probes a container's liveness or startup after its start. Its
-    /// probe worker is created with the pod, finds no running container on its first tick,
-    /// and so probes first on a later tick of `periodSeconds`, once `initialDelaySeconds` have
-    /// passed; only readiness is triggered at once. Probing liveness at the start instead
-    /// would log a "Liveness probe failed: connection refused" event for every server that
-    /// takes a few milliseconds to bind.
+    /// The latest the kubelet first probes a container's liveness or startup after its start.
+    /// Its probe worker is created with the pod and ticks every `periodSeconds`, skipping
+    /// ticks before the container runs and before `initialDelaySeconds` have passed; only
+    /// readiness is triggered at once. So its first such probe comes within this long of the
+    /// start, and never before `initialDelaySeconds`; waiting this long never probes sooner
+    /// than the kubelet could. Probing liveness at the start instead would log a "Liveness
+    /// probe failed: connection refused" event for every server that takes a few
+    /// milliseconds to bind.
     pub fn first_tick(&self) -> Duration {
         self.initial_delay.max(self.period)
     }
@@ -385,6 +387,8 @@ fn send(tx: &Tx, id: &str, ev: ProbeEvent) -> bool {
 /// The probe task of one container instance: startup first, then liveness and readiness
 /// side by side. Ends when the worker drops the receiver or aborts it.
 pub async fn run(target: Target, tx: Tx) {
+    // The container has just started (or was adopted); probe delays count from here.
+    let start = tokio::time::Instant::now();
     let id = target.container_id.clone();
     let c = target.container.clone();
     if let Some(p) = c
@@ -393,16 +397,16 @@ pub async fn run(target: Target, tx: Tx) {
         .filter(|_| !target.initially_started)
     {
         let s = Settings::of(p);
-        let start = tokio::time::Instant::now();
         let first_tick = start + s.first_tick();
-        tokio::time::sleep(s.initial_delay).await;
+        tokio::time::sleep_until(start + s.initial_delay).await;
         let mut counter = Counter::default();
         let mut fast = FIRST_RETRY;
         loop {
-            // Attempts before the kubelet's first tick are extra: a success counts, a failure
-            // is retried sooner and neither counted nor reported.
+            let outcome = attempt(p, &target, s.timeout).await;
+            // Attempts that end before the kubelet's first tick are extra: a success counts,
+            // a failure is retried sooner and neither counted nor reported.
             let early = tokio::time::Instant::now() < first_tick;
-            match attempt(p, &target, s.timeout).await {
+            match outcome {
                 Outcome::Failure(_) if early => {
                     tokio::time::sleep_until(first_tick.min(tokio::time::Instant::now() + fast))
                         .await;
@@ -459,7 +463,9 @@ pub async fn run(target: Target, tx: Tx) {
     let liveness = async {
         let Some(p) = &c.liveness_probe else { return };
         let s = Settings::of(p);
-        tokio::time::sleep(s.first_tick()).await;
+        // From the container's start, as the kubelet counts it: a long startup probe has used
+        // up some or all of the wait.
+        tokio::time::sleep_until(start + s.first_tick()).await;
         let mut counter = Counter::default();
         loop {
             match attempt(p, &target, s.timeout).await {

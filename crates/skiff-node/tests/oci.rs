@@ -30,12 +30,13 @@ const TESTS: [&str; 2] = ["oci_pod_lifecycle", "cni_pod_network"];
 
 /// The test-harness command line that `cargo test` and `cargo nextest` use: `--list` (nextest
 /// adds `--format terse`, and `--ignored` for the ignored ones, of which there are none here),
-/// name filters, `--exact`; other flags are accepted and ignored.
+/// name filters, `--skip`, `--exact`; other flags are accepted and ignored.
 struct Args {
     list: bool,
     ignored: bool,
     exact: bool,
     filters: Vec<String>,
+    skips: Vec<String>,
 }
 
 impl Args {
@@ -45,6 +46,7 @@ impl Args {
             ignored: false,
             exact: false,
             filters: Vec::new(),
+            skips: Vec::new(),
         };
         let mut args = args.peekable();
         while let Some(a) = args.next() {
@@ -52,8 +54,10 @@ impl Args {
                 "--list" => out.list = true,
                 "--ignored" => out.ignored = true,
                 "--exact" => out.exact = true,
+                "--skip" => out.skips.extend(args.next()),
                 // Flags that take a value: skip it so that it is not read as a filter.
-                "--format" | "--logfile" | "--skip" | "--test-threads" | "--color" => {
+                "--format" | "--logfile" | "--test-threads" | "--color" | "--shuffle-seed"
+                | "-Z" => {
                     args.next();
                 }
                 f if f.starts_with('-') => {}
@@ -64,15 +68,16 @@ impl Args {
     }
 
     fn selects(&self, name: &str) -> bool {
+        let matches = |f: &String| {
+            if self.exact {
+                f == name
+            } else {
+                name.contains(f.as_str())
+            }
+        };
         !self.ignored
-            && (self.filters.is_empty()
-                || self.filters.iter().any(|f| {
-                    if self.exact {
-                        f == name
-                    } else {
-                        name.contains(f.as_str())
-                    }
-                }))
+            && (self.filters.is_empty() || self.filters.iter().any(matches))
+            && !self.skips.iter().any(matches)
     }
 }
 

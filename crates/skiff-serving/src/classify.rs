@@ -4,81 +4,115 @@
 
 use crate::backend::TensorSpec;
 use crate::service::ServeError;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{DataType, Tensor, TensorData};
 
-/// Replaces each output named in `wanted` (name, class count) by its top classes. `specs` are
-/// the model's outputs: a first dimension the graph leaves open (-1) is the batch, so an output
-/// of one dimension is then one value per row, not a row of classes. An output that was not
-/// produced was refused before inference, so every name here is found.
-pub fn apply(
-    outputs: Vec<Tensor>,
-    wanted: &[(String, usize)],
-    specs: &[TensorSpec],
-) -> Result<Vec<Tensor>, ServeError> {
+/// Checks the outputs asked for as classes against the model's outputs before anything runs:
+/// numeric scores shaped `[classes]`, or `[batch, classes]` where the graph leaves the first
+/// dimension open (-1 is the batch, so a one-dimensional batched output is one value per row).
+pub fn check(wanted: &[(String, usize)], specs: &[TensorSpec]) -> Result<(), ServeError> {
+    for (name, _) in wanted {
+        let Some(spec) = specs.iter().find(|s| s.name == *name) else {
+            // An unknown output is refused by the signature check, naming the known ones.
+            continue;
+        };
+        let bad = |why: String| {
+            Err(ServeError::BadRequest(format!(
+                "output {name:?}: classification needs {why}"
+            )))
+        };
+        if matches!(spec.datatype, DataType::Bool | DataType::Bytes) {
+            return bad(format!("numeric scores, not {}", spec.datatype));
+        }
+        let batched = spec.shape.first() == Some(&-1);
+        match spec.shape.len() {
+            1 if batched => {
+                return bad(
+                    "scores shaped [batch, classes]; this output has one value per row".into(),
+                );
+            }
+            1 | 2 => {}
+            _ => {
+                return bad(format!(
+                    "scores shaped [classes] or [batch, classes], not {:?}",
+                    spec.shape
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each output named in `wanted` (name, class count) by its top classes; [`check`]
+/// has vetted them against the model's outputs.
+pub fn apply(outputs: Vec<Tensor>, wanted: &[(String, usize)]) -> Result<Vec<Tensor>, ServeError> {
     outputs
         .into_iter()
         .map(|t| match wanted.iter().find(|(name, _)| *name == t.name) {
-            Some(&(_, count)) => {
-                let batched = specs
-                    .iter()
-                    .find(|s| s.name == t.name)
-                    .is_some_and(|s| s.shape.first() == Some(&-1));
-                if batched && t.shape.len() == 1 {
-                    return Err(ServeError::BadRequest(format!(
-                        "output {:?}: classification needs scores shaped [batch, classes]; this \
-                         output has one value per row",
-                        t.name
-                    )));
-                }
-                top_classes(&t, count)
-            }
+            Some(&(_, count)) => top_classes(&t, count),
             None => Ok(t),
         })
         .collect()
 }
 
 /// The class count of a `classification` parameter: a whole number above 0.
-pub fn class_count(name: &str, value: Option<i64>) -> Result<Option<usize>, ServeError> {
+pub fn class_count(name: &str, value: Option<i128>) -> Result<Option<usize>, ServeError> {
     match value {
         None => Ok(None),
-        Some(n) => usize::try_from(n)
-            .ok()
-            .filter(|&n| n > 0)
-            .map(Some)
-            .ok_or_else(|| {
-                ServeError::BadRequest(format!(
-                    "output {name:?}: parameter \"classification\" must be a class count above 0, got {n}"
-                ))
-            }),
+        Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(ServeError::BadRequest(format!(
+            "output {name:?}: parameter \"classification\" must be a class count above 0, got {n}"
+        ))),
     }
 }
 
-/// The top `count` classes of each row of `t` (a vector of scores, or a batch of them), best
-/// first, ties in index order; fewer when the output has fewer classes.
-fn top_classes(t: &Tensor, count: usize) -> Result<Tensor, ServeError> {
-    let scores: Vec<f64> = match &t.data {
-        TensorData::Uint8(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Uint16(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Uint32(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Uint64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Int8(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Int16(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Int32(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Fp16(v) => v.iter().map(|&x| x.to_f64()).collect(),
-        TensorData::Fp32(v) => v.iter().map(|&x| x.into()).collect(),
-        TensorData::Fp64(v) => v.clone(),
-        TensorData::Bool(_) | TensorData::Bytes(_) => {
-            return Err(ServeError::BadRequest(format!(
-                "output {:?}: classification needs numeric scores, not {}",
-                t.name,
-                t.data.datatype()
-            )));
+/// A score as Triton writes it: C++'s `std::to_string`, six decimals for floats (`nan`, `inf`),
+/// the exact value for integers.
+trait Score: Copy + PartialOrd {
+    fn write(self) -> String;
+}
+
+macro_rules! integer_score {
+    ($($t:ty),*) => {$(
+        impl Score for $t {
+            fn write(self) -> String {
+                self.to_string()
+            }
         }
-    };
+    )*};
+}
+integer_score!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+impl Score for f64 {
+    fn write(self) -> String {
+        if self.is_nan() {
+            "nan".into()
+        } else {
+            format!("{self:.6}")
+        }
+    }
+}
+
+/// The `k` best indices of `row`, best first, ties in index order, NaN (the one value not
+/// equal to itself) last.
+fn top<T: Score>(row: &[T], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    #[allow(clippy::eq_op)]
+    order.sort_by(|&a, &b| {
+        let (x, y) = (row[a], row[b]);
+        y.partial_cmp(&x).unwrap_or_else(|| (x != x).cmp(&(y != y)))
+    });
+    order.truncate(k);
+    order
+}
+
+/// The top `count` classes of each row of `t` (a vector of scores, or a batch of them).
+fn top_classes(t: &Tensor, count: usize) -> Result<Tensor, ServeError> {
     let (rows, classes) = match t.shape.as_slice() {
-        [c] => (1, *c as usize),
-        [b, c] => (*b as usize, *c as usize),
+        [c] => (1, usize::try_from(*c).unwrap_or(0)),
+        [b, c] => (
+            usize::try_from(*b).unwrap_or(0),
+            usize::try_from(*c).unwrap_or(0),
+        ),
         other => {
             return Err(ServeError::BadRequest(format!(
                 "output {:?}: classification needs scores shaped [classes] or [batch, classes], \
@@ -88,32 +122,42 @@ fn top_classes(t: &Tensor, count: usize) -> Result<Tensor, ServeError> {
         }
     };
     let k = count.min(classes);
-    let integer = !t.data.datatype().is_float();
-    let mut labels = Vec::with_capacity(rows * k);
-    for row in 0..rows {
-        let row_scores = &scores[row * classes..(row + 1) * classes];
-        let mut order: Vec<usize> = (0..classes).collect();
-        // NaN sorts last, so that a real score always ranks above it.
-        order.sort_by(|&a, &b| {
-            let (x, y) = (row_scores[a], row_scores[b]);
-            y.partial_cmp(&x)
-                .unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()))
-        });
-        for &i in &order[..k] {
-            // Triton writes the score with C++'s std::to_string: six decimals for floats.
-            let value = if integer {
-                format!("{}", row_scores[i] as i64)
-            } else {
-                format!("{:.6}", row_scores[i])
-            };
-            labels.push(format!("{value}:{i}").into_bytes());
+    fn labels<T: Score>(v: &[T], rows: usize, classes: usize, k: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(rows * k);
+        for row in v.chunks_exact(classes.max(1)).take(rows) {
+            for i in top(row, k) {
+                out.push(format!("{}:{i}", row[i].write()).into_bytes());
+            }
         }
+        out
     }
+    let widen = |v: Vec<f64>| labels(&v, rows, classes, k);
+    let data = match &t.data {
+        TensorData::Uint8(v) => labels(v, rows, classes, k),
+        TensorData::Uint16(v) => labels(v, rows, classes, k),
+        TensorData::Uint32(v) => labels(v, rows, classes, k),
+        TensorData::Uint64(v) => labels(v, rows, classes, k),
+        TensorData::Int8(v) => labels(v, rows, classes, k),
+        TensorData::Int16(v) => labels(v, rows, classes, k),
+        TensorData::Int32(v) => labels(v, rows, classes, k),
+        TensorData::Int64(v) => labels(v, rows, classes, k),
+        // Floats are written through double, as std::to_string promotes them.
+        TensorData::Fp16(v) => widen(v.iter().map(|x| x.to_f64()).collect()),
+        TensorData::Fp32(v) => widen(v.iter().map(|&x| x.into()).collect()),
+        TensorData::Fp64(v) => labels(v, rows, classes, k),
+        TensorData::Bool(_) | TensorData::Bytes(_) => {
+            return Err(ServeError::BadRequest(format!(
+                "output {:?}: classification needs numeric scores, not {}",
+                t.name,
+                t.data.datatype()
+            )));
+        }
+    };
     let shape = match t.shape.len() {
         1 => vec![k as i64],
         _ => vec![rows as i64, k as i64],
     };
-    Tensor::new(t.name.as_str(), shape, TensorData::Bytes(labels))
+    Tensor::new(t.name.as_str(), shape, TensorData::Bytes(data))
         .map_err(|e| ServeError::Internal(e.to_string()))
 }
 
@@ -141,7 +185,7 @@ mod tests {
             vec![2, 3],
             TensorData::Fp32(vec![0.1, 0.7, 0.2, 0.5, 0.25, 0.25]),
         );
-        let out = apply(vec![t], &[("p".into(), 2)], &[]).unwrap();
+        let out = apply(vec![t], &[("p".into(), 2)]).unwrap();
         assert_eq!(out[0].shape, vec![2, 2]);
         assert_eq!(
             strings(&out[0]),
@@ -149,39 +193,58 @@ mod tests {
         );
         // More classes asked than there are: all of them. Integers are written as integers.
         let t = scores(vec![3], TensorData::Int64(vec![3, 9, -1]));
-        let out = apply(vec![t], &[("p".into(), 5)], &[]).unwrap();
+        let out = apply(vec![t], &[("p".into(), 5)]).unwrap();
         assert_eq!(out[0].shape, vec![3]);
         assert_eq!(strings(&out[0]), ["9:1", "3:0", "-1:2"]);
         // NaN ranks last.
         let t = scores(vec![3], TensorData::Fp64(vec![f64::NAN, 0.5, 1.0]));
-        let out = apply(vec![t], &[("p".into(), 3)], &[]).unwrap();
-        assert_eq!(strings(&out[0])[2], "NaN:0");
+        let out = apply(vec![t], &[("p".into(), 3)]).unwrap();
+        assert_eq!(strings(&out[0])[2], "nan:0");
+        // Large integers keep every digit.
+        let t = scores(vec![2], TensorData::Uint64(vec![u64::MAX, 1]));
+        let out = apply(vec![t], &[("p".into(), 1)]).unwrap();
+        assert_eq!(strings(&out[0]), ["18446744073709551615:0"]);
         // Outputs not named stay as they are.
         let t = scores(vec![1], TensorData::Fp32(vec![1.0]));
-        assert_eq!(apply(vec![t.clone()], &[], &[]).unwrap(), vec![t]);
+        assert_eq!(apply(vec![t.clone()], &[]).unwrap(), vec![t]);
     }
 
     #[test]
-    fn what_cannot_be_classified_is_a_client_error() {
-        for t in [
-            scores(vec![1, 1, 2], TensorData::Fp32(vec![1.0, 2.0])),
-            scores(vec![2], TensorData::Bool(vec![true, false])),
-        ] {
-            let e = apply(vec![t], &[("p".into(), 1)], &[]).unwrap_err();
-            assert!(matches!(e, ServeError::BadRequest(_)), "{e}");
-        }
-        // One value per row of a batched output.
-        let spec = TensorSpec {
+    fn what_cannot_be_classified_is_refused_before_inference() {
+        let spec = |dt, shape: Vec<i64>| TensorSpec {
             name: "p".into(),
-            datatype: crate::tensor::DataType::Int64,
-            shape: vec![-1],
+            datatype: dt,
+            shape,
         };
-        let t = scores(vec![2], TensorData::Int64(vec![1, 0]));
-        let e = apply(vec![t], &[("p".into(), 1)], &[spec]).unwrap_err();
-        assert!(e.to_string().contains("one value per row"), "{e}");
+        let wanted = [("p".to_string(), 1)];
+        for (s, why) in [
+            (spec(DataType::Int64, vec![-1]), "one value per row"),
+            (spec(DataType::Fp32, vec![-1, 2, 3]), "not [-1, 2, 3]"),
+            (
+                spec(DataType::Bytes, vec![-1, 3]),
+                "numeric scores, not BYTES",
+            ),
+        ] {
+            let e = check(&wanted, &[s]).unwrap_err();
+            assert!(
+                matches!(&e, ServeError::BadRequest(m) if m.contains(why)),
+                "{e}"
+            );
+        }
+        for s in [
+            spec(DataType::Fp32, vec![-1, 3]),
+            spec(DataType::Fp32, vec![3]),
+            spec(DataType::Int32, vec![2, 3]),
+        ] {
+            check(&wanted, &[s]).unwrap();
+        }
         assert!(class_count("p", Some(0)).is_err());
         assert!(class_count("p", Some(-3)).is_err());
         assert_eq!(class_count("p", Some(3)).unwrap(), Some(3));
+        assert_eq!(
+            class_count("p", Some(i128::from(u64::MAX))).unwrap(),
+            Some(usize::MAX)
+        );
         assert_eq!(class_count("p", None).unwrap(), None);
     }
 }

@@ -420,8 +420,8 @@ fn requested_classes(req: &pb::ModelInferRequest) -> Result<Vec<(String, usize)>
             .and_then(|p| p.parameter_choice.as_ref())
         {
             None => None,
-            Some(pb::ParameterChoice::Int64Param(n)) => Some(*n),
-            Some(pb::ParameterChoice::Uint64Param(n)) => Some(i64::try_from(*n).unwrap_or(-1)),
+            Some(pb::ParameterChoice::Int64Param(n)) => Some(i128::from(*n)),
+            Some(pb::ParameterChoice::Uint64Param(n)) => Some(i128::from(*n)),
             Some(_) => {
                 return Err(ServeError::BadRequest(format!(
                     "output {:?}: parameter \"classification\" must be an integer class count",
@@ -489,10 +489,14 @@ async fn model_infer(
     let target = repo
         .get(&model, version_opt(&version))
         .map_err(ServeError::from)?;
-    let classes = crate::service::rejected(&target, requested_classes(&r))?;
+    let classes = crate::service::rejected(
+        &target,
+        requested_classes(&r)
+            .and_then(|c| crate::classify::check(&c, &target.signature.outputs).map(|()| c)),
+    )?;
     let (inputs, outputs) = crate::service::rejected(&target, decode_request(r))?;
     let (served, produced) = infer(&repo, &model, version_opt(&version), inputs, outputs).await?;
-    let produced = crate::classify::apply(produced, &classes, &served.signature.outputs)?;
+    let produced = crate::classify::apply(produced, &classes)?;
     let mut resp = pb::ModelInferResponse {
         model_name: served.name.clone(),
         model_version: served.version.clone(),

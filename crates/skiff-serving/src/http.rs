@@ -261,6 +261,11 @@ async fn infer_json(
     }
     .await;
     let mut req = rejected(&target, decoded)?;
+    let classes = req.classifications();
+    rejected(
+        &target,
+        crate::classify::check(&classes, &target.signature.outputs),
+    )?;
     let inputs = std::mem::take(&mut req.inputs);
     let (served, outputs) = infer(
         &s.repo,
@@ -270,8 +275,7 @@ async fn infer_json(
         req.output_names(),
     )
     .await?;
-    let outputs =
-        crate::classify::apply(outputs, &req.classifications(), &served.signature.outputs)?;
+    let outputs = crate::classify::apply(outputs, &classes)?;
     let enc = encode_infer(&served.name, &served.version, &req, &outputs)?;
     let mut resp = Response::new(Body::from(enc.body));
     let h = resp.headers_mut();
@@ -342,7 +346,7 @@ async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum:
 #[serde(deny_unknown_fields)]
 struct LoadBody {
     #[serde(default)]
-    parameters: serde_json::Map<String, Value>,
+    parameters: Option<serde_json::Map<String, Value>>,
 }
 
 async fn repository_load(
@@ -360,7 +364,12 @@ async fn repository_load(
             }
             _ => return Err(malformed("expected a JSON object".into())),
         };
-        check_load_parameters(load.parameters.keys().map(String::as_str))?;
+        check_load_parameters(
+            load.parameters
+                .iter()
+                .flat_map(|p| p.keys())
+                .map(String::as_str),
+        )?;
     }
     let repo = s.repo.clone();
     let name = model.clone();
@@ -467,7 +476,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value> {
         // Bare NaN/Infinity, as Python's json writes them, are read as their strings.
         crate::json_scan::quote_non_finite(bytes)
             .filter(|_| e.is_syntax())
-            .and_then(|quoted| serde_json::from_slice(&quoted).ok())
+            .and_then(|quoted| serde_json::from_slice(&quoted.text).ok())
             .ok_or_else(|| ServeError::BadRequest(format!("malformed JSON: {e}")))
     })
 }
@@ -506,7 +515,7 @@ async fn simple_predict(
     let named_in_body = match &fast {
         Some(b) => b.model.clone(),
         None => match parsed.as_ref().and_then(|v| v.get("model")) {
-            None => None,
+            None | Some(Value::Null) => None,
             Some(Value::String(m)) => Some(m.clone()),
             Some(_) => {
                 return Err(ServeError::BadRequest(

@@ -293,10 +293,38 @@ impl<'a> Scanner<'a> {
 /// also reads `Inf`. Longest first, so that `Infinity` is not taken as `Inf`.
 const NON_FINITE: [&[u8]; 5] = [b"-Infinity", b"Infinity", b"-Inf", b"Inf", b"NaN"];
 
+/// A text with its bare non-finite literals quoted, and where they were.
+pub(crate) struct Quoted {
+    pub text: Vec<u8>,
+    /// (offset in the original, length) of each quoted literal, in order.
+    literals: Vec<(usize, usize)>,
+}
+
+impl Quoted {
+    /// The offset in the original text of `pos`, an offset in the quoted one: each literal
+    /// before it added two quotes.
+    pub fn original(&self, pos: usize) -> usize {
+        let mut shift = 0;
+        for &(start, len) in &self.literals {
+            let quoted_start = start + shift;
+            if pos <= quoted_start {
+                break;
+            }
+            if pos < quoted_start + len + 2 {
+                // Inside the quoted literal: the character of the literal it stands on.
+                return start + (pos - quoted_start - 1).min(len);
+            }
+            shift += 2;
+        }
+        pos - shift
+    }
+}
+
 /// `json` with every bare non-finite literal in value position quoted (`NaN` becomes `"NaN"`,
 /// which float data accepts), or `None` when there is none. Only a fallback for bodies serde
 /// refused: strict JSON has no such literals, so well-formed bodies never come here.
-pub(crate) fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn quote_non_finite(json: &[u8]) -> Option<Quoted> {
+    let mut literals = Vec::new();
     let mut out = Vec::new();
     let mut copied = 0;
     let mut in_string = false;
@@ -326,6 +354,7 @@ pub(crate) fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
             out.push(b'"');
             out.extend_from_slice(lit);
             out.push(b'"');
+            literals.push((i, lit.len()));
             i += lit.len();
             copied = i;
             prev = b'"';
@@ -339,11 +368,14 @@ pub(crate) fn quote_non_finite(json: &[u8]) -> Option<Vec<u8>> {
         }
         i += 1;
     }
-    if copied == 0 {
+    if literals.is_empty() {
         return None;
     }
     out.extend_from_slice(&json[copied..]);
-    Some(out)
+    Some(Quoted {
+        text: out,
+        literals,
+    })
 }
 
 /// The value of eight ASCII digits, or `None` unless all eight are digits. Works on the eight
@@ -441,12 +473,23 @@ pub(crate) mod tests {
 
     #[test]
     fn bare_non_finite_literals_are_quoted() {
-        let q = |s: &str| quote_non_finite(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        let q =
+            |s: &str| quote_non_finite(s.as_bytes()).map(|v| String::from_utf8(v.text).unwrap());
         assert_eq!(
             q(r#"{"data": [NaN, -Infinity,Infinity , 1, -Inf, Inf]}"#).as_deref(),
             Some(r#"{"data": ["NaN", "-Infinity","Infinity" , 1, "-Inf", "Inf"]}"#)
         );
         assert_eq!(q(r#"{"x": NaN}"#).as_deref(), Some(r#"{"x": "NaN"}"#));
+        // Offsets map back past the added quotes.
+        let original = r#"[NaN, 1, Inf, x]"#;
+        let quoted = quote_non_finite(original.as_bytes()).unwrap();
+        let text = String::from_utf8(quoted.text.clone()).unwrap();
+        for (c, want) in [('[', '['), ('1', '1'), ('x', 'x'), (',', ',')] {
+            let pos = text.find(c).unwrap();
+            assert_eq!(original.as_bytes()[quoted.original(pos)], want as u8);
+        }
+        let inside = text.find("Inf").unwrap() + 1;
+        assert_eq!(&original[quoted.original(inside)..][..2], "nf");
         // Inside strings, as part of longer words, or not in value position: left alone.
         for s in [
             r#"{"data": ["NaN", "a " NaN"]}"#,

@@ -256,64 +256,93 @@ pub fn decode_infer(body: &[u8], header_len: Option<usize>) -> Result<InferReque
         None => (body, &[][..]),
     };
     if let Some(req) = fast::read_request(json) {
-        return finish_request(req, json, binary);
+        return finish_request(req, Source::plain(json), binary);
     }
     match serde_json::from_slice(json) {
-        Ok(req) => finish_request(req, json, binary),
+        Ok(req) => finish_request(req, Source::plain(json), binary),
         Err(e) if e.is_syntax() => match crate::json_scan::quote_non_finite(json) {
             // Bare NaN/Infinity, as Python's json writes them: read them as their strings.
-            // (Positions in errors of the second reading count the added quotes.)
             Some(quoted) => {
-                let req =
-                    serde_json::from_slice(&quoted).map_err(|e| request_json_error(&e, &quoted))?;
-                finish_request(req, &quoted, binary)
+                let source = Source {
+                    text: &quoted.text,
+                    original: json,
+                    quoted: Some(&quoted),
+                };
+                let req = serde_json::from_slice(&quoted.text)
+                    .map_err(|e| request_json_error(&e, source))?;
+                finish_request(req, source, binary)
             }
-            None => Err(request_json_error(&e, json)),
+            None => Err(request_json_error(&e, Source::plain(json))),
         },
-        Err(e) => Err(request_json_error(&e, json)),
+        Err(e) => Err(request_json_error(&e, Source::plain(json))),
     }
 }
 
-/// serde's message for an error in `part`, a slice of `whole` read on its own, with the line
-/// and column it has in `whole` (serde counts from the start of what it was given).
-fn json_error_in(e: &serde_json::Error, whole: &[u8], part: &str) -> String {
-    let msg = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let Some(bare) = msg.strip_suffix(&suffix) else {
-        return msg;
-    };
-    let Some(offset) = (part.as_ptr() as usize)
-        .checked_sub(whole.as_ptr() as usize)
-        .filter(|&o| o + part.len() <= whole.len())
-    else {
-        return msg;
-    };
-    let before = &whole[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + e.line();
-    let column = match e.line() {
-        1 => {
-            offset
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1)
-                + e.column()
+/// The JSON text serde read, and the client's text it came from (the same, unless bare
+/// non-finite literals were quoted), so that errors point into what the client sent.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a [u8],
+    original: &'a [u8],
+    quoted: Option<&'a crate::json_scan::Quoted>,
+}
+
+impl<'a> Source<'a> {
+    fn plain(json: &'a [u8]) -> Source<'a> {
+        Source {
+            text: json,
+            original: json,
+            quoted: None,
         }
-        _ => e.column(),
-    };
-    format!("{bare} at line {line} column {column}")
+    }
+
+    /// serde's message for an error in `part` (the whole text, or a slice of it read on its
+    /// own), with the line and column in the client's body: serde counts from the start of
+    /// what it was given.
+    fn describe(&self, e: &serde_json::Error, part: &[u8]) -> String {
+        let msg = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let Some(bare) = msg.strip_suffix(&suffix) else {
+            return msg;
+        };
+        let Some(part_start) = (part.as_ptr() as usize)
+            .checked_sub(self.text.as_ptr() as usize)
+            .filter(|&o| o + part.len() <= self.text.len())
+        else {
+            return msg;
+        };
+        // serde's column counts the bytes read on the line, the offending one included.
+        let line_start = part
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .nth(e.line().saturating_sub(2))
+            .filter(|_| e.line() > 1)
+            .map_or(0, |(i, _)| i + 1);
+        let pos = part_start + line_start + e.column().saturating_sub(1);
+        let pos = self.quoted.map_or(pos, |q| q.original(pos));
+        let before = &self.original[..pos.min(self.original.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.len()
+            - before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+            + 1;
+        format!("{bare} at line {line} column {column}")
+    }
 }
 
 /// serde's words for a body it could not read as a request, with what the client likely meant.
-fn request_json_error(e: &serde_json::Error, json: &[u8]) -> ProtocolError {
-    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+fn request_json_error(e: &serde_json::Error, source: Source) -> ProtocolError {
+    let first = source.text.iter().find(|b| !b.is_ascii_whitespace());
     if e.is_data() && first != Some(&b'{') {
         return ProtocolError::Json(
             "the body must be a JSON object: {\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}, ...]}"
                 .into(),
         );
     }
-    let mut msg = e.to_string();
+    let mut msg = source.describe(e, source.text);
     if e.is_data() {
         // Valid JSON, the wrong fields: "missing field `shape`" and the like.
         return ProtocolError::Request(msg);
@@ -329,7 +358,7 @@ fn request_json_error(e: &serde_json::Error, json: &[u8]) -> ProtocolError {
 /// Checks and converts a parsed request; `binary` is the section after the JSON header.
 fn finish_request(
     req: JsonRequest,
-    json: &[u8],
+    source: Source,
     mut binary: &[u8],
 ) -> Result<InferRequest, ProtocolError> {
     let mut inputs: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
@@ -368,7 +397,7 @@ fn finish_request(
             (None, Some(JsonData::Raw(data))) => {
                 TensorData::from_json_text(&input.name, dt, data.get()).map_err(|e| match e {
                     TensorDecodeError::Json(e) => {
-                        ProtocolError::Json(json_error_in(&e, json, data.get()))
+                        ProtocolError::Json(source.describe(&e, data.get().as_bytes()))
                     }
                     TensorDecodeError::Tensor(e) => ProtocolError::Tensor(e),
                 })?
@@ -772,6 +801,23 @@ mod tests {
             decode_infer(&body, Some(both.len())),
             Err(ProtocolError::DataTwice(name)) if name == "a"
         ));
+    }
+
+    #[test]
+    fn bare_non_finite_literals_are_read_and_errors_point_into_the_clients_body() {
+        let body = r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [NaN, -Infinity, 1]}]}"#;
+        let r = decode_infer(body.as_bytes(), None).unwrap();
+        match &r.inputs[0].data {
+            TensorData::Fp32(v) => {
+                assert!(v[0].is_nan() && v[1] == f32::NEG_INFINITY && v[2] == 1.0, "{v:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A real error after the literals: its column is the one in the body as sent.
+        let body = r#"{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [NaN, Inf, 1}]}"#;
+        let e = decode_infer(body.as_bytes(), None).unwrap_err().to_string();
+        let column = body.find("1}").unwrap() + 2;
+        assert!(e.ends_with(&format!(" at line 1 column {column}")), "{e}");
     }
 
     #[test]

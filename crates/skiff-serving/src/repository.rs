@@ -692,9 +692,12 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
             let pinned = settings.parameters.as_ref().and_then(|p| p.version.clone());
             let chosen = match pinned {
                 Some(p) => {
-                    let v: u64 = p
-                        .parse()
-                        .map_err(|_| format!("parameters.version {p:?} is not a version number"))?;
+                    let v = version_dir(&p).ok_or_else(|| {
+                        format!(
+                            "parameters.version {p:?} is not a version number (a positive \
+                             number without a leading zero)"
+                        )
+                    })?;
                     if !versions.contains(&v) {
                         return Err(format!("pinned version {v} has no {MODEL_FILE}"));
                     }
@@ -705,7 +708,7 @@ fn wanted_versions(source: &Source) -> Result<(ModelSettings, Vec<(u64, PathBuf)
                     .next_back()
                     .ok_or_else(|| {
                         format!(
-                            "no <version>/{MODEL_FILE} under {} (version directories are numbers: 1, 2, ...)",
+                            "no <version>/{MODEL_FILE} under {} (version directories are positive numbers without a leading zero: 1, 2, ...)",
                             dir.display()
                         )
                     })?,

@@ -42,8 +42,9 @@ impl SimpleBody {
                 b"instances" => body.instances = Some(rows(s)?),
                 b"inputs" => body.inputs = Some(rows(s)?),
                 b"features" => body.features = Some(rows(s)?),
-                // Anything but a name goes to the general path, which says what is wrong.
-                b"model" => body.model = Some(s.serde::<String>()?),
+                // Anything but a name (or null) goes to the general path, which says what is
+                // wrong.
+                b"model" => body.model = s.serde::<Option<String>>()?,
                 _ => s.serde::<IgnoredAny>().map(drop)?,
             }
             Some(())

@@ -94,7 +94,7 @@ fn input<'a>(s: &mut Scanner<'a>) -> Option<JsonInput<'a>> {
 mod tests {
     use super::*;
     use crate::json_scan::tests::number;
-    use crate::protocol::finish_request;
+    use crate::protocol::{Source, finish_request};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -209,8 +209,8 @@ mod tests {
                 )
             });
             assert_eq!(
-                format!("{:?}", finish_request(fast, &bytes, &[])),
-                format!("{:?}", finish_request(general, &bytes, &[])),
+                format!("{:?}", finish_request(fast, Source::plain(&bytes), &[])),
+                format!("{:?}", finish_request(general, Source::plain(&bytes), &[])),
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );
