@@ -503,6 +503,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn quoting_random_texts_never_panics_and_maps_inside_the_original() {
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let alphabet = b"NaIfity-[],:\"\\ 1";
+        for _ in 0..20_000 {
+            let text: Vec<u8> = (0..rng.random_range(0..24))
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            if let Some(q) = quote_non_finite(&text) {
+                assert_eq!(q.text.len(), text.len() + 2 * q.literals.len());
+                for pos in 0..=q.text.len() {
+                    assert!(q.original(pos) <= text.len());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn eight_digits_reads_only_digits() {
         assert_eq!(eight_digits(*b"12345678"), Some(12_345_678));
         assert_eq!(eight_digits(*b"00000000"), Some(0));

@@ -809,7 +809,10 @@ mod tests {
         let r = decode_infer(body.as_bytes(), None).unwrap();
         match &r.inputs[0].data {
             TensorData::Fp32(v) => {
-                assert!(v[0].is_nan() && v[1] == f32::NEG_INFINITY && v[2] == 1.0, "{v:?}")
+                assert!(
+                    v[0].is_nan() && v[1] == f32::NEG_INFINITY && v[2] == 1.0,
+                    "{v:?}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -942,10 +945,13 @@ mod tests {
     fn random_bodies_never_panic() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 5] = [
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#,
             br#"{"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":5}}]}"#,
             br#"{"inputs":[{"name":"x","shape":[2],"datatype":"BOOL","data":[true,false]}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#,
+            // Bare non-finite literals (the quoting fallback) and raw BYTES data (positions).
+            b"{\"inputs\":[{\"name\":\"x\",\"shape\":[3],\"datatype\":\"FP64\",\"data\":[NaN,\n-Infinity,Inf]}]}",
+            br#"{"inputs":[{"name":"x","shape":[2],"datatype":"BYTES","data":["a\u00e9","\ud83d\ude00"]}],"outputs":[{"name":"y","parameters":{"classification":2}}]}"#,
         ];
         for i in 0..20_000 {
             let mut body = seeds[i % seeds.len()].to_vec();
