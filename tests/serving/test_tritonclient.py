@@ -136,3 +136,38 @@ def test_repository_load_body_is_checked(start_server, repository):
         assert "malformed load request" in r.json()["error"], r.text
     for body in ["", " ", "{}", '{"parameters": {}}', '{"parameters": null}']:
         assert requests.post(url, data=body, timeout=10).status_code == 200, body
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_model_config(start_server, tmp_path, onnx_models, kind):
+    """get_model_config describes the model as Triton would: inputs and outputs from the graph,
+    the batch dimension left out when max_batch_size is above 0, batching and instances."""
+    (tmp_path / "plain" / "1").mkdir(parents=True)
+    (tmp_path / "plain" / "1" / "model.onnx").write_bytes(onnx_models["iris"])
+    (tmp_path / "batched" / "2").mkdir(parents=True)
+    (tmp_path / "batched" / "2" / "model.onnx").write_bytes(onnx_models["iris"])
+    (tmp_path / "batched" / "config.pbtxt").write_text(
+        "max_batch_size: 16\ndynamic_batching { max_queue_delay_microseconds: 300 }\n"
+        "instance_group [ { count: 2 } ]\n")
+    s = start_server(["--model-repository", str(tmp_path)])
+    mod, c = client(kind, s)
+    if kind == "grpc":
+        from google.protobuf.json_format import MessageToDict
+        get = lambda m: MessageToDict(c.get_model_config(m).config, preserving_proto_field_name=True)
+    else:
+        get = c.get_model_config
+    plain = get("plain")
+    assert plain["name"] == "plain" and plain["platform"] == "onnxruntime_onnx"
+    assert plain.get("max_batch_size", 0) == 0 and "dynamic_batching" not in plain
+    assert [(i["name"], i["data_type"], [int(d) for d in i["dims"]]) for i in plain["input"]] == [("X", "TYPE_FP32", [-1, 4])]
+    assert {o["name"] for o in plain["output"]} == {"label", "probabilities"}
+    batched = get("batched")
+    assert batched["max_batch_size"] == 16
+    assert int(batched["dynamic_batching"]["max_queue_delay_microseconds"]) == 300
+    assert [int(d) for d in batched["input"][0]["dims"]] == [4]
+    assert batched["instance_group"][0]["count"] == 2 and batched["instance_group"][0]["kind"] == "KIND_CPU"
+    meta = c.get_server_metadata()
+    extensions = meta.extensions if kind == "grpc" else meta["extensions"]
+    assert "model_configuration" in extensions and "classification" in extensions
+    with pytest.raises(InferenceServerException):
+        get("nope")

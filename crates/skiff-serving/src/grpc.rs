@@ -56,6 +56,96 @@ pub mod pb {
         pub extensions: Vec<String>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelConfigRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelConfigResponse {
+        #[prost(message, optional, tag = "1")]
+        pub config: Option<ModelConfig>,
+    }
+    /// The fields of Triton's `ModelConfig` (model_config.proto) that skiff fills; enums are
+    /// written as their int32 values, as on the wire.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelConfig {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub platform: String,
+        #[prost(message, optional, tag = "3")]
+        pub version_policy: Option<ModelVersionPolicy>,
+        #[prost(int32, tag = "4")]
+        pub max_batch_size: i32,
+        #[prost(message, repeated, tag = "5")]
+        pub input: Vec<ModelInput>,
+        #[prost(message, repeated, tag = "6")]
+        pub output: Vec<ModelOutput>,
+        #[prost(message, repeated, tag = "7")]
+        pub instance_group: Vec<ModelInstanceGroup>,
+        #[prost(message, optional, tag = "11")]
+        pub dynamic_batching: Option<ModelDynamicBatching>,
+        #[prost(string, tag = "17")]
+        pub backend: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelInput {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(int64, repeated, tag = "4")]
+        pub dims: Vec<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelOutput {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(int64, repeated, tag = "3")]
+        pub dims: Vec<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelInstanceGroup {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int32, tag = "2")]
+        pub count: i32,
+        /// `KIND_CPU` = 2.
+        #[prost(int32, tag = "4")]
+        pub kind: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelDynamicBatching {
+        #[prost(uint64, tag = "2")]
+        pub max_queue_delay_microseconds: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelVersionPolicy {
+        #[prost(oneof = "VersionPolicyChoice", tags = "1, 3")]
+        pub policy_choice: Option<VersionPolicyChoice>,
+    }
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum VersionPolicyChoice {
+        #[prost(message, tag = "1")]
+        Latest(LatestVersions),
+        #[prost(message, tag = "3")]
+        Specific(SpecificVersions),
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LatestVersions {
+        #[prost(uint32, tag = "1")]
+        pub num_versions: u32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SpecificVersions {
+        #[prost(int64, repeated, tag = "1")]
+        pub versions: Vec<i64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelMetadataRequest {
         #[prost(string, tag = "1")]
         pub name: String,
@@ -303,7 +393,7 @@ async fn server_metadata(
     Ok(Response::new(pb::ServerMetadataResponse {
         name: "skiff".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: vec!["binary_tensor_data".into(), "model_repository".into()],
+        extensions: crate::service::EXTENSIONS.map(String::from).to_vec(),
     }))
 }
 
@@ -316,6 +406,62 @@ fn tensor_meta(specs: &[crate::backend::TensorSpec]) -> Vec<pb::TensorMetadata> 
             shape: s.shape.clone(),
         })
         .collect()
+}
+
+async fn model_config(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelConfigRequest>,
+) -> Reply<pb::ModelConfigResponse> {
+    let r = req.into_inner();
+    let served = repo
+        .get(&r.name, version_opt(&r.version))
+        .map_err(ServeError::from)?;
+    let view = crate::model_config::ModelConfigView::of(&served);
+    let config = pb::ModelConfig {
+        name: view.name,
+        platform: view.platform,
+        version_policy: Some(pb::ModelVersionPolicy {
+            policy_choice: Some(match view.pinned_version {
+                Some(v) => {
+                    pb::VersionPolicyChoice::Specific(pb::SpecificVersions { versions: vec![v] })
+                }
+                None => pb::VersionPolicyChoice::Latest(pb::LatestVersions { num_versions: 1 }),
+            }),
+        }),
+        max_batch_size: view.max_batch_size,
+        input: view
+            .inputs
+            .into_iter()
+            .map(|t| pb::ModelInput {
+                name: t.name,
+                data_type: t.data_type,
+                dims: t.dims,
+            })
+            .collect(),
+        output: view
+            .outputs
+            .into_iter()
+            .map(|t| pb::ModelOutput {
+                name: t.name,
+                data_type: t.data_type,
+                dims: t.dims,
+            })
+            .collect(),
+        instance_group: vec![pb::ModelInstanceGroup {
+            name: served.name.clone(),
+            count: view.instances,
+            kind: 2,
+        }],
+        dynamic_batching: view
+            .dynamic_batching_delay_us
+            .map(|us| pb::ModelDynamicBatching {
+                max_queue_delay_microseconds: us,
+            }),
+        backend: view.backend,
+    };
+    Ok(Response::new(pb::ModelConfigResponse {
+        config: Some(config),
+    }))
 }
 
 async fn model_metadata(
@@ -588,6 +734,7 @@ async fn dispatch(
         "ModelReady" => unary!(repo, max, req, model_ready),
         "ServerMetadata" => unary!(repo, max, req, server_metadata),
         "ModelMetadata" => unary!(repo, max, req, model_metadata),
+        "ModelConfig" => unary!(repo, max, req, model_config),
         "ModelInfer" => unary!(repo, max, req, model_infer),
         "RepositoryIndex" => unary!(repo, max, req, repository_index),
         "RepositoryModelLoad" => unary!(repo, max, req, repository_load),

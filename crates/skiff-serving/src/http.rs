@@ -56,6 +56,11 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{model}/versions/{version}",
             get(model_metadata_v),
         )
+        .route("/v2/models/{model}/config", get(model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(model_config_v),
+        )
         .route("/v2/models/{model}/ready", get(model_ready))
         .route(
             "/v2/models/{model}/versions/{version}/ready",
@@ -173,7 +178,7 @@ async fn server_metadata() -> axum::Json<Value> {
     axum::Json(json!({
         "name": "skiff",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository"],
+        "extensions": crate::service::EXTENSIONS,
     }))
 }
 
@@ -212,6 +217,26 @@ async fn model_metadata_v(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     metadata(&s, &model, Some(&version))
+}
+
+async fn model_config(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    let served = s.repo.get(&model, None)?;
+    Ok(axum::Json(
+        crate::model_config::ModelConfigView::of(&served).to_json(),
+    ))
+}
+
+async fn model_config_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    let served = s.repo.get(&model, Some(&version))?;
+    Ok(axum::Json(
+        crate::model_config::ModelConfigView::of(&served).to_json(),
+    ))
 }
 
 fn ready(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {

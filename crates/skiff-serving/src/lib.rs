@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 mod json_scan;
 pub mod metrics;
+pub mod model_config;
 pub mod pbtxt;
 pub mod protocol;
 pub mod repository;

@@ -59,6 +59,14 @@ pub struct Served {
     pub metrics: ModelMetrics,
     /// See [`ModelSettings::max_request_rows`].
     pub max_request_rows: Option<usize>,
+    /// How requests are merged; they are only when `merges`.
+    pub policy: BatchPolicy,
+    pub merges: bool,
+    pub instances: usize,
+    /// The version was pinned by the model's settings rather than the latest.
+    pub pinned: bool,
+    /// The engine's name (`onnxruntime`, `tract`).
+    pub backend: &'static str,
 }
 
 /// Where a model comes from.
@@ -596,6 +604,7 @@ impl Repository {
         };
         let labels = ModelLabels::new(name, &version.to_string());
         let metrics = self.metrics.for_model(&labels);
+        let merges = policy.max_batch_size > 1 && signature.batchable();
         let batcher = Batcher::start(
             models,
             policy,
@@ -616,6 +625,14 @@ impl Repository {
             batcher,
             metrics,
             max_request_rows: settings.max_request_rows,
+            policy,
+            merges,
+            instances,
+            pinned: settings
+                .parameters
+                .as_ref()
+                .is_some_and(|p| p.version.is_some()),
+            backend: self.backend.capabilities().name,
         })
     }
 }

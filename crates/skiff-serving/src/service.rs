@@ -9,6 +9,14 @@ use crate::protocol::ProtocolError;
 use crate::repository::{Repository, RepositoryError, Served};
 use crate::tensor::{Tensor, TensorError};
 
+/// The protocol extensions the server metadata names (REST and gRPC).
+pub const EXTENSIONS: [&str; 4] = [
+    "classification",
+    "binary_tensor_data",
+    "model_repository",
+    "model_configuration",
+];
+
 /// An error as the client sees it: each kind maps to one HTTP status and one gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
