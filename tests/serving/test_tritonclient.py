@@ -171,3 +171,37 @@ def test_model_config(start_server, tmp_path, onnx_models, kind):
     assert "model_configuration" in extensions and "classification" in extensions
     with pytest.raises(InferenceServerException):
         get("nope")
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_inference_statistics(start_server, repository, iris_x, kind):
+    """get_inference_statistics counts what the server did: requests that succeeded and
+    failed, rows inferred, executions, and time queued and computing."""
+    s = start_server(["--model-repository", str(repository)])
+    mod, c = client(kind, s)
+    for rows in (1, 3, 5):
+        inp = mod.InferInput("X", [rows, 4], "FP32")
+        inp.set_data_from_numpy(iris_x[:rows])
+        c.infer("iris", [inp])
+    bad = mod.InferInput("X", [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(InferenceServerException):
+        c.infer("iris", [bad])
+    if kind == "grpc":
+        from google.protobuf.json_format import MessageToDict
+        stats = MessageToDict(c.get_inference_statistics("iris"), preserving_proto_field_name=True)
+        everything = MessageToDict(c.get_inference_statistics(), preserving_proto_field_name=True)
+    else:
+        stats = c.get_inference_statistics("iris")
+        everything = c.get_inference_statistics()
+    [m] = stats["model_stats"]
+    assert (m["name"], m["version"]) == ("iris", "1")
+    assert int(m["inference_count"]) == 9 and int(m["execution_count"]) == 3
+    inf = m["inference_stats"]
+    assert int(inf["success"]["count"]) == 3 and int(inf["success"]["ns"]) > 0
+    assert int(inf["fail"]["count"]) == 1
+    assert int(inf["queue"]["count"]) == 3 and int(inf["compute_infer"]["count"]) == 3
+    assert int(inf["compute_infer"]["ns"]) > 0 and int(m["last_inference"]) > 0
+    assert sorted(x["name"] for x in everything["model_stats"]) == sorted(MODELS)
+    with pytest.raises(InferenceServerException):
+        c.get_inference_statistics("nope")

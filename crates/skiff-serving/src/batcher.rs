@@ -324,10 +324,11 @@ impl Worker {
     }
 
     fn observe(&self, enqueued: Instant, started: Instant, compute: Duration) {
-        self.metrics
-            .queue_seconds
-            .observe(started.saturating_duration_since(enqueued).as_secs_f64());
+        let waited = started.saturating_duration_since(enqueued);
+        self.metrics.queue_seconds.observe(waited.as_secs_f64());
         self.metrics.compute_seconds.observe(compute.as_secs_f64());
+        self.metrics.totals.queue.add(waited);
+        self.metrics.totals.compute.add(compute);
     }
 
     fn run_single(&mut self, job: Job) {
@@ -343,6 +344,7 @@ impl Worker {
         let result = self.model.infer(inputs, &outputs);
         let compute = started.elapsed();
         self.metrics.batch_size.observe(rows.unwrap_or(1) as f64);
+        self.metrics.totals.executed(rows.unwrap_or(1));
         self.observe(enqueued, started, compute);
         let _ = reply.send(result);
     }
@@ -381,6 +383,7 @@ impl Worker {
             }
         }
         self.metrics.batch_size.observe(total as f64);
+        self.metrics.totals.executed(total);
         for (job, mut produced) in jobs.into_iter().zip(split) {
             self.observe(job.enqueued, started, compute);
             let reply = if job.outputs.is_empty() {

@@ -56,6 +56,59 @@ pub mod pb {
         pub extensions: Vec<String>,
     }
     #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelStatisticsRequest {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelStatisticsResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub model_stats: Vec<ModelStatistics>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelStatistics {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub version: String,
+        #[prost(uint64, tag = "3")]
+        pub last_inference: u64,
+        #[prost(uint64, tag = "4")]
+        pub inference_count: u64,
+        #[prost(uint64, tag = "5")]
+        pub execution_count: u64,
+        #[prost(message, optional, tag = "6")]
+        pub inference_stats: Option<InferStatistics>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InferStatistics {
+        #[prost(message, optional, tag = "1")]
+        pub success: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "2")]
+        pub fail: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "3")]
+        pub queue: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "4")]
+        pub compute_input: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "5")]
+        pub compute_infer: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "6")]
+        pub compute_output: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "7")]
+        pub cache_hit: Option<StatisticDuration>,
+        #[prost(message, optional, tag = "8")]
+        pub cache_miss: Option<StatisticDuration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StatisticDuration {
+        #[prost(uint64, tag = "1")]
+        pub count: u64,
+        #[prost(uint64, tag = "2")]
+        pub ns: u64,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelConfigRequest {
         #[prost(string, tag = "1")]
         pub name: String,
@@ -408,6 +461,38 @@ fn tensor_meta(specs: &[crate::backend::TensorSpec]) -> Vec<pb::TensorMetadata> 
         .collect()
 }
 
+async fn model_statistics(
+    repo: Arc<Repository>,
+    req: Request<pb::ModelStatisticsRequest>,
+) -> Reply<pb::ModelStatisticsResponse> {
+    let r = req.into_inner();
+    let stats = crate::statistics::collect(&repo, &r.name, version_opt(&r.version))
+        .map_err(ServeError::from)?;
+    let d = |(count, ns)| Some(pb::StatisticDuration { count, ns });
+    Ok(Response::new(pb::ModelStatisticsResponse {
+        model_stats: stats
+            .into_iter()
+            .map(|m| pb::ModelStatistics {
+                name: m.name,
+                version: m.version,
+                last_inference: m.last_inference,
+                inference_count: m.inference_count,
+                execution_count: m.execution_count,
+                inference_stats: Some(pb::InferStatistics {
+                    success: d(m.success),
+                    fail: d(m.fail),
+                    queue: d(m.queue),
+                    compute_input: d((0, 0)),
+                    compute_infer: d(m.compute_infer),
+                    compute_output: d((0, 0)),
+                    cache_hit: d((0, 0)),
+                    cache_miss: d((0, 0)),
+                }),
+            })
+            .collect(),
+    }))
+}
+
 async fn model_config(
     repo: Arc<Repository>,
     req: Request<pb::ModelConfigRequest>,
@@ -735,6 +820,7 @@ async fn dispatch(
         "ServerMetadata" => unary!(repo, max, req, server_metadata),
         "ModelMetadata" => unary!(repo, max, req, model_metadata),
         "ModelConfig" => unary!(repo, max, req, model_config),
+        "ModelStatistics" => unary!(repo, max, req, model_statistics),
         "ModelInfer" => unary!(repo, max, req, model_infer),
         "RepositoryIndex" => unary!(repo, max, req, repository_index),
         "RepositoryModelLoad" => unary!(repo, max, req, repository_load),

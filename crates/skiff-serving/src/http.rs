@@ -56,6 +56,12 @@ pub fn router(state: AppState) -> Router {
             "/v2/models/{model}/versions/{version}",
             get(model_metadata_v),
         )
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(model_stats_v),
+        )
         .route("/v2/models/{model}/config", get(model_config))
         .route(
             "/v2/models/{model}/versions/{version}/config",
@@ -217,6 +223,31 @@ async fn model_metadata_v(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
     metadata(&s, &model, Some(&version))
+}
+
+fn stats(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
+    let stats = crate::statistics::collect(&s.repo, model, version)?;
+    Ok(axum::Json(json!({
+        "model_stats": stats.iter().map(|m| m.to_json()).collect::<Vec<_>>(),
+    })))
+}
+
+async fn all_stats(State(s): State<AppState>) -> Result<axum::Json<Value>> {
+    stats(&s, "", None)
+}
+
+async fn model_stats(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<axum::Json<Value>> {
+    stats(&s, &model, None)
+}
+
+async fn model_stats_v(
+    State(s): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<axum::Json<Value>> {
+    stats(&s, &model, Some(&version))
 }
 
 async fn model_config(

@@ -15,6 +15,7 @@ pub mod repository;
 pub mod sched;
 pub mod service;
 pub mod simple;
+pub mod statistics;
 pub mod tensor;
 pub mod triton_config;
 

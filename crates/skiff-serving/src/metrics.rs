@@ -1,6 +1,10 @@
 //! Prometheus metrics per model and version: requests, failures, queue and compute latency, batch sizes.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -53,9 +57,66 @@ fn batch_sizes() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
+/// A count of events and their summed duration, as Triton's statistics report them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    count: AtomicU64,
+    ns: AtomicU64,
+}
+
+impl Tally {
+    pub fn add(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// (count, nanoseconds).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One model version's totals for the statistics extension (prometheus-client does not let
+/// its histograms be read back): per request, success, failure, queue and compute time; per
+/// execution, rows and count.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub success: Tally,
+    pub fail: Tally,
+    pub queue: Tally,
+    pub compute: Tally,
+    pub inferences: AtomicU64,
+    pub executions: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last request that succeeded.
+    pub last_inference_ms: AtomicU64,
+}
+
+impl Totals {
+    pub fn executed(&self, rows: usize) {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        self.inferences.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    pub fn succeeded(&self, took: Duration) {
+        self.success.add(took);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_inference_ms.store(now, Ordering::Relaxed);
+    }
+}
+
 /// All serving metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
+    /// Shared by every resolution of the same labels, as the families' series are.
+    totals: Mutex<HashMap<ModelLabels, Arc<Totals>>>,
     pub requests: Family<ModelLabels, Counter>,
     pub failures: Family<ModelLabels, Counter>,
     pub request_seconds: Family<ModelLabels, Histogram>,
@@ -73,6 +134,7 @@ pub struct ModelMetrics {
     pub queue_seconds: Histogram,
     pub compute_seconds: Histogram,
     pub batch_size: Histogram,
+    pub totals: Arc<Totals>,
 }
 
 impl Default for Metrics {
@@ -123,6 +185,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            totals: Mutex::new(HashMap::new()),
             requests,
             failures,
             request_seconds,
@@ -142,6 +205,13 @@ impl Metrics {
             queue_seconds: self.queue_seconds.get_or_create(labels).clone(),
             compute_seconds: self.compute_seconds.get_or_create(labels).clone(),
             batch_size: self.batch_size.get_or_create(labels).clone(),
+            totals: self
+                .totals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(labels.clone())
+                .or_default()
+                .clone(),
         }
     }
 

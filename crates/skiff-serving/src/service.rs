@@ -1,7 +1,7 @@
 //! The protocol-neutral inference call shared by REST and gRPC, and its error kinds.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::BackendError;
 use crate::batcher::SubmitError;
@@ -10,11 +10,12 @@ use crate::repository::{Repository, RepositoryError, Served};
 use crate::tensor::{Tensor, TensorError};
 
 /// The protocol extensions the server metadata names (REST and gRPC).
-pub const EXTENSIONS: [&str; 4] = [
+pub const EXTENSIONS: [&str; 5] = [
     "classification",
     "binary_tensor_data",
     "model_repository",
     "model_configuration",
+    "statistics",
 ];
 
 /// An error as the client sees it: each kind maps to one HTTP status and one gRPC code.
@@ -91,6 +92,7 @@ pub fn rejected<T>(served: &Served, result: Result<T, ServeError>) -> Result<T, 
     if result.is_err() {
         served.metrics.requests.inc();
         served.metrics.failures.inc();
+        served.metrics.totals.fail.add(Duration::ZERO);
     }
     result
 }
@@ -127,13 +129,16 @@ pub async fn infer(
         Ok::<_, ServeError>(out)
     }
     .await;
-    metrics
-        .request_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    metrics.request_seconds.observe(took.as_secs_f64());
     match result {
-        Ok(out) => Ok((served, out)),
+        Ok(out) => {
+            metrics.totals.succeeded(took);
+            Ok((served, out))
+        }
         Err(e) => {
             metrics.failures.inc();
+            metrics.totals.fail.add(took);
             Err(e)
         }
     }
