@@ -250,24 +250,25 @@ async fn model_stats_v(
     stats(&s, &model, Some(&version))
 }
 
+fn config(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
+    let served = s.repo.get(model, version)?;
+    Ok(axum::Json(
+        crate::model_config::ModelConfigView::of(&served).to_json(),
+    ))
+}
+
 async fn model_config(
     State(s): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<axum::Json<Value>> {
-    let served = s.repo.get(&model, None)?;
-    Ok(axum::Json(
-        crate::model_config::ModelConfigView::of(&served).to_json(),
-    ))
+    config(&s, &model, None)
 }
 
 async fn model_config_v(
     State(s): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>> {
-    let served = s.repo.get(&model, Some(&version))?;
-    Ok(axum::Json(
-        crate::model_config::ModelConfigView::of(&served).to_json(),
-    ))
+    config(&s, &model, Some(&version))
 }
 
 fn ready(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
