@@ -664,7 +664,16 @@ fn read_settings(dir: &Path) -> Result<ModelSettings, String> {
         }
     };
     if let Some((path, bytes)) = read(SETTINGS_FILE)? {
-        return serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()));
+        let mut settings: ModelSettings =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        // MLServer merges requests only when max_batch_time is above 0 as well; a file copied
+        // from an MLServer setup must not start merging (and so mixing rows) here.
+        if settings.max_batch_size.is_some_and(|n| n > 1)
+            && !settings.max_batch_time.is_some_and(|t| t > 0.0)
+        {
+            settings.max_batch_size = Some(1);
+        }
+        return Ok(settings);
     }
     if let Some((path, bytes)) = read(TRITON_CONFIG_FILE)? {
         let text = std::str::from_utf8(&bytes)
@@ -775,12 +784,15 @@ mod tests {
         assert_eq!(w.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![3]);
         std::fs::write(
             m.join(SETTINGS_FILE),
-            r#"{"name":"iris","parameters":{"version":"2"},"max_batch_size":8}"#,
+            r#"{"name":"iris","parameters":{"version":"2"},"max_batch_size":8,"max_batch_time":0.001}"#,
         )
         .unwrap();
         let (s, w) = wanted_versions(&src).unwrap();
         assert_eq!(w[0].0, 2);
         assert_eq!(s.max_batch_size, Some(8));
+        // As in MLServer, max_batch_size alone does not merge requests.
+        std::fs::write(m.join(SETTINGS_FILE), r#"{"max_batch_size":8}"#).unwrap();
+        assert_eq!(wanted_versions(&src).unwrap().0.max_batch_size, Some(1));
         std::fs::write(m.join(SETTINGS_FILE), r#"{"parameters":{"version":"9"}}"#).unwrap();
         assert!(
             wanted_versions(&src)
@@ -805,7 +817,11 @@ mod tests {
             "{e}"
         );
         // model-settings.json wins over config.pbtxt.
-        std::fs::write(m.join(SETTINGS_FILE), r#"{"max_batch_size":2}"#).unwrap();
+        std::fs::write(
+            m.join(SETTINGS_FILE),
+            r#"{"max_batch_size":2,"max_batch_time":0.01}"#,
+        )
+        .unwrap();
         assert_eq!(wanted_versions(&src).unwrap().0.max_batch_size, Some(2));
     }
 
