@@ -335,28 +335,42 @@ impl Repository {
         let _guard = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
         // Discover models added to the repository directory.
         if let Some(root) = &self.root {
-            let found = scan_root(root);
-            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-            for (name, dir) in &found {
-                models
-                    .entry(name.clone())
-                    .or_insert_with(|| Entry::new(Source::Directory(dir.clone())));
-            }
-            // A model whose directory disappeared is no longer served nor listed; requests in
-            // flight finish on the versions they hold.
-            let removed: Vec<String> = models
-                .iter()
-                .filter(|(name, e)| {
-                    matches!(e.source, Source::Directory(_)) && !found.contains_key(*name)
-                })
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in removed {
-                self.forget(&mut models, &name);
+            let found = match scan_root(root) {
+                Ok(found) => Some(found),
+                Err(e) => {
+                    // Keep serving what is loaded; the next scan tries again.
+                    tracing::warn!(root = %root.display(), error = %e, "cannot scan the model repository");
+                    None
+                }
+            };
+            if let Some(found) = found {
+                self.discover(&found);
             }
         }
         for name in self.model_names() {
             self.sync_model(&name, settle, false);
+        }
+    }
+
+    /// Adds the models found in the repository and forgets those whose directory is gone.
+    fn discover(&self, found: &BTreeMap<String, PathBuf>) {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        for (name, dir) in found {
+            models
+                .entry(name.clone())
+                .or_insert_with(|| Entry::new(Source::Directory(dir.clone())));
+        }
+        // A model whose directory disappeared is no longer served nor listed; requests in
+        // flight finish on the versions they hold.
+        let removed: Vec<String> = models
+            .iter()
+            .filter(|(name, e)| {
+                matches!(e.source, Source::Directory(_)) && !found.contains_key(*name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in removed {
+            self.forget(&mut models, &name);
         }
     }
 
@@ -386,7 +400,7 @@ impl Repository {
                 source: Source::Directory(dir),
                 ..
             }) = models.get(name)
-                && !dir.is_dir()
+                && removed(dir)
             {
                 self.forget(&mut models, name);
             }
@@ -642,15 +656,26 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Model directories under the root, by name (a settings `name` does not rename: the directory is the name).
-fn scan_root(root: &Path) -> BTreeMap<String, PathBuf> {
-    let Ok(rd) = std::fs::read_dir(root) else {
-        return BTreeMap::new();
-    };
-    rd.filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
-        .filter(|(n, _)| valid_name(n))
-        .collect()
+/// The model directories under `root`. Any error reading it is returned, never taken for an
+/// empty repository: out of file handles (EMFILE) or a flaky mount must not unload every model.
+fn scan_root(root: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    let mut found = BTreeMap::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        let path = e.path();
+        if !std::fs::metadata(&path)?.is_dir() {
+            continue;
+        }
+        if let Some(name) = e.file_name().to_str().filter(|n| valid_name(n)) {
+            found.insert(name.to_string(), path);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether a model directory is gone for good; an error other than "not found" says nothing.
+fn removed(dir: &Path) -> bool {
+    matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// `model-settings.json`, else `config.pbtxt`, else defaults.
@@ -1012,6 +1037,13 @@ mod tests {
         assert!(r.all_ready());
         // A request that already holds the version finishes on it.
         assert_eq!(held.version, "1");
+        // A scan that cannot read the repository keeps what it serves.
+        let moved = dir.path().with_extension("away");
+        std::fs::rename(dir.path(), &moved).unwrap();
+        r.sync(true);
+        assert_eq!(r.model_names(), vec!["a".to_string()]);
+        assert!(r.get("a", None).is_ok());
+        std::fs::rename(&moved, dir.path()).unwrap();
         // Without a scan (hot reload off), an explicit load finds the directory gone.
         put(dir.path(), "later", 1, "z");
         r.load("later").unwrap();
@@ -1029,7 +1061,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("a")).unwrap();
         std::fs::create_dir(dir.path().join(".hidden")).unwrap();
         std::fs::write(dir.path().join("file"), b"").unwrap();
-        let names: Vec<_> = scan_root(dir.path()).into_keys().collect();
+        let names: Vec<_> = scan_root(dir.path()).unwrap().into_keys().collect();
         assert_eq!(names, vec!["a".to_string()]);
     }
 }
