@@ -359,3 +359,25 @@ def test_triton_config_pbtxt(start_server, tmp_path, onnx_models, iris_x):
     assert r.status_code == 400 and "batch-size must be <= 8" in r.json()["error"], r.text
     r = requests.get(s.url + "/v2/models/typo/ready", timeout=10)
     assert r.status_code == 503 and "unknown field max_queue_delay" in r.json()["error"], r.text
+
+
+def test_errors_wait_for_the_body_and_keep_the_connection(server):
+    """A client that sends headers and body apart (Python's requests does) gets the error for
+    its request and can go on using the connection."""
+    import socket
+    host, port = server.url.removeprefix("http://").split(":")
+    body = b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}'
+    head = (b"POST /v2/models/nosuch/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    with socket.create_connection((host, int(port))) as c:
+        c.settimeout(10)
+        for _ in range(2):
+            c.sendall(head)
+            time.sleep(0.2)
+            c.sendall(body)
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = c.recv(4096)
+                assert chunk, f"connection closed after {answer!r}"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 404"), answer

@@ -297,6 +297,10 @@ async fn infer_json(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    // The body is read before any answer, errors included: answering first would have hyper
+    // close the connection under a client still sending it (Python's requests sends headers
+    // and body apart), which the client sees as a dropped connection instead of the answer.
+    let bytes = read_body(&s, body).await;
     // An unknown model is a 404 whatever the body holds.
     let target = s.repo.get(&model, version.as_deref())?;
     let decoded = async {
@@ -313,7 +317,7 @@ async fn infer_json(
                     })?,
             ),
         };
-        let bytes = read_body(&s, body).await?;
+        let bytes = bytes?;
         Ok(decode_infer(&bytes, header_len)?)
     }
     .await;
