@@ -1,7 +1,8 @@
 //! Liveness, readiness and startup probes (httpGet, tcpSocket, exec) with the Kubernetes
 //! defaults, run by one task per container that reports transitions to the pod worker, and
 //! lifecycle hooks. One deliberate difference: a readiness probe that has never succeeded
-//! is retried sooner than its period, so a new pod is Ready as soon as it answers; a startup
+//! is retried sooner than its period (its failures reported only from the kubelet's first
+//! regular tick on), so a new pod is Ready as soon as it answers; a startup
 //! probe likewise tries early, but counts (and reports) only attempts from the latest time the
 //! kubelet's first one could come, so a slow starter gets at least Kubernetes' budget.
 //! Liveness waits as long: its first attempt comes a period after the start (or after
@@ -546,7 +547,12 @@ pub async fn run(target: Target, tx: Tx) {
                     counter.record(true, &s)
                 }
                 Outcome::Failure(m) => {
-                    let due = !warming || last_event.is_none_or(|t| t.elapsed() >= s.period);
+                    // While warming, failures are reported from the kubelet's first regular
+                    // tick on, at its pace: a server that binds within milliseconds of its
+                    // start logs no "Readiness probe failed" event for the quick retries.
+                    let due = !warming
+                        || (tokio::time::Instant::now() >= start + s.first_tick()
+                            && last_event.is_none_or(|t| t.elapsed() >= s.period));
                     if due {
                         last_event = Some(std::time::Instant::now());
                         if !send(
@@ -721,6 +727,28 @@ mod tests {
             at >= Duration::from_millis(950),
             "first counted failure after {at:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn readiness_of_a_late_binder_reports_no_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let target = target_with(
+            dir.path(),
+            serde_json::json!({"readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2}}),
+        );
+        let listener = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind");
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+        let events = events_within(target, Duration::from_millis(800)).await;
+        listener.abort();
+        assert_eq!(events, vec![ProbeEvent::Started, ProbeEvent::Ready(true)]);
     }
 
     #[tokio::test]
