@@ -205,3 +205,14 @@ def test_inference_statistics(start_server, repository, iris_x, kind):
     assert sorted(x["name"] for x in everything["model_stats"]) == sorted(MODELS)
     with pytest.raises(InferenceServerException):
         c.get_inference_statistics("nope")
+
+
+def test_grpc_message_over_the_limit_is_resource_exhausted(start_server, repository):
+    s = start_server(["--model-repository", str(repository), "--max-body-bytes", "4096"])
+    c = grpcclient.InferenceServerClient(s.grpc)
+    inp = grpcclient.InferInput("X", [512, 4], "FP32")
+    inp.set_data_from_numpy(np.zeros((512, 4), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        c.infer("iris", [inp])
+    assert e.value.status() == "StatusCode.RESOURCE_EXHAUSTED", e.value
+    assert c.is_server_live()

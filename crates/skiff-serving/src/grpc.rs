@@ -803,8 +803,20 @@ macro_rules! unary {
         let mut grpc = Grpc::new(ProstCodec::default())
             .max_decoding_message_size($max)
             .max_encoding_message_size($max);
-        grpc.unary(svc, $req).await
+        oversized_is_resource_exhausted(grpc.unary(svc, $req).await)
     }};
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; gRPC's status codes (and
+/// Triton, through grpc core) use RESOURCE_EXHAUSTED for it, which clients retry differently.
+/// skiff's handlers never answer OUT_OF_RANGE themselves, so the code alone identifies it.
+fn oversized_is_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let h = resp.headers_mut();
+    if h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11") {
+        let code = tonic::Code::ResourceExhausted as i32;
+        h.insert("grpc-status", http::HeaderValue::from(code));
+    }
+    resp
 }
 
 async fn dispatch(
