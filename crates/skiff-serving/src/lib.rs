@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 
 use crate::backend::Backend;
 use crate::backend::ort::OrtBackend;
@@ -308,10 +307,83 @@ pub async fn serve_router(
     app: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener.tap_io(no_delay), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_router_with(listener, app, shutdown, HEADER_READ_TIMEOUT).await
 }
+
+/// [`serve_router`] with another header-read timeout (tests use a short one).
+pub async fn serve_router_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    // Connections still waiting for their first byte are dropped at shutdown (they hold no
+    // request), so that they do not hold it up for the timeout.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file handles and the like: wait rather than spin; the
+                    // connections already open go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let mut tcp = tcp;
+            // hyper's header timeout starts once the protocol is known; telling HTTP/1 from
+            // HTTP/2 needs the first bytes, and a connection that never sends one would wait
+            // there forever.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                got = tokio::time::timeout(header_read_timeout, tcp.peek(&mut first)) => {
+                    if !matches!(got, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
+                }
+                _ = closed.wait_for(|&c| c) => return,
+            }
+            no_delay(&mut tcp);
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    // Requests in flight finish; idle connections are closed.
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// How long a client has to send a request's headers once its connection is ready for one.
+/// A connection that sends nothing, or half its headers, for this long is closed (idle
+/// keep-alive connections included), as nginx does after 60 s: otherwise idle sockets pile up
+/// without bound, each holding buffers, until the pod's memory or file-handle limit stops the
+/// server.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Answers go out as soon as they are written: an HTTP/2 (gRPC) answer is several frames
 /// (headers, data, trailers), and Nagle would hold the later ones back for the client's
