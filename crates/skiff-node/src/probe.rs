@@ -670,6 +670,19 @@ mod tests {
         out
     }
 
+    /// A server on 127.0.0.1:`port` that starts listening after `delay`, as a slow one binds.
+    fn listen_after(port: u16, delay: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("bind");
+            loop {
+                let _ = l.accept().await;
+            }
+        })
+    }
+
     fn free_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -685,15 +698,7 @@ mod tests {
             serde_json::json!({"startupProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2,
                 "failureThreshold": 1}}),
         );
-        let listener = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind");
-            loop {
-                let _ = l.accept().await;
-            }
-        });
+        let listener = listen_after(port, Duration::from_millis(300));
         let events = events_within(target, Duration::from_millis(1200)).await;
         listener.abort();
         assert_eq!(events, vec![ProbeEvent::Started, ProbeEvent::Ready(true)]);
@@ -737,15 +742,7 @@ mod tests {
             dir.path(),
             serde_json::json!({"readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2}}),
         );
-        let listener = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                .await
-                .expect("bind");
-            loop {
-                let _ = l.accept().await;
-            }
-        });
+        let listener = listen_after(port, Duration::from_millis(200));
         let events = events_within(target, Duration::from_millis(800)).await;
         listener.abort();
         assert_eq!(events, vec![ProbeEvent::Started, ProbeEvent::Ready(true)]);
