@@ -76,6 +76,8 @@ struct Shared {
     filled: Condvar,
     capacity: usize,
     max_batch_size: usize,
+    /// The policy in force (batching off when the model cannot take it).
+    policy: BatchPolicy,
 }
 
 impl Shared {
@@ -96,6 +98,19 @@ impl Queue {
 /// The sending side of a model version's inference threads; dropping it lets them finish the queue and exit.
 pub struct Batcher {
     shared: Arc<Shared>,
+}
+
+impl Batcher {
+    /// The policy in force: the one asked for, or batching off for a model without a batch
+    /// dimension on every input and output.
+    pub fn policy(&self) -> BatchPolicy {
+        self.shared.policy
+    }
+
+    /// Whether requests are merged.
+    pub fn merges(&self) -> bool {
+        self.shared.policy.max_batch_size > 1
+    }
 }
 
 impl Batcher {
@@ -128,6 +143,7 @@ impl Batcher {
             filled: Condvar::new(),
             capacity: queue_capacity,
             max_batch_size: policy.max_batch_size.max(1),
+            policy,
         });
         let batcher = Batcher {
             shared: shared.clone(),

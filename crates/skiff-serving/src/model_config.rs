@@ -66,9 +66,10 @@ fn data_type_name(code: i32) -> &'static str {
 
 impl ModelConfigView {
     pub fn of(served: &Served) -> ModelConfigView {
-        let batch_bound = served
-            .max_request_rows
-            .or(served.merges.then_some(served.policy.max_batch_size));
+        let batch_bound = served.max_request_rows.or(served
+            .batcher
+            .merges()
+            .then(|| served.batcher.policy().max_batch_size));
         // A batch dimension exists only where every input and output leaves the first open.
         let max_batch_size = batch_bound
             .filter(|_| served.signature.batchable())
@@ -94,9 +95,9 @@ impl ModelConfigView {
             max_batch_size,
             inputs: tensors(&served.signature.inputs),
             outputs: tensors(&served.signature.outputs),
-            dynamic_batching_delay_us: served
-                .merges
-                .then(|| u64::try_from(served.policy.max_delay.as_micros()).unwrap_or(u64::MAX)),
+            dynamic_batching_delay_us: served.batcher.merges().then(|| {
+                u64::try_from(served.batcher.policy().max_delay.as_micros()).unwrap_or(u64::MAX)
+            }),
             instances: i32::try_from(served.instances).unwrap_or(i32::MAX),
             pinned_version: served.pinned.then(|| served.version.parse().ok()).flatten(),
         }

@@ -59,9 +59,6 @@ pub struct Served {
     pub metrics: ModelMetrics,
     /// See [`ModelSettings::max_request_rows`].
     pub max_request_rows: Option<usize>,
-    /// How requests are merged; they are only when `merges`.
-    pub policy: BatchPolicy,
-    pub merges: bool,
     pub instances: usize,
     /// The version was pinned by the model's settings rather than the latest.
     pub pinned: bool,
@@ -618,7 +615,6 @@ impl Repository {
         };
         let labels = ModelLabels::new(name, &version.to_string());
         let metrics = self.metrics.for_model(&labels);
-        let merges = policy.max_batch_size > 1 && signature.batchable();
         let batcher = Batcher::start(
             models,
             policy,
@@ -639,8 +635,6 @@ impl Repository {
             batcher,
             metrics,
             max_request_rows: settings.max_request_rows,
-            policy,
-            merges,
             instances,
             pinned: settings
                 .parameters
