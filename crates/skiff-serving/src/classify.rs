@@ -54,15 +54,10 @@ pub fn apply(outputs: Vec<Tensor>, wanted: &[(String, usize)]) -> Result<Vec<Ten
         .collect()
 }
 
-/// The class count of a `classification` parameter: a whole number above 0.
-pub fn class_count(name: &str, value: Option<i128>) -> Result<Option<usize>, ServeError> {
-    match value {
-        None => Ok(None),
-        Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        Some(n) => Err(ServeError::BadRequest(format!(
-            "output {name:?}: parameter \"classification\" must be a class count above 0, got {n}"
-        ))),
-    }
+/// The class count a `classification` parameter asks for, `None` unless it is above 0; a count
+/// past `usize` is as good as all classes.
+pub fn class_count(value: i128) -> Option<usize> {
+    (value > 0).then(|| usize::try_from(value).unwrap_or(usize::MAX))
 }
 
 /// A score as Triton writes it: C++'s `std::to_string`, six decimals for floats (`nan`, `inf`),
@@ -238,13 +233,9 @@ mod tests {
         ] {
             check(&wanted, &[s]).unwrap();
         }
-        assert!(class_count("p", Some(0)).is_err());
-        assert!(class_count("p", Some(-3)).is_err());
-        assert_eq!(class_count("p", Some(3)).unwrap(), Some(3));
-        assert_eq!(
-            class_count("p", Some(i128::from(u64::MAX))).unwrap(),
-            Some(usize::MAX)
-        );
-        assert_eq!(class_count("p", None).unwrap(), None);
+        assert_eq!(class_count(0), None);
+        assert_eq!(class_count(-3), None);
+        assert_eq!(class_count(3), Some(3));
+        assert_eq!(class_count(i128::from(u64::MAX)), Some(usize::MAX));
     }
 }

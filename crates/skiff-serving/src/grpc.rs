@@ -640,33 +640,34 @@ fn from_contents(
     })
 }
 
-/// Turns a gRPC request into tensors: all inputs from `raw_input_contents` (in order) or all from `contents`.
 /// The outputs asked for as classes (`classification` parameter), with their class counts.
 fn requested_classes(req: &pb::ModelInferRequest) -> Result<Vec<(String, usize)>, ServeError> {
     let mut out = Vec::new();
     for o in &req.outputs {
-        let count = match o
+        let Some(choice) = o
             .parameters
             .get("classification")
             .and_then(|p| p.parameter_choice.as_ref())
-        {
-            None => None,
-            Some(pb::ParameterChoice::Int64Param(n)) => Some(i128::from(*n)),
-            Some(pb::ParameterChoice::Uint64Param(n)) => Some(i128::from(*n)),
-            Some(_) => {
-                return Err(ServeError::BadRequest(format!(
-                    "output {:?}: parameter \"classification\" must be an integer class count",
-                    o.name
-                )));
-            }
+        else {
+            continue;
         };
-        if let Some(n) = crate::classify::class_count(&o.name, count)? {
-            out.push((o.name.clone(), n));
-        }
+        let count = match choice {
+            pb::ParameterChoice::Int64Param(n) => crate::classify::class_count(i128::from(*n)),
+            pb::ParameterChoice::Uint64Param(n) => crate::classify::class_count(i128::from(*n)),
+            _ => None,
+        };
+        let count = count.ok_or_else(|| {
+            ServeError::BadRequest(format!(
+                "output {:?}: parameter \"classification\" must be a class count above 0",
+                o.name
+            ))
+        })?;
+        out.push((o.name.clone(), count));
     }
     Ok(out)
 }
 
+/// Turns a gRPC request into tensors: all inputs from `raw_input_contents` (in order) or all from `contents`.
 pub fn decode_request(
     req: pb::ModelInferRequest,
 ) -> Result<(Vec<Tensor>, Vec<String>), ServeError> {

@@ -415,16 +415,19 @@ fn finish_request(
         .unwrap_or_default()
         .into_iter()
         .map(|o| {
-            let classification =
-                match o.parameters.as_ref().and_then(|p| p.get("classification")) {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(v.as_i64().filter(|&n| n > 0).ok_or_else(|| {
-                        ProtocolError::Parameter {
+            let classification = match o.parameters.as_ref().and_then(|p| p.get("classification")) {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_i64()
+                        .map(i128::from)
+                        .or(v.as_u64().map(i128::from))
+                        .and_then(crate::classify::class_count)
+                        .ok_or_else(|| ProtocolError::Parameter {
                             name: "classification".into(),
                             expected: "a class count above 0",
-                        }
-                    })? as usize),
-                };
+                        })?,
+                ),
+            };
             Ok(RequestedOutput {
                 binary: bool_param(&o.parameters, "binary_data")?,
                 name: o.name,
