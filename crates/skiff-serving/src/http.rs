@@ -52,30 +52,27 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/ready", get(server_ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{model}", get(model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(model_metadata_v),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata))
         .route("/v2/models/stats", get(all_stats))
         .route("/v2/models/{model}/stats", get(model_stats))
         .route(
             "/v2/models/{model}/versions/{version}/stats",
-            get(model_stats_v),
+            get(model_stats),
         )
         .route("/v2/models/{model}/config", get(model_config))
         .route(
             "/v2/models/{model}/versions/{version}/config",
-            get(model_config_v),
+            get(model_config),
         )
         .route("/v2/models/{model}/ready", get(model_ready))
         .route(
             "/v2/models/{model}/versions/{version}/ready",
-            get(model_ready_v),
+            get(model_ready),
         )
         .route("/v2/models/{model}/infer", post(infer_v2))
         .route(
             "/v2/models/{model}/versions/{version}/infer",
-            post(infer_v2_v),
+            post(infer_v2),
         )
         .route(
             "/v2/repository/index",
@@ -195,12 +192,23 @@ fn specs(specs: &[TensorSpec]) -> Vec<Value> {
         .collect()
 }
 
-fn metadata(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
-    let served = s.repo.get(model, version)?;
+/// `/v2/models/{model}/...` and `/v2/models/{model}/versions/{version}/...`: one handler serves
+/// both, the version absent on the first.
+#[derive(Deserialize)]
+struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+async fn model_metadata(
+    State(s): State<AppState>,
+    Path(p): Path<ModelPath>,
+) -> Result<axum::Json<Value>> {
+    let served = s.repo.get(&p.model, p.version.as_deref())?;
     // A version asked for by number ("01" is 1) is reported as the server names it.
-    let versions = match version {
+    let versions = match p.version {
         Some(_) => vec![served.version.clone()],
-        None => s.repo.versions(model),
+        None => s.repo.versions(&p.model),
     };
     Ok(axum::Json(json!({
         "name": served.name,
@@ -209,20 +217,6 @@ fn metadata(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Js
         "inputs": specs(&served.signature.inputs),
         "outputs": specs(&served.signature.outputs),
     })))
-}
-
-async fn model_metadata(
-    State(s): State<AppState>,
-    Path(model): Path<String>,
-) -> Result<axum::Json<Value>> {
-    metadata(&s, &model, None)
-}
-
-async fn model_metadata_v(
-    State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<axum::Json<Value>> {
-    metadata(&s, &model, Some(&version))
 }
 
 fn stats(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
@@ -238,56 +232,27 @@ async fn all_stats(State(s): State<AppState>) -> Result<axum::Json<Value>> {
 
 async fn model_stats(
     State(s): State<AppState>,
-    Path(model): Path<String>,
+    Path(p): Path<ModelPath>,
 ) -> Result<axum::Json<Value>> {
-    stats(&s, &model, None)
+    stats(&s, &p.model, p.version.as_deref())
 }
 
-async fn model_stats_v(
+async fn model_config(
     State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
+    Path(p): Path<ModelPath>,
 ) -> Result<axum::Json<Value>> {
-    stats(&s, &model, Some(&version))
-}
-
-fn config(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
-    let served = s.repo.get(model, version)?;
+    let served = s.repo.get(&p.model, p.version.as_deref())?;
     Ok(axum::Json(
         crate::model_config::ModelConfigView::of(&served).to_json(),
     ))
 }
 
-async fn model_config(
-    State(s): State<AppState>,
-    Path(model): Path<String>,
-) -> Result<axum::Json<Value>> {
-    config(&s, &model, None)
-}
-
-async fn model_config_v(
-    State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<axum::Json<Value>> {
-    config(&s, &model, Some(&version))
-}
-
-fn ready(s: &AppState, model: &str, version: Option<&str>) -> Result<axum::Json<Value>> {
-    s.repo.get(model, version)?;
-    Ok(axum::Json(json!({ "name": model, "ready": true })))
-}
-
 async fn model_ready(
     State(s): State<AppState>,
-    Path(model): Path<String>,
+    Path(p): Path<ModelPath>,
 ) -> Result<axum::Json<Value>> {
-    ready(&s, &model, None)
-}
-
-async fn model_ready_v(
-    State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<axum::Json<Value>> {
-    ready(&s, &model, Some(&version))
+    s.repo.get(&p.model, p.version.as_deref())?;
+    Ok(axum::Json(json!({ "name": p.model, "ready": true })))
 }
 
 async fn infer_json(
@@ -360,20 +325,11 @@ async fn infer_json(
 
 async fn infer_v2(
     State(s): State<AppState>,
-    Path(model): Path<String>,
+    Path(p): Path<ModelPath>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    infer_json(s, model, None, headers, body).await
-}
-
-async fn infer_v2_v(
-    State(s): State<AppState>,
-    Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    infer_json(s, model, Some(version), headers, body).await
+    infer_json(s, p.model, p.version, headers, body).await
 }
 
 async fn repository_index(State(s): State<AppState>, body: Body) -> Result<axum::Json<Value>> {
